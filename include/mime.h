@@ -1,0 +1,55 @@
+/* mime.h — GMime: header decoding, file-name derivation, validation.
+ *
+ * Pure with respect to the outside world: takes bytes, returns strings.
+ * Every GMime object lives only inside one call (GMime objects are not
+ * thread-safe); mime_init() must run once before threads start. */
+#ifndef MAILFS_MIME_H
+#define MAILFS_MIME_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define MIME_NO_DATE INT64_MIN
+
+struct mime_header_info {
+	char *subject;     /* g_mime_message_get_subject(), decoded UTF-8; NULL if absent */
+	char *from;        /* the From header decoded to UTF-8 (display form); NULL if absent */
+	char *message_id;  /* g_mime_message_get_message_id(): addr-spec, no <>; NULL if absent */
+	char *date_header; /* the Date header value decoded, trimmed; NULL if absent */
+	int64_t date;      /* g_mime_message_get_date() as Unix time (UTC), or MIME_NO_DATE */
+	char h8[9];        /* first 8 lowercase hex digits of SHA-256 over the
+	                      Message-ID addr-spec; without a Message-ID, over the
+	                      raw Date, From and Subject values (first instance of
+	                      each, unfolded, trimmed, "" when absent) joined by "\n" */
+};
+
+/* Once per process, before any thread uses GMime. */
+void mime_init(void);
+void mime_shutdown(void);
+
+/* Parses a header block (or a whole message: parsing stops at the body)
+ * and fills *out. Returns 0; -1 only when GMime cannot build a message at
+ * all, in which case *out is still filled with what is known (all NULL,
+ * date MIME_NO_DATE, h8 of three empty values). Never crashes on any
+ * input; data need not be NUL-terminated. */
+int mime_parse_headers(const char *data, size_t len, struct mime_header_info *out);
+void mime_header_info_clear(struct mime_header_info *info);
+
+/* The slug of DESIGN.md "File names": maximal runs of characters that are
+ * not Unicode letters or digits become one '-', leading/trailing '-'
+ * stripped, cut to at most 60 bytes on a UTF-8 boundary, trailing '-'
+ * stripped again, "" -> "no-subject". subject may be NULL. Invalid UTF-8
+ * bytes count as non-letters. Returns g_malloc'd string. */
+char *mime_slug(const char *subject);
+
+/* The name without collision suffix and without ".eml":
+ * "YYYYMMDD-HHMM_<slug>_<h8>". The date is info->date in UTC; when it is
+ * MIME_NO_DATE, fallback_date (IMAP INTERNALDATE, Unix time); when that is
+ * MIME_NO_DATE too, "00000000-0000". Returns g_malloc'd string. */
+char *mime_name_base(const struct mime_header_info *info, int64_t fallback_date);
+
+/* 0 when data parses as an RFC 5322 message with at least one header
+ * field (name: value) before the body; -1 for junk. */
+int mime_validate_message(const char *data, size_t len);
+
+#endif

@@ -1,0 +1,176 @@
+/* store.h — the SQLite metadata cache and the on-disk body cache.
+ *
+ * Knows nothing of IMAP, POP3 or FUSE. Every function is thread-safe: the
+ * store serialises access with its own mutex, and each call is one SQLite
+ * transaction at most. Never holds a lock across network I/O (it does no
+ * network I/O). Passwords never reach it.
+ *
+ * Layout of a cache directory (created mode 0700):
+ *   DIR/cache.sqlite             the metadata
+ *   DIR/bodies/<folder_id>/<uid> one file per cached body
+ *   DIR/tmp/                     bodies being downloaded
+ *
+ * Ownership: strings inside structs filled by the store are g_malloc'd and
+ * owned by the caller, freed by the matching *_clear(). Input structs are
+ * borrowed for the call only. */
+#ifndef MAILFS_STORE_H
+#define MAILFS_STORE_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include "status.h"
+
+struct store;
+
+struct store_folder {
+	int64_t id;
+	char *path;          /* UTF-8, '/' between levels, e.g. "Archive/2023"; never "" */
+	char *wire_name;     /* the server's name (modified UTF-7, server delimiter) */
+	char delim;          /* hierarchy delimiter, 0 when flat */
+	int noselect;        /* \Noselect or implied parent: a directory with no files */
+	uint32_t uidvalidity;/* 0 until the first sync */
+	uint32_t uidnext;
+	uint64_t highestmodseq;
+	int64_t synced_at;   /* Unix time of the last successful sync, 0 never */
+	uint32_t message_count; /* messages stored (including \Deleted ones) */
+};
+
+struct store_message {
+	int64_t folder_id;
+	uint32_t uid;        /* IMAP UID; POP3: a local id assigned by the store */
+	char *remote_id;     /* POP3 UIDL, NULL for IMAP */
+	char *name;          /* file name including ".eml" */
+	char *flags;         /* space-separated, as IMAP spells them; "" none */
+	uint64_t size;       /* the real size once the body was read, else the server's */
+	int size_known;      /* 1 once size is the real body length */
+	int64_t internaldate;/* Unix time */
+	char *subject, *from, *message_id, *date_header; /* decoded; may be NULL */
+	int body_cached;     /* 1 when the body is in the body cache */
+};
+
+/* Opens (creating when needed) the cache in dir. readonly: open the
+ * database read-only and never write (offline mounts may still use a
+ * writable store; this is for tools). body_cap: the byte cap on cached
+ * bodies (LRU eviction beyond it). On failure returns NULL and sets *err
+ * (g_malloc'd message). */
+struct store *store_open(const char *dir, uint64_t body_cap, char **err);
+void store_close(struct store *st);
+
+void store_folder_clear(struct store_folder *f);
+void store_message_clear(struct store_message *m);
+
+/* ---- folders ---- */
+
+struct store_folder_entry {  /* input: one folder as LIST reported it */
+	const char *path;
+	const char *wire_name;
+	char delim;
+	int noselect;
+};
+
+/* Makes the folder table match entries exactly: new paths are inserted,
+ * known ones updated (wire_name, delim, noselect; sync state kept),
+ * folders absent from entries are deleted with their messages and body
+ * files. Parents implied by a path ("a" for "a/b") that are not in
+ * entries are inserted as noselect. One transaction. */
+enum mf_status store_folders_replace(struct store *st,
+                                     const struct store_folder_entry *entries,
+                                     size_t n);
+/* MF_ERR_NOTFOUND when no such folder. */
+enum mf_status store_folder_by_path(struct store *st, const char *path,
+                                    struct store_folder *out);
+enum mf_status store_folder_by_id(struct store *st, int64_t id,
+                                  struct store_folder *out);
+/* Calls cb for every direct child of parent ("" for the top level), in
+ * path order. cb returns 0 to go on, non-zero to stop. The folder passed
+ * is borrowed for the call. */
+enum mf_status store_folder_children(struct store *st, const char *parent,
+                                     int (*cb)(void *ctx, const struct store_folder *f),
+                                     void *ctx);
+/* Number of folders stored. */
+enum mf_status store_folder_count(struct store *st, size_t *n);
+
+/* ---- messages ---- */
+
+struct store_sync_message {  /* input: a message new to the cache */
+	uint32_t uid;            /* IMAP UID; 0 for POP3 (the store assigns one) */
+	const char *remote_id;   /* POP3 UIDL; NULL for IMAP */
+	const char *flags;
+	uint64_t size;
+	int64_t internaldate;
+	const char *base_name;   /* mime_name_base(): no suffix, no ".eml" */
+	const char *subject, *from, *message_id, *date_header; /* may be NULL */
+};
+
+struct store_sync_flags {
+	uint32_t uid;
+	const char *flags;
+};
+
+struct store_sync {
+	int64_t folder_id;
+	int reset;               /* drop every message and cached body of the
+	                            folder first (UIDVALIDITY changed) */
+	uint32_t uidvalidity, uidnext;
+	uint64_t highestmodseq;
+	const struct store_sync_message *added; size_t n_added;
+	const struct store_sync_flags *flag_updates; size_t n_flag_updates;
+	const uint32_t *removed; size_t n_removed; /* uids gone from the server */
+	int64_t now;             /* becomes synced_at */
+};
+
+/* Applies one sync result in one transaction, then assigns file names:
+ * walking the folder's messages in UID order, a message with a user-given
+ * name keeps it; others get base_name + ".eml", or base_name + "~2.eml",
+ * "~3.eml"... when a lower UID (or a user-given name) already holds it.
+ * Names of existing messages change only when a collision appears or
+ * disappears. Removed messages lose their cached bodies. */
+enum mf_status store_folder_apply_sync(struct store *st, const struct store_sync *s);
+
+/* Marks the folder as checked now without other changes. */
+enum mf_status store_folder_touch(struct store *st, int64_t folder_id, int64_t now);
+
+/* All UIDs of the folder, ascending (g_free *uids). */
+enum mf_status store_folder_uids(struct store *st, int64_t folder_id,
+                                 uint32_t **uids, size_t *count);
+/* POP3: the remote_id -> uid mapping of the folder. Calls cb for each. */
+enum mf_status store_folder_remote_ids(struct store *st, int64_t folder_id,
+                                       int (*cb)(void *ctx, uint32_t uid, const char *remote_id),
+                                       void *ctx);
+
+/* MF_ERR_NOTFOUND when absent. */
+enum mf_status store_message_by_name(struct store *st, int64_t folder_id,
+                                     const char *name, struct store_message *out);
+enum mf_status store_message_by_uid(struct store *st, int64_t folder_id,
+                                    uint32_t uid, struct store_message *out);
+/* Calls cb for each message of the folder in name order; when
+ * show_deleted is 0, messages whose flags hold \Deleted are skipped. The
+ * message passed is borrowed for the call. cb returns non-zero to stop. */
+enum mf_status store_messages_list(struct store *st, int64_t folder_id,
+                                   int show_deleted,
+                                   int (*cb)(void *ctx, const struct store_message *m),
+                                   void *ctx);
+
+/* ---- bodies ---- */
+
+/* Opens the cached body read-only: returns an fd (caller closes) and
+ * marks it recently used, or -1 when not cached. */
+int store_body_open(struct store *st, int64_t folder_id, uint32_t uid);
+/* Creates a temporary file for a body being downloaded: returns a
+ * writable fd and *tmp_path (g_free), or -1. */
+int store_body_begin(struct store *st, char **tmp_path);
+/* Moves a complete download into the cache (fsync, rename), records its
+ * size as the message's real size (size_known = 1), then evicts least
+ * recently used bodies until the total is under the cap (never the one
+ * just committed). *size_changed is set to 1 when the real size differs
+ * from what was stored (may be NULL). If the message vanished meanwhile,
+ * the file is removed and MF_ERR_NOTFOUND returned. */
+enum mf_status store_body_commit(struct store *st, int64_t folder_id,
+                                 uint32_t uid, const char *tmp_path,
+                                 int *size_changed);
+/* Removes an unfinished download. */
+void store_body_abort(struct store *st, const char *tmp_path);
+/* Bytes and count of cached bodies. */
+enum mf_status store_body_usage(struct store *st, uint64_t *bytes, uint64_t *count);
+
+#endif
