@@ -1,0 +1,31 @@
+/* net.h — the transport: libcurl connects, secures (TLS or STARTTLS),
+ * checks the certificate and logs in (CURLOPT_CONNECT_ONLY); afterwards
+ * the protocol engines speak over net_send/net_recv. Knows nothing of
+ * IMAP commands beyond what libcurl does for the login. */
+#ifndef MAILFS_NET_H
+#define MAILFS_NET_H
+
+#include <stddef.h>
+#include "config.h"
+#include "status.h"
+
+struct net_conn;
+
+/* Connects and logs in as cfg says. On failure returns the status and
+ * sets *err to a one-line g_malloc'd explanation (never holding the
+ * password). cfg is borrowed for the call. */
+enum mf_status net_connect(const struct mf_config *cfg, struct net_conn **out,
+                           char **err);
+/* Sends all of data, waiting at most timeout seconds for the socket. */
+enum mf_status net_send(struct net_conn *c, const void *data, size_t len);
+/* Receives at least one byte (up to cap) into buf, waiting at most
+ * timeout seconds. A closed connection is MF_ERR_IO. */
+enum mf_status net_recv(struct net_conn *c, void *buf, size_t cap, size_t *got);
+/* Closes the connection (the caller sends any LOGOUT first). NULL-safe. */
+void net_close(struct net_conn *c);
+
+/* Once per process before threads start / at exit. */
+void net_global_init(void);
+void net_global_cleanup(void);
+
+#endif

@@ -1,0 +1,29 @@
+/* stats.h — process-wide counters, shown as JSON in the root's
+ * user.mailfs.stats xattr. Updated with atomic adds from any thread. */
+#ifndef MAILFS_STATS_H
+#define MAILFS_STATS_H
+
+#include <stdint.h>
+#include <glib.h>
+
+struct mf_stats {
+	uint64_t bytes_received;     /* from the server, after TLS */
+	uint64_t bytes_sent;
+	uint64_t bodies_fetched;     /* message bodies downloaded */
+	uint64_t body_bytes_fetched;
+	uint64_t cache_hits;         /* opens served by the body cache */
+	uint64_t cache_misses;
+	uint64_t connections_open;   /* gauge */
+	uint64_t reconnects;
+	uint64_t folders_synced;
+};
+
+extern struct mf_stats mf_stats;
+
+#define stats_add(field, n) __atomic_add_fetch(&mf_stats.field, (uint64_t)(n), __ATOMIC_RELAXED)
+#define stats_sub(field, n) __atomic_sub_fetch(&mf_stats.field, (uint64_t)(n), __ATOMIC_RELAXED)
+
+/* Renders the counters as one JSON object into out. */
+void stats_format_json(GString *out);
+
+#endif

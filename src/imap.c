@@ -1,0 +1,883 @@
+/* imap.c — the IMAP driver: a command engine over net.c with several
+ * tagged commands in flight per connection, a pool of connections, and the
+ * mailbox operations (LIST, folder sync, body fetch) built on it.
+ *
+ * Parsing is imap_parse.c's job (pure); this file only moves bytes and
+ * interprets parsed responses. Must not: touch SQLite or FUSE, set \Seen
+ * unless mark_seen, wait without a bound, or hold a pool lock across I/O. */
+#include <errno.h>
+#include <inttypes.h>
+#include <string.h>
+#include <unistd.h>
+#include <glib.h>
+#include "imap_parse.h"
+#include "log.h"
+#include "mailbox.h"
+#include "net.h"
+#include "stats.h"
+#include "utf7.h"
+
+#define IMAP_RANGE_SIZE (1024 * 1024)  /* bodies above this come in ranges */
+#define IMAP_RANGES_IN_FLIGHT 4
+
+enum imap_capability {
+	IMAP_CAP_LITERAL_PLUS = 1 << 0,
+	IMAP_CAP_MOVE = 1 << 1,
+	IMAP_CAP_UIDPLUS = 1 << 2,
+	IMAP_CAP_CONDSTORE = 1 << 3,
+	IMAP_CAP_QRESYNC = 1 << 4,
+	IMAP_CAP_QUOTA = 1 << 5,
+	IMAP_CAP_LITERAL_MINUS = 1 << 6,
+};
+
+struct imap_done_tag {
+	unsigned tag;
+	enum mf_status status;
+};
+
+struct imap_conn {
+	struct net_conn *net;
+	char *in;              /* received bytes not yet parsed start at in_pos */
+	size_t in_pos, in_len, in_cap;
+	unsigned next_tag;
+	GArray *done;          /* struct imap_done_tag: completions read early */
+	unsigned caps;
+	int broken;            /* the connection is unusable: close, don't reuse */
+	int reused;            /* it served an earlier operation */
+	char *selected;        /* wire name of the EXAMINEd folder, or NULL */
+	uint32_t exists, uidvalidity, uidnext;
+	uint64_t highestmodseq;
+};
+
+struct imap_driver {
+	struct mailbox base;
+	const struct mf_config *cfg;
+	GMutex lock;
+	GCond cond;
+	GPtrArray *idle;       /* struct imap_conn * ready for use */
+	int total;             /* open or opening connections */
+	int lost;              /* connections dropped, to count reconnects */
+};
+
+typedef void (*imap_untagged_fn)(void *ctx, struct imap_conn *c,
+                                 const struct imap_response *r);
+
+/* ---------------------------------------------------------------- engine */
+
+static void imap_conn_note_capabilities(struct imap_conn *c, const struct imap_value *list)
+{
+	static const struct { const char *name; unsigned bit; } known[] = {
+		{ "LITERAL+", IMAP_CAP_LITERAL_PLUS }, { "LITERAL-", IMAP_CAP_LITERAL_MINUS },
+		{ "MOVE", IMAP_CAP_MOVE }, { "UIDPLUS", IMAP_CAP_UIDPLUS },
+		{ "CONDSTORE", IMAP_CAP_CONDSTORE }, { "QRESYNC", IMAP_CAP_QRESYNC },
+		{ "QUOTA", IMAP_CAP_QUOTA },
+	};
+	c->caps = 0;
+	for (size_t i = 0; i < list->count; i++)
+		for (size_t k = 0; k < G_N_ELEMENTS(known); k++)
+			if (imap_value_is_atom(&list->items[i], known[k].name))
+				c->caps |= known[k].bit;
+}
+
+/* State every command's untagged responses may carry, whoever waits. */
+static void imap_conn_note_untagged(struct imap_conn *c, const struct imap_response *r)
+{
+	uint64_t n;
+
+	if (r->kind != IMAP_RESPONSE_UNTAGGED || !r->keyword)
+		return;
+	if (r->has_number && strcmp(r->keyword, "EXISTS") == 0) {
+		c->exists = r->number;
+	} else if (r->has_number && strcmp(r->keyword, "EXPUNGE") == 0) {
+		if (c->exists)
+			c->exists--;
+	} else if (strcmp(r->keyword, "CAPABILITY") == 0) {
+		imap_conn_note_capabilities(c, &r->args);
+	} else if (strcmp(r->keyword, "BYE") == 0) {
+		c->broken = 1;
+	} else if (r->status == IMAP_STATUS_OK && r->code.type == IMAP_VALUE_LIST &&
+	           r->code.count >= 2 && imap_value_number(&r->code.items[1], &n) == 0) {
+		if (imap_value_is_atom(&r->code.items[0], "UIDVALIDITY"))
+			c->uidvalidity = (uint32_t)n;
+		else if (imap_value_is_atom(&r->code.items[0], "UIDNEXT"))
+			c->uidnext = (uint32_t)n;
+		else if (imap_value_is_atom(&r->code.items[0], "HIGHESTMODSEQ"))
+			c->highestmodseq = n;
+	}
+}
+
+static void imap_trace(const char *dir, const char *data, size_t len)
+{
+	if (!log_debug_enabled())
+		return;
+	while (len > 0 && (data[len - 1] == '\n' || data[len - 1] == '\r'))
+		len--;
+	log_debug("%s %.*s%s", dir, (int)(len > 300 ? 300 : len), data, len > 300 ? "..." : "");
+}
+
+/* Reads one whole response into *r. */
+static enum mf_status imap_read_response(struct imap_conn *c, struct imap_response *r)
+{
+	size_t want = 0;
+
+	for (;;) {
+		size_t avail = c->in_len - c->in_pos;
+		if (avail > 0 && avail >= want) {
+			size_t consumed = 0, need = 0;
+			enum imap_parse_result res = imap_parse_response(c->in + c->in_pos, avail,
+			                                                 &consumed, &need, r);
+			if (res == IMAP_PARSE_OK) {
+				imap_trace("S:", c->in + c->in_pos, consumed);
+				c->in_pos += consumed;
+				return MF_OK;
+			}
+			if (res == IMAP_PARSE_ERROR) {
+				log_error("malformed IMAP response: %.*s", (int)(consumed > 200 ? 200 : consumed),
+				          c->in + c->in_pos);
+				c->broken = 1;
+				return MF_ERR_PROTOCOL;
+			}
+			want = need > avail ? need : avail + 1;
+		}
+		if (c->in_pos > 0 && (c->in_pos == c->in_len || c->in_pos > c->in_cap / 2)) {
+			memmove(c->in, c->in + c->in_pos, c->in_len - c->in_pos);
+			c->in_len -= c->in_pos;
+			c->in_pos = 0;
+		}
+		size_t target = c->in_pos + (want > 65536 ? want : 65536);
+		if (c->in_cap < target) {
+			c->in_cap = target > c->in_cap * 2 ? target : c->in_cap * 2;
+			c->in = g_realloc(c->in, c->in_cap);
+		}
+		size_t got = 0;
+		enum mf_status st = net_recv(c->net, c->in + c->in_len, c->in_cap - c->in_len, &got);
+		if (st != MF_OK) {
+			if (!c->broken || st != MF_ERR_IO)
+				log_warn("IMAP connection lost: %s", mf_status_str(st));
+			c->broken = 1;
+			return st;
+		}
+		c->in_len += got;
+	}
+}
+
+/* Sends "<tag> <command>\r\n"; command is complete IMAP text (arguments
+ * already quoted). Returns the tag number, 0 when the connection failed. */
+static unsigned imap_send(struct imap_conn *c, const char *command)
+{
+	unsigned tag = ++c->next_tag;
+	char *line = g_strdup_printf("M%u %s\r\n", tag, command);
+	enum mf_status st;
+
+	imap_trace("C:", line, strlen(line));
+	st = c->broken ? MF_ERR_IO : net_send(c->net, line, strlen(line));
+	g_free(line);
+	if (st != MF_OK) {
+		c->broken = 1;
+		return 0;
+	}
+	return tag;
+}
+
+static enum mf_status imap_status_of(const struct imap_response *r)
+{
+	if (r->status == IMAP_STATUS_OK)
+		return MF_OK;
+	if (r->code.type == IMAP_VALUE_LIST && r->code.count > 0 &&
+	    (imap_value_is_atom(&r->code.items[0], "OVERQUOTA") ||
+	     imap_value_is_atom(&r->code.items[0], "LIMIT")))
+		return MF_ERR_QUOTA;
+	if (r->code.type == IMAP_VALUE_LIST && r->code.count > 0 &&
+	    imap_value_is_atom(&r->code.items[0], "NONEXISTENT"))
+		return MF_ERR_NOTFOUND;
+	return MF_ERR_REFUSED;
+}
+
+/* Reads responses until the completion of tag, passing untagged ones to
+ * fn (may be NULL). Completions of other tags are remembered for their
+ * own wait. Returns the tag's outcome. */
+static enum mf_status imap_wait(struct imap_conn *c, unsigned tag,
+                                imap_untagged_fn fn, void *ctx)
+{
+	char want[16];
+
+	if (tag == 0)
+		return MF_ERR_IO;
+	for (guint i = 0; i < c->done->len; i++) {
+		struct imap_done_tag *d = &g_array_index(c->done, struct imap_done_tag, i);
+		if (d->tag == tag) {
+			enum mf_status st = d->status;
+			g_array_remove_index_fast(c->done, i);
+			return st;
+		}
+	}
+	g_snprintf(want, sizeof want, "M%u", tag);
+	for (;;) {
+		struct imap_response r = { 0 };
+		enum mf_status st = imap_read_response(c, &r);
+		if (st != MF_OK)
+			return st;
+		if (r.kind == IMAP_RESPONSE_TAGGED) {
+			st = imap_status_of(&r);
+			if (st != MF_OK)
+				log_warn("server refused %s: %s %s", r.tag, r.keyword ? r.keyword : "",
+				         r.text ? r.text : "");
+			if (strcmp(r.tag, want) == 0) {
+				imap_response_free(&r);
+				return st;
+			}
+			unsigned other = 0;
+			if (r.tag[0] == 'M')
+				other = (unsigned)strtoul(r.tag + 1, NULL, 10);
+			struct imap_done_tag d = { other, st };
+			g_array_append_val(c->done, d);
+		} else if (r.kind == IMAP_RESPONSE_UNTAGGED) {
+			imap_conn_note_untagged(c, &r);
+			if (fn)
+				fn(ctx, c, &r);
+		}
+		/* A continuation is not expected: commands here carry no
+		 * synchronising literals. */
+		imap_response_free(&r);
+	}
+}
+
+static enum mf_status imap_command(struct imap_conn *c, const char *command,
+                                   imap_untagged_fn fn, void *ctx)
+{
+	return imap_wait(c, imap_send(c, command), fn, ctx);
+}
+
+/* Appends a mailbox name argument: quoted, or as a LITERAL+ literal when
+ * it holds bytes a quoted string cannot. The name can never end the
+ * command early or start another. */
+static enum mf_status imap_append_mailbox(struct imap_conn *c, GString *cmd, const char *name)
+{
+	if (imap_quote(cmd, name) == 0)
+		return MF_OK;
+	if (!(c->caps & IMAP_CAP_LITERAL_PLUS) || strchr(name, '\r') || strchr(name, '\n'))
+		return MF_ERR_INVAL;
+	g_string_append_printf(cmd, "{%zu+}\r\n%s", strlen(name), name);
+	return MF_OK;
+}
+
+/* ---------------------------------------------------------------- pool */
+
+static void imap_conn_free(struct imap_conn *c)
+{
+	if (!c)
+		return;
+	if (c->net && !c->broken) {
+		/* curl sends no LOGOUT at cleanup (NOTES.md). */
+		imap_command(c, "LOGOUT", NULL, NULL);
+	}
+	net_close(c->net);
+	g_free(c->in);
+	g_array_free(c->done, TRUE);
+	g_free(c->selected);
+	g_free(c);
+}
+
+static enum mf_status imap_conn_open(const struct mf_config *cfg, struct imap_conn **out, char **err)
+{
+	struct imap_conn *c = g_new0(struct imap_conn, 1);
+	enum mf_status st;
+
+	c->done = g_array_new(FALSE, FALSE, sizeof(struct imap_done_tag));
+	st = net_connect(cfg, &c->net, err);
+	if (st != MF_OK) {
+		c->broken = 1;
+		imap_conn_free(c);
+		return st;
+	}
+	/* curl read the capabilities before login; those after may differ. */
+	st = imap_command(c, "CAPABILITY", NULL, NULL);
+	if (st != MF_OK) {
+		*err = g_strdup_printf("CAPABILITY failed: %s", mf_status_str(st));
+		c->broken = 1;
+		imap_conn_free(c);
+		return st;
+	}
+	*out = c;
+	return MF_OK;
+}
+
+/* Takes a connection from the pool, preferring one that has folder
+ * selected; opens a new one when the pool has room; waits (bounded)
+ * otherwise. */
+static enum mf_status imap_acquire(struct imap_driver *d, const char *folder,
+                                   struct imap_conn **out)
+{
+	gint64 deadline = g_get_monotonic_time() + (gint64)d->cfg->timeout * G_USEC_PER_SEC;
+	struct imap_conn *c = NULL;
+	enum mf_status st;
+	char *err = NULL;
+	int counted_reconnect = 0;
+
+	g_mutex_lock(&d->lock);
+	for (;;) {
+		if (d->idle->len > 0) {
+			guint pick = d->idle->len - 1;
+			for (guint i = 0; folder && i < d->idle->len; i++) {
+				struct imap_conn *ci = g_ptr_array_index(d->idle, i);
+				if (ci->selected && strcmp(ci->selected, folder) == 0) {
+					pick = i;
+					break;
+				}
+			}
+			c = g_ptr_array_steal_index_fast(d->idle, pick);
+			g_mutex_unlock(&d->lock);
+			c->reused = 1;
+			*out = c;
+			return MF_OK;
+		}
+		if (d->total < d->cfg->connections) {
+			d->total++;
+			if (d->lost > 0) {
+				d->lost--;
+				counted_reconnect = 1;
+			}
+			break;
+		}
+		if (!g_cond_wait_until(&d->cond, &d->lock, deadline)) {
+			g_mutex_unlock(&d->lock);
+			log_warn("no IMAP connection free within %d s", d->cfg->timeout);
+			return MF_ERR_TIMEOUT;
+		}
+	}
+	g_mutex_unlock(&d->lock);
+
+	st = imap_conn_open(d->cfg, &c, &err);
+	if (st != MF_OK) {
+		log_warn("cannot open an IMAP connection: %s", err ? err : mf_status_str(st));
+		g_free(err);
+		g_mutex_lock(&d->lock);
+		d->total--;
+		if (counted_reconnect)
+			d->lost++;
+		g_cond_signal(&d->cond);
+		g_mutex_unlock(&d->lock);
+		return st;
+	}
+	if (counted_reconnect)
+		stats_add(reconnects, 1);
+	*out = c;
+	return MF_OK;
+}
+
+static void imap_release(struct imap_driver *d, struct imap_conn *c)
+{
+	if (c->broken || c->done->len > 0) {
+		/* Unread completions mean a command's replies are still due:
+		 * the connection is out of step, don't reuse it. */
+		c->broken = 1;
+		imap_conn_free(c);
+		g_mutex_lock(&d->lock);
+		d->total--;
+		d->lost++;
+		g_cond_signal(&d->cond);
+		g_mutex_unlock(&d->lock);
+		return;
+	}
+	g_mutex_lock(&d->lock);
+	g_ptr_array_add(d->idle, c);
+	g_cond_signal(&d->cond);
+	g_mutex_unlock(&d->lock);
+}
+
+/* EXAMINE folder (read-only: no flag changes, no \Recent taken) unless it
+ * is already selected and fresh is 0. */
+static enum mf_status imap_examine(struct imap_conn *c, const char *wire_name, int fresh)
+{
+	GString *cmd;
+	enum mf_status st;
+
+	if (!fresh && c->selected && strcmp(c->selected, wire_name) == 0)
+		return MF_OK;
+	g_clear_pointer(&c->selected, g_free);
+	c->exists = c->uidvalidity = c->uidnext = 0;
+	c->highestmodseq = 0;
+	cmd = g_string_new("EXAMINE ");
+	st = imap_append_mailbox(c, cmd, wire_name);
+	if (st == MF_OK) {
+		if (c->caps & IMAP_CAP_CONDSTORE)
+			g_string_append(cmd, " (CONDSTORE)");
+		st = imap_command(c, cmd->str, NULL, NULL);
+	}
+	g_string_free(cmd, TRUE);
+	if (st == MF_ERR_REFUSED)
+		st = MF_ERR_NOTFOUND;  /* the folder is gone, or not selectable */
+	if (st == MF_OK)
+		c->selected = g_strdup(wire_name);
+	return st;
+}
+
+/* Runs op on a pooled connection; retries once on a fresh connection when
+ * a reused one turns out to have been closed by the server meanwhile. */
+typedef enum mf_status (*imap_op_fn)(struct imap_conn *c, void *arg);
+
+static enum mf_status imap_with_conn(struct imap_driver *d, const char *folder,
+                                     imap_op_fn op, void *arg)
+{
+	enum mf_status st = MF_ERR_IO;
+
+	for (int attempt = 0; attempt < 2; attempt++) {
+		struct imap_conn *c;
+		int reused;
+		st = imap_acquire(d, folder, &c);
+		if (st != MF_OK)
+			return st;
+		reused = c->reused;
+		st = op(c, arg);
+		imap_release(d, c);
+		if (!(st == MF_ERR_IO && reused))
+			break;
+	}
+	return st;
+}
+
+/* ---------------------------------------------------------------- LIST */
+
+struct imap_list_ctx {
+	GPtrArray *folders;
+};
+
+/* Turns a server folder name into a safe relative path: each level
+ * decoded from modified UTF-7, '/' inside a level shown as U+2215, empty,
+ * "." and ".." levels refused (NULL). */
+static char *imap_folder_path(const char *wire, char delim)
+{
+	char *decoded = imap_utf7_decode(wire);
+	GString *path;
+	char **levels;
+	char sep[2] = { delim, 0 };
+	char *result = NULL;
+
+	if (!decoded) {
+		if (!g_utf8_validate(wire, -1, NULL))
+			return NULL;
+		decoded = g_strdup(wire);  /* servers with UTF8=ACCEPT send UTF-8 */
+	}
+	if (g_ascii_strcasecmp(decoded, "INBOX") == 0) {
+		g_free(decoded);
+		return g_strdup("INBOX");
+	}
+	levels = delim ? g_strsplit(decoded, sep, -1) : g_strsplit(decoded, "\x01", -1);
+	path = g_string_new(NULL);
+	for (char **l = levels; *l; l++) {
+		if (!**l || strcmp(*l, ".") == 0 || strcmp(*l, "..") == 0)
+			goto out;
+		if (path->len)
+			g_string_append_c(path, '/');
+		for (const char *p = *l; *p; p++) {
+			if (*p == '/')
+				g_string_append(path, "\u2215");
+			else
+				g_string_append_c(path, *p);
+		}
+	}
+	if (path->len && path->len < 4096)
+		result = g_strdup(path->str);
+out:
+	g_string_free(path, TRUE);
+	g_strfreev(levels);
+	g_free(decoded);
+	return result;
+}
+
+static void imap_list_untagged(void *ctx, struct imap_conn *c, const struct imap_response *r)
+{
+	struct imap_list_ctx *lc = ctx;
+	const struct imap_value *flags, *delim, *name;
+	struct mailbox_folder *f;
+	char d = 0;
+	int noselect = 0;
+
+	if (strcmp(r->keyword, "LIST") != 0 || r->args.count < 3)
+		return;
+	flags = &r->args.items[0];
+	delim = &r->args.items[1];
+	name = &r->args.items[2];
+	if (flags->type != IMAP_VALUE_LIST || name->type == IMAP_VALUE_NIL ||
+	    name->type == IMAP_VALUE_LIST || strlen(name->str) != name->len)
+		return;
+	if (delim->type == IMAP_VALUE_STRING && delim->len == 1)
+		d = delim->str[0];
+	for (size_t i = 0; i < flags->count; i++)
+		if (imap_value_is_atom(&flags->items[i], "\\Noselect") ||
+		    imap_value_is_atom(&flags->items[i], "\\NonExistent"))
+			noselect = 1;
+	char *path = imap_folder_path(name->str, d);
+	if (!path) {
+		log_warn("skipping folder with an unusable name: %s", name->str);
+		return;
+	}
+	f = g_new0(struct mailbox_folder, 1);
+	f->path = path;
+	f->wire_name = g_strdup(name->str);
+	f->delim = d;
+	f->noselect = noselect;
+	g_ptr_array_add(lc->folders, f);
+}
+
+static enum mf_status imap_list_op(struct imap_conn *c, void *arg)
+{
+	struct imap_list_ctx *lc = arg;
+	return imap_command(c, "LIST \"\" \"*\"", imap_list_untagged, lc);
+}
+
+static enum mf_status imap_list_folders(struct mailbox *mb, GPtrArray **out)
+{
+	struct imap_driver *d = (struct imap_driver *)mb;
+	struct imap_list_ctx lc;
+	enum mf_status st;
+
+	lc.folders = g_ptr_array_new();
+	st = imap_with_conn(d, NULL, imap_list_op, &lc);
+	if (st != MF_OK) {
+		mailbox_folders_free(lc.folders);
+		return st;
+	}
+	*out = lc.folders;
+	return MF_OK;
+}
+
+/* ---------------------------------------------------------------- sync */
+
+/* "05-Jan-2024 10:22:00 +0000" -> Unix time; -1 on a malformed date. */
+static int64_t imap_parse_internaldate(const char *s)
+{
+	static const char months[] = "JanFebMarAprMayJunJulAugSepOctNovDec";
+	int day, year, hh, mm, ss, zone;
+	char mon[4], sign;
+	GDateTime *dt;
+	int64_t t;
+
+	if (sscanf(s, " %d-%3s-%d %d:%d:%d %c%4d", &day, mon, &year, &hh, &mm, &ss, &sign, &zone) != 8)
+		return -1;
+	const char *m = strstr(months, mon);
+	if (!m || (m - months) % 3 != 0 || (sign != '+' && sign != '-'))
+		return -1;
+	dt = g_date_time_new_utc(year, (int)((m - months) / 3) + 1, day, hh, mm, ss);
+	if (!dt)
+		return -1;
+	t = g_date_time_to_unix(dt);
+	g_date_time_unref(dt);
+	int offset = (zone / 100) * 3600 + (zone % 100) * 60;
+	return sign == '+' ? t - offset : t + offset;
+}
+
+static char *imap_flags_string(const struct imap_value *v)
+{
+	GString *s = g_string_new(NULL);
+
+	if (v && v->type == IMAP_VALUE_LIST)
+		for (size_t i = 0; i < v->count; i++) {
+			/* \Recent belongs to one session and cannot be stored: not a
+			 * property of the message a user could act on. */
+			if (v->items[i].type != IMAP_VALUE_ATOM ||
+			    imap_value_is_atom(&v->items[i], "\\Recent"))
+				continue;
+			if (s->len)
+				g_string_append_c(s, ' ');
+			g_string_append(s, v->items[i].str);
+		}
+	return g_string_free(s, FALSE);
+}
+
+struct imap_sync_ctx {
+	const struct mailbox_sync_request *req;
+	struct mailbox_sync_result *res;
+	uint32_t last_uid;     /* UIDs above this are new */
+	int bad;               /* a FETCH lacked what it must hold */
+};
+
+static void imap_sync_untagged(void *ctx, struct imap_conn *c, const struct imap_response *r)
+{
+	struct imap_sync_ctx *sc = ctx;
+	const struct imap_value *list, *v;
+	uint64_t uid, size;
+
+	if (strcmp(r->keyword, "FETCH") != 0 || r->args.count < 1 ||
+	    r->args.items[0].type != IMAP_VALUE_LIST)
+		return;
+	list = &r->args.items[0];
+	if (imap_value_number(imap_fetch_get(list, "UID"), &uid) != 0 || uid == 0 || uid > UINT32_MAX)
+		return;  /* an unsolicited FETCH without UID: not ours */
+	if (uid <= sc->last_uid) {
+		struct mailbox_flag_update fu = { (uint32_t)uid, NULL };
+		uint32_t u32 = (uint32_t)uid;
+		v = imap_fetch_get(list, "FLAGS");
+		if (!v)
+			return;
+		fu.flags = imap_flags_string(v);
+		g_array_append_val(sc->res->flag_updates, fu);
+		g_array_append_val(sc->res->present, u32);
+		return;
+	}
+	/* "n:*" answers with the highest message even below n: the uid
+	 * filter above and the presence of the header data sort that out. */
+	const struct imap_value *hdr = imap_fetch_get_prefix(list, "BODY[HEADER", NULL);
+	const struct imap_value *idate = imap_fetch_get(list, "INTERNALDATE");
+	if (imap_value_number(imap_fetch_get(list, "RFC822.SIZE"), &size) != 0 || !idate ||
+	    idate->type != IMAP_VALUE_STRING || !hdr) {
+		sc->bad = 1;
+		return;
+	}
+	struct mailbox_message m = { 0 };
+	m.uid = (uint32_t)uid;
+	m.flags = imap_flags_string(imap_fetch_get(list, "FLAGS"));
+	m.size = size;
+	m.internaldate = imap_parse_internaldate(idate->str);
+	if (m.internaldate < 0)
+		m.internaldate = 0;
+	if (hdr->type == IMAP_VALUE_STRING) {
+		m.headers = g_memdup2(hdr->str, hdr->len + 1);
+		m.headers_len = hdr->len;
+	} else {
+		m.headers = g_strdup("");
+	}
+	g_array_append_val(sc->res->added, m);
+}
+
+static int imap_uid_cmp(gconstpointer a, gconstpointer b)
+{
+	uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+	return x < y ? -1 : x > y;
+}
+
+static enum mf_status imap_sync_op(struct imap_conn *c, void *arg)
+{
+	struct imap_sync_ctx *sc = arg;
+	const struct mailbox_sync_request *req = sc->req;
+	struct mailbox_sync_result *res = sc->res;
+	unsigned tag_old = 0, tag_new = 0;
+	enum mf_status st, st2;
+	char *cmd;
+
+	/* A retry on a fresh connection starts from nothing. */
+	mailbox_sync_result_clear(res);
+	mailbox_sync_result_init(res);
+	st = imap_examine(c, req->wire_name, 1);
+	if (st != MF_OK)
+		return st;
+	res->uidvalidity = c->uidvalidity;
+	res->uidnext = c->uidnext;
+	res->highestmodseq = c->highestmodseq;
+	sc->last_uid = req->last_uid;
+	if (req->uidvalidity != c->uidvalidity) {
+		res->reset = req->uidvalidity != 0 || req->last_uid != 0;
+		sc->last_uid = 0;
+	}
+	if (c->exists == 0)
+		return MF_OK;
+	/* Both FETCHes go out before either answer is read (pipelining). */
+	if (sc->last_uid > 0) {
+		cmd = g_strdup_printf("UID FETCH 1:%u (UID FLAGS)", sc->last_uid);
+		tag_old = imap_send(c, cmd);
+		g_free(cmd);
+	}
+	if (!c->uidnext || c->uidnext > sc->last_uid + 1) {
+		cmd = g_strdup_printf("UID FETCH %u:* (UID FLAGS RFC822.SIZE INTERNALDATE "
+		                      "BODY.PEEK[HEADER.FIELDS (DATE FROM SUBJECT MESSAGE-ID)])",
+		                      sc->last_uid + 1);
+		tag_new = imap_send(c, cmd);
+		g_free(cmd);
+	}
+	st = tag_old ? imap_wait(c, tag_old, imap_sync_untagged, sc) : MF_OK;
+	st2 = tag_new ? imap_wait(c, tag_new, imap_sync_untagged, sc) : MF_OK;
+	if (st == MF_OK)
+		st = st2;
+	if (st == MF_OK && sc->bad)
+		st = MF_ERR_PROTOCOL;
+	g_array_sort(res->present, imap_uid_cmp);
+	return st;
+}
+
+static enum mf_status imap_sync_folder(struct mailbox *mb, const struct mailbox_sync_request *req,
+                                       struct mailbox_sync_result *out)
+{
+	struct imap_driver *d = (struct imap_driver *)mb;
+	struct imap_sync_ctx sc = { .req = req, .res = out };
+	enum mf_status st;
+
+	mailbox_sync_result_init(out);
+	st = imap_with_conn(d, req->wire_name, imap_sync_op, &sc);
+	if (st != MF_OK)
+		mailbox_sync_result_clear(out);
+	return st;
+}
+
+/* ---------------------------------------------------------------- bodies */
+
+struct imap_body_ctx {
+	const char *wire_name;
+	uint32_t uidvalidity, uid;
+	uint64_t size_hint;
+	int fd;
+	int mark_seen;
+	uint64_t end;          /* highest byte written + 1 */
+	int got;               /* FETCH responses with our body */
+	int full_last;         /* the chunk at the highest offset was full */
+	uint64_t last_off;
+	enum mf_status err;
+};
+
+static void imap_body_untagged(void *ctx, struct imap_conn *c, const struct imap_response *r)
+{
+	struct imap_body_ctx *bc = ctx;
+	const struct imap_value *list, *name = NULL, *body;
+	uint64_t uid, off = 0;
+
+	if (strcmp(r->keyword, "FETCH") != 0 || r->args.count < 1 ||
+	    r->args.items[0].type != IMAP_VALUE_LIST)
+		return;
+	list = &r->args.items[0];
+	if (imap_value_number(imap_fetch_get(list, "UID"), &uid) != 0 || uid != bc->uid)
+		return;
+	body = imap_fetch_get_prefix(list, "BODY[]", &name);
+	if (!body)
+		return;
+	if (body->type != IMAP_VALUE_STRING) {
+		bc->err = MF_ERR_NOTFOUND;
+		return;
+	}
+	const char *partial = strchr(name->str, '<');
+	if (partial)
+		off = g_ascii_strtoull(partial + 1, NULL, 10);
+	size_t done = 0;
+	while (done < body->len) {
+		ssize_t n = pwrite(bc->fd, body->str + done, body->len - done, (off_t)(off + done));
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			log_error("cannot write the body cache: %s", g_strerror(errno));
+			bc->err = MF_ERR_IO;
+			return;
+		}
+		done += n;
+	}
+	bc->got++;
+	if (off + body->len > bc->end)
+		bc->end = off + body->len;
+	if (off >= bc->last_off) {
+		bc->last_off = off;
+		bc->full_last = body->len == IMAP_RANGE_SIZE;
+	}
+}
+
+static enum mf_status imap_body_op(struct imap_conn *c, void *arg)
+{
+	struct imap_body_ctx *bc = arg;
+	const char *section = bc->mark_seen ? "BODY[]" : "BODY.PEEK[]";
+	enum mf_status st;
+	char *cmd;
+
+	bc->end = bc->last_off = 0;
+	bc->got = bc->full_last = 0;
+	bc->err = MF_OK;
+	st = imap_examine(c, bc->wire_name, 0);
+	if (st != MF_OK)
+		return st;
+	if (c->uidvalidity != bc->uidvalidity)
+		return MF_ERR_NOTFOUND;
+	if (bc->size_hint <= IMAP_RANGE_SIZE) {
+		cmd = g_strdup_printf("UID FETCH %u (UID %s)", bc->uid, section);
+		st = imap_command(c, cmd, imap_body_untagged, bc);
+		g_free(cmd);
+		if (st == MF_OK && bc->err == MF_OK && bc->got == 0)
+			st = MF_ERR_NOTFOUND;
+		return st != MF_OK ? st : bc->err;
+	}
+	/* Large: 1 MiB ranges, a few in flight; go on past the announced
+	 * size while the last range came back full. */
+	uint64_t next = 0;
+	unsigned tags[IMAP_RANGES_IN_FLIGHT];
+	for (;;) {
+		int n = 0;
+		uint64_t limit = bc->size_hint > next ? bc->size_hint : next + 1;
+		while (n < IMAP_RANGES_IN_FLIGHT && next < limit) {
+			cmd = g_strdup_printf("UID FETCH %u (UID %s<%" PRIu64 ".%d>)", bc->uid, section,
+			                      next, IMAP_RANGE_SIZE);
+			tags[n++] = imap_send(c, cmd);
+			g_free(cmd);
+			next += IMAP_RANGE_SIZE;
+		}
+		for (int i = 0; i < n; i++) {
+			enum mf_status s = imap_wait(c, tags[i], imap_body_untagged, bc);
+			if (st == MF_OK)
+				st = s;
+		}
+		if (st != MF_OK)
+			return st;
+		if (bc->err != MF_OK)
+			return bc->err;
+		if (bc->got == 0)
+			return MF_ERR_NOTFOUND;
+		if (next >= bc->size_hint && !(bc->full_last && bc->last_off + IMAP_RANGE_SIZE == next))
+			return MF_OK;
+	}
+}
+
+static enum mf_status imap_fetch_body(struct mailbox *mb, const char *wire_name,
+                                      uint32_t uidvalidity, uint32_t uid,
+                                      const char *remote_id, uint64_t size_hint,
+                                      int fd, uint64_t *written)
+{
+	struct imap_driver *d = (struct imap_driver *)mb;
+	struct imap_body_ctx bc = {
+		.wire_name = wire_name, .uidvalidity = uidvalidity, .uid = uid,
+		.size_hint = size_hint, .fd = fd, .mark_seen = d->cfg->mark_seen,
+	};
+	enum mf_status st = imap_with_conn(d, wire_name, imap_body_op, &bc);
+
+	if (st == MF_OK) {
+		*written = bc.end;
+		stats_add(bodies_fetched, 1);
+		stats_add(body_bytes_fetched, bc.end);
+	}
+	return st;
+}
+
+/* ---------------------------------------------------------------- driver */
+
+static void imap_destroy(struct mailbox *mb)
+{
+	struct imap_driver *d = (struct imap_driver *)mb;
+
+	for (guint i = 0; i < d->idle->len; i++)
+		imap_conn_free(g_ptr_array_index(d->idle, i));
+	g_ptr_array_free(d->idle, TRUE);
+	g_mutex_clear(&d->lock);
+	g_cond_clear(&d->cond);
+	g_free(d);
+}
+
+static const struct mailbox_ops imap_ops = {
+	.list_folders = imap_list_folders,
+	.sync_folder = imap_sync_folder,
+	.fetch_body = imap_fetch_body,
+	.destroy = imap_destroy,
+};
+
+enum mf_status imap_mailbox_open(const struct mf_config *cfg, struct mailbox **out, char **err)
+{
+	struct imap_driver *d = g_new0(struct imap_driver, 1);
+	struct imap_conn *c;
+	enum mf_status st;
+
+	d->base.ops = &imap_ops;
+	d->cfg = cfg;
+	g_mutex_init(&d->lock);
+	g_cond_init(&d->cond);
+	d->idle = g_ptr_array_new();
+	st = imap_conn_open(cfg, &c, err);
+	if (st != MF_OK) {
+		imap_destroy(&d->base);
+		return st;
+	}
+	d->total = 1;
+	g_ptr_array_add(d->idle, c);
+	*out = &d->base;
+	return MF_OK;
+}

@@ -1,0 +1,24 @@
+/* stats.c — the counters behind user.mailfs.stats. */
+#include <inttypes.h>
+#include "stats.h"
+
+struct mf_stats mf_stats;
+
+void stats_format_json(GString *out)
+{
+#define FIELD(name, last) \
+	g_string_append_printf(out, "\"" #name "\": %" PRIu64 "%s", \
+	                       __atomic_load_n(&mf_stats.name, __ATOMIC_RELAXED), last ? "" : ", ")
+	g_string_append(out, "{");
+	FIELD(bytes_received, 0);
+	FIELD(bytes_sent, 0);
+	FIELD(bodies_fetched, 0);
+	FIELD(body_bytes_fetched, 0);
+	FIELD(cache_hits, 0);
+	FIELD(cache_misses, 0);
+	FIELD(connections_open, 0);
+	FIELD(reconnects, 0);
+	FIELD(folders_synced, 1);
+	g_string_append(out, "}\n");
+#undef FIELD
+}

@@ -1,0 +1,1010 @@
+/* test_store.c — unit tests of the SQLite metadata cache and body cache.
+ *
+ * Each test runs in a fresh mkdtemp directory, removed afterwards. Must
+ * not depend on anything outside that directory. */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+#include <glib.h>
+#include <sqlite3.h>
+
+#include "store.h"
+
+struct fixture {
+	char base[64];   /* the mkdtemp directory */
+	char *dir;       /* the cache directory inside it */
+	struct store *st;
+};
+
+static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
+{
+	(void)sb; (void)flag; (void)ftw;
+	return remove(path);
+}
+
+static int setup(void **state)
+{
+	struct fixture *fx = g_new0(struct fixture, 1);
+	char *err = NULL;
+
+	strcpy(fx->base, "/tmp/test_store.XXXXXX");
+	assert_non_null(mkdtemp(fx->base));
+	fx->dir = g_build_filename(fx->base, "cache", NULL);
+	fx->st = store_open(fx->dir, UINT64_C(1) << 30, &err);
+	assert_null(err);
+	assert_non_null(fx->st);
+	*state = fx;
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	struct fixture *fx = *state;
+
+	store_close(fx->st);
+	nftw(fx->base, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+	g_free(fx->dir);
+	g_free(fx);
+	return 0;
+}
+
+/* ---- helpers ---- */
+
+static int64_t make_folder(struct store *st, const char *path)
+{
+	struct store_folder_entry e = { .path = path, .wire_name = path, .delim = '/' };
+	struct store_folder f;
+	int64_t id;
+
+	assert_int_equal(store_folders_replace(st, &e, 1), MF_OK);
+	assert_int_equal(store_folder_by_path(st, path, &f), MF_OK);
+	id = f.id;
+	store_folder_clear(&f);
+	return id;
+}
+
+static struct store_sync_message msg(uint32_t uid, const char *base, const char *flags)
+{
+	struct store_sync_message m = {
+		.uid = uid, .flags = flags, .size = 1000 + uid, .internaldate = 1700000000 + uid,
+		.base_name = base, .subject = "Hello", .from = "Ann <ann@example.org>",
+		.message_id = "id@example.org", .date_header = "Mon, 1 Jan 2024 10:00:00 +0000",
+	};
+	return m;
+}
+
+static void sync_add(struct store *st, int64_t fid, const struct store_sync_message *added,
+                     size_t n)
+{
+	struct store_sync s = {
+		.folder_id = fid, .uidvalidity = 1, .uidnext = 100, .added = added,
+		.n_added = n, .now = 1,
+	};
+	assert_int_equal(store_folder_apply_sync(st, &s), MF_OK);
+}
+
+static void sync_remove(struct store *st, int64_t fid, const uint32_t *uids, size_t n)
+{
+	struct store_sync s = {
+		.folder_id = fid, .uidvalidity = 1, .uidnext = 100, .removed = uids,
+		.n_removed = n, .now = 2,
+	};
+	assert_int_equal(store_folder_apply_sync(st, &s), MF_OK);
+}
+
+static char *name_of(struct store *st, int64_t fid, uint32_t uid)
+{
+	struct store_message m;
+	char *name;
+
+	assert_int_equal(store_message_by_uid(st, fid, uid, &m), MF_OK);
+	name = g_strdup(m.name);
+	store_message_clear(&m);
+	return name;
+}
+
+static void assert_name(struct store *st, int64_t fid, uint32_t uid, const char *want)
+{
+	char *name = name_of(st, fid, uid);
+
+	assert_string_equal(name, want);
+	g_free(name);
+}
+
+static int collect_message_names(void *ctx, const struct store_message *m)
+{
+	g_ptr_array_add(ctx, g_strdup(m->name));
+	return 0;
+}
+
+/* The listed names joined by ',' (g_free). */
+static char *list_names(struct store *st, int64_t fid, int show_deleted)
+{
+	GPtrArray *a = g_ptr_array_new_with_free_func(g_free);
+	char *joined;
+
+	assert_int_equal(store_messages_list(st, fid, show_deleted, collect_message_names, a), MF_OK);
+	g_ptr_array_add(a, NULL);
+	joined = g_strjoinv(",", (char **)a->pdata);
+	g_ptr_array_free(a, TRUE);
+	return joined;
+}
+
+static void assert_list(struct store *st, int64_t fid, int show_deleted, const char *want)
+{
+	char *got = list_names(st, fid, show_deleted);
+
+	assert_string_equal(got, want);
+	g_free(got);
+}
+
+static int collect_folder_paths(void *ctx, const struct store_folder *f)
+{
+	g_ptr_array_add(ctx, g_strdup(f->path));
+	return 0;
+}
+
+static void assert_children(struct store *st, const char *parent, const char *want)
+{
+	GPtrArray *a = g_ptr_array_new_with_free_func(g_free);
+	char *got;
+
+	assert_int_equal(store_folder_children(st, parent, collect_folder_paths, a), MF_OK);
+	g_ptr_array_add(a, NULL);
+	got = g_strjoinv(",", (char **)a->pdata);
+	assert_string_equal(got, want);
+	g_free(got);
+	g_ptr_array_free(a, TRUE);
+}
+
+/* Caches a body of len bytes (filled with c) for the message. */
+static enum mf_status put_body(struct store *st, int64_t fid, uint32_t uid, size_t len, char c,
+                               int *size_changed)
+{
+	char *tmp = NULL;
+	char *data = g_malloc(len + 1);
+	int fd = store_body_begin(st, &tmp);
+	enum mf_status rc;
+
+	assert_true(fd >= 0);
+	assert_non_null(tmp);
+	memset(data, c, len);
+	assert_int_equal(write(fd, data, len), (ssize_t)len);
+	close(fd);
+	rc = store_body_commit(st, fid, uid, tmp, size_changed);
+	assert_int_equal(access(tmp, F_OK), -1); /* moved or removed, never left */
+	g_free(tmp);
+	g_free(data);
+	return rc;
+}
+
+static char *body_file(struct fixture *fx, int64_t fid, uint32_t uid)
+{
+	return g_strdup_printf("%s/bodies/%" PRId64 "/%" PRIu32, fx->dir, fid, uid);
+}
+
+static int file_exists(const char *path)
+{
+	return access(path, F_OK) == 0;
+}
+
+static int count_files(const char *dir)
+{
+	GDir *d = g_dir_open(dir, 0, NULL);
+	int n = 0;
+
+	if (!d)
+		return 0;
+	while (g_dir_read_name(d))
+		n++;
+	g_dir_close(d);
+	return n;
+}
+
+static void sql_exec(const char *dir, const char *sql)
+{
+	char *path = g_build_filename(dir, "cache.sqlite", NULL);
+	sqlite3 *db = NULL;
+
+	assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+	sqlite3_busy_timeout(db, 5000);
+	assert_int_equal(sqlite3_exec(db, sql, NULL, NULL, NULL), SQLITE_OK);
+	sqlite3_close(db);
+	g_free(path);
+}
+
+static double now_seconds(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+/* ---- tests ---- */
+
+static void test_open_creates_private_dir(void **state)
+{
+	struct fixture *fx = *state;
+	char *dir = g_build_filename(fx->base, "a", "b", "cache", NULL);
+	char *p, *err = NULL;
+	struct store *st;
+	struct stat sb;
+
+	st = store_open(dir, 1000, &err);
+	assert_non_null(st);
+	assert_int_equal(stat(dir, &sb), 0);
+	assert_int_equal(sb.st_mode & 0777, 0700);
+	p = g_build_filename(dir, "bodies", NULL);
+	assert_int_equal(stat(p, &sb), 0);
+	assert_true(S_ISDIR(sb.st_mode));
+	g_free(p);
+	p = g_build_filename(dir, "cache.sqlite", NULL);
+	assert_true(file_exists(p));
+	g_free(p);
+	store_close(st);
+
+	/* A looser existing directory is tightened; stale downloads and
+	 * orphan body files are swept. */
+	assert_int_equal(chmod(dir, 0755), 0);
+	p = g_build_filename(dir, "tmp", "body.stale", NULL);
+	assert_true(g_file_set_contents(p, "x", 1, NULL));
+	char *orphan_dir = g_build_filename(dir, "bodies", "7", NULL);
+	char *orphan = g_build_filename(orphan_dir, "3", NULL);
+	assert_int_equal(g_mkdir_with_parents(orphan_dir, 0700), 0);
+	assert_true(g_file_set_contents(orphan, "y", 1, NULL));
+	st = store_open(dir, 1000, &err);
+	assert_non_null(st);
+	assert_int_equal(stat(dir, &sb), 0);
+	assert_int_equal(sb.st_mode & 0777, 0700);
+	assert_false(file_exists(p));
+	assert_false(file_exists(orphan));
+	assert_false(file_exists(orphan_dir));
+	store_close(st);
+	g_free(p);
+	g_free(orphan);
+	g_free(orphan_dir);
+
+	/* A schema from a newer mailfs is refused with a message. */
+	sql_exec(dir, "PRAGMA user_version = 99");
+	st = store_open(dir, 1000, &err);
+	assert_null(st);
+	assert_non_null(err);
+	assert_non_null(strstr(err, "99"));
+	g_free(err);
+	g_free(dir);
+}
+
+static void test_folders_replace(void **state)
+{
+	struct fixture *fx = *state;
+	struct store_folder_entry e1[] = {
+		{ "INBOX", "INBOX", '.', 0 },
+		{ "Archive/2023", "Archive.2023", '.', 0 },
+		{ "Archive/2024", "Archive.2024", '.', 0 },
+		{ "Work/Clients/Acme", "Work.Clients.Acme", '.', 0 },
+		{ "Drafts", "Drafts", '.', 1 },
+	};
+	struct store_folder f;
+	size_t n;
+
+	assert_int_equal(store_folders_replace(fx->st, e1, G_N_ELEMENTS(e1)), MF_OK);
+	assert_int_equal(store_folder_count(fx->st, &n), MF_OK);
+	assert_int_equal(n, 8); /* + Archive, Work, Work/Clients */
+
+	assert_int_equal(store_folder_by_path(fx->st, "Archive", &f), MF_OK);
+	assert_int_equal(f.noselect, 1);
+	assert_null(f.wire_name);
+	store_folder_clear(&f);
+	assert_int_equal(store_folder_by_path(fx->st, "Drafts", &f), MF_OK);
+	assert_int_equal(f.noselect, 1);
+	store_folder_clear(&f);
+	assert_int_equal(store_folder_by_path(fx->st, "Archive/2023", &f), MF_OK);
+	assert_string_equal(f.wire_name, "Archive.2023");
+	assert_int_equal(f.delim, '.');
+	assert_int_equal(f.noselect, 0);
+	assert_int_equal(f.uidvalidity, 0);
+	int64_t a2023 = f.id;
+	store_folder_clear(&f);
+
+	assert_children(fx->st, "", "Archive,Drafts,INBOX,Work");
+	assert_children(fx->st, "Archive", "Archive/2023,Archive/2024");
+	assert_children(fx->st, "Work", "Work/Clients");
+	assert_children(fx->st, "Work/Clients", "Work/Clients/Acme");
+	assert_children(fx->st, "INBOX", "");
+
+	/* Sync state and messages, so the update below can show they are kept
+	 * for known folders and dropped with deleted ones. */
+	assert_int_equal(store_folder_by_path(fx->st, "INBOX", &f), MF_OK);
+	int64_t inbox = f.id;
+	store_folder_clear(&f);
+	struct store_sync_message m = msg(1, "x", "");
+	struct store_sync s = { .folder_id = inbox, .uidvalidity = 77, .uidnext = 2,
+	                        .highestmodseq = 9, .added = &m, .n_added = 1, .now = 5 };
+	assert_int_equal(store_folder_apply_sync(fx->st, &s), MF_OK);
+	s.folder_id = a2023;
+	assert_int_equal(store_folder_apply_sync(fx->st, &s), MF_OK);
+	assert_int_equal(put_body(fx->st, a2023, 1, 10, 'a', NULL), MF_OK);
+	char *gone_body = body_file(fx, a2023, 1);
+	assert_true(file_exists(gone_body));
+
+	struct store_folder_entry e2[] = {
+		{ "Archive", "Archive", '.', 0 },
+		{ "INBOX", "INBOX-renamed", '/', 0 },
+	};
+	assert_int_equal(store_folders_replace(fx->st, e2, G_N_ELEMENTS(e2)), MF_OK);
+	assert_int_equal(store_folder_count(fx->st, &n), MF_OK);
+	assert_int_equal(n, 2);
+	assert_int_equal(store_folder_by_path(fx->st, "INBOX", &f), MF_OK);
+	assert_int_equal(f.id, inbox);
+	assert_string_equal(f.wire_name, "INBOX-renamed");
+	assert_int_equal(f.delim, '/');
+	assert_int_equal(f.uidvalidity, 77);
+	assert_int_equal(f.highestmodseq, 9);
+	assert_int_equal(f.synced_at, 5);
+	assert_int_equal(f.message_count, 1);
+	store_folder_clear(&f);
+	assert_int_equal(store_folder_by_path(fx->st, "Archive", &f), MF_OK);
+	assert_int_equal(f.noselect, 0);
+	store_folder_clear(&f);
+	assert_int_equal(store_folder_by_path(fx->st, "Archive/2023", &f), MF_ERR_NOTFOUND);
+	assert_int_equal(store_folder_by_id(fx->st, a2023, &f), MF_ERR_NOTFOUND);
+	struct store_message msgout;
+	assert_int_equal(store_message_by_uid(fx->st, a2023, 1, &msgout), MF_ERR_NOTFOUND);
+	assert_false(file_exists(gone_body));
+	uint64_t bytes, count;
+	assert_int_equal(store_body_usage(fx->st, &bytes, &count), MF_OK);
+	assert_int_equal(bytes, 0);
+	assert_int_equal(count, 0);
+	g_free(gone_body);
+
+	/* An implied parent of a still-listed child turns noselect. */
+	struct store_folder_entry e3[] = { { "INBOX/Sub", "INBOX/Sub", '/', 0 } };
+	assert_int_equal(store_folders_replace(fx->st, e3, 1), MF_OK);
+	assert_int_equal(store_folder_by_path(fx->st, "INBOX", &f), MF_OK);
+	assert_int_equal(f.noselect, 1);
+	assert_int_equal(f.id, inbox);
+	store_folder_clear(&f);
+
+	struct store_folder_entry bad[] = { { "", "", '/', 0 } };
+	assert_int_equal(store_folders_replace(fx->st, bad, 1), MF_ERR_INVAL);
+	bad[0].path = "a//b";
+	assert_int_equal(store_folders_replace(fx->st, bad, 1), MF_ERR_INVAL);
+	bad[0].path = "/a";
+	assert_int_equal(store_folders_replace(fx->st, bad, 1), MF_ERR_INVAL);
+	assert_int_equal(store_folder_count(fx->st, &n), MF_OK);
+	assert_int_equal(n, 2);
+}
+
+static int stop_after_one(void *ctx, const struct store_folder *f)
+{
+	(void)f;
+	(*(int *)ctx)++;
+	return 1;
+}
+
+static void test_children_stop(void **state)
+{
+	struct fixture *fx = *state;
+	struct store_folder_entry e[] = { { "a", "a", '/', 0 }, { "b", "b", '/', 0 } };
+	int calls = 0;
+
+	assert_int_equal(store_folders_replace(fx->st, e, 2), MF_OK);
+	assert_int_equal(store_folder_children(fx->st, "", stop_after_one, &calls), MF_OK);
+	assert_int_equal(calls, 1);
+}
+
+static void test_apply_sync(void **state)
+{
+	struct fixture *fx = *state;
+	int64_t fid = make_folder(fx->st, "INBOX");
+	struct store_sync_message added[] = {
+		msg(1, "one", "\\Seen"), msg(2, "two", ""), msg(3, "three", "\\Answered"),
+	};
+	struct store_sync s = {
+		.folder_id = fid, .uidvalidity = 0xFFFFFFF0u, .uidnext = 4,
+		.highestmodseq = (UINT64_C(1) << 40) + 5, .added = added, .n_added = 3,
+		.now = 1000,
+	};
+	struct store_folder f;
+	struct store_message m;
+	uint32_t *uids;
+	size_t n;
+
+	assert_int_equal(store_folder_apply_sync(fx->st, &s), MF_OK);
+	assert_int_equal(store_folder_by_id(fx->st, fid, &f), MF_OK);
+	assert_int_equal(f.uidvalidity, 0xFFFFFFF0u);
+	assert_int_equal(f.uidnext, 4);
+	assert_true(f.highestmodseq == (UINT64_C(1) << 40) + 5);
+	assert_int_equal(f.synced_at, 1000);
+	assert_int_equal(f.message_count, 3);
+	store_folder_clear(&f);
+
+	assert_int_equal(store_folder_uids(fx->st, fid, &uids, &n), MF_OK);
+	assert_int_equal(n, 3);
+	assert_int_equal(uids[0], 1);
+	assert_int_equal(uids[2], 3);
+	g_free(uids);
+
+	assert_int_equal(store_message_by_uid(fx->st, fid, 2, &m), MF_OK);
+	assert_int_equal(m.folder_id, fid);
+	assert_int_equal(m.uid, 2);
+	assert_null(m.remote_id);
+	assert_string_equal(m.name, "two.eml");
+	assert_string_equal(m.flags, "");
+	assert_int_equal(m.size, 1002);
+	assert_int_equal(m.size_known, 0);
+	assert_int_equal(m.internaldate, 1700000002);
+	assert_string_equal(m.subject, "Hello");
+	assert_string_equal(m.from, "Ann <ann@example.org>");
+	assert_string_equal(m.message_id, "id@example.org");
+	assert_string_equal(m.date_header, "Mon, 1 Jan 2024 10:00:00 +0000");
+	assert_int_equal(m.body_cached, 0);
+	store_message_clear(&m);
+	assert_null(m.name); /* clear zeroes */
+
+	/* Flags change, one message goes with its cached body. */
+	assert_int_equal(put_body(fx->st, fid, 3, 20, 'c', NULL), MF_OK);
+	char *body3 = body_file(fx, fid, 3);
+	assert_true(file_exists(body3));
+	struct store_sync_flags fl[] = { { 2, "\\Seen \\Flagged" }, { 99, "\\Seen" } };
+	uint32_t removed[] = { 3, 42 };
+	struct store_sync s2 = {
+		.folder_id = fid, .uidvalidity = 0xFFFFFFF0u, .uidnext = 5, .highestmodseq = 7,
+		.flag_updates = fl, .n_flag_updates = 2, .removed = removed, .n_removed = 2,
+		.now = 2000,
+	};
+	assert_int_equal(store_folder_apply_sync(fx->st, &s2), MF_OK);
+	assert_int_equal(store_message_by_uid(fx->st, fid, 2, &m), MF_OK);
+	assert_string_equal(m.flags, "\\Seen \\Flagged");
+	store_message_clear(&m);
+	assert_int_equal(store_message_by_uid(fx->st, fid, 3, &m), MF_ERR_NOTFOUND);
+	assert_false(file_exists(body3));
+	assert_list(fx->st, fid, 1, "one.eml,two.eml");
+
+	/* UIDVALIDITY changed: everything goes, bodies too. */
+	assert_int_equal(put_body(fx->st, fid, 1, 20, 'a', NULL), MF_OK);
+	char *body1 = body_file(fx, fid, 1);
+	assert_true(file_exists(body1));
+	struct store_sync_message fresh = msg(100, "fresh", "");
+	struct store_sync s3 = {
+		.folder_id = fid, .reset = 1, .uidvalidity = 12, .uidnext = 101,
+		.added = &fresh, .n_added = 1, .now = 3000,
+	};
+	assert_int_equal(store_folder_apply_sync(fx->st, &s3), MF_OK);
+	assert_int_equal(store_folder_uids(fx->st, fid, &uids, &n), MF_OK);
+	assert_int_equal(n, 1);
+	assert_int_equal(uids[0], 100);
+	g_free(uids);
+	assert_false(file_exists(body1));
+	uint64_t bytes, count;
+	assert_int_equal(store_body_usage(fx->st, &bytes, &count), MF_OK);
+	assert_int_equal(count, 0);
+	assert_int_equal(store_folder_by_id(fx->st, fid, &f), MF_OK);
+	assert_int_equal(f.uidvalidity, 12);
+	assert_int_equal(f.message_count, 1);
+	store_folder_clear(&f);
+
+	/* touch, and errors for a folder that does not exist. */
+	assert_int_equal(store_folder_touch(fx->st, fid, 4000), MF_OK);
+	assert_int_equal(store_folder_by_id(fx->st, fid, &f), MF_OK);
+	assert_int_equal(f.synced_at, 4000);
+	assert_int_equal(f.uidvalidity, 12);
+	store_folder_clear(&f);
+	assert_int_equal(store_folder_touch(fx->st, fid + 100, 1), MF_ERR_NOTFOUND);
+	s3.folder_id = fid + 100;
+	assert_int_equal(store_folder_apply_sync(fx->st, &s3), MF_ERR_NOTFOUND);
+	assert_int_equal(store_folder_uids(fx->st, fid + 100, &uids, &n), MF_ERR_NOTFOUND);
+	g_free(body1);
+	g_free(body3);
+}
+
+/* The lower UID keeps base.eml; names are recomputed on every sync that
+ * adds or removes, so when uid 5 goes, uid 9 takes base.eml over. */
+static void test_name_collisions(void **state)
+{
+	struct fixture *fx = *state;
+	int64_t fid = make_folder(fx->st, "INBOX");
+	struct store_sync_message added[] = {
+		msg(12, "b", ""), msg(5, "b", ""), msg(7, "c", ""), msg(9, "b", ""),
+	};
+
+	sync_add(fx->st, fid, added, G_N_ELEMENTS(added));
+	assert_name(fx->st, fid, 5, "b.eml");
+	assert_name(fx->st, fid, 9, "b~2.eml");
+	assert_name(fx->st, fid, 12, "b~3.eml");
+	assert_name(fx->st, fid, 7, "c.eml");
+	assert_list(fx->st, fid, 1, "b.eml,b~2.eml,b~3.eml,c.eml");
+
+	uint32_t gone = 5;
+	sync_remove(fx->st, fid, &gone, 1);
+	assert_name(fx->st, fid, 9, "b.eml");
+	assert_name(fx->st, fid, 12, "b~2.eml");
+	assert_list(fx->st, fid, 1, "b.eml,b~2.eml,c.eml");
+
+	/* A lower UID arriving later (a message moved in) takes precedence. */
+	struct store_sync_message low = msg(3, "b", "");
+	sync_add(fx->st, fid, &low, 1);
+	assert_list(fx->st, fid, 1, "b.eml,b~2.eml,b~3.eml,c.eml");
+	assert_name(fx->st, fid, 3, "b.eml");
+	assert_name(fx->st, fid, 12, "b~3.eml");
+
+	/* A user-given name is kept and skipped by derived names; several
+	 * names shift at once (checks the UNIQUE index never trips). */
+	sql_exec(fx->dir, "UPDATE messages SET user_name = 'b~2.eml' WHERE uid = 7");
+	struct store_sync_message d = msg(20, "d", "");
+	sync_add(fx->st, fid, &d, 1);
+	assert_name(fx->st, fid, 3, "b.eml");
+	assert_name(fx->st, fid, 7, "b~2.eml");
+	assert_name(fx->st, fid, 9, "b~3.eml");
+	assert_name(fx->st, fid, 12, "b~4.eml");
+	assert_name(fx->st, fid, 20, "d.eml");
+
+	/* The same base in another folder does not collide. */
+	int64_t other = make_folder(fx->st, "Other");
+	struct store_sync_message o = msg(1, "b", "");
+	sync_add(fx->st, other, &o, 1);
+	assert_name(fx->st, other, 1, "b.eml");
+}
+
+static void test_show_deleted(void **state)
+{
+	struct fixture *fx = *state;
+	int64_t fid = make_folder(fx->st, "INBOX");
+	struct store_sync_message added[] = {
+		msg(1, "m1", "\\Seen"),
+		msg(2, "m2", "\\Deleted"),
+		msg(3, "m3", "\\seen \\deleted"),
+		msg(4, "m4", "\\DeletedX $NotDeleted"),
+		msg(5, "m5", NULL),
+		msg(6, "m6", "\\Flagged  \\DELETED "),
+	};
+
+	sync_add(fx->st, fid, added, G_N_ELEMENTS(added));
+	assert_list(fx->st, fid, 0, "m1.eml,m4.eml,m5.eml");
+	assert_list(fx->st, fid, 1, "m1.eml,m2.eml,m3.eml,m4.eml,m5.eml,m6.eml");
+
+	struct store_folder f;
+	assert_int_equal(store_folder_by_id(fx->st, fid, &f), MF_OK);
+	assert_int_equal(f.message_count, 6); /* \Deleted ones included */
+	store_folder_clear(&f);
+}
+
+static void test_lookup(void **state)
+{
+	struct fixture *fx = *state;
+	int64_t fid = make_folder(fx->st, "INBOX");
+	struct store_sync_message added[] = { msg(10, "ten", "\\Seen"), msg(11, "eleven", "") };
+	struct store_message m;
+	struct store_folder f;
+
+	sync_add(fx->st, fid, added, 2);
+	assert_int_equal(store_message_by_name(fx->st, fid, "ten.eml", &m), MF_OK);
+	assert_int_equal(m.uid, 10);
+	assert_string_equal(m.flags, "\\Seen");
+	store_message_clear(&m);
+	assert_int_equal(store_message_by_name(fx->st, fid, "ten", &m), MF_ERR_NOTFOUND);
+	assert_int_equal(store_message_by_name(fx->st, fid + 1, "ten.eml", &m), MF_ERR_NOTFOUND);
+	assert_int_equal(store_message_by_uid(fx->st, fid, 11, &m), MF_OK);
+	assert_string_equal(m.name, "eleven.eml");
+	store_message_clear(&m);
+	assert_int_equal(store_message_by_uid(fx->st, fid, 12, &m), MF_ERR_NOTFOUND);
+
+	assert_int_equal(store_folder_by_path(fx->st, "INBOX", &f), MF_OK);
+	assert_int_equal(f.id, fid);
+	assert_int_equal(f.message_count, 2);
+	store_folder_clear(&f);
+	assert_int_equal(store_folder_by_path(fx->st, "inbox", &f), MF_ERR_NOTFOUND);
+	assert_int_equal(store_folder_by_id(fx->st, fid, &f), MF_OK);
+	assert_string_equal(f.path, "INBOX");
+	store_folder_clear(&f);
+	assert_int_equal(store_messages_list(fx->st, fid + 1, 1, collect_message_names, NULL),
+	                 MF_ERR_NOTFOUND);
+}
+
+static int collect_remote(void *ctx, uint32_t uid, const char *remote_id)
+{
+	g_string_append_printf(ctx, "%s%" PRIu32 "=%s", ((GString *)ctx)->len ? "," : "", uid,
+	                       remote_id);
+	return 0;
+}
+
+static void assert_remote_ids(struct store *st, int64_t fid, const char *want)
+{
+	GString *g = g_string_new("");
+
+	assert_int_equal(store_folder_remote_ids(st, fid, collect_remote, g), MF_OK);
+	assert_string_equal(g->str, want);
+	g_string_free(g, TRUE);
+}
+
+static void test_pop3(void **state)
+{
+	struct fixture *fx = *state;
+	int64_t fid = make_folder(fx->st, "INBOX");
+	struct store_sync_message added[3];
+	const char *ids[] = { "uidl-a", "uidl-b", "uidl-c" };
+
+	for (int i = 0; i < 3; i++) {
+		added[i] = msg(0, "pop", "");
+		added[i].remote_id = ids[i];
+	}
+	sync_add(fx->st, fid, added, 3);
+	assert_remote_ids(fx->st, fid, "1=uidl-a,2=uidl-b,3=uidl-c");
+	/* Earlier in the list keeps the plain name. */
+	assert_name(fx->st, fid, 1, "pop.eml");
+	assert_name(fx->st, fid, 3, "pop~3.eml");
+
+	/* A known UIDL keeps its uid; a new one gets max + 1. */
+	struct store_sync_message again[2] = { msg(0, "pop", ""), msg(0, "pop", "") };
+	again[0].remote_id = "uidl-d";
+	again[1].remote_id = "uidl-b";
+	sync_add(fx->st, fid, again, 2);
+	assert_remote_ids(fx->st, fid, "1=uidl-a,2=uidl-b,3=uidl-c,4=uidl-d");
+
+	uint32_t gone = 1;
+	sync_remove(fx->st, fid, &gone, 1);
+	struct store_sync_message e = msg(0, "e", "");
+	e.remote_id = "uidl-e";
+	sync_add(fx->st, fid, &e, 1);
+	assert_remote_ids(fx->st, fid, "2=uidl-b,3=uidl-c,4=uidl-d,5=uidl-e");
+
+	struct store_message m;
+	assert_int_equal(store_message_by_uid(fx->st, fid, 5, &m), MF_OK);
+	assert_string_equal(m.remote_id, "uidl-e");
+	store_message_clear(&m);
+
+	/* After a reset numbering starts again at 1. */
+	struct store_sync_message x = msg(0, "x", "");
+	x.remote_id = "uidl-x";
+	struct store_sync s = { .folder_id = fid, .reset = 1, .added = &x, .n_added = 1 };
+	assert_int_equal(store_folder_apply_sync(fx->st, &s), MF_OK);
+	assert_remote_ids(fx->st, fid, "1=uidl-x");
+}
+
+static void test_body_roundtrip(void **state)
+{
+	struct fixture *fx = *state;
+	int64_t fid = make_folder(fx->st, "INBOX");
+	struct store_sync_message added[] = { msg(1, "one", ""), msg(2, "two", "") };
+	struct store_message m;
+	char buf[128];
+	char *tmp = NULL;
+	struct stat sb;
+	int changed = -1, fd;
+
+	added[0].size = 50;
+	sync_add(fx->st, fid, added, 2);
+	assert_int_equal(store_body_open(fx->st, fid, 1), -1);
+
+	fd = store_body_begin(fx->st, &tmp);
+	assert_true(fd >= 0);
+	assert_int_equal(fstat(fd, &sb), 0);
+	assert_int_equal(sb.st_mode & 0777, 0600);
+	assert_non_null(strstr(tmp, "/tmp/body."));
+	assert_int_equal(write(fd, "From: a\r\n\r\nhello world, this is the body of one\r\n", 49), 49);
+	close(fd);
+	assert_int_equal(store_body_commit(fx->st, fid, 1, tmp, &changed), MF_OK);
+	assert_int_equal(changed, 1); /* 50 announced, 49 real */
+	assert_false(file_exists(tmp));
+	g_free(tmp);
+
+	assert_int_equal(store_message_by_uid(fx->st, fid, 1, &m), MF_OK);
+	assert_int_equal(m.size, 49);
+	assert_int_equal(m.size_known, 1);
+	assert_int_equal(m.body_cached, 1);
+	store_message_clear(&m);
+
+	fd = store_body_open(fx->st, fid, 1);
+	assert_true(fd >= 0);
+	assert_int_equal(read(fd, buf, sizeof buf), 49);
+	assert_memory_equal(buf, "From: a\r\n\r\nhello world", 22);
+	close(fd);
+
+	uint64_t bytes, count;
+	assert_int_equal(store_body_usage(fx->st, &bytes, &count), MF_OK);
+	assert_int_equal(bytes, 49);
+	assert_int_equal(count, 1);
+
+	/* Same length again: no change reported. */
+	assert_int_equal(put_body(fx->st, fid, 1, 49, 'z', &changed), MF_OK);
+	assert_int_equal(changed, 0);
+	/* A later sync re-adding the uid must not overwrite the real size. */
+	sync_add(fx->st, fid, added, 1);
+	assert_int_equal(store_message_by_uid(fx->st, fid, 1, &m), MF_OK);
+	assert_int_equal(m.size, 49);
+	assert_int_equal(m.body_cached, 1);
+	store_message_clear(&m);
+
+	/* A body file removed behind our back: the row is dropped. */
+	char *path = body_file(fx, fid, 1);
+	assert_int_equal(unlink(path), 0);
+	assert_int_equal(store_body_open(fx->st, fid, 1), -1);
+	assert_int_equal(store_body_usage(fx->st, &bytes, &count), MF_OK);
+	assert_int_equal(count, 0);
+	assert_int_equal(store_message_by_uid(fx->st, fid, 1, &m), MF_OK);
+	assert_int_equal(m.body_cached, 0);
+	store_message_clear(&m);
+	g_free(path);
+
+	/* Abort removes the download. */
+	fd = store_body_begin(fx->st, &tmp);
+	assert_true(fd >= 0);
+	close(fd);
+	store_body_abort(fx->st, tmp);
+	assert_false(file_exists(tmp));
+	g_free(tmp);
+}
+
+static void test_body_commit_vanished(void **state)
+{
+	struct fixture *fx = *state;
+	int64_t fid = make_folder(fx->st, "INBOX");
+	struct store_sync_message m1 = msg(1, "one", "");
+	uint32_t gone = 1;
+	char *tmp = NULL, *tmpdir;
+	int changed = -1, fd;
+
+	sync_add(fx->st, fid, &m1, 1);
+	fd = store_body_begin(fx->st, &tmp);
+	assert_true(fd >= 0);
+	assert_int_equal(write(fd, "data", 4), 4);
+	close(fd);
+	sync_remove(fx->st, fid, &gone, 1); /* expunged while downloading */
+	assert_int_equal(store_body_commit(fx->st, fid, 1, tmp, &changed), MF_ERR_NOTFOUND);
+	assert_false(file_exists(tmp));
+	char *path = body_file(fx, fid, 1);
+	assert_false(file_exists(path));
+	tmpdir = g_build_filename(fx->dir, "tmp", NULL);
+	assert_int_equal(count_files(tmpdir), 0);
+	uint64_t bytes, count;
+	assert_int_equal(store_body_usage(fx->st, &bytes, &count), MF_OK);
+	assert_int_equal(count, 0);
+	g_free(path);
+	g_free(tmp);
+	g_free(tmpdir);
+}
+
+static void test_lru_eviction(void **state)
+{
+	struct fixture *fx = *state;
+	char *err = NULL;
+	struct store_message m;
+
+	store_close(fx->st);
+	fx->st = store_open(fx->dir, 250, &err);
+	assert_non_null(fx->st);
+	int64_t fid = make_folder(fx->st, "INBOX");
+	struct store_sync_message added[] = {
+		msg(1, "one", ""), msg(2, "two", ""), msg(3, "three", ""), msg(4, "four", ""),
+	};
+	sync_add(fx->st, fid, added, 4);
+
+	assert_int_equal(put_body(fx->st, fid, 1, 100, '1', NULL), MF_OK);
+	assert_int_equal(put_body(fx->st, fid, 2, 100, '2', NULL), MF_OK);
+	int fd = store_body_open(fx->st, fid, 1); /* 1 is now more recent than 2 */
+	assert_true(fd >= 0);
+	close(fd);
+	assert_int_equal(put_body(fx->st, fid, 3, 100, '3', NULL), MF_OK);
+
+	for (uint32_t uid = 1; uid <= 3; uid++) {
+		assert_int_equal(store_message_by_uid(fx->st, fid, uid, &m), MF_OK);
+		assert_int_equal(m.body_cached, uid != 2);
+		store_message_clear(&m);
+		char *p = body_file(fx, fid, uid);
+		assert_int_equal(file_exists(p), uid != 2);
+		g_free(p);
+	}
+	uint64_t bytes, count;
+	assert_int_equal(store_body_usage(fx->st, &bytes, &count), MF_OK);
+	assert_int_equal(bytes, 200);
+	assert_int_equal(count, 2);
+
+	/* One body over the cap alone stays; everything else goes. */
+	assert_int_equal(put_body(fx->st, fid, 4, 300, '4', NULL), MF_OK);
+	assert_int_equal(store_body_usage(fx->st, &bytes, &count), MF_OK);
+	assert_int_equal(bytes, 300);
+	assert_int_equal(count, 1);
+	fd = store_body_open(fx->st, fid, 4);
+	assert_true(fd >= 0);
+	close(fd);
+}
+
+static void test_persistence(void **state)
+{
+	struct fixture *fx = *state;
+	char *err = NULL;
+	struct store_folder_entry e[] = { { "INBOX", "INBOX", '/', 0 }, { "A/B", "A/B", '/', 0 } };
+	struct store_folder f;
+	struct store_message m;
+
+	assert_int_equal(store_folders_replace(fx->st, e, 2), MF_OK);
+	assert_int_equal(store_folder_by_path(fx->st, "A/B", &f), MF_OK);
+	int64_t fid = f.id;
+	store_folder_clear(&f);
+	struct store_sync_message added[] = { msg(7, "seven", "\\Seen"), msg(8, "seven", "") };
+	struct store_sync s = {
+		.folder_id = fid, .uidvalidity = 0xFFFFFFFFu, .uidnext = 9,
+		.highestmodseq = UINT64_C(1) << 50, .added = added, .n_added = 2, .now = 123,
+	};
+	assert_int_equal(store_folder_apply_sync(fx->st, &s), MF_OK);
+	assert_int_equal(put_body(fx->st, fid, 8, 64, 'q', NULL), MF_OK);
+
+	store_close(fx->st);
+	fx->st = store_open(fx->dir, UINT64_C(1) << 30, &err);
+	assert_non_null(fx->st);
+
+	assert_int_equal(store_folder_by_path(fx->st, "A/B", &f), MF_OK);
+	assert_int_equal(f.id, fid);
+	assert_int_equal(f.uidvalidity, 0xFFFFFFFFu);
+	assert_true(f.highestmodseq == UINT64_C(1) << 50);
+	assert_int_equal(f.synced_at, 123);
+	assert_int_equal(f.message_count, 2);
+	store_folder_clear(&f);
+	assert_int_equal(store_folder_by_path(fx->st, "A", &f), MF_OK);
+	assert_int_equal(f.noselect, 1);
+	store_folder_clear(&f);
+	assert_int_equal(store_message_by_name(fx->st, fid, "seven~2.eml", &m), MF_OK);
+	assert_int_equal(m.uid, 8);
+	assert_int_equal(m.size, 64);
+	assert_int_equal(m.size_known, 1);
+	assert_int_equal(m.body_cached, 1);
+	store_message_clear(&m);
+	int fd = store_body_open(fx->st, fid, 8);
+	assert_true(fd >= 0);
+	close(fd);
+	assert_list(fx->st, fid, 0, "seven.eml,seven~2.eml");
+}
+
+static void test_sync_10000(void **state)
+{
+	struct fixture *fx = *state;
+	int64_t fid = make_folder(fx->st, "INBOX");
+	enum { N = 10000 };
+	struct store_sync_message *added = g_new0(struct store_sync_message, N);
+	char **bases = g_new0(char *, N);
+	double t0, t1, t2;
+
+	for (int i = 0; i < N; i++) {
+		/* Every tenth pair shares a base, as replies and duplicates do. */
+		int j = i % 10 == 1 ? i - 1 : i;
+		bases[i] = g_strdup_printf("20240101-%04d_Subject-number-%d_%08x", j % 1440, j,
+		                           (unsigned)j * 2654435761u);
+		added[i] = msg((uint32_t)(i + 1), bases[i], i % 3 ? "\\Seen" : "");
+	}
+	struct store_sync s = { .folder_id = fid, .uidvalidity = 1, .uidnext = N + 1,
+	                        .added = added, .n_added = N, .now = 1 };
+	t0 = now_seconds();
+	assert_int_equal(store_folder_apply_sync(fx->st, &s), MF_OK);
+	t1 = now_seconds();
+
+	/* An incremental sync in the big folder: one in, one out. */
+	struct store_sync_message one = msg(N + 1, "new", "");
+	uint32_t gone = 1; /* holder of a shared base: uid 2 takes it over */
+	struct store_sync s2 = { .folder_id = fid, .uidvalidity = 1, .uidnext = N + 2,
+	                         .added = &one, .n_added = 1, .removed = &gone, .n_removed = 1,
+	                         .now = 2 };
+	assert_int_equal(store_folder_apply_sync(fx->st, &s2), MF_OK);
+	t2 = now_seconds();
+	print_message("    sync of %d added messages: %.3f s; incremental sync: %.3f s\n", N,
+	              t1 - t0, t2 - t1);
+
+	struct store_folder f;
+	assert_int_equal(store_folder_by_id(fx->st, fid, &f), MF_OK);
+	assert_int_equal(f.message_count, N);
+	store_folder_clear(&f);
+	char *name = name_of(fx->st, fid, 2);
+	char *want = g_strconcat(bases[1], ".eml", NULL);
+	assert_string_equal(name, want);
+	g_free(name);
+	g_free(want);
+
+	GPtrArray *names = g_ptr_array_new_with_free_func(g_free);
+	t0 = now_seconds();
+	assert_int_equal(store_messages_list(fx->st, fid, 0, collect_message_names, names), MF_OK);
+	t1 = now_seconds();
+	print_message("    list of %u messages: %.3f s\n", names->len, t1 - t0);
+	assert_int_equal(names->len, N);
+	for (guint i = 1; i < names->len; i++)
+		assert_true(strcmp(g_ptr_array_index(names, i - 1), g_ptr_array_index(names, i)) < 0);
+	g_ptr_array_free(names, TRUE);
+
+	for (int i = 0; i < N; i++)
+		g_free(bases[i]);
+	g_free(bases);
+	g_free(added);
+}
+
+/* Many threads reading while one writes: the store's mutex must keep
+ * every call whole (run under ASan/TSan to mean something). */
+struct reader_ctx {
+	struct store *st;
+	int64_t fid;
+};
+
+static int count_cb(void *ctx, const struct store_message *m)
+{
+	(void)m;
+	(*(int *)ctx)++;
+	return 0;
+}
+
+static void *reader(void *arg)
+{
+	struct reader_ctx *rc = arg;
+
+	for (int i = 0; i < 200; i++) {
+		struct store_message m;
+		int n = 0;
+		if (store_message_by_uid(rc->st, rc->fid, 1, &m) == MF_OK)
+			store_message_clear(&m);
+		store_messages_list(rc->st, rc->fid, 0, count_cb, &n);
+		int fd = store_body_open(rc->st, rc->fid, 1);
+		if (fd >= 0)
+			close(fd);
+	}
+	return NULL;
+}
+
+static void test_threads(void **state)
+{
+	struct fixture *fx = *state;
+	int64_t fid = make_folder(fx->st, "INBOX");
+	struct store_sync_message m1 = msg(1, "one", "");
+	struct reader_ctx rc = { fx->st, fid };
+	pthread_t t[4];
+
+	sync_add(fx->st, fid, &m1, 1);
+	assert_int_equal(put_body(fx->st, fid, 1, 10, 'x', NULL), MF_OK);
+	for (int i = 0; i < 4; i++)
+		assert_int_equal(pthread_create(&t[i], NULL, reader, &rc), 0);
+	for (uint32_t uid = 2; uid < 200; uid++) {
+		struct store_sync_message m = msg(uid, uid % 2 ? "odd" : "even", "");
+		sync_add(fx->st, fid, &m, 1);
+	}
+	for (int i = 0; i < 4; i++)
+		pthread_join(t[i], NULL);
+	int n = 0;
+	assert_int_equal(store_messages_list(fx->st, fid, 0, count_cb, &n), MF_OK);
+	assert_int_equal(n, 199);
+	assert_name(fx->st, fid, 2, "even.eml");
+	assert_name(fx->st, fid, 199, "odd~99.eml");
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_setup_teardown(test_open_creates_private_dir, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_folders_replace, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_children_stop, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_apply_sync, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_name_collisions, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_show_deleted, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_lookup, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_pop3, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_body_roundtrip, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_body_commit_vanished, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_lru_eviction, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_persistence, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_sync_10000, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_threads, setup, teardown),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
