@@ -7,6 +7,7 @@
  * unless mark_seen, wait without a bound, or hold a pool lock across I/O. */
 #include <errno.h>
 #include <inttypes.h>
+#include <stdio.h>
 #include <string.h>
 #include <unistd.h>
 #include <glib.h>
