@@ -14,6 +14,8 @@
 
 struct mailbox;
 
+#define MAILBOX_NO_DATE INT64_MIN
+
 struct mailbox_folder {
 	char *path;       /* UTF-8, components joined by '/' */
 	char *wire_name;  /* as the server names it */
@@ -26,8 +28,8 @@ struct mailbox_message {
 	char *remote_id;  /* POP3 UIDL; NULL for IMAP */
 	char *flags;      /* space-separated */
 	uint64_t size;
-	int64_t internaldate;
-	char *headers;    /* Date/From/Subject/Message-ID header block */
+	int64_t internaldate; /* MAILBOX_NO_DATE: none (POP3): the Date header serves */
+	char *headers;    /* a header block holding at least Date/From/Subject/Message-ID */
 	size_t headers_len;
 };
 
@@ -41,6 +43,10 @@ struct mailbox_sync_request {
 	uint32_t uidvalidity;     /* what the cache holds; 0 when nothing */
 	uint32_t last_uid;        /* highest UID the cache holds */
 	uint64_t highestmodseq;
+	/* POP3: the UIDLs the cache holds (char * -> GUINT_TO_POINTER(uid)),
+	 * so that only new messages are asked for their headers and the
+	 * present list can name known messages by uid. NULL for IMAP. */
+	GHashTable *known_remote_ids;
 };
 
 struct mailbox_sync_result {
@@ -77,6 +83,10 @@ struct mailbox {
  * password or certificate fails the mount; *err as net_connect. cfg is
  * borrowed and must outlive the mailbox. */
 enum mf_status imap_mailbox_open(const struct mf_config *cfg,
+                                 struct mailbox **out, char **err);
+
+/* Opens the POP3 driver (read-only): connects and logs in once now. */
+enum mf_status pop3_mailbox_open(const struct mf_config *cfg,
                                  struct mailbox **out, char **err);
 
 void mailbox_folders_free(GPtrArray *folders);

@@ -103,6 +103,12 @@ static int sync_uid_cmp(const void *a, const void *b)
 	return x < y ? -1 : x > y;
 }
 
+static int sync_note_remote_id(void *ctx, uint32_t uid, const char *remote_id)
+{
+	g_hash_table_insert(ctx, g_strdup(remote_id), GUINT_TO_POINTER(uid));
+	return 0;
+}
+
 /* Talks to the server and writes the outcome; no locks held. */
 static enum mf_status sync_folder_now(struct sync_ctx *s, int64_t folder_id, int *changed)
 {
@@ -130,6 +136,13 @@ static enum mf_status sync_folder_now(struct sync_ctx *s, int64_t folder_id, int
 	req.uidvalidity = f.uidvalidity;
 	req.last_uid = n_known ? known[n_known - 1] : 0;
 	req.highestmodseq = f.highestmodseq;
+	if (s->cfg->protocol == MF_PROTO_POP3) {
+		req.known_remote_ids = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
+		st = store_folder_remote_ids(s->store, folder_id, sync_note_remote_id,
+		                             req.known_remote_ids);
+		if (st != MF_OK)
+			goto out;
+	}
 
 	st = s->mb->ops->sync_folder(s->mb, &req, &res);
 	if (st != MF_OK) {
@@ -154,12 +167,20 @@ static enum mf_status sync_folder_now(struct sync_ctx *s, int64_t folder_id, int
 	names = g_new0(char *, n_added ? n_added : 1);
 	for (size_t i = 0; i < n_added; i++) {
 		const struct mailbox_message *m = &g_array_index(res.added, struct mailbox_message, i);
+		int64_t mtime = m->internaldate;
 		mime_parse_headers(m->headers, m->headers_len, &infos[i]);
-		names[i] = s->cfg->names_uid ? g_strdup_printf("%u", m->uid)
-		                             : mime_name_base(&infos[i], m->internaldate);
+		/* POP3 has no INTERNALDATE and no stable number: the Date header
+		 * gives the time, and names are always subject names. */
+		if (s->cfg->names_uid && s->cfg->protocol == MF_PROTO_IMAP)
+			names[i] = g_strdup_printf("%u", m->uid);
+		else
+			names[i] = mime_name_base(&infos[i], m->internaldate == MAILBOX_NO_DATE
+			                                     ? MIME_NO_DATE : m->internaldate);
+		if (mtime == MAILBOX_NO_DATE)
+			mtime = infos[i].date != MIME_NO_DATE ? infos[i].date : 0;
 		added[i] = (struct store_sync_message){
 			.uid = m->uid, .remote_id = m->remote_id, .flags = m->flags,
-			.size = m->size, .internaldate = m->internaldate, .base_name = names[i],
+			.size = m->size, .internaldate = mtime, .base_name = names[i],
 			.subject = infos[i].subject, .from = infos[i].from,
 			.message_id = infos[i].message_id, .date_header = infos[i].date_header,
 		};
@@ -203,6 +224,8 @@ out:
 	g_free(known);
 	g_free(removed);
 	mailbox_sync_result_clear(&res);
+	if (req.known_remote_ids)
+		g_hash_table_destroy(req.known_remote_ids);
 	store_folder_clear(&f);
 	return st;
 }
