@@ -14,8 +14,9 @@ MANDIR     ?= $(PREFIX)/share/man
 BUILD      ?= build
 CC         ?= cc
 PKG_CONFIG ?= pkg-config
-PYTHON     ?= python3
-FUZZ_SECONDS ?= 60
+PYTHON     ?= /usr/bin/python3
+FUZZ_SECONDS ?= 60        # the IMAP response parser
+FUZZ_OTHER_SECONDS ?= 30  # every other target
 
 PKGS       := fuse3 libcurl gmime-3.0 sqlite3
 PKG_CFLAGS := $(shell $(PKG_CONFIG) --cflags $(PKGS) 2>/dev/null)
@@ -76,8 +77,10 @@ fuzz: $(FUZZ_BINS)
 	@set -e; for f in $(FUZZ_BINS); do \
 	  name=$$(basename $$f); mkdir -p build-fuzz/corpus-$$name; \
 	  seeds=; [ -d tests/fuzz/seeds/$$name ] && seeds=tests/fuzz/seeds/$$name; \
-	  echo "== $$f for $(FUZZ_SECONDS)s"; \
-	  $$f -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 -timeout=10 -rss_limit_mb=2048 \
+	  secs=$(FUZZ_SECONDS); [ $$name = fuzz_imap_response ] || secs=$(FUZZ_OTHER_SECONDS); \
+	  [ $$name = fuzz_mime_headers ] && [ -d "$(CORPUS_DIR)/messages" ] && seeds="$$seeds $(CORPUS_DIR)/messages"; \
+	  echo "== $$f for $${secs}s"; \
+	  $$f -max_total_time=$$secs -print_final_stats=1 -timeout=10 -rss_limit_mb=2048 \
 	      build-fuzz/corpus-$$name $$seeds 2>build-fuzz/$$name.log || { tail -50 build-fuzz/$$name.log; exit 1; }; \
 	  grep -E 'stat::number_of_executed_units|Done' build-fuzz/$$name.log | tail -2; \
 	done

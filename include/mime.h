@@ -28,14 +28,16 @@ void mime_init(void);
 void mime_shutdown(void);
 
 /* Parses a header block (or a whole message: parsing stops at the body)
- * and fills *out. Returns 0; -1 only when GMime cannot build a message at
- * all, in which case *out is still filled with what is known (all NULL,
- * date MIME_NO_DATE, h8 of three empty values). Never crashes on any
- * input; data need not be NUL-terminated. */
+ * and fills *out. Only the Date, From, Subject and Message-ID fields are
+ * read, exactly as an IMAP server returns them for HEADER.FIELDS, so both
+ * inputs give the same answer. Returns 0; -1 when none of the four is
+ * there, in which case *out holds the defaults (all NULL, date
+ * MIME_NO_DATE, h8 of three empty values). Never crashes on any input;
+ * data need not be NUL-terminated. */
 int mime_parse_headers(const char *data, size_t len, struct mime_header_info *out);
 void mime_header_info_clear(struct mime_header_info *info);
 
-/* The slug of DESIGN.md "File names": maximal runs of characters that are
+/* The slug of DESIGN.md "File names" (after NFC normalisation): maximal runs of characters that are
  * not Unicode letters or digits become one '-', leading/trailing '-'
  * stripped, cut to at most 60 bytes on a UTF-8 boundary, trailing '-'
  * stripped again, "" -> "no-subject". subject may be NULL. Invalid UTF-8

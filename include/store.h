@@ -151,6 +151,18 @@ enum mf_status store_messages_list(struct store *st, int64_t folder_id,
                                    int (*cb)(void *ctx, const struct store_message *m),
                                    void *ctx);
 
+/* ---- one message, after the server accepted a change ---- */
+
+/* Gives the message the name the user chose (create, rename): kept as
+ * long as it is unique in its folder. MF_ERR_EXISTS when another message
+ * holds it; NULL returns the message to its derived name. */
+enum mf_status store_message_set_user_name(struct store *st, int64_t folder_id,
+                                           uint32_t uid, const char *name);
+enum mf_status store_message_set_flags(struct store *st, int64_t folder_id,
+                                       uint32_t uid, const char *flags);
+/* Forgets the message and its cached body; names are recomputed. */
+enum mf_status store_message_remove(struct store *st, int64_t folder_id, uint32_t uid);
+
 /* ---- bodies ---- */
 
 /* Opens the cached body read-only: returns an fd (caller closes) and

@@ -86,7 +86,7 @@ enum store_query {
 	Q_MSG_BY_NAME, Q_MSG_BY_UID, Q_MSG_LIST, Q_MSG_UIDS, Q_MSG_REMOTE_IDS,
 	Q_MSG_MAX_UID, Q_MSG_UID_BY_REMOTE, Q_MSG_UPSERT, Q_MSG_SET_FLAGS,
 	Q_MSG_DELETE, Q_MSG_DELETE_FOLDER, Q_MSG_NAMES, Q_MSG_SET_NAME,
-	Q_MSG_SIZE, Q_MSG_SET_SIZE,
+	Q_MSG_SIZE, Q_MSG_SET_SIZE, Q_MSG_NAME_HOLDER, Q_MSG_SET_USER_NAME,
 	Q_BODY_EXISTS, Q_BODY_OF_FOLDER, Q_BODY_UPSERT, Q_BODY_TOUCH,
 	Q_BODY_DELETE, Q_BODY_USAGE, Q_BODY_LRU,
 	Q_COUNT
@@ -147,6 +147,11 @@ static const char *const store_query_sql[Q_COUNT] = {
 	[Q_MSG_SIZE] = "SELECT size FROM messages WHERE folder_id = ?1 AND uid = ?2",
 	[Q_MSG_SET_SIZE] =
 		"UPDATE messages SET size = ?3, size_known = 1 WHERE folder_id = ?1 AND uid = ?2",
+	[Q_MSG_NAME_HOLDER] =
+		"SELECT 1 FROM messages WHERE folder_id = ?1 AND uid != ?3"
+		" AND (name = ?2 OR user_name = ?2)",
+	[Q_MSG_SET_USER_NAME] =
+		"UPDATE messages SET user_name = ?3 WHERE folder_id = ?1 AND uid = ?2",
 	[Q_BODY_EXISTS] = "SELECT 1 FROM bodies WHERE folder_id = ?1 AND uid = ?2",
 	[Q_BODY_OF_FOLDER] = "SELECT uid FROM bodies WHERE folder_id = ?1",
 	[Q_BODY_UPSERT] =
@@ -1456,5 +1461,92 @@ enum mf_status store_body_usage(struct store *st, uint64_t *bytes, uint64_t *cou
 	}
 	sqlite3_reset(q);
 	pthread_mutex_unlock(&st->lock);
+	return rc;
+}
+
+/* ---- single-message changes after a server operation succeeded ---- */
+
+enum mf_status store_message_set_user_name(struct store *st, int64_t folder_id, uint32_t uid,
+                                           const char *name)
+{
+	enum mf_status rc;
+	sqlite3_stmt *q;
+	int src;
+
+	pthread_mutex_lock(&st->lock);
+	rc = store_begin(st);
+	if (rc != MF_OK)
+		goto out;
+	/* A name held by another message, given or derived, is refused:
+	 * the caller removes that message first. */
+	q = store_query(st, Q_MSG_NAME_HOLDER);
+	sqlite3_bind_int64(q, 1, folder_id);
+	sqlite3_bind_text(q, 2, name, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(q, 3, uid);
+	src = sqlite3_step(q);
+	sqlite3_reset(q);
+	if (src == SQLITE_ROW) {
+		rc = MF_ERR_EXISTS;
+		goto out;
+	}
+	if (src != SQLITE_DONE) {
+		rc = store_db_status(src);
+		goto out;
+	}
+	q = store_query(st, Q_MSG_SET_USER_NAME);
+	sqlite3_bind_int64(q, 1, folder_id);
+	sqlite3_bind_int64(q, 2, uid);
+	store_bind_text_or_null(q, 3, name);
+	rc = store_run(q);
+	if (rc == MF_OK && sqlite3_changes(st->db) == 0)
+		rc = MF_ERR_NOTFOUND;
+	if (rc == MF_OK)
+		rc = store_assign_names(st, folder_id);
+	if (rc == MF_OK)
+		rc = store_commit(st);
+out:
+	if (rc != MF_OK)
+		store_rollback(st);
+	pthread_mutex_unlock(&st->lock);
+	return rc;
+}
+
+enum mf_status store_message_set_flags(struct store *st, int64_t folder_id, uint32_t uid,
+                                       const char *flags)
+{
+	enum mf_status rc;
+	sqlite3_stmt *q;
+
+	pthread_mutex_lock(&st->lock);
+	q = store_query(st, Q_MSG_SET_FLAGS);
+	sqlite3_bind_int64(q, 1, folder_id);
+	sqlite3_bind_int64(q, 2, uid);
+	sqlite3_bind_text(q, 3, flags ? flags : "", -1, SQLITE_STATIC);
+	rc = store_run(q);
+	if (rc == MF_OK && sqlite3_changes(st->db) == 0)
+		rc = MF_ERR_NOTFOUND;
+	pthread_mutex_unlock(&st->lock);
+	return rc;
+}
+
+enum mf_status store_message_remove(struct store *st, int64_t folder_id, uint32_t uid)
+{
+	GPtrArray *doomed = g_ptr_array_new_with_free_func(g_free);
+	enum mf_status rc;
+
+	pthread_mutex_lock(&st->lock);
+	rc = store_begin(st);
+	if (rc == MF_OK)
+		rc = store_delete_message(st, folder_id, uid, doomed);
+	if (rc == MF_OK)
+		rc = store_assign_names(st, folder_id);
+	if (rc == MF_OK)
+		rc = store_commit(st);
+	if (rc == MF_OK)
+		store_unlink_all(doomed);
+	else
+		store_rollback(st);
+	pthread_mutex_unlock(&st->lock);
+	g_ptr_array_free(doomed, TRUE);
 	return rc;
 }

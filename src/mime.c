@@ -1,0 +1,458 @@
+/* mime.c — GMime glue: decodes the few header fields mailfs needs, derives
+ * the content-based file name of DESIGN.md "File names", and tells a mail
+ * message from junk before an APPEND.
+ *
+ * Pure: bytes in, strings out. No I/O, no globals besides the init flag.
+ * Every GMime object is created and released inside one call, because
+ * GMime objects are not thread-safe. */
+#include "mime.h"
+
+#include <string.h>
+
+#include <glib.h>
+#include <gmime/gmime.h>
+
+#define MIME_SLUG_MAX 60
+
+static GMutex mime_init_lock;
+static gboolean mime_initialized;
+
+void mime_init(void)
+{
+	g_mutex_lock(&mime_init_lock);
+	if (!mime_initialized) {
+		g_mime_init();
+		mime_initialized = TRUE;
+	}
+	g_mutex_unlock(&mime_init_lock);
+}
+
+void mime_shutdown(void)
+{
+	g_mutex_lock(&mime_init_lock);
+	if (mime_initialized) {
+		g_mime_shutdown();
+		mime_initialized = FALSE;
+	}
+	g_mutex_unlock(&mime_init_lock);
+}
+
+void mime_header_info_clear(struct mime_header_info *info)
+{
+	if (info == NULL)
+		return;
+	g_free(info->subject);
+	g_free(info->from);
+	g_free(info->message_id);
+	g_free(info->date_header);
+	memset(info, 0, sizeof(*info));
+	info->date = MIME_NO_DATE;
+}
+
+/* The first 8 hex digits of SHA-256 over len bytes of data into out[9]. */
+static void mime_hash8(const char *data, gssize len, char out[9])
+{
+	GChecksum *sum = g_checksum_new(G_CHECKSUM_SHA256);
+
+	g_checksum_update(sum, (const guchar *)data, len);
+	memcpy(out, g_checksum_get_string(sum), 8);
+	out[8] = '\0';
+	g_checksum_free(sum);
+}
+
+/* The h8 of a message with no Date, From, Subject or Message-ID. */
+static void mime_hash8_empty(char out[9])
+{
+	mime_hash8("\n\n", 2, out);
+}
+
+/* A g_malloc'd valid UTF-8 copy of s, or NULL; these strings end up in
+ * SQLite and in xattrs, where invalid UTF-8 would cause trouble. */
+static char *mime_utf8_dup(const char *s)
+{
+	if (s == NULL)
+		return NULL;
+	return g_utf8_make_valid(s, -1);
+}
+
+/* Like mime_utf8_dup, but trimmed, and NULL when nothing is left. */
+static char *mime_utf8_dup_trimmed(const char *s)
+{
+	char *copy;
+
+	if (s == NULL)
+		return NULL;
+	copy = g_strstrip(g_utf8_make_valid(s, -1));
+	if (copy[0] == '\0') {
+		g_free(copy);
+		return NULL;
+	}
+	return copy;
+}
+
+/* The first header called name (any case), or NULL. */
+static GMimeHeader *mime_first_header(GMimeObject *object, const char *name)
+{
+	GMimeHeaderList *list = g_mime_object_get_header_list(object);
+	int count = g_mime_header_list_get_count(list);
+	int i;
+
+	for (i = 0; i < count; i++) {
+		GMimeHeader *header = g_mime_header_list_get_header_at(list, i);
+		const char *header_name = g_mime_header_get_name(header);
+
+		if (header_name != NULL && g_ascii_strcasecmp(header_name, name) == 0)
+			return header;
+	}
+	return NULL;
+}
+
+/* Appends the raw value of the first header called name, with the CR and
+ * LF of folding removed and outer white space trimmed; nothing if absent.
+ * Raw bytes, not decoded: the hash must not depend on GMime's charset
+ * guesses. */
+static void mime_append_raw_value(GString *out, GMimeObject *object, const char *name)
+{
+	GMimeHeader *header = mime_first_header(object, name);
+	const char *raw;
+	char *unfolded, *dst;
+	const char *src;
+
+	if (header == NULL || (raw = g_mime_header_get_raw_value(header)) == NULL)
+		return;
+	unfolded = g_strdup(raw);
+	for (src = dst = unfolded; *src != '\0'; src++) {
+		if (*src != '\r' && *src != '\n')
+			*dst++ = *src;
+	}
+	*dst = '\0';
+	g_string_append(out, g_strstrip(unfolded));
+	g_free(unfolded);
+}
+
+/* The fields mailfs decodes: what it asks an IMAP server for with
+ * BODY.PEEK[HEADER.FIELDS (DATE FROM SUBJECT MESSAGE-ID)]. */
+static const char *const mime_wanted_fields[] = { "Date", "From", "Subject", "Message-ID" };
+
+/* Whether a header line (not a continuation) starts one of the wanted
+ * fields. The name ends at the first ':'; white space before the ':'
+ * (obsolete syntax) is dropped, as GMime and IMAP servers do. */
+static gboolean mime_is_wanted_field(const char *line, size_t len)
+{
+	const char *colon = memchr(line, ':', len);
+	size_t name_len, i;
+
+	if (colon == NULL)
+		return FALSE;
+	name_len = colon - line;
+	while (name_len > 0 && (line[name_len - 1] == ' ' || line[name_len - 1] == '\t'))
+		name_len--;
+	for (i = 0; i < G_N_ELEMENTS(mime_wanted_fields); i++) {
+		if (strlen(mime_wanted_fields[i]) == name_len &&
+		    g_ascii_strncasecmp(line, mime_wanted_fields[i], name_len) == 0)
+			return TRUE;
+	}
+	return FALSE;
+}
+
+/* Copies the wanted fields, with their continuation lines and in their
+ * order, from the header block (up to the first empty line, LF or CRLF)
+ * and ends the copy with an empty line: what an IMAP server returns for
+ * HEADER.FIELDS. Parsing this rather than the block as given makes a
+ * whole message (POP3 TOP) and an IMAP answer give the same result even
+ * where GMime would read the whole block differently (an mbox "From "
+ * line, a first line of blanks or without a colon, which make GMime give
+ * up), and it skips the bulk of a header (Received, DKIM) for free.
+ * Sets *found when at least one field was copied. */
+static GString *mime_extract_fields(const char *data, size_t len, gboolean *found)
+{
+	GString *out = g_string_new(NULL);
+	gboolean keep = FALSE;
+	size_t pos = 0;
+
+	*found = FALSE;
+	while (pos < len) {
+		const char *line = data + pos;
+		const char *newline = memchr(line, '\n', len - pos);
+		size_t line_len = newline != NULL ? (size_t)(newline - line) + 1 : len - pos;
+		size_t text_len = line_len;
+
+		if (text_len > 0 && line[text_len - 1] == '\n')
+			text_len--;
+		if (text_len > 0 && line[text_len - 1] == '\r')
+			text_len--;
+		if (text_len == 0)
+			break;
+		/* A continuation line belongs to the field before it. */
+		if (line[0] != ' ' && line[0] != '\t')
+			keep = mime_is_wanted_field(line, text_len);
+		if (keep) {
+			g_string_append_len(out, line, line_len);
+			*found = TRUE;
+		}
+		pos += line_len;
+	}
+	if (out->len > 0 && out->str[out->len - 1] != '\n')
+		g_string_append_c(out, '\n');
+	g_string_append_c(out, '\n');
+	return out;
+}
+
+/* The length of the header block: up to and including the first empty
+ * line (LF or CRLF), or all of data when there is none. */
+static size_t mime_header_block_length(const char *data, size_t len)
+{
+	size_t i;
+
+	if (len >= 1 && data[0] == '\n')
+		return 1;
+	if (len >= 2 && data[0] == '\r' && data[1] == '\n')
+		return 2;
+	for (i = 0; i + 1 < len; i++) {
+		if (data[i] != '\n')
+			continue;
+		if (data[i + 1] == '\n')
+			return i + 2;
+		if (data[i + 1] == '\r' && i + 2 < len && data[i + 2] == '\n')
+			return i + 3;
+	}
+	return len;
+}
+
+/* Parses len bytes as a message; NULL when GMime cannot. */
+static GMimeMessage *mime_construct(const char *data, size_t len)
+{
+	GMimeStream *stream;
+	GMimeParser *parser;
+	GMimeMessage *message;
+
+	/* The mem stream copies the bytes, so data need not outlive it nor
+	 * be NUL-terminated. */
+	stream = g_mime_stream_mem_new_with_buffer(len > 0 ? data : "", len);
+	parser = g_mime_parser_new_with_stream(stream);
+	message = g_mime_parser_construct_message(parser, NULL);
+	g_object_unref(parser);
+	g_object_unref(stream);
+	return message;
+}
+
+/* The From header for display: the parsed address list, or when GMime
+ * found no address in it, the decoded text. */
+static char *mime_from_display(GMimeMessage *message)
+{
+	InternetAddressList *list = g_mime_message_get_from(message);
+	char *text = NULL, *result;
+
+	if (list != NULL && internet_address_list_length(list) > 0)
+		text = internet_address_list_to_string(list, NULL, FALSE);
+	result = mime_utf8_dup_trimmed(text);
+	g_free(text);
+	if (result == NULL)
+		result = mime_utf8_dup_trimmed(
+			g_mime_object_get_header((GMimeObject *)message, "From"));
+	return result;
+}
+
+int mime_parse_headers(const char *data, size_t len, struct mime_header_info *out)
+{
+	GMimeMessage *message;
+	GMimeObject *object;
+	GDateTime *date;
+	GString *fields;
+	gboolean found;
+	const char *message_id;
+	char *id_trimmed;
+	GString *joined;
+
+	memset(out, 0, sizeof(*out));
+	out->date = MIME_NO_DATE;
+	mime_hash8_empty(out->h8);
+	if (data == NULL)
+		len = 0;
+
+	fields = mime_extract_fields(data, len, &found);
+	message = found ? mime_construct(fields->str, fields->len) : NULL;
+	g_string_free(fields, TRUE);
+	if (message == NULL)
+		return -1;
+	object = (GMimeObject *)message;
+
+	out->subject = mime_utf8_dup(g_mime_message_get_subject(message));
+	out->from = mime_from_display(message);
+	out->date_header = mime_utf8_dup_trimmed(g_mime_object_get_header(object, "Date"));
+	date = g_mime_message_get_date(message);
+	if (date != NULL)
+		out->date = g_date_time_to_unix(date);
+
+	/* The hash is over GMime's bytes as they are; only the stored copy
+	 * is made valid UTF-8. */
+	message_id = g_mime_message_get_message_id(message);
+	id_trimmed = g_strstrip(g_strdup(message_id != NULL ? message_id : ""));
+	if (id_trimmed[0] != '\0') {
+		mime_hash8(id_trimmed, -1, out->h8);
+		out->message_id = mime_utf8_dup(id_trimmed);
+	} else {
+		joined = g_string_new(NULL);
+		mime_append_raw_value(joined, object, "Date");
+		g_string_append_c(joined, '\n');
+		mime_append_raw_value(joined, object, "From");
+		g_string_append_c(joined, '\n');
+		mime_append_raw_value(joined, object, "Subject");
+		mime_hash8(joined->str, joined->len, out->h8);
+		g_string_free(joined, TRUE);
+	}
+	g_free(id_trimmed);
+
+	g_object_unref(message);
+	return 0;
+}
+
+char *mime_slug(const char *subject)
+{
+	GString *slug = g_string_new(NULL);
+	gboolean pending_dash = FALSE;
+	/* NFC first: a mailer that sends "e" + U+0301 means the letter "é",
+	 * and a combining mark alone is not a letter. */
+	char *nfc = subject != NULL && g_utf8_validate(subject, -1, NULL)
+	            ? g_utf8_normalize(subject, -1, G_NORMALIZE_NFC) : NULL;
+	const char *p = nfc != NULL ? nfc : subject != NULL ? subject : "";
+	size_t cut;
+
+	while (*p != '\0') {
+		gunichar c = g_utf8_get_char_validated(p, -1);
+
+		if (c == (gunichar)-1 || c == (gunichar)-2) {
+			/* An invalid byte is not a letter: it separates. */
+			pending_dash = TRUE;
+			p++;
+			continue;
+		}
+		/* g_unichar_isalnum() is true for the general categories L*
+		 * (letters) and Nd, Nl, No (digits and other numbers); marks,
+		 * punctuation, symbols (emoji) and separators are dropped. */
+		if (g_unichar_isalnum(c)) {
+			if (pending_dash && slug->len > 0)
+				g_string_append_c(slug, '-');
+			pending_dash = FALSE;
+			g_string_append_len(slug, p, g_utf8_next_char(p) - p);
+			/* Past the limit the rest cannot change what is kept. */
+			if (slug->len > MIME_SLUG_MAX)
+				break;
+		} else {
+			pending_dash = TRUE;
+		}
+		p = g_utf8_next_char(p);
+	}
+
+	/* Leading '-' are never emitted and trailing ones stay pending, so
+	 * only the cut can leave a '-' at the end. */
+	if (slug->len > MIME_SLUG_MAX) {
+		cut = MIME_SLUG_MAX;
+		while (cut > 0 && ((guchar)slug->str[cut] & 0xC0) == 0x80)
+			cut--;
+		g_string_truncate(slug, cut);
+		while (slug->len > 0 && slug->str[slug->len - 1] == '-')
+			g_string_truncate(slug, slug->len - 1);
+	}
+	if (slug->len == 0)
+		g_string_assign(slug, "no-subject");
+	g_free(nfc);
+	return g_string_free(slug, FALSE);
+}
+
+static gboolean mime_h8_is_valid(const char *h8)
+{
+	int i;
+
+	for (i = 0; i < 8; i++) {
+		if (!g_ascii_isdigit(h8[i]) && !(h8[i] >= 'a' && h8[i] <= 'f'))
+			return FALSE;
+	}
+	return h8[8] == '\0';
+}
+
+/* "YYYYMMDD-HHMM" of t in UTC, or NULL when GDateTime cannot hold it. */
+static char *mime_format_date(int64_t t)
+{
+	GDateTime *dt;
+	char *text;
+
+	if (t == MIME_NO_DATE)
+		return NULL;
+	dt = g_date_time_new_from_unix_utc(t);
+	if (dt == NULL)
+		return NULL;
+	/* printf rather than "%Y": GDateTime years run 1..9999 and the name
+	 * needs exactly four digits. */
+	text = g_strdup_printf("%04d%02d%02d-%02d%02d",
+			       g_date_time_get_year(dt), g_date_time_get_month(dt),
+			       g_date_time_get_day_of_month(dt),
+			       g_date_time_get_hour(dt), g_date_time_get_minute(dt));
+	g_date_time_unref(dt);
+	return text;
+}
+
+char *mime_name_base(const struct mime_header_info *info, int64_t fallback_date)
+{
+	char *date = NULL, *slug, *name;
+	char h8[9];
+
+	if (info != NULL)
+		date = mime_format_date(info->date);
+	if (date == NULL)
+		date = mime_format_date(fallback_date);
+	if (date == NULL)
+		date = g_strdup("00000000-0000");
+
+	slug = mime_slug(info != NULL ? info->subject : NULL);
+	/* A struct that did not come from mime_parse_headers still gets a
+	 * name of the documented form. */
+	if (info != NULL && mime_h8_is_valid(info->h8))
+		memcpy(h8, info->h8, sizeof(h8));
+	else
+		mime_hash8_empty(h8);
+
+	name = g_strdup_printf("%s_%s_%s", date, slug, h8);
+	g_free(date);
+	g_free(slug);
+	return name;
+}
+
+/* Whether the first line starts like a header field: a name of printable
+ * ASCII other than ':' (RFC 5322 ftext), optional obsolete white space,
+ * then ':'. GMime alone is too lenient: it skips an mbox "From " line. */
+static gboolean mime_first_line_is_field(const char *data, size_t len)
+{
+	size_t i = 0;
+
+	while (i < len && (guchar)data[i] >= 33 && (guchar)data[i] <= 126 && data[i] != ':')
+		i++;
+	if (i == 0)
+		return FALSE;
+	while (i < len && (data[i] == ' ' || data[i] == '\t'))
+		i++;
+	return i < len && data[i] == ':';
+}
+
+int mime_validate_message(const char *data, size_t len)
+{
+	GMimeMessage *message;
+	GMimeObject *part;
+	int count;
+
+	if (data == NULL || len == 0 || !mime_first_line_is_field(data, len))
+		return -1;
+	/* GMime's verdict rests on the header alone (a body never makes it
+	 * fail), so the body, maybe megabytes, need not be parsed. */
+	message = mime_construct(data, mime_header_block_length(data, len));
+	if (message == NULL)
+		return -1;
+	/* GMime files the Content-* fields under the body part, not under
+	 * the message. */
+	count = g_mime_header_list_get_count(g_mime_object_get_header_list((GMimeObject *)message));
+	part = g_mime_message_get_mime_part(message);
+	if (part != NULL)
+		count += g_mime_header_list_get_count(g_mime_object_get_header_list(part));
+	g_object_unref(message);
+	return count > 0 ? 0 : -1;
+}
