@@ -15,8 +15,9 @@ BUILD      ?= build
 CC         ?= cc
 PKG_CONFIG ?= pkg-config
 PYTHON     ?= /usr/bin/python3
-FUZZ_SECONDS ?= 60        # the IMAP response parser
-FUZZ_OTHER_SECONDS ?= 30  # every other target
+# Seconds of fuzzing: the IMAP response parser, and every other target.
+FUZZ_SECONDS ?= 60
+FUZZ_OTHER_SECONDS ?= 30
 
 PKGS       := fuse3 libcurl gmime-3.0 sqlite3
 PKG_CFLAGS := $(shell $(PKG_CONFIG) --cflags $(PKGS) 2>/dev/null)

@@ -72,6 +72,41 @@ struct mailbox_ops {
 	                             uint32_t uidvalidity, uint32_t uid,
 	                             const char *remote_id, uint64_t size_hint,
 	                             int fd, uint64_t *written);
+
+	/* The write operations (NULL in a read-only driver). Each returns
+	 * only after the server confirmed the change; a uid it cannot learn
+	 * is returned as 0 (the next sync finds the message). */
+
+	/* Adds the message held in fd (size bytes) to the folder, with
+	 * INTERNALDATE when internaldate is not MAILBOX_NO_DATE. message_id
+	 * (may be NULL) helps find the new UID without UIDPLUS. Over quota:
+	 * MF_ERR_QUOTA; other refusals MF_ERR_REFUSED. */
+	enum mf_status (*append)(struct mailbox *mb, const char *wire_name, int fd,
+	                         uint64_t size, int64_t internaldate,
+	                         const char *message_id, uint32_t *uid_out);
+	/* Moves one message. The copy is confirmed before the original is
+	 * removed; an original that cannot be expunged without taking other
+	 * \Deleted messages along stays flagged \Deleted. */
+	enum mf_status (*move)(struct mailbox *mb, const char *src_wire,
+	                       uint32_t uidvalidity, uint32_t uid, uint64_t size,
+	                       const char *message_id, const char *dst_wire,
+	                       uint32_t *dst_uid);
+	/* Flags the message \Deleted and expunges it alone. */
+	enum mf_status (*expunge)(struct mailbox *mb, const char *wire_name,
+	                          uint32_t uidvalidity, uint32_t uid);
+	/* Replaces the message's flags (space-separated IMAP flags). */
+	enum mf_status (*set_flags)(struct mailbox *mb, const char *wire_name,
+	                            uint32_t uidvalidity, uint32_t uid, const char *flags);
+	/* path: UTF-8, levels joined by '/'. MF_ERR_INVAL for a name the
+	 * server's hierarchy cannot hold. */
+	enum mf_status (*create_folder)(struct mailbox *mb, const char *path);
+	/* MF_ERR_NOTEMPTY while the folder holds messages. */
+	enum mf_status (*delete_folder)(struct mailbox *mb, const char *wire_name);
+	enum mf_status (*rename_folder)(struct mailbox *mb, const char *old_wire,
+	                                const char *new_path);
+	/* STORAGE usage and limit in bytes; MF_ERR_NOTFOUND without QUOTA. */
+	enum mf_status (*quota)(struct mailbox *mb, uint64_t *used, uint64_t *limit);
+
 	void (*destroy)(struct mailbox *mb);
 };
 

@@ -23,6 +23,9 @@ struct sync_ctx {
 	GHashTable *attempted;         /* folder id -> monotonic µs of the last try */
 	int folders_busy;
 	gint64 folders_attempted;      /* monotonic µs of the last LIST, 0 never */
+	gint64 quota_at;               /* monotonic µs of the last quota answer */
+	enum mf_status quota_status;
+	uint64_t quota_used, quota_limit;
 };
 
 void sync_init(struct sync_ctx *s, const struct mf_config *cfg, struct store *store,
@@ -46,3 +49,30 @@ enum mf_status sync_body_open(struct sync_ctx *s, int64_t folder_id, uint32_t ui
                               int *fd, int *size_changed);
 
 #endif
+
+/* ---- writes: each talks to the server first and changes the cache only
+ * after the server confirmed; then the touched folders are re-synced. */
+
+/* Validates the staged message in tmp_path (fd open on it, size bytes)
+ * and APPENDs it to the folder; the message then shows under name, and
+ * the staged file becomes its cached body. internaldate:
+ * MAILBOX_NO_DATE for none. Junk: MF_ERR_INVAL, nothing sent. */
+enum mf_status sync_append(struct sync_ctx *s, int64_t folder_id, const char *name,
+                           int fd, const char *tmp_path, uint64_t size,
+                           int64_t internaldate);
+/* Moves a message to another folder, where it shows under name. */
+enum mf_status sync_move(struct sync_ctx *s, int64_t src_folder_id, uint32_t uid,
+                         int64_t dst_folder_id, const char *name);
+/* Removes a message: expunged, or moved to the trash folder when the
+ * mount has one (and the message is not in it already). */
+enum mf_status sync_remove(struct sync_ctx *s, int64_t folder_id, uint32_t uid);
+/* A new name in the same folder: the cache alone changes. */
+enum mf_status sync_rename(struct sync_ctx *s, int64_t folder_id, uint32_t uid,
+                           const char *name);
+enum mf_status sync_set_flags(struct sync_ctx *s, int64_t folder_id, uint32_t uid,
+                              const char *flags);
+enum mf_status sync_create_folder(struct sync_ctx *s, const char *path);
+enum mf_status sync_delete_folder(struct sync_ctx *s, int64_t folder_id);
+enum mf_status sync_rename_folder(struct sync_ctx *s, int64_t folder_id, const char *new_path);
+/* QUOTA usage and limit in bytes, asked at most once a minute. */
+enum mf_status sync_quota(struct sync_ctx *s, uint64_t *used, uint64_t *limit);

@@ -69,7 +69,8 @@ static void main_usage(FILE *out)
 "       mailfs --version | --help\n"
 "\n"
 "Mounts a mail account: folders are directories, messages are files whose\n"
-"bodies are fetched when read. URL: imap[s]://[user@]host[:port][/]\n"
+"bodies are fetched when read. URL: imap[s]://[user@]host[:port][/], or\n"
+"pop3[s]://[user@]host[:port][/] for a POP3 inbox (mounted read-only)\n"
 "\n"
 "Login (a password is never taken from the command line):\n"
 "    -o password_command=CMD  run CMD with sh -c; first line of output is the password\n"
@@ -78,7 +79,7 @@ static void main_usage(FILE *out)
 "    ~/.netrc                 used when none of the above is given\n"
 "    -o oauth_command=CMD     CMD prints an OAuth2 access token (XOAUTH2)\n"
 "TLS:\n"
-"    -o tls=implicit|starttls|none   default: implicit for imaps, starttls for imap\n"
+"    -o tls=implicit|starttls|none   default: implicit for imaps/pop3s, starttls for imap/pop3\n"
 "    -o cafile=FILE           trust this CA\n"
 "    -o insecure              do not verify the certificate (warns)\n"
 "Cache:\n"
@@ -87,13 +88,13 @@ static void main_usage(FILE *out)
 "    -o refresh=SECONDS       re-check a folder older than this (default 30)\n"
 "    -o offline               never connect; serve the cache, read-only\n"
 "Behaviour:\n"
-"    -o names=subject|uid     file names (default subject)\n"
+"    -o names=subject|uid     file names (default subject; POP3: always subject)\n"
 "    -o mark_seen             reading a message sets \\Seen (default: it does not)\n"
 "    -o show_deleted          list messages flagged \\Deleted too\n"
 "    -o trash=FOLDER          rm moves messages to FOLDER\n"
 "    -o connections=N         IMAP connections in parallel (default 4)\n"
 "    -o timeout=SECONDS       bound on every network wait (default 60)\n"
-"    -o ro                    read-only\n"
+"    -o ro                    read-only (always on for POP3)\n"
 "    -o logfile=FILE          log here (default: stderr with -f, else syslog)\n"
 "    -o debug                 protocol trace in the log (credentials never shown)\n"
 "FUSE:\n"
@@ -298,8 +299,6 @@ static int main_build_config(struct main_opts *mo, struct mf_config *cfg)
 		g_free(err);
 		return 1;
 	}
-	if (cfg->protocol == MF_PROTO_POP3)
-		return main_fail("POP3 mounts are not available in this version of mailfs");
 	if (mo->tls) {
 		if (strcmp(mo->tls, "implicit") == 0)
 			cfg->tls = MF_TLS_IMPLICIT;
@@ -318,8 +317,9 @@ static int main_build_config(struct main_opts *mo, struct mf_config *cfg)
 	if (mo->cache_size && main_parse_size(mo->cache_size, &cfg->cache_size) != 0)
 		return main_fail("bad option cache_size=%s: use a size such as 500M or 2G", mo->cache_size);
 	cfg->names_uid = 0;
+	/* POP3 message numbers are not stable: POP3 always uses subject names. */
 	if (mo->names && strcmp(mo->names, "uid") == 0)
-		cfg->names_uid = 1;
+		cfg->names_uid = cfg->protocol != MF_PROTO_POP3;
 	else if (mo->names && strcmp(mo->names, "subject") != 0)
 		return main_fail("bad option names=%s: use subject or uid", mo->names);
 	cfg->mark_seen = mo->mark_seen;
@@ -336,6 +336,8 @@ static int main_build_config(struct main_opts *mo, struct mf_config *cfg)
 	cfg->show_deleted = mo->show_deleted;
 	cfg->offline = mo->offline;
 	cfg->readonly = mo->readonly || mo->offline;
+	if (cfg->protocol == MF_PROTO_POP3)
+		cfg->readonly = 1;  /* nothing on a POP3 server is ever changed */
 	cfg->debug = mo->debug;
 	cfg->oauth_command = g_strdup(mo->oauth_command);
 	cfg->cache_dir = mo->cache_dir ? g_strdup(mo->cache_dir) : main_default_cache_dir(cfg);
@@ -480,7 +482,8 @@ int main(int argc, char **argv)
 		goto out;
 	}
 	if (!cfg.offline) {
-		st = imap_mailbox_open(&cfg, &mb, &err);
+		st = cfg.protocol == MF_PROTO_POP3 ? pop3_mailbox_open(&cfg, &mb, &err)
+		                                   : imap_mailbox_open(&cfg, &mb, &err);
 		if (st != MF_OK) {
 			main_fail("%s", err ? err : mf_status_str(st));
 			goto out;

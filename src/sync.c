@@ -344,3 +344,310 @@ out:
 	store_folder_clear(&f);
 	return st;
 }
+
+/* ---------------------------------------------------------------- writes */
+
+/* After the server changed a folder: bring the cache up to date now, so
+ * the next listing is right at once. A failure here is only logged: the
+ * server has the change, and the next refresh catches up. */
+static void sync_after_change(struct sync_ctx *s, int64_t folder_id)
+{
+	enum mf_status st = sync_folder_if_stale(s, folder_id, 1, NULL);
+
+	if (st != MF_OK)
+		log_warn("cannot refresh folder %" G_GINT64_FORMAT " after a change: %s",
+		         folder_id, mf_status_str(st));
+}
+
+static enum mf_status sync_writable(struct sync_ctx *s)
+{
+	if (!s->mb)
+		return MF_ERR_READONLY;
+	if (s->cfg->readonly || !s->mb->ops->append)
+		return MF_ERR_READONLY;
+	return MF_OK;
+}
+
+/* Reads the whole staged file (messages are small next to memory). */
+static char *sync_read_all(int fd, uint64_t size)
+{
+	char *data = g_malloc(size + 1);
+	uint64_t off = 0;
+
+	while (off < size) {
+		ssize_t n = pread(fd, data + off, size - off, (off_t)off);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0) {
+			g_free(data);
+			return NULL;
+		}
+		off += (uint64_t)n;
+	}
+	data[size] = 0;
+	return data;
+}
+
+enum mf_status sync_append(struct sync_ctx *s, int64_t folder_id, const char *name,
+                           int fd, const char *tmp_path, uint64_t size,
+                           int64_t internaldate)
+{
+	struct store_folder f = { 0 };
+	struct mime_header_info info = { 0 };
+	char *data = NULL;
+	uint32_t uid = 0;
+	enum mf_status st = sync_writable(s);
+
+	if (st != MF_OK)
+		goto fail;
+	st = store_folder_by_id(s->store, folder_id, &f);
+	if (st != MF_OK)
+		goto fail;
+	if (f.noselect) {
+		st = MF_ERR_PERM;
+		goto fail;
+	}
+	data = sync_read_all(fd, size);
+	if (!data) {
+		st = MF_ERR_IO;
+		goto fail;
+	}
+	if (mime_validate_message(data, size) != 0) {
+		log_warn("%s/%s is not a mail message (no RFC 5322 header): not appended", f.path, name);
+		st = MF_ERR_INVAL;
+		goto fail;
+	}
+	mime_parse_headers(data, size, &info);
+	g_clear_pointer(&data, g_free);
+	st = s->mb->ops->append(s->mb, f.wire_name, fd, size, internaldate, info.message_id, &uid);
+	if (st != MF_OK) {
+		log_warn("cannot append %s to %s: %s", name, f.path, mf_status_str(st));
+		goto fail;
+	}
+	log_info("appended %s to %s (uid %u)", name, f.path, uid);
+	sync_after_change(s, folder_id);
+	if (!uid) {
+		log_warn("%s/%s: the server did not say which UID it got: it shows under its derived name",
+		         f.path, name);
+		goto fail_ok;
+	}
+	if (store_message_set_user_name(s->store, folder_id, uid, name) != MF_OK)
+		log_warn("%s/%s: the name could not be kept: it shows under its derived name", f.path, name);
+	/* What was written is the message: it becomes the cached body. */
+	if (store_body_commit(s->store, folder_id, uid, tmp_path, NULL) != MF_OK)
+		store_body_abort(s->store, tmp_path);
+	goto out;
+fail_ok:
+	st = MF_OK;
+fail:
+	store_body_abort(s->store, tmp_path);
+out:
+	g_free(data);
+	mime_header_info_clear(&info);
+	store_folder_clear(&f);
+	return st;
+}
+
+enum mf_status sync_move(struct sync_ctx *s, int64_t src_folder_id, uint32_t uid,
+                         int64_t dst_folder_id, const char *name)
+{
+	struct store_folder f = { 0 }, g = { 0 };
+	struct store_message m = { 0 };
+	uint32_t dst_uid = 0;
+	enum mf_status st = sync_writable(s);
+
+	if (st == MF_OK)
+		st = store_folder_by_id(s->store, src_folder_id, &f);
+	if (st == MF_OK)
+		st = store_folder_by_id(s->store, dst_folder_id, &g);
+	if (st == MF_OK)
+		st = store_message_by_uid(s->store, src_folder_id, uid, &m);
+	if (st != MF_OK)
+		goto out;
+	if (g.noselect) {
+		st = MF_ERR_PERM;
+		goto out;
+	}
+	st = s->mb->ops->move(s->mb, f.wire_name, f.uidvalidity, uid, m.size, m.message_id,
+	                      g.wire_name, &dst_uid);
+	if (st != MF_OK) {
+		log_warn("cannot move %s from %s to %s: %s", m.name, f.path, g.path, mf_status_str(st));
+		goto out;
+	}
+	log_info("moved %s from %s to %s (uid %u)", m.name, f.path, g.path, dst_uid);
+	store_message_remove(s->store, src_folder_id, uid);
+	sync_after_change(s, src_folder_id);
+	sync_after_change(s, dst_folder_id);
+	if (name && dst_uid && store_message_set_user_name(s->store, dst_folder_id, dst_uid, name) != MF_OK)
+		log_warn("%s/%s: the name could not be kept", g.path, name);
+out:
+	store_message_clear(&m);
+	store_folder_clear(&f);
+	store_folder_clear(&g);
+	return st;
+}
+
+enum mf_status sync_remove(struct sync_ctx *s, int64_t folder_id, uint32_t uid)
+{
+	struct store_folder f = { 0 }, trash = { 0 };
+	enum mf_status st = sync_writable(s);
+
+	if (st == MF_OK)
+		st = store_folder_by_id(s->store, folder_id, &f);
+	if (st != MF_OK)
+		goto out;
+	if (s->cfg->trash && strcmp(s->cfg->trash, f.path) != 0) {
+		st = store_folder_by_path(s->store, s->cfg->trash, &trash);
+		if (st != MF_OK) {
+			log_error("the trash folder %s does not exist: nothing removed", s->cfg->trash);
+			st = MF_ERR_IO;
+			goto out;
+		}
+		st = sync_move(s, folder_id, uid, trash.id, NULL);
+		goto out;
+	}
+	st = s->mb->ops->expunge(s->mb, f.wire_name, f.uidvalidity, uid);
+	if (st != MF_OK) {
+		log_warn("cannot remove message %u from %s: %s", uid, f.path, mf_status_str(st));
+		goto out;
+	}
+	store_message_remove(s->store, folder_id, uid);
+	sync_after_change(s, folder_id);
+out:
+	store_folder_clear(&f);
+	store_folder_clear(&trash);
+	return st;
+}
+
+enum mf_status sync_rename(struct sync_ctx *s, int64_t folder_id, uint32_t uid, const char *name)
+{
+	enum mf_status st = sync_writable(s);
+
+	if (st != MF_OK)
+		return st;
+	return store_message_set_user_name(s->store, folder_id, uid, name);
+}
+
+enum mf_status sync_set_flags(struct sync_ctx *s, int64_t folder_id, uint32_t uid,
+                              const char *flags)
+{
+	struct store_folder f = { 0 };
+	char **words = NULL, *normal = NULL;
+	enum mf_status st = sync_writable(s);
+
+	if (st == MF_OK)
+		st = store_folder_by_id(s->store, folder_id, &f);
+	if (st != MF_OK)
+		goto out;
+	/* One space between flags, none around: as the server will say them. */
+	words = g_strsplit_set(flags, " \t\n", -1);
+	{
+		GString *n = g_string_new(NULL);
+		for (char **w = words; *w; w++) {
+			if (!**w)
+				continue;
+			if (n->len)
+				g_string_append_c(n, ' ');
+			g_string_append(n, *w);
+		}
+		normal = g_string_free(n, FALSE);
+	}
+	st = s->mb->ops->set_flags(s->mb, f.wire_name, f.uidvalidity, uid, normal);
+	if (st == MF_OK)
+		st = store_message_set_flags(s->store, folder_id, uid, normal);
+	else
+		log_warn("cannot set flags of message %u in %s: %s", uid, f.path, mf_status_str(st));
+out:
+	g_strfreev(words);
+	g_free(normal);
+	store_folder_clear(&f);
+	return st;
+}
+
+/* After CREATE, DELETE or RENAME: the folder list, now. */
+static enum mf_status sync_folders_now(struct sync_ctx *s, enum mf_status st)
+{
+	if (st != MF_OK)
+		return st;
+	st = sync_folders(s);
+	g_mutex_lock(&s->lock);
+	s->folders_attempted = g_get_monotonic_time();
+	g_mutex_unlock(&s->lock);
+	if (st != MF_OK)
+		log_warn("cannot list folders after a change: %s", mf_status_str(st));
+	return MF_OK;
+}
+
+enum mf_status sync_create_folder(struct sync_ctx *s, const char *path)
+{
+	enum mf_status st = sync_writable(s);
+
+	if (st == MF_OK)
+		st = s->mb->ops->create_folder(s->mb, path);
+	if (st != MF_OK && st != MF_ERR_READONLY)
+		log_warn("cannot create folder %s: %s", path, mf_status_str(st));
+	return sync_folders_now(s, st);
+}
+
+enum mf_status sync_delete_folder(struct sync_ctx *s, int64_t folder_id)
+{
+	struct store_folder f = { 0 };
+	enum mf_status st = sync_writable(s);
+
+	if (st == MF_OK)
+		st = store_folder_by_id(s->store, folder_id, &f);
+	if (st == MF_OK && f.message_count > 0)
+		st = MF_ERR_NOTEMPTY;
+	if (st == MF_OK && !f.wire_name)
+		st = MF_ERR_PERM;  /* a parent the server never listed */
+	if (st == MF_OK)
+		st = s->mb->ops->delete_folder(s->mb, f.wire_name);
+	if (st != MF_OK && st != MF_ERR_READONLY && st != MF_ERR_NOTEMPTY)
+		log_warn("cannot delete folder %s: %s", f.path ? f.path : "?", mf_status_str(st));
+	store_folder_clear(&f);
+	return sync_folders_now(s, st);
+}
+
+enum mf_status sync_rename_folder(struct sync_ctx *s, int64_t folder_id, const char *new_path)
+{
+	struct store_folder f = { 0 };
+	enum mf_status st = sync_writable(s);
+
+	if (st == MF_OK)
+		st = store_folder_by_id(s->store, folder_id, &f);
+	if (st == MF_OK && !f.wire_name)
+		st = MF_ERR_PERM;
+	if (st == MF_OK)
+		st = s->mb->ops->rename_folder(s->mb, f.wire_name, new_path);
+	if (st != MF_OK && st != MF_ERR_READONLY)
+		log_warn("cannot rename folder %s to %s: %s", f.path ? f.path : "?", new_path,
+		         mf_status_str(st));
+	store_folder_clear(&f);
+	return sync_folders_now(s, st);
+}
+
+enum mf_status sync_quota(struct sync_ctx *s, uint64_t *used, uint64_t *limit)
+{
+	gint64 now = g_get_monotonic_time();
+	enum mf_status st;
+
+	if (!s->mb || !s->mb->ops->quota)
+		return MF_ERR_NOTFOUND;
+	g_mutex_lock(&s->lock);
+	if (s->quota_at && now - s->quota_at < 60 * G_USEC_PER_SEC) {
+		st = s->quota_status;
+		*used = s->quota_used;
+		*limit = s->quota_limit;
+		g_mutex_unlock(&s->lock);
+		return st;
+	}
+	g_mutex_unlock(&s->lock);
+	st = s->mb->ops->quota(s->mb, used, limit);
+	g_mutex_lock(&s->lock);
+	s->quota_at = g_get_monotonic_time();
+	s->quota_status = st;
+	s->quota_used = *used;
+	s->quota_limit = *limit;
+	g_mutex_unlock(&s->lock);
+	return st;
+}
