@@ -5,6 +5,7 @@
 
 #define FUSE_USE_VERSION 31
 #include <fuse.h>
+#include <glib.h>
 #include <sys/types.h>
 #include <time.h>
 #include "config.h"
@@ -18,6 +19,12 @@ struct fs_ctx {
 	uid_t uid;
 	gid_t gid;
 	time_t mounted_at;
+	/* Owned by fs.c from init to destroy: */
+	struct fuse *fuse;
+	GMutex staged_lock;
+	GHashTable *staged;      /* path -> struct fs_staged: files being written */
+	GAsyncQueue *invalidate; /* paths whose kernel caches must be dropped */
+	GThread *invalidator;
 };
 
 /* The operations table; private_data passed to fuse_new must be a

@@ -60,9 +60,11 @@ enum mf_status sync_body_open(struct sync_ctx *s, int64_t folder_id, uint32_t ui
 enum mf_status sync_append(struct sync_ctx *s, int64_t folder_id, const char *name,
                            int fd, const char *tmp_path, uint64_t size,
                            int64_t internaldate);
-/* Moves a message to another folder, where it shows under name. */
+/* Moves a message to another folder, where it shows under name (NULL:
+ * its derived name). replace_uid (0: none) is a message of the target
+ * folder that the moved one replaces: removed once the move succeeded. */
 enum mf_status sync_move(struct sync_ctx *s, int64_t src_folder_id, uint32_t uid,
-                         int64_t dst_folder_id, const char *name);
+                         int64_t dst_folder_id, const char *name, uint32_t replace_uid);
 /* Removes a message: expunged, or moved to the trash folder when the
  * mount has one (and the message is not in it already). */
 enum mf_status sync_remove(struct sync_ctx *s, int64_t folder_id, uint32_t uid);

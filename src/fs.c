@@ -4,6 +4,7 @@
  * SQLite headers, download a body for stat or readdir. */
 #include <errno.h>
 #include <inttypes.h>
+#include <stdio.h>
 #include <string.h>
 #include <sys/statvfs.h>
 #include <sys/xattr.h>
@@ -37,6 +38,106 @@ static void fs_node_clear(struct fs_node *n)
 static int fs_errno(enum mf_status st)
 {
 	return -mf_status_to_errno(st);
+}
+
+/* A file being written into a folder (cp, rsync): staged in the cache's
+ * tmp/ until its last close, then validated and APPENDed. */
+struct fs_staged {
+	char *path;          /* key in ctx->staged while not yet flushed */
+	int64_t folder_id;
+	char *name;
+	int fd;
+	char *tmp_path;      /* handed to sync_append, which consumes it */
+	int64_t mtime;       /* MAILBOX_NO_DATE until a utimens sets it */
+	int flushed;         /* the append was tried: never again */
+	int error;           /* its outcome, -errno */
+	int refs;
+};
+
+/* What fi->fh points to. */
+struct fs_handle {
+	int fd;
+	struct fs_staged *staged;  /* NULL for a message being read */
+};
+
+static void fs_staged_unref(struct fs_staged *sf)
+{
+	if (--sf->refs > 0)
+		return;
+	close(sf->fd);
+	g_free(sf->path);
+	g_free(sf->name);
+	g_free(sf->tmp_path);
+	g_free(sf);
+}
+
+/* The staged file at path, with a reference, or NULL. */
+static struct fs_staged *fs_staged_get(struct fs_ctx *ctx, const char *path)
+{
+	struct fs_staged *sf;
+
+	g_mutex_lock(&ctx->staged_lock);
+	sf = g_hash_table_lookup(ctx->staged, path);
+	if (sf)
+		sf->refs++;
+	g_mutex_unlock(&ctx->staged_lock);
+	return sf;
+}
+
+static void fs_staged_put(struct fs_ctx *ctx, struct fs_staged *sf)
+{
+	g_mutex_lock(&ctx->staged_lock);
+	fs_staged_unref(sf);
+	g_mutex_unlock(&ctx->staged_lock);
+}
+
+/* Asks the invalidator thread to drop the kernel's caches for path: not
+ * from the operation itself, which may hold the locks the kernel needs. */
+static void fs_invalidate(struct fs_ctx *ctx, const char *path)
+{
+	if (ctx->invalidate)
+		g_async_queue_push(ctx->invalidate, g_strdup(path));
+}
+
+static gpointer fs_invalidator(gpointer data)
+{
+	struct fs_ctx *ctx = data;
+
+	for (;;) {
+		char *path = g_async_queue_pop(ctx->invalidate);
+		if (!*path) {
+			g_free(path);
+			return NULL;
+		}
+		fuse_invalidate_path(ctx->fuse, path);
+		g_free(path);
+	}
+}
+
+static void fs_path_split(const char *path, char **parent, const char **name)
+{
+	const char *slash = strrchr(path, '/');
+
+	*parent = g_strndup(path, slash - path);
+	*name = slash + 1;
+}
+
+/* The folder that will hold a new entry at path: "/" for the root. */
+static int fs_parent_folder(struct fs_ctx *ctx, const char *path, struct store_folder *out,
+                            const char **name)
+{
+	char *parent;
+	enum mf_status st;
+
+	fs_path_split(path, &parent, name);
+	if (!*parent) {
+		g_free(parent);
+		memset(out, 0, sizeof *out);
+		return 1;  /* the root */
+	}
+	st = store_folder_by_path(ctx->store, parent + 1, out);
+	g_free(parent);
+	return st == MF_OK ? 0 : fs_errno(st);
 }
 
 /* Finds what path names. may_sync: a name the cache does not know is
@@ -126,14 +227,58 @@ static void *fs_init(struct fuse_conn_info *conn, struct fuse_config *cfg)
 	cfg->attr_timeout = t;
 	cfg->negative_timeout = 0;
 	cfg->nullpath_ok = 0;
+	ctx->fuse = fuse_get_context()->fuse;
+	g_mutex_init(&ctx->staged_lock);
+	ctx->staged = g_hash_table_new(g_str_hash, g_str_equal);
+	ctx->invalidate = g_async_queue_new();
+	ctx->invalidator = g_thread_new("invalidate", fs_invalidator, ctx);
 	return ctx;
+}
+
+static void fs_destroy(void *data)
+{
+	struct fs_ctx *ctx = data;
+
+	g_async_queue_push(ctx->invalidate, g_strdup(""));
+	g_thread_join(ctx->invalidator);
+	g_async_queue_unref(ctx->invalidate);
+	ctx->invalidate = NULL;
+	g_hash_table_destroy(ctx->staged);
+	g_mutex_clear(&ctx->staged_lock);
+}
+
+static int fs_staged_stat(struct fs_ctx *ctx, struct fs_staged *sf, struct stat *st)
+{
+	struct stat real;
+
+	if (fstat(sf->fd, &real) < 0)
+		return -errno;
+	memset(st, 0, sizeof *st);
+	st->st_mode = S_IFREG | 0644;
+	st->st_nlink = 1;
+	st->st_uid = ctx->uid;
+	st->st_gid = ctx->gid;
+	st->st_size = real.st_size;
+	st->st_blocks = real.st_blocks;
+	st->st_blksize = 4096;
+	st->st_mtime = st->st_ctime = st->st_atime =
+		sf->mtime != MAILBOX_NO_DATE ? (time_t)sf->mtime : real.st_mtime;
+	return 0;
 }
 
 static int fs_getattr(const char *path, struct stat *st, struct fuse_file_info *fi)
 {
 	struct fs_ctx *ctx = fs_ctx();
+	struct fs_staged *sf = fs_staged_get(ctx, path);
 	struct fs_node n;
-	int rc = fs_resolve(ctx, path, &n, 1);
+	int rc;
+
+	if (sf) {
+		rc = fs_staged_stat(ctx, sf, st);
+		fs_staged_put(ctx, sf);
+		return rc;
+	}
+	rc = fs_resolve(ctx, path, &n, 1);
 
 	if (rc != 0)
 		return rc;
@@ -216,10 +361,21 @@ static int fs_readdir(const char *path, void *buf, fuse_fill_dir_t filler, off_t
 static int fs_open(const char *path, struct fuse_file_info *fi)
 {
 	struct fs_ctx *ctx = fs_ctx();
+	struct fs_staged *sf = fs_staged_get(ctx, path);
+	struct fs_handle *h;
 	struct fs_node n;
 	int rc, fd = -1, size_changed = 0;
 	enum mf_status st;
 
+	if (sf) {
+		/* Another open of a file still being written: share it. */
+		h = g_new0(struct fs_handle, 1);
+		h->fd = sf->fd;
+		h->staged = sf;
+		fi->fh = (uint64_t)(uintptr_t)h;
+		fi->direct_io = 1;
+		return 0;
+	}
 	rc = fs_resolve(ctx, path, &n, 1);
 	if (rc != 0)
 		return rc;
@@ -236,7 +392,9 @@ static int fs_open(const char *path, struct fuse_file_info *fi)
 	fs_node_clear(&n);
 	if (st != MF_OK)
 		return fs_errno(st);
-	fi->fh = (uint64_t)fd;
+	h = g_new0(struct fs_handle, 1);
+	h->fd = fd;
+	fi->fh = (uint64_t)(uintptr_t)h;
 	/* A body never changes, so the page cache may keep it; when the real
 	 * size differs from the server's RFC822.SIZE, read around the kernel's
 	 * idea of the size instead. */
@@ -247,19 +405,150 @@ static int fs_open(const char *path, struct fuse_file_info *fi)
 	return 0;
 }
 
+static struct fs_handle *fs_handle(struct fuse_file_info *fi)
+{
+	return (struct fs_handle *)(uintptr_t)fi->fh;
+}
+
 static int fs_read(const char *path, char *buf, size_t size, off_t off, struct fuse_file_info *fi)
 {
 	ssize_t n;
 
 	do
-		n = pread((int)fi->fh, buf, size, off);
+		n = pread(fs_handle(fi)->fd, buf, size, off);
 	while (n < 0 && errno == EINTR);
 	return n < 0 ? -errno : (int)n;
 }
 
+static int fs_write(const char *path, const char *buf, size_t size, off_t off,
+                    struct fuse_file_info *fi)
+{
+	struct fs_handle *h = fs_handle(fi);
+	ssize_t n;
+
+	/* Messages are immutable; a staged file once appended is one too. */
+	if (!h->staged || h->staged->flushed)
+		return -EPERM;
+	do
+		n = pwrite(h->fd, buf, size, off);
+	while (n < 0 && errno == EINTR);
+	return n < 0 ? -errno : (int)n;
+}
+
+/* The last close of a staged file: validate and APPEND it. close(2)
+ * returns what this returns (release's answer reaches nobody). */
+static int fs_flush(const char *path, struct fuse_file_info *fi)
+{
+	struct fs_ctx *ctx = fs_ctx();
+	struct fs_handle *h = fs_handle(fi);
+	struct fs_staged *sf = h->staged;
+	struct stat real;
+	enum mf_status st;
+	char *tmp;
+	int first;
+
+	if (!sf)
+		return 0;
+	g_mutex_lock(&ctx->staged_lock);
+	first = !sf->flushed;
+	sf->flushed = 1;
+	if (first && sf->path)
+		g_hash_table_remove(ctx->staged, sf->path);
+	g_mutex_unlock(&ctx->staged_lock);
+	if (!first)
+		return sf->error;
+	if (fstat(sf->fd, &real) < 0) {
+		sf->error = -errno;
+		store_body_abort(ctx->store, sf->tmp_path);
+		return sf->error;
+	}
+	tmp = g_steal_pointer(&sf->tmp_path);
+	st = sync_append(ctx->sync, sf->folder_id, sf->name, sf->fd, tmp, (uint64_t)real.st_size,
+	                 sf->mtime);
+	g_free(tmp);
+	sf->error = fs_errno(st);
+	if (sf->path)
+		fs_invalidate(ctx, sf->path);
+	return sf->error;
+}
+
 static int fs_release(const char *path, struct fuse_file_info *fi)
 {
-	close((int)fi->fh);
+	struct fs_ctx *ctx = fs_ctx();
+	struct fs_handle *h = fs_handle(fi);
+
+	if (h->staged) {
+		g_mutex_lock(&ctx->staged_lock);
+		if (h->staged->refs == 1 && !h->staged->flushed) {
+			/* Closed without a flush: nothing is appended. */
+			h->staged->flushed = 1;
+			g_hash_table_remove(ctx->staged, h->staged->path);
+			store_body_abort(ctx->store, h->staged->tmp_path);
+		}
+		fs_staged_unref(h->staged);
+		g_mutex_unlock(&ctx->staged_lock);
+	} else {
+		close(h->fd);
+	}
+	g_free(h);
+	return 0;
+}
+
+static int fs_create(const char *path, mode_t mode, struct fuse_file_info *fi)
+{
+	struct fs_ctx *ctx = fs_ctx();
+	struct store_folder f = { 0 };
+	struct store_message m = { 0 };
+	struct fs_staged *sf;
+	struct fs_handle *h;
+	const char *name;
+	int rc, fd;
+
+	if (ctx->cfg->readonly)
+		return -EROFS;
+	rc = fs_parent_folder(ctx, path, &f, &name);
+	if (rc == 1)
+		return -EPERM;  /* the root holds folders only */
+	if (rc < 0)
+		return rc;
+	if (f.noselect) {
+		store_folder_clear(&f);
+		return -EPERM;
+	}
+	if (store_message_by_name(ctx->store, f.id, name, &m) == MF_OK) {
+		store_message_clear(&m);
+		store_folder_clear(&f);
+		return -EEXIST;
+	}
+	sf = g_new0(struct fs_staged, 1);
+	fd = store_body_begin(ctx->store, &sf->tmp_path);
+	if (fd < 0) {
+		g_free(sf);
+		store_folder_clear(&f);
+		return -EIO;
+	}
+	sf->fd = fd;
+	sf->path = g_strdup(path);
+	sf->folder_id = f.id;
+	sf->name = g_strdup(name);
+	sf->mtime = MAILBOX_NO_DATE;
+	sf->refs = 1;
+	store_folder_clear(&f);
+	g_mutex_lock(&ctx->staged_lock);
+	if (g_hash_table_contains(ctx->staged, path)) {
+		g_mutex_unlock(&ctx->staged_lock);
+		store_body_abort(ctx->store, sf->tmp_path);
+		sf->refs = 0;
+		fs_staged_unref(sf);
+		return -EEXIST;
+	}
+	g_hash_table_insert(ctx->staged, sf->path, sf);
+	g_mutex_unlock(&ctx->staged_lock);
+	h = g_new0(struct fs_handle, 1);
+	h->fd = fd;
+	h->staged = sf;
+	fi->fh = (uint64_t)(uintptr_t)h;
+	fi->direct_io = 1;
 	return 0;
 }
 
@@ -347,79 +636,277 @@ static int fs_listxattr(const char *path, char *buf, size_t size)
 static int fs_setxattr(const char *path, const char *name, const char *value, size_t size,
                        int flags)
 {
-	return fs_ctx()->cfg->readonly ? -EROFS : -ENOTSUP;
+	struct fs_ctx *ctx = fs_ctx();
+	struct fs_node n;
+	enum mf_status st;
+	char *flagtext;
+	int rc;
+
+	if (strcmp(name, "user.mail.flags") != 0)
+		return ctx->cfg->readonly ? -EROFS : -ENOTSUP;
+	if (ctx->cfg->readonly)
+		return -EROFS;
+	if (memchr(value, 0, size) || size > 4096)
+		return -EINVAL;
+	rc = fs_resolve(ctx, path, &n, 0);
+	if (rc != 0)
+		return rc;
+	if (n.kind != FS_MESSAGE) {
+		fs_node_clear(&n);
+		return -ENOTSUP;
+	}
+	flagtext = g_strndup(value, size);
+	st = sync_set_flags(ctx->sync, n.folder.id, n.msg.uid, flagtext);
+	g_free(flagtext);
+	fs_node_clear(&n);
+	return fs_errno(st);
 }
 
 static int fs_statfs(const char *path, struct statvfs *sv)
 {
 	struct fs_ctx *ctx = fs_ctx();
-	uint64_t bytes = 0, count = 0;
+	uint64_t used = 0, limit = 0;
 
 	memset(sv, 0, sizeof *sv);
-	store_body_usage(ctx->store, &bytes, &count);
 	sv->f_bsize = 4096;
 	sv->f_frsize = 4096;
-	sv->f_blocks = (bytes + 4095) / 4096;
-	sv->f_files = count;
 	sv->f_namemax = 255;
+	/* The server's QUOTA STORAGE, when it has one: what df should say. */
+	if (sync_quota(ctx->sync, &used, &limit) == MF_OK && limit > 0) {
+		sv->f_blocks = limit / 4096;
+		sv->f_bfree = sv->f_bavail = used < limit ? (limit - used) / 4096 : 0;
+	}
 	if (ctx->cfg->readonly)
 		sv->f_flag |= ST_RDONLY;
 	return 0;
 }
 
-/* The write path belongs to a later stage: until then, say so plainly. */
-static int fs_refuse_write(struct fs_ctx *ctx)
+static int fs_unlink(const char *path)
 {
-	return ctx->cfg->readonly ? -EROFS : -ENOTSUP;
-}
+	struct fs_ctx *ctx = fs_ctx();
+	struct fs_staged *sf;
+	struct fs_node n;
+	enum mf_status st;
+	int rc;
 
-static int fs_create(const char *path, mode_t mode, struct fuse_file_info *fi)
-{
-	return fs_refuse_write(fs_ctx());
+	if (ctx->cfg->readonly)
+		return -EROFS;
+	g_mutex_lock(&ctx->staged_lock);
+	sf = g_hash_table_lookup(ctx->staged, path);
+	if (sf) {
+		/* Removed before its last close: it will never be appended. */
+		sf->flushed = 1;
+		sf->error = -ENOENT;
+		g_hash_table_remove(ctx->staged, path);
+		g_clear_pointer(&sf->path, g_free);
+		store_body_abort(ctx->store, sf->tmp_path);
+		g_mutex_unlock(&ctx->staged_lock);
+		return 0;
+	}
+	g_mutex_unlock(&ctx->staged_lock);
+	rc = fs_resolve(ctx, path, &n, 0);
+	if (rc != 0)
+		return rc;
+	if (n.kind != FS_MESSAGE) {
+		fs_node_clear(&n);
+		return -EISDIR;
+	}
+	st = sync_remove(ctx->sync, n.folder.id, n.msg.uid);
+	fs_node_clear(&n);
+	return fs_errno(st);
 }
 
 static int fs_mkdir(const char *path, mode_t mode)
 {
-	return fs_refuse_write(fs_ctx());
+	struct fs_ctx *ctx = fs_ctx();
+
+	if (ctx->cfg->readonly)
+		return -EROFS;
+	return fs_errno(sync_create_folder(ctx->sync, path + 1));
 }
 
-static int fs_unlink(const char *path)
+static int fs_has_child(void *data, const struct store_folder *f)
 {
-	return fs_refuse_write(fs_ctx());
+	*(int *)data = 1;
+	return 1;
 }
 
 static int fs_rmdir(const char *path)
 {
-	return fs_refuse_write(fs_ctx());
+	struct fs_ctx *ctx = fs_ctx();
+	struct fs_node n;
+	int rc, children = 0;
+	enum mf_status st;
+
+	if (ctx->cfg->readonly)
+		return -EROFS;
+	rc = fs_resolve(ctx, path, &n, 0);
+	if (rc != 0)
+		return rc;
+	if (n.kind != FS_FOLDER) {
+		fs_node_clear(&n);
+		return n.kind == FS_ROOT ? -EBUSY : -ENOTDIR;
+	}
+	if (g_ascii_strcasecmp(n.folder.path, "INBOX") == 0) {
+		fs_node_clear(&n);
+		return -EBUSY;
+	}
+	store_folder_children(ctx->store, n.folder.path, fs_has_child, &children);
+	st = children ? MF_ERR_NOTEMPTY : sync_delete_folder(ctx->sync, n.folder.id);
+	fs_node_clear(&n);
+	return fs_errno(st);
+}
+
+static int fs_rename_message(struct fs_ctx *ctx, struct fs_node *src, const char *to,
+                             unsigned int flags)
+{
+	struct store_folder dst = { 0 };
+	struct store_message target = { 0 };
+	const char *name;
+	enum mf_status st;
+	int rc, have_target;
+
+	rc = fs_parent_folder(ctx, to, &dst, &name);
+	if (rc == 1)
+		return -EPERM;
+	if (rc < 0)
+		return rc;
+	if (dst.noselect) {
+		store_folder_clear(&dst);
+		return -EPERM;
+	}
+	have_target = store_message_by_name(ctx->store, dst.id, name, &target) == MF_OK &&
+	              !(dst.id == src->folder.id && target.uid == src->msg.uid);
+	if (have_target && (flags & RENAME_NOREPLACE)) {
+		st = MF_ERR_EXISTS;
+	} else if (dst.id == src->folder.id) {
+		/* The new one is in place already: the old one goes first,
+		 * then the name changes hands. */
+		st = have_target ? sync_remove(ctx->sync, dst.id, target.uid) : MF_OK;
+		if (st == MF_OK)
+			st = sync_rename(ctx->sync, dst.id, src->msg.uid, name);
+	} else {
+		/* Moved first; only then is a message it replaces removed. */
+		st = sync_move(ctx->sync, src->folder.id, src->msg.uid, dst.id, name,
+		               have_target ? target.uid : 0);
+	}
+	store_message_clear(&target);
+	store_folder_clear(&dst);
+	return fs_errno(st);
 }
 
 static int fs_rename(const char *from, const char *to, unsigned int flags)
 {
-	return fs_refuse_write(fs_ctx());
+	struct fs_ctx *ctx = fs_ctx();
+	struct store_folder parent = { 0 };
+	struct fs_staged *sf;
+	struct fs_node n;
+	const char *name;
+	int rc;
+
+	if (ctx->cfg->readonly)
+		return -EROFS;
+	if (flags & RENAME_EXCHANGE)
+		return -EINVAL;
+	g_mutex_lock(&ctx->staged_lock);
+	sf = g_hash_table_lookup(ctx->staged, from);
+	if (sf) {
+		/* Renamed while still open for writing: it keeps its data. */
+		rc = fs_parent_folder(ctx, to, &parent, &name);
+		if (rc == 0 && !parent.noselect && !g_hash_table_contains(ctx->staged, to)) {
+			g_hash_table_remove(ctx->staged, from);
+			g_free(sf->path);
+			g_free(sf->name);
+			sf->path = g_strdup(to);
+			sf->name = g_strdup(name);
+			sf->folder_id = parent.id;
+			g_hash_table_insert(ctx->staged, sf->path, sf);
+		} else {
+			rc = rc < 0 ? rc : -EPERM;
+		}
+		g_mutex_unlock(&ctx->staged_lock);
+		store_folder_clear(&parent);
+		return rc;
+	}
+	g_mutex_unlock(&ctx->staged_lock);
+
+	rc = fs_resolve(ctx, from, &n, 0);
+	if (rc != 0)
+		return rc;
+	if (n.kind == FS_ROOT) {
+		rc = -EBUSY;
+	} else if (n.kind == FS_MESSAGE) {
+		rc = fs_rename_message(ctx, &n, to, flags);
+	} else if (g_ascii_strcasecmp(n.folder.path, "INBOX") == 0) {
+		rc = -EBUSY;  /* RENAME of INBOX moves its mail: not what mv means */
+	} else {
+		rc = fs_parent_folder(ctx, to, &parent, &name);
+		if (rc >= 0) {
+			store_folder_clear(&parent);
+			rc = fs_errno(sync_rename_folder(ctx->sync, n.folder.id, to + 1));
+		}
+	}
+	fs_node_clear(&n);
+	return rc;
 }
 
 static int fs_truncate(const char *path, off_t size, struct fuse_file_info *fi)
 {
 	struct fs_ctx *ctx = fs_ctx();
-	return ctx->cfg->readonly ? -EROFS : -EPERM;
+	struct fs_staged *sf = fi ? fs_handle(fi)->staged : fs_staged_get(ctx, path);
+	int rc;
+
+	if (ctx->cfg->readonly)
+		return -EROFS;
+	if (!sf)
+		return -EPERM;  /* messages are immutable */
+	rc = sf->flushed ? -EPERM : ftruncate(sf->fd, size) < 0 ? -errno : 0;
+	if (!fi)
+		fs_staged_put(ctx, sf);
+	return rc;
 }
 
+/* Times: a staged file's mtime becomes the APPEND's INTERNALDATE (cp -p
+ * sets it before close); a stored message's date cannot change, and
+ * saying so would fail every rsync -t, so it is accepted as a no-op. */
 static int fs_utimens(const char *path, const struct timespec tv[2], struct fuse_file_info *fi)
 {
-	return fs_refuse_write(fs_ctx());
+	struct fs_ctx *ctx = fs_ctx();
+	struct fs_staged *sf = fi ? fs_handle(fi)->staged : fs_staged_get(ctx, path);
+
+	if (ctx->cfg->readonly)
+		return -EROFS;
+	if (!sf)
+		return 0;
+	if (tv[1].tv_nsec == UTIME_NOW)
+		sf->mtime = g_get_real_time() / G_USEC_PER_SEC;
+	else if (tv[1].tv_nsec != UTIME_OMIT)
+		sf->mtime = tv[1].tv_sec;
+	if (!fi)
+		fs_staged_put(ctx, sf);
+	return 0;
 }
 
+/* Modes and owners are fixed; cp -p and rsync -a set them anyway. */
 static int fs_chmod(const char *path, mode_t mode, struct fuse_file_info *fi)
 {
-	return fs_refuse_write(fs_ctx());
+	return fs_ctx()->cfg->readonly ? -EROFS : 0;
+}
+
+static int fs_chown(const char *path, uid_t uid, gid_t gid, struct fuse_file_info *fi)
+{
+	return fs_ctx()->cfg->readonly ? -EROFS : 0;
 }
 
 static const struct fuse_operations fs_ops = {
 	.init = fs_init,
+	.destroy = fs_destroy,
 	.getattr = fs_getattr,
 	.readdir = fs_readdir,
 	.open = fs_open,
 	.read = fs_read,
+	.write = fs_write,
+	.flush = fs_flush,
 	.release = fs_release,
 	.getxattr = fs_getxattr,
 	.listxattr = fs_listxattr,
@@ -433,6 +920,7 @@ static const struct fuse_operations fs_ops = {
 	.truncate = fs_truncate,
 	.utimens = fs_utimens,
 	.chmod = fs_chmod,
+	.chown = fs_chown,
 };
 
 const struct fuse_operations *fs_operations(void)

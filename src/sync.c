@@ -449,7 +449,7 @@ out:
 }
 
 enum mf_status sync_move(struct sync_ctx *s, int64_t src_folder_id, uint32_t uid,
-                         int64_t dst_folder_id, const char *name)
+                         int64_t dst_folder_id, const char *name, uint32_t replace_uid)
 {
 	struct store_folder f = { 0 }, g = { 0 };
 	struct store_message m = { 0 };
@@ -477,6 +477,11 @@ enum mf_status sync_move(struct sync_ctx *s, int64_t src_folder_id, uint32_t uid
 	log_info("moved %s from %s to %s (uid %u)", m.name, f.path, g.path, dst_uid);
 	store_message_remove(s->store, src_folder_id, uid);
 	sync_after_change(s, src_folder_id);
+	if (replace_uid && replace_uid != dst_uid) {
+		st = sync_remove(s, dst_folder_id, replace_uid);
+		if (st != MF_OK)
+			goto out;
+	}
 	sync_after_change(s, dst_folder_id);
 	if (name && dst_uid && store_message_set_user_name(s->store, dst_folder_id, dst_uid, name) != MF_OK)
 		log_warn("%s/%s: the name could not be kept", g.path, name);
@@ -503,7 +508,7 @@ enum mf_status sync_remove(struct sync_ctx *s, int64_t folder_id, uint32_t uid)
 			st = MF_ERR_IO;
 			goto out;
 		}
-		st = sync_move(s, folder_id, uid, trash.id, NULL);
+		st = sync_move(s, folder_id, uid, trash.id, NULL, 0);
 		goto out;
 	}
 	st = s->mb->ops->expunge(s->mb, f.wire_name, f.uidvalidity, uid);
