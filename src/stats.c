@@ -19,6 +19,6 @@ void stats_format_json(GString *out)
 	FIELD(connections_open, 0);
 	FIELD(reconnects, 0);
 	FIELD(folders_synced, 1);
-	g_string_append(out, "}\n");
+	g_string_append(out, "}");
 #undef FIELD
 }
