@@ -79,9 +79,10 @@ fuzz: $(FUZZ_BINS)
 	  name=$$(basename $$f); mkdir -p build-fuzz/corpus-$$name; \
 	  seeds=; [ -d tests/fuzz/seeds/$$name ] && seeds=tests/fuzz/seeds/$$name; \
 	  secs=$(FUZZ_SECONDS); [ $$name = fuzz_imap_response ] || secs=$(FUZZ_OTHER_SECONDS); \
-	  [ $$name = fuzz_mime_headers ] && [ -d "$(CORPUS_DIR)/messages" ] && seeds="$$seeds $(CORPUS_DIR)/messages"; \
+	  extra=; [ $$name = fuzz_mime_headers ] && [ -d "$(CORPUS_DIR)/messages" ] && \
+	    { seeds="$$seeds $(CORPUS_DIR)/messages"; extra=-max_len=65536; }; \
 	  echo "== $$f for $${secs}s"; \
-	  $$f -max_total_time=$$secs -print_final_stats=1 -timeout=10 -rss_limit_mb=2048 \
+	  $$f -max_total_time=$$secs -print_final_stats=1 -timeout=10 -rss_limit_mb=2048 $$extra \
 	      build-fuzz/corpus-$$name $$seeds 2>build-fuzz/$$name.log || { tail -50 build-fuzz/$$name.log; exit 1; }; \
 	  grep -E 'stat::number_of_executed_units|Done' build-fuzz/$$name.log | tail -2; \
 	done

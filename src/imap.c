@@ -455,6 +455,8 @@ static enum mf_status imap_select_mode(struct imap_conn *c, const char *wire_nam
 	return st;
 }
 
+static enum mf_status imap_select_rw(struct imap_conn *c, const char *folder, uint32_t uidvalidity);
+
 /* Runs op on a pooled connection; retries once on a fresh connection when
  * a reused one turns out to have been closed by the server meanwhile. */
 typedef enum mf_status (*imap_op_fn)(struct imap_conn *c, void *arg);
@@ -825,7 +827,11 @@ static enum mf_status imap_body_op(struct imap_conn *c, void *arg)
 	bc->end = bc->last_off = 0;
 	bc->got = bc->full_last = 0;
 	bc->err = MF_OK;
-	st = imap_examine(c, bc->wire_name, 0);
+	/* BODY[] sets \Seen only in a folder opened with SELECT. */
+	if (bc->mark_seen)
+		st = imap_select_rw(c, bc->wire_name, bc->uidvalidity);
+	else
+		st = imap_examine(c, bc->wire_name, 0);
 	if (st != MF_OK)
 		return st;
 	if (c->uidvalidity != bc->uidvalidity)
