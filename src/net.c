@@ -138,11 +138,15 @@ enum mf_status net_connect(const struct mf_config *cfg, struct net_conn **out, c
 	if (rc != CURLE_OK) {
 		st = net_status_from_curl(rc);
 		if (st == MF_ERR_AUTH)
-			*err = g_strdup_printf("login failed for %s@%s (wrong user name or password?)",
-			                       cfg->user ? cfg->user : "(netrc user)", cfg->host);
+			*err = g_strdup_printf("login failed for %s@%s (%s)",
+			                       cfg->user ? cfg->user : "(netrc user)", cfg->host,
+			                       cfg->protocol == MF_PROTO_POP3
+			                       ? "wrong user name or password, or the mailbox is in use by another POP3 client?"
+			                       : "wrong user name or password?");
 		else if (rc == CURLE_USE_SSL_FAILED)
-			*err = g_strdup_printf("%s does not offer STARTTLS (use imaps://, or -o tls=none to send the password in clear)",
-			                       cfg->host);
+			*err = g_strdup_printf("%s does not offer %s (use %s://, or -o tls=none to send the password in clear)",
+			                       cfg->host, cfg->protocol == MF_PROTO_POP3 ? "STLS" : "STARTTLS",
+			                       cfg->protocol == MF_PROTO_POP3 ? "pop3s" : "imaps");
 		else if (st == MF_ERR_TLS)
 			*err = g_strdup_printf("TLS with %s failed: %s (use -o cafile=FILE to trust a CA)",
 			                       cfg->host, errbuf[0] ? errbuf : curl_easy_strerror(rc));

@@ -37,7 +37,8 @@ static const char store_schema_sql[] =
 	"  uidvalidity INTEGER NOT NULL DEFAULT 0,"
 	"  uidnext INTEGER NOT NULL DEFAULT 0,"
 	"  highestmodseq INTEGER NOT NULL DEFAULT 0,"
-	"  synced_at INTEGER NOT NULL DEFAULT 0);"
+	"  synced_at INTEGER NOT NULL DEFAULT 0,"
+	"  messages INTEGER NOT NULL DEFAULT 0);"  /* kept by every change: a lookup must not count */
 	"CREATE INDEX IF NOT EXISTS folders_parent ON folders(parent, path);"
 	"CREATE TABLE IF NOT EXISTS messages("
 	"  folder_id INTEGER NOT NULL REFERENCES folders(id) ON DELETE CASCADE,"
@@ -66,8 +67,7 @@ static const char store_schema_sql[] =
 
 #define STORE_FOLDER_COLUMNS \
 	"SELECT f.id, f.path, f.wire_name, f.delim, f.noselect, f.uidvalidity," \
-	" f.uidnext, f.highestmodseq, f.synced_at," \
-	" (SELECT count(*) FROM messages m WHERE m.folder_id = f.id) FROM folders f "
+	" f.uidnext, f.highestmodseq, f.synced_at, f.messages FROM folders f "
 
 #define STORE_MESSAGE_COLUMNS \
 	"SELECT m.folder_id, m.uid, m.remote_id, m.name, m.flags, m.size," \
@@ -88,7 +88,7 @@ enum store_query {
 	Q_MSG_DELETE, Q_MSG_DELETE_FOLDER, Q_MSG_NAMES, Q_MSG_SET_NAME,
 	Q_MSG_SIZE, Q_MSG_SET_SIZE, Q_MSG_NAME_HOLDER, Q_MSG_SET_USER_NAME,
 	Q_BODY_EXISTS, Q_BODY_OF_FOLDER, Q_BODY_UPSERT, Q_BODY_TOUCH,
-	Q_BODY_DELETE, Q_BODY_USAGE, Q_BODY_LRU,
+	Q_BODY_DELETE, Q_BODY_USAGE, Q_BODY_LRU, Q_FOLDER_RECOUNT, Q_BODY_SIZE,
 	Q_COUNT
 };
 
@@ -163,6 +163,10 @@ static const char *const store_query_sql[Q_COUNT] = {
 		"UPDATE bodies SET last_used = " STORE_NEXT_TICK
 		" WHERE folder_id = ?1 AND uid = ?2",
 	[Q_BODY_DELETE] = "DELETE FROM bodies WHERE folder_id = ?1 AND uid = ?2",
+	[Q_BODY_SIZE] = "SELECT size FROM bodies WHERE folder_id = ?1 AND uid = ?2",
+	[Q_FOLDER_RECOUNT] =
+		"UPDATE folders SET messages ="
+		" (SELECT count(*) FROM messages WHERE folder_id = ?1) WHERE id = ?1",
 	[Q_BODY_USAGE] = "SELECT coalesce(sum(size), 0), count(*) FROM bodies",
 	[Q_BODY_LRU] =
 		"SELECT folder_id, uid, size FROM bodies"
@@ -174,6 +178,7 @@ struct store {
 	sqlite3 *db;
 	char *dir;
 	uint64_t body_cap;
+	int64_t body_total;   /* bytes of cached bodies, -1 when it must be summed again */
 	sqlite3_stmt *q[Q_COUNT];
 };
 
@@ -231,6 +236,7 @@ static enum mf_status store_commit(struct store *st)
 
 static void store_rollback(struct store *st)
 {
+	st->body_total = -1;
 	if (!sqlite3_get_autocommit(st->db))
 		store_run(store_query(st, Q_ROLLBACK));
 }
@@ -437,6 +443,7 @@ struct store *store_open(const char *dir, uint64_t body_cap, char **err)
 	pthread_mutex_init(&st->lock, NULL);
 	st->dir = g_strdup(dir);
 	st->body_cap = body_cap;
+	st->body_total = -1;
 
 	dbpath = g_build_filename(dir, "cache.sqlite", NULL);
 	rc = sqlite3_open_v2(dbpath, &st->db,
@@ -595,6 +602,7 @@ enum mf_status store_folders_replace(struct store *st,
 	gone = g_array_new(FALSE, FALSE, sizeof(int64_t));
 	doomed = g_ptr_array_new_with_free_func(g_free);
 	pthread_mutex_lock(&st->lock);
+	st->body_total = -1;  /* deleted folders take their bodies along */
 	rc = store_begin(st);
 	if (rc != MF_OK)
 		goto out;
@@ -898,8 +906,10 @@ static enum mf_status store_delete_message(struct store *st, int64_t folder_id, 
 	enum mf_status rc = MF_OK;
 	sqlite3_stmt *q;
 
-	if (store_has_body(st, folder_id, uid, &rc))
+	if (store_has_body(st, folder_id, uid, &rc)) {
 		g_ptr_array_add(doomed, store_body_path(st, folder_id, uid));
+		st->body_total = -1;
+	}
 	if (rc != MF_OK)
 		return rc;
 	q = store_query(st, Q_MSG_DELETE);
@@ -969,6 +979,7 @@ enum mf_status store_folder_apply_sync(struct store *st, const struct store_sync
 		goto out;
 
 	if (s->reset) {
+		st->body_total = -1;
 		rc = store_collect_folder_bodies(st, s->folder_id, doomed);
 		if (rc != MF_OK)
 			goto out;
@@ -1031,9 +1042,13 @@ enum mf_status store_folder_apply_sync(struct store *st, const struct store_sync
 	if (rc != MF_OK)
 		goto out;
 
-	/* Flag changes alone never change a name. */
+	/* Flag changes alone never change a name, nor the count. */
 	if (s->reset || s->n_added || s->n_removed) {
-		rc = store_assign_names(st, s->folder_id);
+		q = store_query(st, Q_FOLDER_RECOUNT);
+		sqlite3_bind_int64(q, 1, s->folder_id);
+		rc = store_run(q);
+		if (rc == MF_OK)
+			rc = store_assign_names(st, s->folder_id);
 		if (rc != MF_OK)
 			goto out;
 	}
@@ -1254,6 +1269,21 @@ out:
 
 /* ---- bodies ---- */
 
+/* 1 when the file holds as many bytes as were recorded at commit. */
+static int store_body_size_ok(struct store *st, int64_t folder_id, uint32_t uid, int fd)
+{
+	sqlite3_stmt *q = store_query(st, Q_BODY_SIZE);
+	struct stat sb;
+	int ok = 0;
+
+	sqlite3_bind_int64(q, 1, folder_id);
+	sqlite3_bind_int64(q, 2, uid);
+	if (sqlite3_step(q) == SQLITE_ROW && fstat(fd, &sb) == 0)
+		ok = sb.st_size == sqlite3_column_int64(q, 0);
+	sqlite3_reset(q);
+	return ok;
+}
+
 int store_body_open(struct store *st, int64_t folder_id, uint32_t uid)
 {
 	enum mf_status rc = MF_OK;
@@ -1265,9 +1295,17 @@ int store_body_open(struct store *st, int64_t folder_id, uint32_t uid)
 	if (!store_has_body(st, folder_id, uid, &rc))
 		goto out;
 	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd >= 0 && !store_body_size_ok(st, folder_id, uid, fd)) {
+		/* Bodies are written without fsync (they are a cache): after a
+		 * crash a file may be short. Never serve it: fetch it again. */
+		close(fd);
+		fd = -1;
+		unlink(path);
+	}
 	if (fd < 0) {
 		/* The row outlived its file (removed by hand, or a crash between
 		 * unlink and commit): forget it so the body is fetched again. */
+		st->body_total = -1;
 		q = store_query(st, Q_BODY_DELETE);
 		sqlite3_bind_int64(q, 1, folder_id);
 		sqlite3_bind_int64(q, 2, uid);
@@ -1312,15 +1350,18 @@ static enum mf_status store_evict(struct store *st, int64_t keep_folder, uint32_
 	sqlite3_stmt *q;
 	int src;
 
-	q = store_query(st, Q_BODY_USAGE);
-	src = sqlite3_step(q);
-	if (src == SQLITE_ROW)
-		total = (uint64_t)sqlite3_column_int64(q, 0);
-	sqlite3_reset(q);
-	if (src != SQLITE_ROW) {
-		rc = store_db_status(src);
-		goto out;
+	if (st->body_total < 0) {
+		q = store_query(st, Q_BODY_USAGE);
+		src = sqlite3_step(q);
+		if (src == SQLITE_ROW)
+			st->body_total = sqlite3_column_int64(q, 0);
+		sqlite3_reset(q);
+		if (src != SQLITE_ROW) {
+			rc = store_db_status(src);
+			goto out;
+		}
 	}
+	total = (uint64_t)st->body_total;
 	if (total <= st->body_cap)
 		goto out;
 
@@ -1349,6 +1390,7 @@ static enum mf_status store_evict(struct store *st, int64_t keep_folder, uint32_
 			goto out;
 		g_ptr_array_add(doomed, store_body_path(st, v[0], (uint32_t)v[1]));
 	}
+	st->body_total = (int64_t)total;
 out:
 	g_array_free(victims, TRUE);
 	return rc;
@@ -1370,8 +1412,9 @@ enum mf_status store_body_commit(struct store *st, int64_t folder_id,
 	if (size_changed)
 		*size_changed = 0;
 	pthread_mutex_lock(&st->lock);
+	/* No fsync: a body is a cache entry, checked by size when opened. */
 	fd = open(tmp_path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0 || fsync(fd) != 0 || fstat(fd, &sb) != 0) {
+	if (fd < 0 || fstat(fd, &sb) != 0) {
 		rc = MF_ERR_IO;
 		goto out;
 	}
@@ -1397,6 +1440,12 @@ enum mf_status store_body_commit(struct store *st, int64_t folder_id,
 	}
 	renamed = 1;
 
+	if (store_has_body(st, folder_id, uid, &rc))
+		st->body_total = -1;  /* replaced: sum again */
+	else if (st->body_total >= 0)
+		st->body_total += sb.st_size;
+	if (rc != MF_OK)
+		goto out;
 	q = store_query(st, Q_BODY_UPSERT);
 	sqlite3_bind_int64(q, 1, folder_id);
 	sqlite3_bind_int64(q, 2, uid);
@@ -1538,6 +1587,11 @@ enum mf_status store_message_remove(struct store *st, int64_t folder_id, uint32_
 	rc = store_begin(st);
 	if (rc == MF_OK)
 		rc = store_delete_message(st, folder_id, uid, doomed);
+	if (rc == MF_OK) {
+		sqlite3_stmt *q = store_query(st, Q_FOLDER_RECOUNT);
+		sqlite3_bind_int64(q, 1, folder_id);
+		rc = store_run(q);
+	}
 	if (rc == MF_OK)
 		rc = store_assign_names(st, folder_id);
 	if (rc == MF_OK)
