@@ -58,6 +58,15 @@ struct mailbox_sync_result {
 	GArray *present;          /* uint32_t: UIDs <= last_uid still on the server, ascending */
 };
 
+struct mailbox_body_request {
+	uint32_t uid;
+	const char *remote_id;
+	uint64_t size_hint;
+	int fd;                   /* the body goes here, from offset 0 */
+	uint64_t written;         /* out */
+	enum mf_status status;    /* out: MF_OK, MF_ERR_NOTFOUND, ... */
+};
+
 struct mailbox_ops {
 	/* All folders, as struct mailbox_folder in a GPtrArray the caller
 	 * frees with mailbox_folders_free(). */
@@ -106,6 +115,14 @@ struct mailbox_ops {
 	                                const char *new_path);
 	/* STORAGE usage and limit in bytes; MF_ERR_NOTFOUND without QUOTA. */
 	enum mf_status (*quota)(struct mailbox *mb, uint64_t *used, uint64_t *limit);
+
+	/* Read-ahead: several bodies of one folder in one exchange (IMAP:
+	 * one UID FETCH of the set; POP3: pipelined RETR). Every request
+	 * gets its own status; the return value is MF_OK or what broke the
+	 * whole exchange. */
+	enum mf_status (*fetch_bodies)(struct mailbox *mb, const char *wire_name,
+	                               uint32_t uidvalidity,
+	                               struct mailbox_body_request *reqs, size_t n);
 
 	void (*destroy)(struct mailbox *mb);
 };

@@ -151,6 +151,14 @@ enum mf_status store_messages_list(struct store *st, int64_t folder_id,
                                    int (*cb)(void *ctx, const struct store_message *m),
                                    void *ctx);
 
+/* Read-ahead candidates: messages after name (in name order) whose body
+ * is not cached and whose size is at most max_size; at most limit. cb as
+ * for store_messages_list. */
+enum mf_status store_messages_uncached_after(struct store *st, int64_t folder_id,
+                                             const char *name, uint64_t max_size, size_t limit,
+                                             int (*cb)(void *ctx, const struct store_message *m),
+                                             void *ctx);
+
 /* ---- one message, after the server accepted a change ---- */
 
 /* Gives the message the name the user chose (create, rename): kept as

@@ -26,6 +26,10 @@ struct sync_ctx {
 	gint64 quota_at;               /* monotonic µs of the last quota answer */
 	enum mf_status quota_status;
 	uint64_t quota_used, quota_limit;
+	/* Read-ahead for sequential readers (tar, rsync, grep -r): */
+	int64_t ra_folder;             /* folder of the last miss */
+	char *ra_next;                 /* the uncached message a sequential reader opens next */
+	int ra_streak;                 /* sequential misses in a row */
 };
 
 void sync_init(struct sync_ctx *s, const struct mf_config *cfg, struct store *store,

@@ -1578,6 +1578,98 @@ static enum mf_status imap_quota(struct mailbox *mb, uint64_t *used, uint64_t *l
 	return st;
 }
 
+/* -- read-ahead: several small bodies in one UID FETCH -- */
+
+struct imap_bodies_ctx {
+	const char *wire_name;
+	uint32_t uidvalidity;
+	struct mailbox_body_request *reqs;
+	size_t n;
+	GHashTable *by_uid;    /* uid -> request */
+	const char *section;
+	int mark_seen;
+};
+
+static void imap_bodies_untagged(void *ctx, struct imap_conn *c, const struct imap_response *r)
+{
+	struct imap_bodies_ctx *bc = ctx;
+	const struct imap_value *list, *body;
+	struct mailbox_body_request *req;
+	uint64_t uid;
+	size_t done = 0;
+
+	if (strcmp(r->keyword, "FETCH") != 0 || r->args.count < 1 ||
+	    r->args.items[0].type != IMAP_VALUE_LIST)
+		return;
+	list = &r->args.items[0];
+	if (imap_value_number(imap_fetch_get(list, "UID"), &uid) != 0 || uid > UINT32_MAX)
+		return;
+	req = g_hash_table_lookup(bc->by_uid, GUINT_TO_POINTER((guint)uid));
+	body = imap_fetch_get(list, "BODY[]");
+	if (!req || !body || body->type != IMAP_VALUE_STRING)
+		return;
+	while (done < body->len) {
+		ssize_t w = pwrite(req->fd, body->str + done, body->len - done, (off_t)done);
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w < 0) {
+			req->status = MF_ERR_IO;
+			return;
+		}
+		done += (size_t)w;
+	}
+	req->written = body->len;
+	req->status = MF_OK;
+}
+
+static enum mf_status imap_bodies_op(struct imap_conn *c, void *arg)
+{
+	struct imap_bodies_ctx *bc = arg;
+	GString *cmd = g_string_new("UID FETCH ");
+	enum mf_status st;
+
+	for (size_t i = 0; i < bc->n; i++)
+		bc->reqs[i].status = MF_ERR_NOTFOUND;
+	st = bc->mark_seen ? imap_select_rw(c, bc->wire_name, bc->uidvalidity)
+	                   : imap_examine(c, bc->wire_name, 0);
+	if (st == MF_OK && c->uidvalidity != bc->uidvalidity)
+		st = MF_ERR_NOTFOUND;
+	if (st != MF_OK)
+		goto out;
+	for (size_t i = 0; i < bc->n; i++)
+		g_string_append_printf(cmd, "%s%u", i ? "," : "", bc->reqs[i].uid);
+	g_string_append_printf(cmd, " (UID %s)", bc->section);
+	st = imap_command(c, cmd->str, imap_bodies_untagged, bc);
+out:
+	g_string_free(cmd, TRUE);
+	return st;
+}
+
+static enum mf_status imap_fetch_bodies(struct mailbox *mb, const char *wire_name,
+                                        uint32_t uidvalidity,
+                                        struct mailbox_body_request *reqs, size_t n)
+{
+	struct imap_driver *d = (struct imap_driver *)mb;
+	struct imap_bodies_ctx bc = {
+		.wire_name = wire_name, .uidvalidity = uidvalidity, .reqs = reqs, .n = n,
+		.section = d->cfg->mark_seen ? "BODY[]" : "BODY.PEEK[]",
+		.mark_seen = d->cfg->mark_seen,
+	};
+	enum mf_status st;
+
+	bc.by_uid = g_hash_table_new(g_direct_hash, g_direct_equal);
+	for (size_t i = 0; i < n; i++)
+		g_hash_table_insert(bc.by_uid, GUINT_TO_POINTER(reqs[i].uid), &reqs[i]);
+	st = imap_with_conn(d, wire_name, imap_bodies_op, &bc);
+	g_hash_table_destroy(bc.by_uid);
+	for (size_t i = 0; st == MF_OK && i < n; i++)
+		if (reqs[i].status == MF_OK) {
+			stats_add(bodies_fetched, 1);
+			stats_add(body_bytes_fetched, reqs[i].written);
+		}
+	return st;
+}
+
 /* ---------------------------------------------------------------- driver */
 
 static void imap_destroy(struct mailbox *mb)
@@ -1596,6 +1688,7 @@ static const struct mailbox_ops imap_ops = {
 	.list_folders = imap_list_folders,
 	.sync_folder = imap_sync_folder,
 	.fetch_body = imap_fetch_body,
+	.fetch_bodies = imap_fetch_bodies,
 	.append = imap_append,
 	.move = imap_move,
 	.expunge = imap_expunge,

@@ -657,21 +657,34 @@ out:
 	return st;
 }
 
+static enum mf_status pop3_retr_read(struct pop3_session *s, uint32_t msgno, uint64_t size_hint,
+                                     int fd, uint64_t *written);
+
 /* RETR msgno into fd from offset 0; size_hint sizes the buffer. */
 static enum mf_status pop3_retr(struct pop3_session *s, uint32_t msgno, uint64_t size_hint,
                                 int fd, uint64_t *written)
 {
-	struct pop3_status reply;
-	GString *buf;
-	uint64_t off = 0;
 	char cmd[32];
 	enum mf_status st;
 	int n = g_snprintf(cmd, sizeof cmd, "RETR %u\r\n", msgno);
 
 	s->retrieved = 1;
 	st = pop3_send(s, cmd, (size_t)n);
-	if (st == MF_OK)
-		st = pop3_read_status(s, &reply);
+	if (st != MF_OK)
+		return st;
+	return pop3_retr_read(s, msgno, size_hint, fd, written);
+}
+
+/* Reads the answer to one RETR msgno (sent already) into fd. */
+static enum mf_status pop3_retr_read(struct pop3_session *s, uint32_t msgno, uint64_t size_hint,
+                                     int fd, uint64_t *written)
+{
+	struct pop3_status reply;
+	GString *buf;
+	uint64_t off = 0;
+	enum mf_status st;
+
+	st = pop3_read_status(s, &reply);
 	if (st != MF_OK)
 		return st;
 	if (!reply.ok) {
@@ -754,6 +767,86 @@ static enum mf_status pop3_fetch_body(struct mailbox *mb, const char *wire_name,
 	return st;
 }
 
+/* Read-ahead: pipelined RETRs (one at a time without PIPELINING) in the
+ * current session, opened and listed when needed. */
+static enum mf_status pop3_fetch_bodies(struct mailbox *mb, const char *wire_name,
+                                        uint32_t uidvalidity,
+                                        struct mailbox_body_request *reqs, size_t n)
+{
+	struct pop3_driver *d = (struct pop3_driver *)mb;
+	struct pop3_session *s;
+	GArray *todo = g_array_new(FALSE, FALSE, sizeof(guint));
+	GArray *msgnos = g_array_new(FALSE, FALSE, sizeof(uint32_t));
+	GString *batch = g_string_new(NULL);
+	enum mf_status st = MF_OK;
+	guint window, sent = 0, done = 0;
+
+	for (size_t i = 0; i < n; i++)
+		reqs[i].status = MF_ERR_NOTFOUND;
+	if (strcmp(wire_name, "INBOX") != 0)
+		goto free;
+	g_mutex_lock(&d->lock);
+	if (!d->session || d->session->broken) {
+		pop3_drop_session(d);
+		st = pop3_session_open(d, &d->session, NULL);
+		if (st != MF_OK)
+			goto out;
+	}
+	s = d->session;
+	if (!s->msgno_by_key) {
+		GArray *entries = NULL;
+		st = pop3_scan(s, NULL, 0, &entries);
+		pop3_entries_free(entries);
+		if (st != MF_OK)
+			goto out;
+	}
+	for (guint i = 0; i < n; i++) {
+		uint32_t msgno = reqs[i].remote_id ? GPOINTER_TO_UINT(
+			g_hash_table_lookup(s->msgno_by_key, reqs[i].remote_id)) : 0;
+		if (msgno) {
+			g_array_append_val(todo, i);
+			g_array_append_val(msgnos, msgno);
+		}
+	}
+	window = (s->caps & POP3_CAPA_PIPELINING) ? POP3_WINDOW : 1;
+	s->retrieved = 1;
+	while (done < todo->len) {
+		if (sent - done <= window / 2) {
+			g_string_truncate(batch, 0);
+			while (sent < todo->len && sent - done < window)
+				g_string_append_printf(batch, "RETR %u\r\n", g_array_index(msgnos, uint32_t, sent++));
+			if (batch->len) {
+				st = pop3_send(s, batch->str, batch->len);
+				if (st != MF_OK)
+					break;
+			}
+		}
+		struct mailbox_body_request *r = &reqs[g_array_index(todo, guint, done)];
+		st = pop3_retr_read(s, g_array_index(msgnos, uint32_t, done), r->size_hint, r->fd,
+		                    &r->written);
+		done++;
+		if (st == MF_ERR_REFUSED) {
+			r->status = MF_ERR_REFUSED;
+			st = MF_OK;
+			continue;
+		}
+		if (st != MF_OK)
+			break;
+		r->status = MF_OK;
+		stats_add(bodies_fetched, 1);
+		stats_add(body_bytes_fetched, r->written);
+	}
+out:
+	if (d->session && (d->session->broken || st != MF_OK))
+		pop3_drop_session(d);
+	g_mutex_unlock(&d->lock);
+free:
+	g_array_free(todo, TRUE);
+	g_array_free(msgnos, TRUE);
+	g_string_free(batch, TRUE);
+	return st;
+}
+
 static void pop3_destroy(struct mailbox *mb)
 {
 	struct pop3_driver *d = (struct pop3_driver *)mb;
@@ -767,6 +860,7 @@ static const struct mailbox_ops pop3_ops = {
 	.list_folders = pop3_list_folders,
 	.sync_folder = pop3_sync_folder,
 	.fetch_body = pop3_fetch_body,
+	.fetch_bodies = pop3_fetch_bodies,
 	.destroy = pop3_destroy,
 };
 

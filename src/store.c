@@ -89,6 +89,7 @@ enum store_query {
 	Q_MSG_SIZE, Q_MSG_SET_SIZE, Q_MSG_NAME_HOLDER, Q_MSG_SET_USER_NAME,
 	Q_BODY_EXISTS, Q_BODY_OF_FOLDER, Q_BODY_UPSERT, Q_BODY_TOUCH,
 	Q_BODY_DELETE, Q_BODY_USAGE, Q_BODY_LRU, Q_FOLDER_RECOUNT, Q_BODY_SIZE,
+	Q_MSG_UNCACHED_AFTER,
 	Q_COUNT
 };
 
@@ -163,6 +164,9 @@ static const char *const store_query_sql[Q_COUNT] = {
 		"UPDATE bodies SET last_used = " STORE_NEXT_TICK
 		" WHERE folder_id = ?1 AND uid = ?2",
 	[Q_BODY_DELETE] = "DELETE FROM bodies WHERE folder_id = ?1 AND uid = ?2",
+	[Q_MSG_UNCACHED_AFTER] = STORE_MESSAGE_COLUMNS
+		"WHERE m.folder_id = ?1 AND m.name > ?2 AND b.uid IS NULL AND m.size <= ?3"
+		" ORDER BY m.name LIMIT ?4",
 	[Q_BODY_SIZE] = "SELECT size FROM bodies WHERE folder_id = ?1 AND uid = ?2",
 	[Q_FOLDER_RECOUNT] =
 		"UPDATE folders SET messages ="
@@ -1602,5 +1606,37 @@ enum mf_status store_message_remove(struct store *st, int64_t folder_id, uint32_
 		store_rollback(st);
 	pthread_mutex_unlock(&st->lock);
 	g_ptr_array_free(doomed, TRUE);
+	return rc;
+}
+
+enum mf_status store_messages_uncached_after(struct store *st, int64_t folder_id,
+                                             const char *name, uint64_t max_size, size_t limit,
+                                             int (*cb)(void *ctx, const struct store_message *m),
+                                             void *ctx)
+{
+	enum mf_status rc = MF_OK;
+	struct store_message m;
+	sqlite3_stmt *q;
+	int src;
+
+	pthread_mutex_lock(&st->lock);
+	q = store_query(st, Q_MSG_UNCACHED_AFTER);
+	sqlite3_bind_int64(q, 1, folder_id);
+	sqlite3_bind_text(q, 2, name, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(q, 3, (sqlite3_int64)(max_size > INT64_MAX ? INT64_MAX : max_size));
+	sqlite3_bind_int64(q, 4, (sqlite3_int64)limit);
+	/* The mutex stays held while cb runs: the statement is mid-step. */
+	while ((src = sqlite3_step(q)) == SQLITE_ROW) {
+		memset(&m, 0, sizeof m);
+		store_message_from_row(q, &m, 0);
+		if (cb(ctx, &m) != 0) {
+			src = SQLITE_DONE;
+			break;
+		}
+	}
+	sqlite3_reset(q);
+	if (src != SQLITE_DONE)
+		rc = store_db_status(src);
+	pthread_mutex_unlock(&st->lock);
 	return rc;
 }

@@ -517,3 +517,27 @@ def test_debug_trace_uses_examine_and_peek(mount, account):
     ranged = [s for s in fetches if re.search(r"BODY\.PEEK\[\]<\d+\.\d+>", s)]
     assert ranged, "the %d-byte message was not fetched in ranges (BODY.PEEK[]<off.len>)" % (
         len(bodies[large]))
+
+
+def test_sequential_reading_fetches_ahead(mount, account, tmp_path):
+    """tar, rsync and cp -r read a folder in name order: after a few such
+    reads the bodies that follow come in one UID FETCH of several UIDs, and
+    every copy is still byte-identical to the server's BODY[]."""
+    bodies = account.bodies("INBOX")
+    m = mount(options=["debug"])
+    dest = tmp_path / "copy"
+    run(["cp", "-r", m.p("INBOX"), str(dest)], timeout=120)
+    stats = json.loads(getfattr(m.path, "user.mailfs.stats"))
+    m.unmount()
+    got = collections.Counter(sha((dest / n).read_bytes()) for n in os.listdir(dest))
+    assert got == collections.Counter(sha(b) for b in bodies.values()), \
+        "a copy made through read-ahead differs from the server's BODY[]"
+    sent = [re.sub(r"^.*?\bC: ", "", line) for line in m.log_text().split("\n")
+            if re.search(r"\bC: \S+ UID FETCH [0-9,]+ \(UID BODY", line)]
+    batches = [s for s in sent if "," in s.split(" ")[3]]
+    assert batches, "no read-ahead: every body came in a FETCH of its own"
+    assert len(sent) < len(bodies) / 2, \
+        "%d body FETCH commands for %d messages" % (len(sent), len(bodies))
+    assert stats["bodies_fetched"] == len(bodies), \
+        "bodies fetched %d, messages %d: read-ahead fetched one twice or missed one" % (
+            stats["bodies_fetched"], len(bodies))
