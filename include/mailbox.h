@@ -47,6 +47,13 @@ struct mailbox_sync_request {
 	 * so that only new messages are asked for their headers and the
 	 * present list can name known messages by uid. NULL for IMAP. */
 	GHashTable *known_remote_ids;
+	/* Optional: called for each new message as soon as it has arrived,
+	 * in the order of the result's added array, from the calling thread;
+	 * the message is the one that goes into added (its strings stay
+	 * valid until the result is cleared). Lets the caller start work
+	 * while the rest is still on the wire. */
+	void (*on_added)(void *ctx, const struct mailbox_message *m);
+	void *on_added_ctx;
 };
 
 struct mailbox_sync_result {

@@ -36,6 +36,10 @@ void mime_shutdown(void);
  * data need not be NUL-terminated. */
 int mime_parse_headers(const char *data, size_t len, struct mime_header_info *out);
 void mime_header_info_clear(struct mime_header_info *info);
+/* The same through a whole GMimeMessage: the reference that
+ * mime_parse_headers() must agree with (it takes this path itself for
+ * uncommon headers). */
+int mime_parse_headers_full(const char *data, size_t len, struct mime_header_info *out);
 
 /* The slug of DESIGN.md "File names" (after NFC normalisation): maximal runs of characters that are
  * not Unicode letters or digits become one '-', leading/trailing '-'

@@ -290,11 +290,35 @@ static int fs_getattr(const char *path, struct stat *st, struct fuse_file_info *
 	return 0;
 }
 
+/* A directory listing taken at the first readdir of an open directory
+ * and served by offset from then on: the kernel gets complete entries
+ * (readdirplus with attributes), so ls -l needs no lookup per file, and
+ * a listing stays consistent across the many readdir calls of a big
+ * folder. */
+struct fs_dir {
+	GPtrArray *names;     /* char *, owned; NULL until the first readdir */
+	GArray *stats;        /* struct stat, same order */
+};
+
+static void fs_dir_clear(struct fs_dir *d)
+{
+	if (d->names)
+		g_ptr_array_free(d->names, TRUE);
+	if (d->stats)
+		g_array_free(d->stats, TRUE);
+	d->names = NULL;
+	d->stats = NULL;
+}
+
+static void fs_dir_add(struct fs_dir *d, const char *name, const struct stat *st)
+{
+	g_ptr_array_add(d->names, g_strdup(name));
+	g_array_append_val(d->stats, *st);
+}
+
 struct fs_fill {
 	struct fs_ctx *ctx;
-	void *buf;
-	fuse_fill_dir_t filler;
-	int full;
+	struct fs_dir *dir;
 };
 
 static int fs_fill_folder(void *data, const struct store_folder *f)
@@ -304,10 +328,7 @@ static int fs_fill_folder(void *data, const struct store_folder *f)
 	const char *base = strrchr(f->path, '/');
 
 	fs_dir_stat(fill->ctx, &st);
-	if (fill->filler(fill->buf, base ? base + 1 : f->path, &st, 0, FUSE_FILL_DIR_PLUS)) {
-		fill->full = 1;
-		return 1;
-	}
+	fs_dir_add(fill->dir, base ? base + 1 : f->path, &st);
 	return 0;
 }
 
@@ -317,18 +338,13 @@ static int fs_fill_message(void *data, const struct store_message *m)
 	struct stat st;
 
 	fs_message_stat(fill->ctx, m, &st);
-	if (fill->filler(fill->buf, m->name, &st, 0, FUSE_FILL_DIR_PLUS)) {
-		fill->full = 1;
-		return 1;
-	}
+	fs_dir_add(fill->dir, m->name, &st);
 	return 0;
 }
 
-static int fs_readdir(const char *path, void *buf, fuse_fill_dir_t filler, off_t offset,
-                      struct fuse_file_info *fi, enum fuse_readdir_flags flags)
+static int fs_dir_snapshot(struct fs_ctx *ctx, const char *path, struct fs_dir *d)
 {
-	struct fs_ctx *ctx = fs_ctx();
-	struct fs_fill fill = { ctx, buf, filler, 0 };
+	struct fs_fill fill;
 	struct fs_node n;
 	struct stat st;
 	enum mf_status s;
@@ -346,16 +362,63 @@ static int fs_readdir(const char *path, void *buf, fuse_fill_dir_t filler, off_t
 		/* A failure leaves the cache as it was: list what it holds. */
 		sync_folder_if_stale(ctx->sync, n.folder.id, 0, NULL);
 	}
+	d->names = g_ptr_array_new_with_free_func(g_free);
+	d->stats = g_array_new(FALSE, FALSE, sizeof(struct stat));
+	fill = (struct fs_fill){ ctx, d };
 	fs_dir_stat(ctx, &st);
-	filler(buf, ".", &st, 0, 0);
-	filler(buf, "..", NULL, 0, 0);
+	fs_dir_add(d, ".", &st);
+	fs_dir_add(d, "..", &st);
 	s = store_folder_children(ctx->store, n.kind == FS_ROOT ? "" : n.folder.path,
 	                          fs_fill_folder, &fill);
 	if (s == MF_OK && n.kind == FS_FOLDER && !n.folder.noselect)
 		s = store_messages_list(ctx->store, n.folder.id, ctx->cfg->show_deleted,
 		                        fs_fill_message, &fill);
 	fs_node_clear(&n);
-	return s == MF_OK ? 0 : fs_errno(s);
+	if (s != MF_OK) {
+		fs_dir_clear(d);
+		return fs_errno(s);
+	}
+	return 0;
+}
+
+/* The handle must exist from opendir on: libfuse keeps only what opendir
+ * put in fi->fh, not what readdir puts there. */
+static int fs_opendir(const char *path, struct fuse_file_info *fi)
+{
+	fi->fh = (uint64_t)(uintptr_t)g_new0(struct fs_dir, 1);
+	return 0;
+}
+
+static int fs_readdir(const char *path, void *buf, fuse_fill_dir_t filler, off_t offset,
+                      struct fuse_file_info *fi, enum fuse_readdir_flags flags)
+{
+	struct fs_ctx *ctx = fs_ctx();
+	struct fs_dir *d = (struct fs_dir *)(uintptr_t)fi->fh;
+	int rc;
+
+	/* Offset 0 is a new listing (also after rewinddir). */
+	if (!d->names || offset == 0) {
+		fs_dir_clear(d);
+		rc = fs_dir_snapshot(ctx, path, d);
+		if (rc != 0)
+			return rc;
+	}
+	for (guint i = (guint)offset; i < d->names->len; i++) {
+		const char *name = g_ptr_array_index(d->names, i);
+		int plus = i >= 2 ? FUSE_FILL_DIR_PLUS : 0;
+		if (filler(buf, name, &g_array_index(d->stats, struct stat, i), (off_t)i + 1, plus))
+			break;
+	}
+	return 0;
+}
+
+static int fs_releasedir(const char *path, struct fuse_file_info *fi)
+{
+	struct fs_dir *d = (struct fs_dir *)(uintptr_t)fi->fh;
+
+	fs_dir_clear(d);
+	g_free(d);
+	return 0;
 }
 
 static int fs_open(const char *path, struct fuse_file_info *fi)
@@ -569,12 +632,24 @@ static int fs_xattr_reply(const char *value, size_t len, char *buf, size_t size)
 	return (int)len;
 }
 
+/* Only the user namespace exists here. Saying ENOTSUP (not ENODATA) for
+ * the others lets ls -l stop asking every file for security.selinux and
+ * its ACLs: it remembers an unsupported device. */
+static int fs_xattr_namespace_ok(const char *name)
+{
+	return strncmp(name, "user.", 5) == 0;
+}
+
 static int fs_getxattr(const char *path, const char *name, char *buf, size_t size)
 {
 	struct fs_ctx *ctx = fs_ctx();
 	struct fs_node n;
 	char *value = NULL;
-	int rc = fs_resolve(ctx, path, &n, 0);
+	int rc;
+
+	if (!fs_xattr_namespace_ok(name))
+		return -ENOTSUP;
+	rc = fs_resolve(ctx, path, &n, 0);
 
 	if (rc != 0)
 		return rc;
@@ -642,6 +717,8 @@ static int fs_setxattr(const char *path, const char *name, const char *value, si
 	char *flagtext;
 	int rc;
 
+	if (!fs_xattr_namespace_ok(name))
+		return -ENOTSUP;
 	if (strcmp(name, "user.mail.flags") != 0)
 		return ctx->cfg->readonly ? -EROFS : -ENOTSUP;
 	if (ctx->cfg->readonly)
@@ -902,7 +979,9 @@ static const struct fuse_operations fs_ops = {
 	.init = fs_init,
 	.destroy = fs_destroy,
 	.getattr = fs_getattr,
+	.opendir = fs_opendir,
 	.readdir = fs_readdir,
+	.releasedir = fs_releasedir,
 	.open = fs_open,
 	.read = fs_read,
 	.write = fs_write,

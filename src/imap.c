@@ -306,6 +306,7 @@ static enum mf_status imap_conn_open(const struct mf_config *cfg, struct imap_co
 	enum mf_status st;
 
 	c->done = g_array_new(FALSE, FALSE, sizeof(struct imap_done_tag));
+	c->idle_since = g_get_monotonic_time();
 	st = net_connect(cfg, &c->net, err);
 	if (st != MF_OK) {
 		c->broken = 1;
@@ -689,6 +690,8 @@ static void imap_sync_untagged(void *ctx, struct imap_conn *c, const struct imap
 		m.headers = g_strdup("");
 	}
 	g_array_append_val(sc->res->added, m);
+	if (sc->req->on_added)
+		sc->req->on_added(sc->req->on_added_ctx, &m);
 }
 
 static int imap_uid_cmp(gconstpointer a, gconstpointer b)

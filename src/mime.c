@@ -253,7 +253,7 @@ static char *mime_from_display(GMimeMessage *message)
 	return result;
 }
 
-int mime_parse_headers(const char *data, size_t len, struct mime_header_info *out)
+int mime_parse_headers_full(const char *data, size_t len, struct mime_header_info *out)
 {
 	GMimeMessage *message;
 	GMimeObject *object;
@@ -305,6 +305,202 @@ int mime_parse_headers(const char *data, size_t len, struct mime_header_info *ou
 
 	g_object_unref(message);
 	return 0;
+}
+
+/* ---- the fast path ----
+ *
+ * Building a GMimeMessage costs some fifty GObjects; a folder of 10,000
+ * messages is listed in one go, so for the common header the fields are
+ * decoded with the GMime functions GMimeMessage itself uses on them. A
+ * header that is not common (a field twice, 8-bit bytes, a NUL) takes the
+ * full path. Unit tests check that both agree on every corpus message. */
+
+struct mime_raw_fields {
+	const char *value[4];     /* raw value after the colon, continuation lines included */
+	size_t len[4];
+};
+
+/* Fills raw values from an extracted block (mime_extract_fields). 0, or
+ * -1 when the block is not for the fast path. */
+static int mime_split_fields(const char *block, size_t len, struct mime_raw_fields *raw)
+{
+	size_t pos = 0;
+	int cur = -1;
+
+	memset(raw, 0, sizeof *raw);
+	for (size_t i = 0; i < len; i++)
+		if ((unsigned char)block[i] >= 0x80 || block[i] == '\0')
+			return -1;
+	while (pos < len) {
+		const char *line = block + pos;
+		const char *nl = memchr(line, '\n', len - pos);
+		size_t line_len = nl ? (size_t)(nl - line) + 1 : len - pos;
+
+		if (line_len <= 2 && (line[0] == '\n' || line[0] == '\r'))
+			break;
+		if (line[0] == ' ' || line[0] == '\t') {
+			if (cur < 0)
+				return -1;
+			raw->len[cur] += line_len;
+		} else {
+			const char *colon = memchr(line, ':', line_len);
+			size_t name_len;
+			cur = -1;
+			if (!colon)
+				return -1;
+			name_len = colon - line;
+			while (name_len > 0 && (line[name_len - 1] == ' ' || line[name_len - 1] == '\t'))
+				name_len--;
+			for (int k = 0; k < 4; k++)
+				if (strlen(mime_wanted_fields[k]) == name_len &&
+				    g_ascii_strncasecmp(line, mime_wanted_fields[k], name_len) == 0)
+					cur = k;
+			if (cur < 0 || raw->value[cur])
+				return -1;  /* a field twice: GMime's own rules apply */
+			raw->value[cur] = colon + 1;
+			raw->len[cur] = line_len - (size_t)(colon + 1 - line);
+		}
+		pos += line_len;
+	}
+	return 0;
+}
+
+/* The raw value without the final line end, as GMime keeps it. */
+static char *mime_raw_dup(const struct mime_raw_fields *raw, int k)
+{
+	size_t n = raw->len[k];
+
+	if (!raw->value[k])
+		return NULL;
+	while (n > 0 && (raw->value[k][n - 1] == '\n' || raw->value[k][n - 1] == '\r'))
+		n--;
+	return g_strndup(raw->value[k], n);
+}
+
+/* The decoded value, as g_mime_header_get_value() gives it. */
+static char *mime_decoded(GMimeParserOptions *options, const char *raw)
+{
+	char *unfolded, *decoded;
+
+	if (!raw)
+		return NULL;
+	unfolded = g_mime_utils_header_unfold(raw);
+	decoded = g_mime_utils_header_decode_text(options, unfolded);
+	g_free(unfolded);
+	return decoded;
+}
+
+static void mime_append_unfolded_trimmed(GString *out, const char *raw)
+{
+	char *copy, *dst;
+
+	if (!raw)
+		return;
+	copy = g_strdup(raw);
+	dst = copy;
+	for (const char *src = copy; *src; src++)
+		if (*src != '\r' && *src != '\n')
+			*dst++ = *src;
+	*dst = '\0';
+	g_string_append(out, g_strstrip(copy));
+	g_free(copy);
+}
+
+static int mime_parse_fast(const char *block, size_t len, struct mime_header_info *out)
+{
+	GMimeParserOptions *options = g_mime_parser_options_get_default();
+	struct mime_raw_fields raw;
+	char *date_raw, *from_raw, *subject_raw, *id_raw;
+	char *value, *id = NULL;
+
+	if (mime_split_fields(block, len, &raw) != 0)
+		return -1;
+	date_raw = mime_raw_dup(&raw, 0);
+	from_raw = mime_raw_dup(&raw, 1);
+	subject_raw = mime_raw_dup(&raw, 2);
+	id_raw = mime_raw_dup(&raw, 3);
+
+	value = mime_decoded(options, subject_raw);
+	out->subject = mime_utf8_dup(value);
+	g_free(value);
+
+	if (from_raw) {
+		InternetAddressList *list = internet_address_list_parse(options, from_raw);
+		char *text = NULL;
+		if (list && internet_address_list_length(list) > 0)
+			text = internet_address_list_to_string(list, NULL, FALSE);
+		out->from = mime_utf8_dup_trimmed(text);
+		g_free(text);
+		if (list)
+			g_object_unref(list);
+		if (!out->from) {
+			value = mime_decoded(options, from_raw);
+			out->from = mime_utf8_dup_trimmed(value);
+			g_free(value);
+		}
+	}
+
+	value = mime_decoded(options, date_raw);
+	out->date_header = mime_utf8_dup_trimmed(value);
+	if (value) {
+		GDateTime *date = g_mime_utils_header_decode_date(value);
+		if (date) {
+			out->date = g_date_time_to_unix(date);
+			g_date_time_unref(date);
+		}
+	}
+	g_free(value);
+
+	if (id_raw) {
+		value = mime_decoded(options, id_raw);
+		id = value ? g_mime_utils_decode_message_id(value) : NULL;
+		g_free(value);
+	}
+	if (id)
+		g_strstrip(id);
+	if (id && id[0] != '\0') {
+		mime_hash8(id, -1, out->h8);
+		out->message_id = mime_utf8_dup(id);
+	} else {
+		GString *joined = g_string_new(NULL);
+		mime_append_unfolded_trimmed(joined, date_raw);
+		g_string_append_c(joined, '\n');
+		mime_append_unfolded_trimmed(joined, from_raw);
+		g_string_append_c(joined, '\n');
+		mime_append_unfolded_trimmed(joined, subject_raw);
+		mime_hash8(joined->str, joined->len, out->h8);
+		g_string_free(joined, TRUE);
+	}
+	g_free(id);
+	g_free(date_raw);
+	g_free(from_raw);
+	g_free(subject_raw);
+	g_free(id_raw);
+	return 0;
+}
+
+int mime_parse_headers(const char *data, size_t len, struct mime_header_info *out)
+{
+	GString *fields;
+	gboolean found;
+	int rc;
+
+	memset(out, 0, sizeof(*out));
+	out->date = MIME_NO_DATE;
+	mime_hash8_empty(out->h8);
+	if (data == NULL)
+		len = 0;
+	fields = mime_extract_fields(data, len, &found);
+	if (!found) {
+		g_string_free(fields, TRUE);
+		return -1;
+	}
+	rc = mime_parse_fast(fields->str, fields->len, out);
+	g_string_free(fields, TRUE);
+	if (rc == 0)
+		return 0;
+	mime_header_info_clear(out);
+	return mime_parse_headers_full(data, len, out);
 }
 
 char *mime_slug(const char *subject)

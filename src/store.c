@@ -129,8 +129,8 @@ static const char *const store_query_sql[Q_COUNT] = {
 		"SELECT uid FROM messages WHERE folder_id = ?1 AND remote_id = ?2",
 	[Q_MSG_UPSERT] =
 		"INSERT INTO messages(folder_id, uid, remote_id, base_name, flags, size,"
-		" size_known, internaldate, subject, from_addr, message_id, date_header)"
-		" VALUES(?1, ?2, ?3, ?4, ?5, ?6, 0, ?7, ?8, ?9, ?10, ?11)"
+		" size_known, internaldate, subject, from_addr, message_id, date_header, name)"
+		" VALUES(?1, ?2, ?3, ?4, ?5, ?6, 0, ?7, ?8, ?9, ?10, ?11, ?12)"
 		" ON CONFLICT(folder_id, uid) DO UPDATE SET"
 		" remote_id = excluded.remote_id, base_name = excluded.base_name,"
 		" flags = excluded.flags,"
@@ -967,8 +967,70 @@ static void store_bind_text_or_null(sqlite3_stmt *q, int col, const char *s)
 		sqlite3_bind_null(q, col);
 }
 
+/* Names for messages that are all new and above every stored UID, with
+ * nothing removed: the stored names cannot change (a higher UID never
+ * takes a name from a lower one), so the new names follow from the stored
+ * ones and are written with the rows, in one pass. NULL when that does not
+ * hold and store_assign_names() must run. */
+static char **store_names_for_appended(struct store *st, const struct store_sync *s)
+{
+	GHashTable *taken, *next_suffix;
+	char **names = NULL;
+	uint32_t max_uid = 0;
+	sqlite3_stmt *q;
+	int src;
+
+	if (s->reset || s->n_removed || !s->n_added)
+		return NULL;
+	for (size_t i = 0; i < s->n_added; i++)
+		if (s->added[i].uid == 0 || (i && s->added[i].uid <= s->added[i - 1].uid))
+			return NULL;
+	taken = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
+	next_suffix = g_hash_table_new(g_str_hash, g_str_equal);
+	q = store_query(st, Q_MSG_NAMES);
+	sqlite3_bind_int64(q, 1, s->folder_id);
+	while ((src = sqlite3_step(q)) == SQLITE_ROW) {
+		uint32_t uid = (uint32_t)sqlite3_column_int64(q, 0);
+		if (uid > max_uid)
+			max_uid = uid;
+		for (int col = 2; col <= 3; col++)
+			if (sqlite3_column_type(q, col) == SQLITE_TEXT)
+				g_hash_table_add(taken, g_strdup((const char *)sqlite3_column_text(q, col)));
+	}
+	sqlite3_reset(q);
+	if (src != SQLITE_DONE || s->added[0].uid <= max_uid)
+		goto out;
+	names = g_new0(char *, s->n_added + 1);
+	for (size_t i = 0; i < s->n_added; i++) {
+		const char *base = s->added[i].base_name && *s->added[i].base_name
+		                   ? s->added[i].base_name : NULL;
+		char *fallback = base ? NULL : g_strdup_printf("%" PRIu32, s->added[i].uid);
+		const char *b = base ? base : fallback;
+		guint n = GPOINTER_TO_UINT(g_hash_table_lookup(next_suffix, b));
+		for (n = n ? n : 1;; n++) {
+			char *cand = n == 1 ? g_strconcat(b, ".eml", NULL)
+			                    : g_strdup_printf("%s~%u.eml", b, n);
+			if (!g_hash_table_contains(taken, cand)) {
+				names[i] = cand;
+				break;
+			}
+			g_free(cand);
+		}
+		g_hash_table_add(taken, g_strdup(names[i]));
+		/* Keys must outlive the table: the bases belong to the caller. */
+		if (base)
+			g_hash_table_insert(next_suffix, (gpointer)base, GUINT_TO_POINTER(n + 1));
+		g_free(fallback);
+	}
+out:
+	g_hash_table_destroy(taken);
+	g_hash_table_destroy(next_suffix);
+	return names;
+}
+
 enum mf_status store_folder_apply_sync(struct store *st, const struct store_sync *s)
 {
+	char **names = NULL;
 	GPtrArray *doomed = g_ptr_array_new_with_free_func(g_free);
 	int64_t next_uid = 0; /* POP3 uids: 0 until first needed */
 	enum mf_status rc;
@@ -994,6 +1056,7 @@ enum mf_status store_folder_apply_sync(struct store *st, const struct store_sync
 			goto out;
 	}
 
+	names = store_names_for_appended(st, s);
 	for (size_t i = 0; i < s->n_added; i++) {
 		const struct store_sync_message *a = &s->added[i];
 		uint32_t uid = a->uid;
@@ -1014,6 +1077,7 @@ enum mf_status store_folder_apply_sync(struct store *st, const struct store_sync
 		store_bind_text_or_null(q, 9, a->from);
 		store_bind_text_or_null(q, 10, a->message_id);
 		store_bind_text_or_null(q, 11, a->date_header);
+		store_bind_text_or_null(q, 12, names ? names[i] : NULL);
 		rc = store_run(q);
 		if (rc != MF_OK)
 			goto out;
@@ -1051,7 +1115,7 @@ enum mf_status store_folder_apply_sync(struct store *st, const struct store_sync
 		q = store_query(st, Q_FOLDER_RECOUNT);
 		sqlite3_bind_int64(q, 1, s->folder_id);
 		rc = store_run(q);
-		if (rc == MF_OK)
+		if (rc == MF_OK && !names)
 			rc = store_assign_names(st, s->folder_id);
 		if (rc != MF_OK)
 			goto out;
@@ -1065,6 +1129,7 @@ out:
 		store_rollback(st);
 	pthread_mutex_unlock(&st->lock);
 	g_ptr_array_free(doomed, TRUE);
+	g_strfreev(names);
 	return rc;
 }
 

@@ -5,6 +5,7 @@
  * the store in one transaction afterwards. Must not: hold a lock across
  * network I/O, or download a body to answer a listing. */
 #include <errno.h>
+#include <string.h>
 #include <unistd.h>
 #include "log.h"
 #include "mime.h"
@@ -19,6 +20,7 @@
 void sync_init(struct sync_ctx *s, const struct mf_config *cfg, struct store *store,
                struct mailbox *mb)
 {
+	memset(s, 0, sizeof *s);
 	s->cfg = cfg;
 	s->store = store;
 	s->mb = mb;
@@ -113,6 +115,97 @@ static int sync_note_remote_id(void *ctx, uint32_t uid, const char *remote_id)
 	return 0;
 }
 
+/* Header parsing and name derivation of new messages, on a pool of
+ * threads, while the rest of the listing is still arriving. */
+struct sync_parse_job {
+	char *headers;            /* a copy: a retried sync frees the first attempt's */
+	size_t headers_len;
+	int64_t internaldate;
+	uint32_t uid;
+	struct mime_header_info info;
+	char *name;
+};
+
+struct sync_parser {
+	const struct sync_ctx *s;
+	GThreadPool *pool;
+	GPtrArray *jobs;          /* struct sync_parse_job *, in added order */
+};
+
+static void sync_parse_run(gpointer data, gpointer user)
+{
+	struct sync_parse_job *j = data;
+	const struct sync_parser *p = user;
+	const struct mf_config *cfg = p->s->cfg;
+
+	mime_parse_headers(j->headers, j->headers_len, &j->info);
+	/* POP3 has no INTERNALDATE and no stable number: the Date header
+	 * gives the time, and names are always subject names. */
+	if (cfg->names_uid && cfg->protocol == MF_PROTO_IMAP)
+		j->name = g_strdup_printf("%u", j->uid);
+	else
+		j->name = mime_name_base(&j->info, j->internaldate == MAILBOX_NO_DATE
+		                                   ? MIME_NO_DATE : j->internaldate);
+}
+
+static void sync_parse_job_free(gpointer data)
+{
+	struct sync_parse_job *j = data;
+
+	mime_header_info_clear(&j->info);
+	g_free(j->headers);
+	g_free(j->name);
+	g_free(j);
+}
+
+static void sync_parse_push(struct sync_parser *p, const struct mailbox_message *m)
+{
+	struct sync_parse_job *j = g_new0(struct sync_parse_job, 1);
+
+	j->headers = g_memdup2(m->headers, m->headers_len + 1);
+	j->headers_len = m->headers_len;
+	j->internaldate = m->internaldate;
+	j->uid = m->uid;
+	g_ptr_array_add(p->jobs, j);
+	if (!p->pool) {
+		int n = (int)g_get_num_processors();
+		p->pool = g_thread_pool_new(sync_parse_run, p, n > 1 ? n : 1, FALSE, NULL);
+	}
+	g_thread_pool_push(p->pool, j, NULL);
+}
+
+static void sync_on_added(void *ctx, const struct mailbox_message *m)
+{
+	sync_parse_push(ctx, m);
+}
+
+static void sync_parse_wait(struct sync_parser *p)
+{
+	if (p->pool)
+		g_thread_pool_free(p->pool, FALSE, TRUE);
+	p->pool = NULL;
+}
+
+/* Waits for the jobs, then makes them match added one for one: what did
+ * not come through on_added (or came from an attempt the driver retried)
+ * is parsed now. added NULL: just wait. */
+static void sync_parse_finish(struct sync_parser *p, GArray *added)
+{
+	guint i;
+
+	sync_parse_wait(p);
+	if (!added)
+		return;
+	for (i = 0; i < p->jobs->len && i < added->len; i++)
+		if (((struct sync_parse_job *)g_ptr_array_index(p->jobs, i))->uid !=
+		    g_array_index(added, struct mailbox_message, i).uid)
+			break;
+	g_ptr_array_set_size(p->jobs, i);
+	for (; i < added->len; i++)
+		sync_parse_push(p, &g_array_index(added, struct mailbox_message, i));
+	sync_parse_wait(p);
+}
+
 /* Talks to the server and writes the outcome; no locks held. */
 static enum mf_status sync_folder_now(struct sync_ctx *s, int64_t folder_id, int *changed)
 {
@@ -122,10 +215,10 @@ static enum mf_status sync_folder_now(struct sync_ctx *s, int64_t folder_id, int
 	struct store_sync out = { 0 };
 	struct store_sync_message *added = NULL;
 	struct store_sync_flags *flags = NULL;
-	struct mime_header_info *infos = NULL;
-	char **names = NULL;
+	struct sync_parser parser = { s, NULL, g_ptr_array_new_with_free_func(sync_parse_job_free) };
 	uint32_t *known = NULL, *removed = NULL;
 	size_t n_known = 0, n_removed = 0, n_added = 0;
+	gint64 t_fetch, t_parse, t_store;
 	enum mf_status st;
 
 	st = store_folder_by_id(s->store, folder_id, &f);
@@ -140,6 +233,8 @@ static enum mf_status sync_folder_now(struct sync_ctx *s, int64_t folder_id, int
 	req.uidvalidity = f.uidvalidity;
 	req.last_uid = n_known ? known[n_known - 1] : 0;
 	req.highestmodseq = f.highestmodseq;
+	req.on_added = sync_on_added;
+	req.on_added_ctx = &parser;
 	if (s->cfg->protocol == MF_PROTO_POP3) {
 		req.known_remote_ids = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
 		st = store_folder_remote_ids(s->store, folder_id, sync_note_remote_id,
@@ -148,7 +243,10 @@ static enum mf_status sync_folder_now(struct sync_ctx *s, int64_t folder_id, int
 			goto out;
 	}
 
+	t_fetch = g_get_monotonic_time();
 	st = s->mb->ops->sync_folder(s->mb, &req, &res);
+	t_parse = g_get_monotonic_time();
+	sync_parse_finish(&parser, st == MF_OK ? res.added : NULL);
 	if (st != MF_OK) {
 		if (st == MF_ERR_NOTFOUND)  /* the folder is gone: re-list soon */
 			s->folders_attempted = 0;
@@ -167,26 +265,17 @@ static enum mf_status sync_folder_now(struct sync_ctx *s, int64_t folder_id, int
 
 	n_added = res.added->len;
 	added = g_new0(struct store_sync_message, n_added ? n_added : 1);
-	infos = g_new0(struct mime_header_info, n_added ? n_added : 1);
-	names = g_new0(char *, n_added ? n_added : 1);
 	for (size_t i = 0; i < n_added; i++) {
 		const struct mailbox_message *m = &g_array_index(res.added, struct mailbox_message, i);
+		struct sync_parse_job *j = g_ptr_array_index(parser.jobs, i);
 		int64_t mtime = m->internaldate;
-		mime_parse_headers(m->headers, m->headers_len, &infos[i]);
-		/* POP3 has no INTERNALDATE and no stable number: the Date header
-		 * gives the time, and names are always subject names. */
-		if (s->cfg->names_uid && s->cfg->protocol == MF_PROTO_IMAP)
-			names[i] = g_strdup_printf("%u", m->uid);
-		else
-			names[i] = mime_name_base(&infos[i], m->internaldate == MAILBOX_NO_DATE
-			                                     ? MIME_NO_DATE : m->internaldate);
 		if (mtime == MAILBOX_NO_DATE)
-			mtime = infos[i].date != MIME_NO_DATE ? infos[i].date : 0;
+			mtime = j->info.date != MIME_NO_DATE ? j->info.date : 0;
 		added[i] = (struct store_sync_message){
 			.uid = m->uid, .remote_id = m->remote_id, .flags = m->flags,
-			.size = m->size, .internaldate = mtime, .base_name = names[i],
-			.subject = infos[i].subject, .from = infos[i].from,
-			.message_id = infos[i].message_id, .date_header = infos[i].date_header,
+			.size = m->size, .internaldate = mtime, .base_name = j->name,
+			.subject = j->info.subject, .from = j->info.from,
+			.message_id = j->info.message_id, .date_header = j->info.date_header,
 		};
 	}
 	flags = g_new0(struct store_sync_flags, res.flag_updates->len ? res.flag_updates->len : 1);
@@ -210,19 +299,19 @@ static enum mf_status sync_folder_now(struct sync_ctx *s, int64_t folder_id, int
 	out.now = g_get_real_time() / G_USEC_PER_SEC;
 	if (res.reset)
 		log_info("UIDVALIDITY of %s changed: rebuilding its cache", f.path);
+	t_store = g_get_monotonic_time();
 	st = store_folder_apply_sync(s->store, &out);
+	log_debug("synced %s: %zu new, %zu gone, %u flag updates; server %.0f ms, headers %.0f ms, cache %.0f ms",
+	          f.path, n_added, n_removed, res.flag_updates->len, (t_parse - t_fetch) / 1000.0,
+	          (t_store - t_parse) / 1000.0, (g_get_monotonic_time() - t_store) / 1000.0);
 	if (st == MF_OK) {
 		stats_add(folders_synced, 1);
 		if (changed)
 			*changed = res.reset || n_added || n_removed;
 	}
 out:
-	for (size_t i = 0; i < n_added; i++) {
-		mime_header_info_clear(&infos[i]);
-		g_free(names[i]);
-	}
-	g_free(infos);
-	g_free(names);
+	sync_parse_wait(&parser);
+	g_ptr_array_free(parser.jobs, TRUE);
 	g_free(added);
 	g_free(flags);
 	g_free(known);

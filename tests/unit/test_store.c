@@ -518,6 +518,27 @@ static void test_apply_sync(void **state)
 
 /* The lower UID keeps base.eml; names are recomputed on every sync that
  * adds or removes, so when uid 5 goes, uid 9 takes base.eml over. */
+/* New mail (UIDs above the stored ones) is named in one pass against the
+ * names already there, user-given ones included. */
+static void test_names_of_appended_mail(void **state)
+{
+	struct fixture *fx = *state;
+	int64_t fid = make_folder(fx->st, "INBOX");
+	struct store_sync_message first[] = { msg(5, "b", ""), msg(6, "c", "") };
+	struct store_sync_message later[] = { msg(9, "b", ""), msg(10, "b", ""), msg(11, "c", "") };
+
+	sync_add(fx->st, fid, first, G_N_ELEMENTS(first));
+	assert_int_equal(store_message_set_user_name(fx->st, fid, 6, "b~2.eml"), MF_OK);
+	assert_int_equal(store_message_set_user_name(fx->st, fid, 5, "b.eml"), MF_OK);
+	sync_add(fx->st, fid, later, G_N_ELEMENTS(later));
+	assert_name(fx->st, fid, 5, "b.eml");
+	assert_name(fx->st, fid, 6, "b~2.eml");
+	assert_name(fx->st, fid, 9, "b~3.eml");
+	assert_name(fx->st, fid, 10, "b~4.eml");
+	assert_name(fx->st, fid, 11, "c.eml");
+	assert_int_equal(store_message_set_user_name(fx->st, fid, 11, "b.eml"), MF_ERR_EXISTS);
+}
+
 static void test_name_collisions(void **state)
 {
 	struct fixture *fx = *state;
@@ -549,6 +570,10 @@ static void test_name_collisions(void **state)
 	/* A user-given name is kept and skipped by derived names; several
 	 * names shift at once (checks the UNIQUE index never trips). */
 	sql_exec(fx->dir, "UPDATE messages SET user_name = 'b~2.eml' WHERE uid = 7");
+	/* Behind the store's back: a sync with a removal renames them all
+	 * (one that only appends higher UIDs leaves stored names alone). */
+	uint32_t unknown = 999;
+	sync_remove(fx->st, fid, &unknown, 1);
 	struct store_sync_message d = msg(20, "d", "");
 	sync_add(fx->st, fid, &d, 1);
 	assert_name(fx->st, fid, 3, "b.eml");
@@ -996,6 +1021,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_children_stop, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_apply_sync, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_name_collisions, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_names_of_appended_mail, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_show_deleted, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_lookup, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_pop3, setup, teardown),
