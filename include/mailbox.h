@@ -43,6 +43,8 @@ struct mailbox_sync_request {
 	uint32_t uidvalidity;     /* what the cache holds; 0 when nothing */
 	uint32_t last_uid;        /* highest UID the cache holds */
 	uint64_t highestmodseq;
+	/* Only messages above last_uid: no flags, no present list. */
+	int new_only;
 	/* POP3: the UIDLs the cache holds (char * -> GUINT_TO_POINTER(uid)),
 	 * so that only new messages are asked for their headers and the
 	 * present list can name known messages by uid. NULL for IMAP. */
@@ -93,13 +95,13 @@ struct mailbox_ops {
 	 * only after the server confirmed the change; a uid it cannot learn
 	 * is returned as 0 (the next sync finds the message). */
 
-	/* Adds the message held in fd (size bytes) to the folder, with
-	 * INTERNALDATE when internaldate is not MAILBOX_NO_DATE. message_id
-	 * (may be NULL) helps find the new UID without UIDPLUS. Over quota:
-	 * MF_ERR_QUOTA; other refusals MF_ERR_REFUSED. */
+	/* Adds the message held in fd (size bytes from offset) to the folder,
+	 * with INTERNALDATE when internaldate is not MAILBOX_NO_DATE. *uid_out
+	 * is 0 when the server has no UIDPLUS. Over quota: MF_ERR_QUOTA;
+	 * other refusals MF_ERR_REFUSED. */
 	enum mf_status (*append)(struct mailbox *mb, const char *wire_name, int fd,
-	                         uint64_t size, int64_t internaldate,
-	                         const char *message_id, uint32_t *uid_out);
+	                         uint64_t offset, uint64_t size, int64_t internaldate,
+	                         uint32_t *uid_out);
 	/* Moves one message. The copy is confirmed before the original is
 	 * removed; an original that cannot be expunged without taking other
 	 * \Deleted messages along stays flagged \Deleted. */

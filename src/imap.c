@@ -726,7 +726,7 @@ static enum mf_status imap_sync_op(struct imap_conn *c, void *arg)
 	if (c->exists == 0)
 		return MF_OK;
 	/* Both FETCHes go out before either answer is read (pipelining). */
-	if (sc->last_uid > 0) {
+	if (sc->last_uid > 0 && !req->new_only) {
 		cmd = g_strdup_printf("UID FETCH 1:%u (UID FLAGS)", sc->last_uid);
 		tag_old = imap_send(c, cmd);
 		g_free(cmd);
@@ -1101,20 +1101,19 @@ static enum mf_status imap_flag_deleted_and_expunge(struct imap_conn *c, const c
 struct imap_append_ctx {
 	const char *folder;
 	int fd;
-	uint64_t size;
+	uint64_t offset, size;
 	int64_t internaldate;
-	const char *message_id;
 	uint32_t uid;
 };
 
-static enum mf_status imap_send_file(struct imap_conn *c, int fd, uint64_t size)
+static enum mf_status imap_send_file(struct imap_conn *c, int fd, uint64_t start, uint64_t size)
 {
 	char buf[65536];
 	uint64_t off = 0;
 
 	while (off < size) {
 		size_t want = size - off < sizeof buf ? (size_t)(size - off) : sizeof buf;
-		ssize_t n = pread(fd, buf, want, (off_t)off);
+		ssize_t n = pread(fd, buf, want, (off_t)(start + off));
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n <= 0)
@@ -1131,7 +1130,6 @@ static enum mf_status imap_send_file(struct imap_conn *c, int fd, uint64_t size)
 static enum mf_status imap_append_op(struct imap_conn *c, void *arg)
 {
 	struct imap_append_ctx *ac = arg;
-	struct imap_status_ctx before = { 0 };
 	struct imap_response final = { 0 };
 	GString *cmd = g_string_new("APPEND ");
 	int plus = (c->caps & IMAP_CAP_LITERAL_PLUS) != 0, cont = 0;
@@ -1139,11 +1137,6 @@ static enum mf_status imap_append_op(struct imap_conn *c, void *arg)
 	unsigned tag;
 
 	ac->uid = 0;
-	if (!(c->caps & IMAP_CAP_UIDPLUS)) {
-		st = imap_status(c, ac->folder, &before);
-		if (st != MF_OK)
-			goto out;
-	}
 	st = imap_append_mailbox(c, cmd, ac->folder);
 	if (st != MF_OK)
 		goto out;
@@ -1163,7 +1156,7 @@ static enum mf_status imap_append_op(struct imap_conn *c, void *arg)
 		if (st != MF_OK || !cont)  /* refused before the data was sent */
 			goto done;
 	}
-	st = imap_send_file(c, ac->fd, ac->size);
+	st = imap_send_file(c, ac->fd, ac->offset, ac->size);
 	if (st == MF_OK && net_send(c->net, "\r\n", 2) != MF_OK) {
 		c->broken = 1;
 		st = MF_ERR_IO;
@@ -1174,11 +1167,9 @@ static enum mf_status imap_append_op(struct imap_conn *c, void *arg)
 	}
 	st = imap_wait_full(c, tag, NULL, NULL, &final, NULL);
 done:
+	/* Without UIDPLUS the caller finds the new message itself. */
 	if (st == MF_OK)
 		ac->uid = imap_code_new_uid(&final.code, "APPENDUID");
-	if (st == MF_OK && !ac->uid && before.uidnext)
-		imap_find_new(c, ac->folder, (uint32_t)before.uidnext, ac->size, ac->message_id,
-		              &ac->uid);
 	if (st != MF_OK && final.text)
 		log_warn("APPEND to %s refused: %s", ac->folder, final.text);
 out:
@@ -1188,11 +1179,11 @@ out:
 }
 
 static enum mf_status imap_append(struct mailbox *mb, const char *wire_name, int fd,
-                                  uint64_t size, int64_t internaldate,
-                                  const char *message_id, uint32_t *uid_out)
+                                  uint64_t offset, uint64_t size, int64_t internaldate,
+                                  uint32_t *uid_out)
 {
 	struct imap_driver *d = (struct imap_driver *)mb;
-	struct imap_append_ctx ac = { wire_name, fd, size, internaldate, message_id, 0 };
+	struct imap_append_ctx ac = { wire_name, fd, offset, size, internaldate, 0 };
 	struct imap_conn *c;
 	enum mf_status st;
 

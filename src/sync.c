@@ -207,7 +207,8 @@ static void sync_parse_finish(struct sync_parser *p, GArray *added)
 }
 
 /* Talks to the server and writes the outcome; no locks held. */
-static enum mf_status sync_folder_now(struct sync_ctx *s, int64_t folder_id, int *changed)
+static enum mf_status sync_folder_now(struct sync_ctx *s, int64_t folder_id, int new_only,
+                                      int *changed)
 {
 	struct store_folder f = { 0 };
 	struct mailbox_sync_request req = { 0 };
@@ -233,6 +234,7 @@ static enum mf_status sync_folder_now(struct sync_ctx *s, int64_t folder_id, int
 	req.uidvalidity = f.uidvalidity;
 	req.last_uid = n_known ? known[n_known - 1] : 0;
 	req.highestmodseq = f.highestmodseq;
+	req.new_only = new_only && f.uidvalidity;
 	req.on_added = sync_on_added;
 	req.on_added_ctx = &parser;
 	if (s->cfg->protocol == MF_PROTO_POP3) {
@@ -254,7 +256,7 @@ static enum mf_status sync_folder_now(struct sync_ctx *s, int64_t folder_id, int
 	}
 
 	/* Vanished: known UIDs <= last_uid that the server no longer lists. */
-	if (!res.reset && n_known) {
+	if (!res.reset && n_known && !req.new_only) {
 		removed = g_new(uint32_t, n_known);
 		for (size_t i = 0; i < n_known; i++) {
 			if (!bsearch(&known[i], res.present->data, res.present->len, sizeof(uint32_t),
@@ -296,7 +298,8 @@ static enum mf_status sync_folder_now(struct sync_ctx *s, int64_t folder_id, int
 	out.n_flag_updates = res.flag_updates->len;
 	out.removed = removed;
 	out.n_removed = n_removed;
-	out.now = g_get_real_time() / G_USEC_PER_SEC;
+	/* Only a full check makes the folder fresh. */
+	out.now = req.new_only ? f.synced_at : g_get_real_time() / G_USEC_PER_SEC;
 	if (res.reset)
 		log_info("UIDVALIDITY of %s changed: rebuilding its cache", f.path);
 	t_store = g_get_monotonic_time();
@@ -323,8 +326,11 @@ out:
 	return st;
 }
 
-enum mf_status sync_folder_if_stale(struct sync_ctx *s, int64_t folder_id, int force,
-                                    int *changed)
+/* new_only: after our own change, fetch just the messages above the
+ * cached UIDs (no flag refresh, no expunge check; the folder is not
+ * marked fresh), so a write costs what it adds, not the folder's size. */
+static enum mf_status sync_folder_run(struct sync_ctx *s, int64_t folder_id, int force,
+                                      int new_only, int *changed)
 {
 	struct store_folder f = { 0 };
 	gint64 now_real = g_get_real_time() / G_USEC_PER_SEC;
@@ -337,9 +343,10 @@ enum mf_status sync_folder_if_stale(struct sync_ctx *s, int64_t folder_id, int f
 		return MF_OK;
 	g_mutex_lock(&s->lock);
 	while (g_hash_table_contains(s->busy, &folder_id)) {
-		/* Someone is syncing it: their result is as fresh as ours. */
+		/* Someone is syncing it: their result is as fresh as ours
+		 * (not for a change of ours that they may have missed). */
 		g_cond_wait(&s->cond, &s->lock);
-		force = 0;
+		force = new_only;
 	}
 	attempted = g_hash_table_lookup(s->attempted, &folder_id);
 	if (!force && attempted && g_get_monotonic_time() < *attempted) {
@@ -358,11 +365,11 @@ enum mf_status sync_folder_if_stale(struct sync_ctx *s, int64_t folder_id, int f
 	g_hash_table_add(s->busy, g_memdup2(&folder_id, sizeof folder_id));
 	g_mutex_unlock(&s->lock);
 
-	st = sync_folder_now(s, folder_id, changed);
+	st = sync_folder_now(s, folder_id, new_only, changed);
 
 	g_mutex_lock(&s->lock);
 	g_hash_table_remove(s->busy, &folder_id);
-	if (st != MF_OK && st != MF_ERR_NOTFOUND) {
+	if (st != MF_OK && st != MF_ERR_NOTFOUND && !new_only) {
 		/* Don't retry on every lookup while the server is away. */
 		gint64 wait = sync_refresh_us(s) > SYNC_RETRY_MIN_US ? sync_refresh_us(s) : SYNC_RETRY_MIN_US;
 		gint64 until = g_get_monotonic_time() + wait;
@@ -370,12 +377,18 @@ enum mf_status sync_folder_if_stale(struct sync_ctx *s, int64_t folder_id, int f
 		                     g_memdup2(&until, sizeof until));
 		log_warn("cannot check folder %" G_GINT64_FORMAT ": %s; serving the cache",
 		         folder_id, mf_status_str(st));
-	} else {
+	} else if (st == MF_OK) {
 		g_hash_table_remove(s->attempted, &folder_id);
 	}
 	g_cond_broadcast(&s->cond);
 	g_mutex_unlock(&s->lock);
 	return st;
+}
+
+enum mf_status sync_folder_if_stale(struct sync_ctx *s, int64_t folder_id, int force,
+                                    int *changed)
+{
+	return sync_folder_run(s, folder_id, force, 0, changed);
 }
 
 /* ---------------------------------------------------------------- bodies */
@@ -556,7 +569,7 @@ enum mf_status sync_body_open(struct sync_ctx *s, int64_t folder_id, uint32_t ui
  * server has the change, and the next refresh catches up. */
 static void sync_after_change(struct sync_ctx *s, int64_t folder_id)
 {
-	enum mf_status st = sync_folder_if_stale(s, folder_id, 1, NULL);
+	enum mf_status st = sync_folder_run(s, folder_id, 1, 1, NULL);
 
 	if (st != MF_OK)
 		log_warn("cannot refresh folder %" G_GINT64_FORMAT " after a change: %s",
@@ -592,6 +605,57 @@ static char *sync_read_all(int fd, uint64_t size)
 	return data;
 }
 
+/* The highest UID the cache holds for the folder, 0 for none. */
+static uint32_t sync_max_uid(struct sync_ctx *s, int64_t folder_id)
+{
+	uint32_t *uids = NULL, max = 0;
+	size_t n = 0;
+
+	if (store_folder_uids(s->store, folder_id, &uids, &n) == MF_OK && n)
+		max = uids[n - 1];
+	g_free(uids);
+	return max;
+}
+
+/* When the server did not say which UID a message got (no UIDPLUS, or
+ * its answer was lost): the one above above_uid with this Message-ID and
+ * size, among what the last refresh brought in. 0 when none is sure. */
+static uint32_t sync_find_arrival(struct sync_ctx *s, int64_t folder_id, uint32_t above_uid,
+                                  const char *message_id, uint64_t size)
+{
+	uint32_t *uids = NULL, found = 0;
+	size_t n = 0;
+
+	if (store_folder_uids(s->store, folder_id, &uids, &n) != MF_OK)
+		return 0;
+	for (size_t i = n; i > 0 && uids[i - 1] > above_uid && !found; i--) {
+		struct store_message m = { 0 };
+		if (store_message_by_uid(s->store, folder_id, uids[i - 1], &m) == MF_OK &&
+		    m.size == size && g_strcmp0(m.message_id, message_id) == 0)
+			found = m.uid;
+		store_message_clear(&m);
+	}
+	g_free(uids);
+	return found;
+}
+
+/* Bytes before the message itself that mail programs leave in .eml
+ * files: a UTF-8 byte order mark, an mbox "From " separator line. The
+ * server gets the message without them, as mutt and mbsync send it. */
+static size_t sync_leading_junk(const char *data, size_t size)
+{
+	size_t skip = 0;
+
+	if (size >= 3 && memcmp(data, "\xef\xbb\xbf", 3) == 0)
+		skip = 3;
+	if (size - skip >= 5 && memcmp(data + skip, "From ", 5) == 0) {
+		const char *nl = memchr(data + skip, '\n', size - skip);
+		if (nl)
+			skip = (size_t)(nl + 1 - data);
+	}
+	return skip;
+}
+
 enum mf_status sync_append(struct sync_ctx *s, int64_t folder_id, const char *name,
                            int fd, const char *tmp_path, uint64_t size,
                            int64_t internaldate)
@@ -599,7 +663,8 @@ enum mf_status sync_append(struct sync_ctx *s, int64_t folder_id, const char *na
 	struct store_folder f = { 0 };
 	struct mime_header_info info = { 0 };
 	char *data = NULL;
-	uint32_t uid = 0;
+	uint32_t uid = 0, before;
+	size_t skip;
 	enum mf_status st = sync_writable(s);
 
 	if (st != MF_OK)
@@ -616,20 +681,24 @@ enum mf_status sync_append(struct sync_ctx *s, int64_t folder_id, const char *na
 		st = MF_ERR_IO;
 		goto fail;
 	}
-	if (mime_validate_message(data, size) != 0) {
+	skip = sync_leading_junk(data, size);
+	if (mime_validate_message(data + skip, size - skip) != 0) {
 		log_warn("%s/%s is not a mail message (no RFC 5322 header): not appended", f.path, name);
 		st = MF_ERR_INVAL;
 		goto fail;
 	}
-	mime_parse_headers(data, size, &info);
+	mime_parse_headers(data + skip, size - skip, &info);
 	g_clear_pointer(&data, g_free);
-	st = s->mb->ops->append(s->mb, f.wire_name, fd, size, internaldate, info.message_id, &uid);
+	before = sync_max_uid(s, folder_id);
+	st = s->mb->ops->append(s->mb, f.wire_name, fd, skip, size - skip, internaldate, &uid);
 	if (st != MF_OK) {
 		log_warn("cannot append %s to %s: %s", name, f.path, mf_status_str(st));
 		goto fail;
 	}
-	log_info("appended %s to %s (uid %u)", name, f.path, uid);
 	sync_after_change(s, folder_id);
+	if (!uid)
+		uid = sync_find_arrival(s, folder_id, before, info.message_id, size - skip);
+	log_info("appended %s to %s (uid %u)", name, f.path, uid);
 	if (!uid) {
 		log_warn("%s/%s: the server did not say which UID it got: it shows under its derived name",
 		         f.path, name);
@@ -637,8 +706,9 @@ enum mf_status sync_append(struct sync_ctx *s, int64_t folder_id, const char *na
 	}
 	if (store_message_set_user_name(s->store, folder_id, uid, name) != MF_OK)
 		log_warn("%s/%s: the name could not be kept: it shows under its derived name", f.path, name);
-	/* What was written is the message: it becomes the cached body. */
-	if (store_body_commit(s->store, folder_id, uid, tmp_path, NULL) != MF_OK)
+	/* What was written is the message: it becomes the cached body (not
+	 * when the server got less than the file). */
+	if (skip || store_body_commit(s->store, folder_id, uid, tmp_path, NULL) != MF_OK)
 		store_body_abort(s->store, tmp_path);
 	goto out;
 fail_ok:
@@ -657,7 +727,7 @@ enum mf_status sync_move(struct sync_ctx *s, int64_t src_folder_id, uint32_t uid
 {
 	struct store_folder f = { 0 }, g = { 0 };
 	struct store_message m = { 0 };
-	uint32_t dst_uid = 0;
+	uint32_t dst_uid = 0, before;
 	enum mf_status st = sync_writable(s);
 
 	if (st == MF_OK)
@@ -672,21 +742,24 @@ enum mf_status sync_move(struct sync_ctx *s, int64_t src_folder_id, uint32_t uid
 		st = MF_ERR_PERM;
 		goto out;
 	}
+	before = sync_max_uid(s, dst_folder_id);
 	st = s->mb->ops->move(s->mb, f.wire_name, f.uidvalidity, uid, m.size, m.message_id,
 	                      g.wire_name, &dst_uid);
 	if (st != MF_OK) {
 		log_warn("cannot move %s from %s to %s: %s", m.name, f.path, g.path, mf_status_str(st));
 		goto out;
 	}
-	log_info("moved %s from %s to %s (uid %u)", m.name, f.path, g.path, dst_uid);
+	/* The source lost one message: the cache says so without asking. */
 	store_message_remove(s->store, src_folder_id, uid);
-	sync_after_change(s, src_folder_id);
 	if (replace_uid && replace_uid != dst_uid) {
 		st = sync_remove(s, dst_folder_id, replace_uid);
 		if (st != MF_OK)
 			goto out;
 	}
 	sync_after_change(s, dst_folder_id);
+	if (!dst_uid)
+		dst_uid = sync_find_arrival(s, dst_folder_id, before, m.message_id, m.size);
+	log_info("moved %s from %s to %s (uid %u)", m.name, f.path, g.path, dst_uid);
 	if (name && dst_uid && store_message_set_user_name(s->store, dst_folder_id, dst_uid, name) != MF_OK)
 		log_warn("%s/%s: the name could not be kept", g.path, name);
 out:
@@ -721,7 +794,6 @@ enum mf_status sync_remove(struct sync_ctx *s, int64_t folder_id, uint32_t uid)
 		goto out;
 	}
 	store_message_remove(s->store, folder_id, uid);
-	sync_after_change(s, folder_id);
 out:
 	store_folder_clear(&f);
 	store_folder_clear(&trash);

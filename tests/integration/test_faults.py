@@ -1,0 +1,247 @@
+"""No message is ever lost: a connection cut at each point of a `mv`.
+
+A fault-injecting proxy (tests/tcp_proxy.py) sits between mailfs and
+Dovecot's plain IMAP port (mailfs mounts imap://…:<proxy> with -o tls=none,
+so the proxy can read the commands; Dovecot takes plaintext logins from
+loopback).  On the first command matching a pattern it cuts the connection
+before forwarding it, after the server answered it (the answer withheld), or
+right after forwarding it.  Then, checked on the server with imaplib:
+
+- every message exists, not flagged \\Deleted, in at least one folder;
+- the mv told the truth: exit 0 means the message is in the destination
+  (once, and no longer listed in the source); a failure means it is still
+  in the source on the server (a copy in the destination is allowed);
+- the mount recovers: the next mv through the same mount works.
+
+Three servers: MOVE and UIDPLUS (Dovecot's own capabilities), UIDPLUS
+without MOVE (COPY + COPYUID, UID EXPUNGE), and neither (COPY confirmed by
+a search, a plain EXPUNGE).
+"""
+
+import os
+import re
+import shutil
+import tempfile
+import time
+
+import pytest
+
+from conftest import PASSWORD, listing, run, wait_for
+import sample_mail
+from dovecot import Dovecot, imap_quote, utf7_encode
+from tcp_proxy import FaultProxy
+
+USER = "alice"
+BASE_CAPABILITY = "IMAP4rev1 LITERAL+ SASL-IR ID ENABLE IDLE NAMESPACE CHILDREN"
+CAPABILITIES = {
+    "move": None,                                # Dovecot's own: MOVE, UIDPLUS
+    "uidplus": BASE_CAPABILITY + " UIDPLUS",     # no MOVE
+    "plain": BASE_CAPABILITY,                    # neither MOVE nor UIDPLUS
+}
+TIMEOUT = 10      # mailfs -o timeout
+MV_BOUND = 60     # a mv must end within this (several timeouts at most)
+
+COPY = r"^\S+ UID COPY "
+MOVE = r"^\S+ UID MOVE "
+STORE_DELETED = r"^\S+ UID STORE \S+ \+FLAGS(\.SILENT)? \(\\Deleted\)"
+EXPUNGE = r"^\S+ (UID )?EXPUNGE"
+
+POINT = {COPY: "COPY", MOVE: "MOVE", STORE_DELETED: "STORE", EXPUNGE: "EXPUNGE"}
+
+# (server, pattern, mode): "before" = not forwarded, "after" = done by the
+# server, answer lost, "sent" = forwarded and cut at once (either).
+SCENARIOS = [
+    ("move", MOVE, "before"),
+    ("move", MOVE, "after"),
+    ("move", MOVE, "sent"),
+    ("uidplus", COPY, "before"),
+    ("uidplus", COPY, "after"),
+    ("uidplus", STORE_DELETED, "after"),
+    ("uidplus", EXPUNGE, "before"),
+    ("uidplus", EXPUNGE, "after"),
+    ("plain", COPY, "before"),
+    ("plain", COPY, "after"),
+    ("plain", COPY, "sent"),
+    ("plain", STORE_DELETED, "after"),
+    ("plain", EXPUNGE, "before"),
+    ("plain", EXPUNGE, "after"),
+]
+
+_seq = iter(range(1, 1 << 30))
+
+
+@pytest.fixture(scope="module")
+def servers():
+    # Outside pytest's basetemp, whose mode another pytest run may reset.
+    base = tempfile.mkdtemp(prefix="mailfs-faults-")
+    running = {}
+
+    def get(kind):
+        if kind not in running:
+            dc = Dovecot(os.path.join(base, kind), users={USER: PASSWORD},
+                         capability=CAPABILITIES[kind])
+            dc.start()
+            running[kind] = dc
+        return running[kind]
+    try:
+        yield get
+    finally:
+        for dc in running.values():
+            dc.stop()
+        shutil.rmtree(base, ignore_errors=True)
+
+
+# --- the server, as imaplib sees it (directly, not through the proxy) ----------------
+
+def q(folder):
+    return imap_quote(utf7_encode(folder))
+
+
+def new_folder(dc, prefix, messages=()):
+    name = "%s%d" % (prefix, next(_seq))
+    dc.create_folder(USER, name)
+    if messages:
+        uids = dc.append_many(USER, name, [(raw, "", sample_mail.sample_internaldate(i, name))
+                                           for i, raw in enumerate(messages)])
+        assert None not in uids
+    return name
+
+
+def folder_state(dc, folder):
+    """{Message-ID: [flag sets, one per copy]} of folder."""
+    c = dc.imap(USER)
+    try:
+        typ, data = c.select(q(folder), readonly=True)
+        assert typ == "OK", data
+        if int(data[0]) == 0:
+            return {}
+        typ, data = c.uid("FETCH", "1:*", "(UID FLAGS BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)])")
+        assert typ == "OK", data
+    finally:
+        try:
+            c.logout()
+        except Exception:
+            pass
+    state = {}
+    for item in data:
+        if isinstance(item, tuple):
+            m = re.search(rb"FLAGS \(([^)]*)\)", item[0])
+            flags = set(m.group(1).decode().split()) - {"\\Recent"} if m else set()
+            mid = sample_mail.message_id(item[1] + b"\r\n")
+            state.setdefault(mid, []).append(flags)
+    return state
+
+
+def live(state, mid):
+    """How many copies of mid in a folder's state are not flagged \\Deleted."""
+    return sum(1 for flags in state.get(mid, []) if "\\Deleted" not in flags)
+
+
+def name_of(raw):
+    return sample_mail.expected_name(raw, 0)
+
+
+# --- the test ---------------------------------------------------------------------------
+
+def mount_through(mount, dc, proxy):
+    return mount(url="imap://%s@127.0.0.1:%d/" % (USER, proxy.port), server=dc, cafile=False,
+                 options=["tls=none", "timeout=%d" % TIMEOUT, "refresh=1", "debug"])
+
+
+def report(m, proxy, dc, a, b, extra=""):
+    lines = m.log_text().splitlines()
+    return ("%s\nproxy fired on: %s (answer withheld: %s)\ncommands through the proxy:\n%s\n"
+            "server: %s=%s\n        %s=%s\nmailfs log (tail):\n%s" % (
+                extra, proxy.fired_line, proxy.answer, proxy.transcript()[-3000:],
+                a, folder_state(dc, a), b, folder_state(dc, b), "\n".join(lines[-60:])))
+
+
+def check_truthful(dc, m, proxy, a, b, raw, rc, stderr, all_mids, untouched, name=None):
+    mid = sample_mail.message_id(raw)
+    name = name or name_of(raw)
+    sa, sb = folder_state(dc, a), folder_state(dc, b)
+    info = lambda what: report(m, proxy, dc, a, b, "%s\nmv exit %d, stderr: %s" % (
+        what, rc, stderr.strip()))
+    lost = [x for x in all_mids if live(sa, x) + live(sb, x) == 0]
+    assert not lost, info("messages lost (in no folder, or only flagged \\Deleted): %s" % lost)
+    if rc == 0:
+        assert live(sb, mid) == 1, info("mv said it moved %s, but the destination holds %d "
+                                        "live copies" % (name, live(sb, mid)))
+        ok = lambda: name in listing(m.p(b)) and name not in listing(m.p(a))
+        what = "the listing to show %s moved (in %s, not in %s)" % (name, b, a)
+    else:
+        assert live(sa, mid) == 1, info("mv failed, but %s is not in the source on the "
+                                        "server" % name)
+        ok = lambda: name in listing(m.p(a))
+        what = "the listing to show %s still in %s after the failed mv" % (name, a)
+    try:
+        wait_for(ok, TIMEOUT, what=what)
+    except AssertionError as e:
+        raise AssertionError(info("%s\nls %s: %s\nls %s: %s" % (
+            e, a, listing(m.p(a)), b, listing(m.p(b)))))
+    for x in untouched:
+        assert live(sa, x) + live(sb, x) == 1, info("%s changed" % x)
+
+
+@pytest.mark.parametrize("kind,pattern,mode", SCENARIOS,
+                         ids=["%s-%s-%s" % (k, mode, POINT[p]) for k, p, mode in SCENARIOS])
+def test_cut_during_mv(mount, servers, kind, pattern, mode):
+    dc = servers(kind)
+    raws = sample_mail.sample_messages(4, "fault-%s" % next(_seq), tricky=False)
+    a = new_folder(dc, "FaultA", raws[:3])
+    b = new_folder(dc, "FaultB", raws[3:])
+    all_mids = [sample_mail.message_id(r) for r in raws]
+    with FaultProxy(("127.0.0.1", dc.imap_port), pattern, mode) as px:
+        m = mount_through(mount, dc, px)
+        # A name of the user's own (a rename in one folder, local only): the
+        # moved message must keep it.
+        given = "given %d.eml" % next(_seq)
+        run(["mv", m.p(a, name_of(raws[0])), m.p(a, given)])
+        assert not px.fired.is_set(), "fired before the mv: %s" % px.fired_line
+        t0 = time.monotonic()
+        r = run(["mv", m.p(a, given), m.p(b) + "/"], timeout=MV_BOUND + 30, check=False)
+        elapsed = time.monotonic() - t0
+        stderr = r.stderr.decode("utf-8", "replace")
+        assert px.fired.is_set(), report(m, px, dc, a, b, "the proxy never saw %r" % pattern)
+        assert elapsed < MV_BOUND, "mv took %.0f s" % elapsed
+        check_truthful(dc, m, px, a, b, raws[0], r.returncode, stderr, all_mids, all_mids[1:],
+                       name=given)
+        # The mount recovers: the next mv goes through (the proxy is quiet now).
+        r2 = run(["mv", m.p(a, name_of(raws[1])), m.p(b) + "/"], timeout=MV_BOUND + 30,
+                 check=False)
+        assert r2.returncode == 0, report(m, px, dc, a, b, "the mv after the cut failed: %s"
+                                          % r2.stderr.decode(errors="replace"))
+        check_truthful(dc, m, px, a, b, raws[1], 0, "", all_mids, all_mids[2:])
+        m.unmount()    # while the proxy still forwards: a clean LOGOUT
+
+
+@pytest.mark.parametrize("kind,pattern", [("move", MOVE), ("plain", STORE_DELETED)],
+                         ids=["move-after-3rd-MOVE", "plain-after-3rd-STORE"])
+def test_cut_in_the_middle_of_a_mv_of_many(mount, servers, kind, pattern):
+    """`mv A/* B/` of 6 messages with the connection cut at the 3rd message:
+    none lost, and each file mv reports as failed is still in A."""
+    dc = servers(kind)
+    raws = sample_mail.sample_messages(6, "fault-many-%s" % next(_seq), tricky=False)
+    a = new_folder(dc, "ManyA", raws)
+    b = new_folder(dc, "ManyB")
+    with FaultProxy(("127.0.0.1", dc.imap_port), pattern, "after", nth=3) as px:
+        m = mount_through(mount, dc, px)
+        r = run("mv %s/* %s/" % (m.p(a), m.p(b)), timeout=6 * MV_BOUND, check=False)
+        stderr = r.stderr.decode("utf-8", "replace")
+        assert px.fired.is_set(), report(m, px, dc, a, b, "the proxy never fired")
+        sa, sb = folder_state(dc, a), folder_state(dc, b)
+        failed = {name_of(x) for x in raws if "/%s'" % name_of(x) in stderr}
+        bad = []
+        for x in raws:
+            mid = sample_mail.message_id(x)
+            if live(sa, mid) + live(sb, mid) == 0:
+                bad.append("%s lost" % name_of(x))
+            elif name_of(x) in failed and live(sa, mid) != 1:
+                bad.append("mv reported %s failed, but it is not in %s" % (name_of(x), a))
+            elif name_of(x) not in failed and live(sb, mid) != 1:
+                bad.append("mv did not report %s failed, but %s holds %d live copies" % (
+                    name_of(x), b, live(sb, mid)))
+        assert not bad, report(m, px, dc, a, b, "\n".join(bad) + "\nmv exit %d: %s" % (
+            r.returncode, stderr))
+        assert (r.returncode == 0) == (not failed), stderr
+        m.unmount()
