@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <pwd.h>
 #include <unistd.h>
 #include <curl/curl.h>
 #include <glib.h>
@@ -378,6 +379,21 @@ static int main_get_password(struct main_opts *mo, struct mf_config *cfg)
 	return 0;
 }
 
+/* mount(8) and mount.fuse3 run a user's fstab mount with HOME unset or
+ * set to root's: the cache, ~/.netrc and a password_command such as
+ * pass(1) must still find the user's home. */
+static void main_fix_home(void)
+{
+	const char *home = g_getenv("HOME");
+	struct passwd *pw = getpwuid(getuid());
+	struct stat st;
+
+	if (!pw || !pw->pw_dir)
+		return;
+	if (!home || !*home || stat(home, &st) != 0 || st.st_uid != getuid())
+		g_setenv("HOME", pw->pw_dir, TRUE);
+}
+
 static void main_config_clear(struct mf_config *cfg)
 {
 	g_free(cfg->scheme);
@@ -407,6 +423,7 @@ int main(int argc, char **argv)
 	enum mf_status st;
 
 	signal(SIGPIPE, SIG_IGN);
+	main_fix_home();
 	if (fuse_opt_parse(&args, &mo, main_opt_spec, main_opt_proc) != 0) {
 		main_fail("cannot parse the options (try mailfs --help)");
 		goto out;
