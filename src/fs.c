@@ -771,9 +771,10 @@ static int fs_unlink(const char *path)
 	g_mutex_lock(&ctx->staged_lock);
 	sf = g_hash_table_lookup(ctx->staged, path);
 	if (sf) {
-		/* Removed before its last close: it will never be appended. */
+		/* Removed before its last close (a temporary file): it will
+		 * never be appended, and its close is not an error. */
 		sf->flushed = 1;
-		sf->error = -ENOENT;
+		sf->error = 0;
 		g_hash_table_remove(ctx->staged, path);
 		g_clear_pointer(&sf->path, g_free);
 		store_body_abort(ctx->store, sf->tmp_path);
