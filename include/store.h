@@ -130,6 +130,8 @@ enum mf_status store_folder_apply_sync(struct store *st, const struct store_sync
 /* Marks the folder as checked now without other changes. */
 enum mf_status store_folder_touch(struct store *st, int64_t folder_id, int64_t now);
 
+/* The highest UID stored for the folder, 0 when none. */
+enum mf_status store_folder_max_uid(struct store *st, int64_t folder_id, uint32_t *max);
 /* All UIDs of the folder, ascending (g_free *uids). */
 enum mf_status store_folder_uids(struct store *st, int64_t folder_id,
                                  uint32_t **uids, size_t *count);

@@ -341,16 +341,24 @@ static enum mf_status imap_acquire(struct imap_driver *d, const char *folder,
 
 	g_mutex_lock(&d->lock);
 	for (;;) {
-		if (d->idle->len > 0) {
-			guint pick = d->idle->len - 1;
-			for (guint i = 0; folder && i < d->idle->len; i++) {
-				struct imap_conn *ci = g_ptr_array_index(d->idle, i);
-				if (ci->selected && strcmp(ci->selected, folder) == 0) {
-					pick = i;
-					break;
-				}
-			}
-			c = g_ptr_array_steal_index_fast(d->idle, pick);
+		/* Best an idle connection on this folder, then one on no folder;
+		 * rather than make an idle one switch folders, open another while
+		 * there is room: each busy folder keeps a connection of its own
+		 * (a mv between two folders would SELECT back and forth). */
+		int pick = -1, blank = -1;
+		for (guint i = 0; i < d->idle->len; i++) {
+			struct imap_conn *ci = g_ptr_array_index(d->idle, i);
+			if (folder && ci->selected && strcmp(ci->selected, folder) == 0)
+				pick = (int)i;
+			else if (!ci->selected && blank < 0)
+				blank = (int)i;
+		}
+		if (pick < 0)
+			pick = blank;
+		if (pick < 0 && d->idle->len > 0 && (!folder || d->total >= d->cfg->connections))
+			pick = (int)d->idle->len - 1;
+		if (pick >= 0) {
+			c = g_ptr_array_steal_index_fast(d->idle, (guint)pick);
 			g_mutex_unlock(&d->lock);
 			c->reused = 1;
 			/* A server may drop a connection that idled: find out now,
@@ -388,6 +396,14 @@ static enum mf_status imap_acquire(struct imap_driver *d, const char *folder,
 		d->total--;
 		if (counted_reconnect)
 			d->lost++;
+		/* A server that allows no more connections: an idle one serves. */
+		if (d->idle->len > 0) {
+			c = g_ptr_array_steal_index_fast(d->idle, d->idle->len - 1);
+			g_mutex_unlock(&d->lock);
+			c->reused = 1;
+			*out = c;
+			return MF_OK;
+		}
 		g_cond_signal(&d->cond);
 		g_mutex_unlock(&d->lock);
 		return st;
@@ -480,6 +496,22 @@ static enum mf_status imap_with_conn(struct imap_driver *d, const char *folder,
 			break;
 	}
 	return st;
+}
+
+/* The attribute list of an untagged "* n FETCH (...)" that carries a
+ * UID, with the UID in *uid; NULL for anything else (an unsolicited
+ * FETCH without UID is none of ours). */
+static const struct imap_value *imap_fetch_attributes(const struct imap_response *r, uint64_t *uid)
+{
+	const struct imap_value *list;
+
+	if (strcmp(r->keyword, "FETCH") != 0 || r->args.count < 1 ||
+	    r->args.items[0].type != IMAP_VALUE_LIST)
+		return NULL;
+	list = &r->args.items[0];
+	if (imap_value_number(imap_fetch_get(list, "UID"), uid) != 0 || *uid == 0 || *uid > UINT32_MAX)
+		return NULL;
+	return list;
 }
 
 /* ---------------------------------------------------------------- LIST */
@@ -650,12 +682,9 @@ static void imap_sync_untagged(void *ctx, struct imap_conn *c, const struct imap
 	const struct imap_value *list, *v;
 	uint64_t uid, size;
 
-	if (strcmp(r->keyword, "FETCH") != 0 || r->args.count < 1 ||
-	    r->args.items[0].type != IMAP_VALUE_LIST)
+	list = imap_fetch_attributes(r, &uid);
+	if (!list)
 		return;
-	list = &r->args.items[0];
-	if (imap_value_number(imap_fetch_get(list, "UID"), &uid) != 0 || uid == 0 || uid > UINT32_MAX)
-		return;  /* an unsolicited FETCH without UID: not ours */
 	if (uid <= sc->last_uid) {
 		struct mailbox_flag_update fu = { (uint32_t)uid, NULL };
 		uint32_t u32 = (uint32_t)uid;
@@ -708,11 +737,18 @@ static enum mf_status imap_sync_op(struct imap_conn *c, void *arg)
 	unsigned tag_old = 0, tag_new = 0;
 	enum mf_status st, st2;
 	char *cmd;
+	/* New mail only, in a folder this connection has open anyway (our
+	 * own APPEND or MOVE just went there): no EXAMINE, but a NOOP first,
+	 * since a server shows a selected folder's new messages to FETCH
+	 * only once it has announced them. */
+	int reuse = req->new_only && c->selected && strcmp(c->selected, req->wire_name) == 0 &&
+	            c->uidvalidity == req->uidvalidity;
 
+again:
 	/* A retry on a fresh connection starts from nothing. */
 	mailbox_sync_result_clear(res);
 	mailbox_sync_result_init(res);
-	st = imap_examine(c, req->wire_name, 1);
+	st = reuse ? MF_OK : imap_examine(c, req->wire_name, 1);
 	if (st != MF_OK)
 		return st;
 	res->uidvalidity = c->uidvalidity;
@@ -723,15 +759,22 @@ static enum mf_status imap_sync_op(struct imap_conn *c, void *arg)
 		res->reset = req->uidvalidity != 0 || req->last_uid != 0;
 		sc->last_uid = 0;
 	}
-	if (c->exists == 0)
+	if (c->exists == 0 && !reuse)
 		return MF_OK;
+	/* Awaited before the FETCH: Dovecot runs pipelined commands side by
+	 * side, and a FETCH sent with the NOOP may not see what it announces. */
+	if (reuse) {
+		st = imap_command(c, "NOOP", imap_sync_untagged, sc);
+		if (st != MF_OK)
+			return st;
+	}
 	/* Both FETCHes go out before either answer is read (pipelining). */
 	if (sc->last_uid > 0 && !req->new_only) {
 		cmd = g_strdup_printf("UID FETCH 1:%u (UID FLAGS)", sc->last_uid);
 		tag_old = imap_send(c, cmd);
 		g_free(cmd);
 	}
-	if (!c->uidnext || c->uidnext > sc->last_uid + 1) {
+	if (reuse || !c->uidnext || c->uidnext > sc->last_uid + 1) {
 		cmd = g_strdup_printf("UID FETCH %u:* (UID FLAGS RFC822.SIZE INTERNALDATE "
 		                      "BODY.PEEK[HEADER.FIELDS (DATE FROM SUBJECT MESSAGE-ID)])",
 		                      sc->last_uid + 1);
@@ -742,6 +785,12 @@ static enum mf_status imap_sync_op(struct imap_conn *c, void *arg)
 	st2 = tag_new ? imap_wait(c, tag_new, imap_sync_untagged, sc) : MF_OK;
 	if (st == MF_OK)
 		st = st2;
+	if (st == MF_ERR_REFUSED && reuse) {
+		reuse = 0;  /* the folder was emptied meanwhile: ask properly */
+		sc->bad = 0;
+		tag_old = tag_new = 0;
+		goto again;
+	}
 	if (st == MF_OK && sc->bad)
 		st = MF_ERR_PROTOCOL;
 	g_array_sort(res->present, imap_uid_cmp);
@@ -783,11 +832,8 @@ static void imap_body_untagged(void *ctx, struct imap_conn *c, const struct imap
 	const struct imap_value *list, *name = NULL, *body;
 	uint64_t uid, off = 0;
 
-	if (strcmp(r->keyword, "FETCH") != 0 || r->args.count < 1 ||
-	    r->args.items[0].type != IMAP_VALUE_LIST)
-		return;
-	list = &r->args.items[0];
-	if (imap_value_number(imap_fetch_get(list, "UID"), &uid) != 0 || uid != bc->uid)
+	list = imap_fetch_attributes(r, &uid);
+	if (!list || uid != bc->uid)
 		return;
 	body = imap_fetch_get_prefix(list, "BODY[]", &name);
 	if (!body)
@@ -915,11 +961,8 @@ static void imap_find_untagged(void *ctx, struct imap_conn *c, const struct imap
 	const struct imap_value *list, *hdr;
 	uint64_t uid, size;
 
-	if (strcmp(r->keyword, "FETCH") != 0 || r->args.count < 1 ||
-	    r->args.items[0].type != IMAP_VALUE_LIST)
-		return;
-	list = &r->args.items[0];
-	if (imap_value_number(imap_fetch_get(list, "UID"), &uid) != 0 || uid < fc->from_uid ||
+	list = imap_fetch_attributes(r, &uid);
+	if (!list || uid < fc->from_uid ||
 	    imap_value_number(imap_fetch_get(list, "RFC822.SIZE"), &size) != 0 || size != fc->size)
 		return;
 	if (fc->message_id) {
@@ -1273,11 +1316,8 @@ static void imap_exists_untagged(void *ctx, struct imap_conn *c, const struct im
 	const struct imap_value *list, *flags;
 	uint64_t uid;
 
-	if (strcmp(r->keyword, "FETCH") != 0 || r->args.count < 1 ||
-	    r->args.items[0].type != IMAP_VALUE_LIST)
-		return;
-	list = &r->args.items[0];
-	if (imap_value_number(imap_fetch_get(list, "UID"), &uid) != 0 || uid != ec->uid)
+	list = imap_fetch_attributes(r, &uid);
+	if (!list || uid != ec->uid)
 		return;
 	ec->found = 1;
 	flags = imap_fetch_get(list, "FLAGS");
@@ -1592,11 +1632,8 @@ static void imap_bodies_untagged(void *ctx, struct imap_conn *c, const struct im
 	uint64_t uid;
 	size_t done = 0;
 
-	if (strcmp(r->keyword, "FETCH") != 0 || r->args.count < 1 ||
-	    r->args.items[0].type != IMAP_VALUE_LIST)
-		return;
-	list = &r->args.items[0];
-	if (imap_value_number(imap_fetch_get(list, "UID"), &uid) != 0 || uid > UINT32_MAX)
+	list = imap_fetch_attributes(r, &uid);
+	if (!list)
 		return;
 	req = g_hash_table_lookup(bc->by_uid, GUINT_TO_POINTER((guint)uid));
 	body = imap_fetch_get(list, "BODY[]");

@@ -91,7 +91,8 @@ enum store_query {
 	Q_MSG_SIZE, Q_MSG_SET_SIZE, Q_MSG_NAME_HOLDER, Q_MSG_SET_USER_NAME,
 	Q_BODY_EXISTS, Q_BODY_OF_FOLDER, Q_BODY_UPSERT, Q_BODY_TOUCH,
 	Q_BODY_DELETE, Q_BODY_USAGE, Q_BODY_LRU, Q_FOLDER_RECOUNT, Q_BODY_SIZE,
-	Q_MSG_UNCACHED_AFTER,
+	Q_MSG_UNCACHED_AFTER, Q_MSG_NAME_WANTED, Q_MSG_NAME_OF, Q_FOLDER_COUNT_DOWN,
+	Q_MSG_MAX_UID_OF,
 	Q_COUNT
 };
 
@@ -166,6 +167,12 @@ static const char *const store_query_sql[Q_COUNT] = {
 		"UPDATE bodies SET last_used = " STORE_NEXT_TICK
 		" WHERE folder_id = ?1 AND uid = ?2",
 	[Q_BODY_DELETE] = "DELETE FROM bodies WHERE folder_id = ?1 AND uid = ?2",
+	[Q_MSG_NAME_WANTED] =
+		"SELECT 1 FROM messages WHERE folder_id = ?1 AND uid != ?2 AND base_name IN (?3, ?4)"
+		" LIMIT 1",
+	[Q_MSG_NAME_OF] = "SELECT name FROM messages WHERE folder_id = ?1 AND uid = ?2",
+	[Q_FOLDER_COUNT_DOWN] = "UPDATE folders SET messages = messages - 1 WHERE id = ?1",
+	[Q_MSG_MAX_UID_OF] = "SELECT coalesce(max(uid), 0) FROM messages WHERE folder_id = ?1",
 	[Q_MSG_UNCACHED_AFTER] = STORE_MESSAGE_COLUMNS
 		"WHERE m.folder_id = ?1 AND m.name > ?2 AND b.uid IS NULL AND m.size <= ?3"
 		" ORDER BY m.name LIMIT ?4",
@@ -1589,12 +1596,70 @@ enum mf_status store_body_usage(struct store *st, uint64_t *bytes, uint64_t *cou
 
 /* ---- single-message changes after a server operation succeeded ---- */
 
+/* Would another message of the folder take over the name uid holds now
+ * once uid lets go of it? Only one whose base the name was made from
+ * ("b.eml", "b~3.eml" from base "b"). If not, names need no recount. */
+static int store_name_wanted(struct store *st, int64_t folder_id, uint32_t uid)
+{
+	sqlite3_stmt *q = store_query(st, Q_MSG_NAME_OF);
+	char *stem = NULL, *bare = NULL;
+	int wanted = 1, src;
+
+	sqlite3_bind_int64(q, 1, folder_id);
+	sqlite3_bind_int64(q, 2, uid);
+	src = sqlite3_step(q);
+	if (src == SQLITE_ROW && sqlite3_column_type(q, 0) == SQLITE_TEXT) {
+		const char *name = (const char *)sqlite3_column_text(q, 0);
+		if (g_str_has_suffix(name, ".eml"))
+			stem = g_strndup(name, strlen(name) - 4);
+	}
+	sqlite3_reset(q);
+	if (src != SQLITE_ROW)
+		return src == SQLITE_DONE ? 0 : 1;
+	if (!stem)
+		return 1;
+	bare = g_strdup(stem);
+	{
+		char *tilde = strrchr(bare, '~');
+		if (tilde && tilde[1] && strspn(tilde + 1, "0123456789") == strlen(tilde + 1))
+			*tilde = '\0';
+	}
+	q = store_query(st, Q_MSG_NAME_WANTED);
+	sqlite3_bind_int64(q, 1, folder_id);
+	sqlite3_bind_int64(q, 2, uid);
+	sqlite3_bind_text(q, 3, stem, -1, SQLITE_STATIC);
+	sqlite3_bind_text(q, 4, bare, -1, SQLITE_STATIC);
+	src = sqlite3_step(q);
+	wanted = src != SQLITE_DONE;
+	sqlite3_reset(q);
+	g_free(stem);
+	g_free(bare);
+	return wanted;
+}
+
+enum mf_status store_folder_max_uid(struct store *st, int64_t folder_id, uint32_t *max)
+{
+	sqlite3_stmt *q;
+	int src;
+
+	*max = 0;
+	pthread_mutex_lock(&st->lock);
+	q = store_query(st, Q_MSG_MAX_UID_OF);
+	sqlite3_bind_int64(q, 1, folder_id);
+	src = sqlite3_step(q);
+	if (src == SQLITE_ROW)
+		*max = (uint32_t)sqlite3_column_int64(q, 0);
+	sqlite3_reset(q);
+	pthread_mutex_unlock(&st->lock);
+	return src == SQLITE_ROW ? MF_OK : store_db_status(src);
+}
+
 enum mf_status store_message_set_user_name(struct store *st, int64_t folder_id, uint32_t uid,
                                            const char *name)
 {
 	enum mf_status rc;
 	sqlite3_stmt *q;
-	int src;
+	int src, recount;
 
 	pthread_mutex_lock(&st->lock);
 	rc = store_begin(st);
@@ -1616,6 +1681,7 @@ enum mf_status store_message_set_user_name(struct store *st, int64_t folder_id, 
 		rc = store_db_status(src);
 		goto out;
 	}
+	recount = !name || store_name_wanted(st, folder_id, uid);
 	q = store_query(st, Q_MSG_SET_USER_NAME);
 	sqlite3_bind_int64(q, 1, folder_id);
 	sqlite3_bind_int64(q, 2, uid);
@@ -1623,8 +1689,16 @@ enum mf_status store_message_set_user_name(struct store *st, int64_t folder_id, 
 	rc = store_run(q);
 	if (rc == MF_OK && sqlite3_changes(st->db) == 0)
 		rc = MF_ERR_NOTFOUND;
-	if (rc == MF_OK)
+	if (rc == MF_OK && recount) {
 		rc = store_assign_names(st, folder_id);
+	} else if (rc == MF_OK) {
+		/* Nobody wants the old name, nobody holds the new one. */
+		q = store_query(st, Q_MSG_SET_NAME);
+		sqlite3_bind_int64(q, 1, folder_id);
+		sqlite3_bind_int64(q, 2, uid);
+		sqlite3_bind_text(q, 3, name, -1, SQLITE_STATIC);
+		rc = store_run(q);
+	}
 	if (rc == MF_OK)
 		rc = store_commit(st);
 out:
@@ -1657,16 +1731,19 @@ enum mf_status store_message_remove(struct store *st, int64_t folder_id, uint32_
 	GPtrArray *doomed = g_ptr_array_new_with_free_func(g_free);
 	enum mf_status rc;
 
+	int recount;
+
 	pthread_mutex_lock(&st->lock);
 	rc = store_begin(st);
+	recount = rc == MF_OK && store_name_wanted(st, folder_id, uid);
 	if (rc == MF_OK)
 		rc = store_delete_message(st, folder_id, uid, doomed);
-	if (rc == MF_OK) {
-		sqlite3_stmt *q = store_query(st, Q_FOLDER_RECOUNT);
+	if (rc == MF_OK && sqlite3_changes(st->db) > 0) {
+		sqlite3_stmt *q = store_query(st, Q_FOLDER_COUNT_DOWN);
 		sqlite3_bind_int64(q, 1, folder_id);
 		rc = store_run(q);
 	}
-	if (rc == MF_OK)
+	if (rc == MF_OK && recount)
 		rc = store_assign_names(st, folder_id);
 	if (rc == MF_OK)
 		rc = store_commit(st);

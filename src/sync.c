@@ -608,12 +608,9 @@ static char *sync_read_all(int fd, uint64_t size)
 /* The highest UID the cache holds for the folder, 0 for none. */
 static uint32_t sync_max_uid(struct sync_ctx *s, int64_t folder_id)
 {
-	uint32_t *uids = NULL, max = 0;
-	size_t n = 0;
+	uint32_t max = 0;
 
-	if (store_folder_uids(s->store, folder_id, &uids, &n) == MF_OK && n)
-		max = uids[n - 1];
-	g_free(uids);
+	store_folder_max_uid(s->store, folder_id, &max);
 	return max;
 }
 

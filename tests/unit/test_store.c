@@ -537,6 +537,21 @@ static void test_names_of_appended_mail(void **state)
 	assert_name(fx->st, fid, 10, "b~4.eml");
 	assert_name(fx->st, fid, 11, "c.eml");
 	assert_int_equal(store_message_set_user_name(fx->st, fid, 11, "b.eml"), MF_ERR_EXISTS);
+
+	/* The holder of b.eml goes: the lowest UID of base b takes it over. */
+	assert_int_equal(store_message_remove(fx->st, fid, 5), MF_OK);
+	assert_name(fx->st, fid, 9, "b.eml");
+	assert_name(fx->st, fid, 10, "b~3.eml");
+	/* A message whose name nobody else wants goes without a recount. */
+	assert_int_equal(store_message_remove(fx->st, fid, 11), MF_OK);
+	assert_name(fx->st, fid, 9, "b.eml");
+	struct store_folder f = { 0 };
+	assert_int_equal(store_folder_by_id(fx->st, fid, &f), MF_OK);
+	assert_int_equal(f.message_count, 3);
+	store_folder_clear(&f);
+	uint32_t max = 0;
+	assert_int_equal(store_folder_max_uid(fx->st, fid, &max), MF_OK);
+	assert_int_equal(max, 10);
 }
 
 static void test_name_collisions(void **state)
