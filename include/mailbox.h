@@ -126,7 +126,8 @@ struct mailbox_ops {
 	enum mf_status (*quota)(struct mailbox *mb, uint64_t *used, uint64_t *limit);
 
 	/* Read-ahead: several bodies of one folder in one exchange (IMAP:
-	 * one UID FETCH of the set; POP3: pipelined RETR). Every request
+	 * one UID FETCH of the set, never setting \Seen; POP3: pipelined
+	 * RETR). Every request
 	 * gets its own status; the return value is MF_OK or what broke the
 	 * whole exchange. */
 	enum mf_status (*fetch_bodies)(struct mailbox *mb, const char *wire_name,

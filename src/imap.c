@@ -1620,8 +1620,6 @@ struct imap_bodies_ctx {
 	struct mailbox_body_request *reqs;
 	size_t n;
 	GHashTable *by_uid;    /* uid -> request */
-	const char *section;
-	int mark_seen;
 };
 
 static void imap_bodies_untagged(void *ctx, struct imap_conn *c, const struct imap_response *r)
@@ -1661,15 +1659,15 @@ static enum mf_status imap_bodies_op(struct imap_conn *c, void *arg)
 
 	for (size_t i = 0; i < bc->n; i++)
 		bc->reqs[i].status = MF_ERR_NOTFOUND;
-	st = bc->mark_seen ? imap_select_rw(c, bc->wire_name, bc->uidvalidity)
-	                   : imap_examine(c, bc->wire_name, 0);
+	st = imap_examine(c, bc->wire_name, 0);
 	if (st == MF_OK && c->uidvalidity != bc->uidvalidity)
 		st = MF_ERR_NOTFOUND;
 	if (st != MF_OK)
 		goto out;
 	for (size_t i = 0; i < bc->n; i++)
 		g_string_append_printf(cmd, "%s%u", i ? "," : "", bc->reqs[i].uid);
-	g_string_append_printf(cmd, " (UID %s)", bc->section);
+	/* Read-ahead never sets \Seen: sync.c does not use it with mark_seen. */
+	g_string_append(cmd, " (UID BODY.PEEK[])");
 	st = imap_command(c, cmd->str, imap_bodies_untagged, bc);
 out:
 	g_string_free(cmd, TRUE);
@@ -1683,8 +1681,6 @@ static enum mf_status imap_fetch_bodies(struct mailbox *mb, const char *wire_nam
 	struct imap_driver *d = (struct imap_driver *)mb;
 	struct imap_bodies_ctx bc = {
 		.wire_name = wire_name, .uidvalidity = uidvalidity, .reqs = reqs, .n = n,
-		.section = d->cfg->mark_seen ? "BODY[]" : "BODY.PEEK[]",
-		.mark_seen = d->cfg->mark_seen,
 	};
 	enum mf_status st;
 

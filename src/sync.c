@@ -462,8 +462,10 @@ static enum mf_status sync_fetch_into_cache(struct sync_ctx *s, const struct sto
 		streak = s->ra_streak + 1;
 	g_mutex_unlock(&s->lock);
 
-	/* From the third message read in order on: 8, 16, 32, then 64 at once. */
-	if (streak >= 2 && s->mb->ops->fetch_bodies && m->size <= SYNC_RA_MAX_SIZE) {
+	/* From the third message read in order on: 8, 16, 32, then 64 at once.
+	 * Not with mark_seen: messages nobody read would be marked read. */
+	if (streak >= 2 && s->mb->ops->fetch_bodies && m->size <= SYNC_RA_MAX_SIZE &&
+	    !s->cfg->mark_seen) {
 		size_t want = (size_t)4 << (streak - 1 < 4 ? streak - 1 : 4);
 		if (want > SYNC_RA_MAX_MESSAGES)
 			want = SYNC_RA_MAX_MESSAGES;
