@@ -614,6 +614,20 @@ def test_mark_seen(mount, dc):
     assert "\\Seen" not in server_messages(dc, a)[1]["flags"]
 
 
+def test_mark_seen_reading_in_order_marks_only_what_was_read(mount, dc):
+    """Reading in name order starts read-ahead without mark_seen; with it,
+    the messages fetched must be exactly the ones read."""
+    raws = msgs(12, "seenorder")
+    a = new_folder(dc, "SeenOrder", raws)
+    m = mount_of(mount, dc, ["mark_seen"])
+    names = sorted(os.listdir(m.p(a)))
+    for n in names[:4]:
+        with open(m.p(a, n), "rb") as f:
+            f.read()
+    seen = [x for x in server_messages(dc, a) if "\\Seen" in x["flags"]]
+    assert len(seen) == 4, "read 4 messages in order with mark_seen, %d are \\Seen" % len(seen)
+
+
 # --- refusals --------------------------------------------------------------------------
 
 def test_write_into_an_existing_message_is_eperm(mount, dc):
