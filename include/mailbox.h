@@ -42,7 +42,8 @@ struct mailbox_sync_request {
 	const char *wire_name;
 	uint32_t uidvalidity;     /* what the cache holds; 0 when nothing */
 	uint32_t last_uid;        /* highest UID the cache holds */
-	uint64_t highestmodseq;
+	uint32_t known_count;     /* messages the cache holds */
+	uint64_t highestmodseq;   /* CONDSTORE: what the cache is in step with; 0 none */
 	/* Only messages above last_uid: no flags, no present list. */
 	int new_only;
 	/* POP3: the UIDLs the cache holds (char * -> GUINT_TO_POINTER(uid)),
@@ -63,8 +64,10 @@ struct mailbox_sync_result {
 	uint64_t highestmodseq;
 	int reset;                /* the cache's messages are void (UIDVALIDITY changed) */
 	GArray *added;            /* struct mailbox_message, UIDs > last_uid (all when reset) */
-	GArray *flag_updates;     /* struct mailbox_flag_update for UIDs <= last_uid */
+	GArray *flag_updates;     /* struct mailbox_flag_update for UIDs <= last_uid
+	                             (with CONDSTORE only those that changed) */
 	GArray *present;          /* uint32_t: UIDs <= last_uid still on the server, ascending */
+	int present_valid;        /* present was asked for; else nothing vanished */
 };
 
 struct mailbox_body_request {

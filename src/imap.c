@@ -729,6 +729,24 @@ static int imap_uid_cmp(gconstpointer a, gconstpointer b)
 	return x < y ? -1 : x > y;
 }
 
+struct imap_search_ctx {
+	GArray *uids;
+};
+
+static void imap_search_untagged(void *ctx, struct imap_conn *c, const struct imap_response *r)
+{
+	struct imap_search_ctx *sc = ctx;
+	uint64_t n;
+
+	if (strcmp(r->keyword, "SEARCH") != 0)
+		return;
+	for (size_t i = 0; i < r->args.count; i++)
+		if (imap_value_number(&r->args.items[i], &n) == 0 && n <= UINT32_MAX) {
+			uint32_t u = (uint32_t)n;
+			g_array_append_val(sc->uids, u);
+		}
+}
+
 static enum mf_status imap_sync_op(struct imap_conn *c, void *arg)
 {
 	struct imap_sync_ctx *sc = arg;
@@ -759,8 +777,14 @@ again:
 		res->reset = req->uidvalidity != 0 || req->last_uid != 0;
 		sc->last_uid = 0;
 	}
-	if (c->exists == 0 && !reuse)
+	if (c->exists == 0 && !reuse) {
+		res->present_valid = 1;  /* all gone, if there were any */
 		return MF_OK;
+	}
+	/* With CONDSTORE, only flags changed since the cached HIGHESTMODSEQ
+	 * are asked for, and the UIDs only when the count says some went. */
+	int condstore = (c->caps & IMAP_CAP_CONDSTORE) && req->highestmodseq && c->highestmodseq &&
+	                !res->reset && !reuse;
 	/* Awaited before the FETCH: Dovecot runs pipelined commands side by
 	 * side, and a FETCH sent with the NOOP may not see what it announces. */
 	if (reuse) {
@@ -769,8 +793,14 @@ again:
 			return st;
 	}
 	/* Both FETCHes go out before either answer is read (pipelining). */
-	if (sc->last_uid > 0 && !req->new_only) {
+	if (sc->last_uid > 0 && !req->new_only && !condstore) {
 		cmd = g_strdup_printf("UID FETCH 1:%u (UID FLAGS)", sc->last_uid);
+		tag_old = imap_send(c, cmd);
+		g_free(cmd);
+		res->present_valid = 1;
+	} else if (sc->last_uid > 0 && condstore && c->highestmodseq != req->highestmodseq) {
+		cmd = g_strdup_printf("UID FETCH 1:%u (UID FLAGS) (CHANGEDSINCE %" PRIu64 ")",
+		                      sc->last_uid, req->highestmodseq);
 		tag_old = imap_send(c, cmd);
 		g_free(cmd);
 	}
@@ -793,6 +823,16 @@ again:
 	}
 	if (st == MF_OK && sc->bad)
 		st = MF_ERR_PROTOCOL;
+	if (st == MF_OK && condstore && sc->last_uid > 0 &&
+	    c->exists != req->known_count + res->added->len) {
+		/* Some went (or the count cannot be trusted): which are left? */
+		struct imap_search_ctx search = { res->present };
+		g_array_set_size(res->present, 0);
+		cmd = g_strdup_printf("UID SEARCH UID 1:%u", sc->last_uid);
+		st = imap_command(c, cmd, imap_search_untagged, &search);
+		g_free(cmd);
+		res->present_valid = st == MF_OK;
+	}
 	g_array_sort(res->present, imap_uid_cmp);
 	return st;
 }
@@ -1078,24 +1118,6 @@ static enum mf_status imap_select_rw(struct imap_conn *c, const char *folder, ui
 /* Expunges uid alone: UID EXPUNGE with UIDPLUS; else a plain EXPUNGE,
  * but only when no other message of the folder is flagged \Deleted. The
  * caller has flagged uid \Deleted and SELECTed the folder. */
-struct imap_search_ctx {
-	GArray *uids;
-};
-
-static void imap_search_untagged(void *ctx, struct imap_conn *c, const struct imap_response *r)
-{
-	struct imap_search_ctx *sc = ctx;
-	uint64_t n;
-
-	if (strcmp(r->keyword, "SEARCH") != 0)
-		return;
-	for (size_t i = 0; i < r->args.count; i++)
-		if (imap_value_number(&r->args.items[i], &n) == 0 && n <= UINT32_MAX) {
-			uint32_t u = (uint32_t)n;
-			g_array_append_val(sc->uids, u);
-		}
-}
-
 static enum mf_status imap_expunge_one(struct imap_conn *c, uint32_t uid)
 {
 	struct imap_search_ctx sc;

@@ -641,6 +641,7 @@ static enum mf_status pop3_sync_folder(struct mailbox *mb, const struct mailbox_
 		g_array_append_val(out->added, m);
 	}
 	g_array_sort(out->present, pop3_uid_cmp);
+	out->present_valid = 1;
 out:
 	pop3_entries_free(entries);
 	if (s) {

@@ -233,6 +233,7 @@ static enum mf_status sync_folder_now(struct sync_ctx *s, int64_t folder_id, int
 	req.wire_name = f.wire_name;
 	req.uidvalidity = f.uidvalidity;
 	req.last_uid = n_known ? known[n_known - 1] : 0;
+	req.known_count = (uint32_t)n_known;
 	req.highestmodseq = f.highestmodseq;
 	req.new_only = new_only && f.uidvalidity;
 	req.on_added = sync_on_added;
@@ -256,7 +257,7 @@ static enum mf_status sync_folder_now(struct sync_ctx *s, int64_t folder_id, int
 	}
 
 	/* Vanished: known UIDs <= last_uid that the server no longer lists. */
-	if (!res.reset && n_known && !req.new_only) {
+	if (!res.reset && n_known && !req.new_only && res.present_valid) {
 		removed = g_new(uint32_t, n_known);
 		for (size_t i = 0; i < n_known; i++) {
 			if (!bsearch(&known[i], res.present->data, res.present->len, sizeof(uint32_t),
@@ -291,7 +292,9 @@ static enum mf_status sync_folder_now(struct sync_ctx *s, int64_t folder_id, int
 	out.reset = res.reset;
 	out.uidvalidity = res.uidvalidity;
 	out.uidnext = res.uidnext;
-	out.highestmodseq = res.highestmodseq;
+	/* A new-only sync has not seen other clients' flag changes: the
+	 * cache stays at the modseq of the last full check. */
+	out.highestmodseq = req.new_only ? f.highestmodseq : res.highestmodseq;
 	out.added = added;
 	out.n_added = n_added;
 	out.flag_updates = flags;

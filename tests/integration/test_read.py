@@ -541,3 +541,19 @@ def test_sequential_reading_fetches_ahead(mount, account, tmp_path):
     assert stats["bodies_fetched"] == len(bodies), \
         "bodies fetched %d, messages %d: read-ahead fetched one twice or missed one" % (
             stats["bodies_fetched"], len(bodies))
+
+
+def test_recheck_of_unchanged_folder_fetches_nothing(mount, account):
+    """With CONDSTORE, re-checking a folder nobody changed costs an EXAMINE:
+    no flag listing of the whole folder (DESIGN: resync with CONDSTORE)."""
+    m = mount(options=["debug", "refresh=1"])
+    first = listing(m.p("INBOX"))
+    mark = len(m.log_text())
+    wait_for(lambda: "synced INBOX" in m.log_text()[mark:] or
+             listing(m.p("INBOX")) is None, 10, interval=0.3,
+             what="a second check of INBOX")
+    assert listing(m.p("INBOX")) == first
+    later = m.log_text()[mark:]
+    assert re.search(r"C: \S+ EXAMINE \"?INBOX", later), "INBOX was not re-checked"
+    assert not re.search(r"C: \S+ UID FETCH 1:\d+ \(UID FLAGS\)\s*$", later, re.M), \
+        "an unchanged folder's flags were listed again in full"
