@@ -14,7 +14,11 @@
 #include "log.h"
 #include "stats.h"
 
-#define FS_ATTR_TIMEOUT_MAX 60.0
+/* How long the kernel may trust a name or attributes without asking.
+ * Short: names can shift (a ~2 taking over a freed name) and other
+ * clients change folders, and asking costs one SQLite lookup. ls -l
+ * loses nothing, as readdir hands over fresh attributes with each name. */
+#define FS_ATTR_TIMEOUT_MAX 1.0
 
 enum fs_kind { FS_ROOT, FS_FOLDER, FS_MESSAGE };
 
