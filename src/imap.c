@@ -195,6 +195,9 @@ static enum mf_status imap_status_of(const struct imap_response *r)
 	if (r->code.type == IMAP_VALUE_LIST && r->code.count > 0 &&
 	    imap_value_is_atom(&r->code.items[0], "NONEXISTENT"))
 		return MF_ERR_NOTFOUND;
+	if (r->code.type == IMAP_VALUE_LIST && r->code.count > 0 &&
+	    imap_value_is_atom(&r->code.items[0], "ALREADYEXISTS"))
+		return MF_ERR_EXISTS;  /* RFC 5530: CREATE or RENAME onto a folder that is there */
 	return MF_ERR_REFUSED;
 }
 

@@ -850,15 +850,18 @@ out:
 /* After CREATE, DELETE or RENAME: the folder list, now. */
 static enum mf_status sync_folders_now(struct sync_ctx *s, enum mf_status st)
 {
-	if (st != MF_OK)
+	enum mf_status listed;
+
+	/* "Already exists" means our list is behind the server's: catch up. */
+	if (st != MF_OK && st != MF_ERR_EXISTS)
 		return st;
-	st = sync_folders(s);
+	listed = sync_folders(s);
 	g_mutex_lock(&s->lock);
 	s->folders_attempted = g_get_monotonic_time();
 	g_mutex_unlock(&s->lock);
-	if (st != MF_OK)
-		log_warn("cannot list folders after a change: %s", mf_status_str(st));
-	return MF_OK;
+	if (listed != MF_OK)
+		log_warn("cannot list folders after a change: %s", mf_status_str(listed));
+	return st;
 }
 
 enum mf_status sync_create_folder(struct sync_ctx *s, const char *path)

@@ -531,6 +531,17 @@ def test_rsync_of_50_messages(mount, dc, tmp_path):
 
 # --- folders -------------------------------------------------------------------------
 
+def test_mkdir_of_a_folder_another_client_made_is_eexist(mount, dc):
+    m = mount_of(mount, dc)
+    name = "Theirs%d" % next(_seq)
+    assert name not in listing(m.path)
+    dc.create_folder(USER, name)
+    r = run(["mkdir", m.p(name)], check=False)
+    assert r.returncode != 0 and b"File exists" in r.stderr, \
+        "mkdir of a folder the server has: %r" % r.stderr
+    wait_for(lambda: name in listing(m.path), 10, what="the folder to show up")
+
+
 def test_mkdir_creates_folders(mount, dc):
     m = mount_of(mount, dc)
     tag = next(_seq)
