@@ -1314,22 +1314,16 @@ static int store_flags_deleted(const char *flags)
 	return 0;
 }
 
-enum mf_status store_messages_list(struct store *st, int64_t folder_id,
-                                   int show_deleted,
-                                   int (*cb)(void *ctx, const struct store_message *m),
-                                   void *ctx)
+/* Steps q (bound, ready) over message rows, calling cb with each (the
+ * borrowed row) until it returns non-zero; \Deleted rows are skipped
+ * unless show_deleted. Called with the mutex held, which stays held
+ * while cb runs: the statement is mid-step. */
+static enum mf_status store_each_message(sqlite3_stmt *q, int show_deleted,
+                                         int (*cb)(void *ctx, const struct store_message *m),
+                                         void *ctx)
 {
-	enum mf_status rc;
-	sqlite3_stmt *q;
 	int src;
 
-	pthread_mutex_lock(&st->lock);
-	rc = store_folder_exists(st, folder_id);
-	if (rc != MF_OK)
-		goto out;
-	q = store_query(st, Q_MSG_LIST);
-	sqlite3_bind_int64(q, 1, folder_id);
-	/* The mutex stays held while cb runs: the statement is mid-step. */
 	while ((src = sqlite3_step(q)) == SQLITE_ROW) {
 		struct store_message m;
 		store_message_from_row(q, &m, 0);
@@ -1341,9 +1335,24 @@ enum mf_status store_messages_list(struct store *st, int64_t folder_id,
 		}
 	}
 	sqlite3_reset(q);
-	if (src != SQLITE_DONE)
-		rc = store_db_status(src);
-out:
+	return src == SQLITE_DONE ? MF_OK : store_db_status(src);
+}
+
+enum mf_status store_messages_list(struct store *st, int64_t folder_id,
+                                   int show_deleted,
+                                   int (*cb)(void *ctx, const struct store_message *m),
+                                   void *ctx)
+{
+	enum mf_status rc;
+	sqlite3_stmt *q;
+
+	pthread_mutex_lock(&st->lock);
+	rc = store_folder_exists(st, folder_id);
+	if (rc == MF_OK) {
+		q = store_query(st, Q_MSG_LIST);
+		sqlite3_bind_int64(q, 1, folder_id);
+		rc = store_each_message(q, show_deleted, cb, ctx);
+	}
 	pthread_mutex_unlock(&st->lock);
 	return rc;
 }
@@ -1761,10 +1770,8 @@ enum mf_status store_messages_uncached_after(struct store *st, int64_t folder_id
                                              int (*cb)(void *ctx, const struct store_message *m),
                                              void *ctx)
 {
-	enum mf_status rc = MF_OK;
-	struct store_message m;
+	enum mf_status rc;
 	sqlite3_stmt *q;
-	int src;
 
 	pthread_mutex_lock(&st->lock);
 	q = store_query(st, Q_MSG_UNCACHED_AFTER);
@@ -1772,18 +1779,7 @@ enum mf_status store_messages_uncached_after(struct store *st, int64_t folder_id
 	sqlite3_bind_text(q, 2, name, -1, SQLITE_STATIC);
 	sqlite3_bind_int64(q, 3, (sqlite3_int64)(max_size > INT64_MAX ? INT64_MAX : max_size));
 	sqlite3_bind_int64(q, 4, (sqlite3_int64)limit);
-	/* The mutex stays held while cb runs: the statement is mid-step. */
-	while ((src = sqlite3_step(q)) == SQLITE_ROW) {
-		memset(&m, 0, sizeof m);
-		store_message_from_row(q, &m, 0);
-		if (cb(ctx, &m) != 0) {
-			src = SQLITE_DONE;
-			break;
-		}
-	}
-	sqlite3_reset(q);
-	if (src != SQLITE_DONE)
-		rc = store_db_status(src);
+	rc = store_each_message(q, 1, cb, ctx);
 	pthread_mutex_unlock(&st->lock);
 	return rc;
 }
