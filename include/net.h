@@ -21,6 +21,9 @@ enum mf_status net_send(struct net_conn *c, const void *data, size_t len);
 /* Receives at least one byte (up to cap) into buf, waiting at most
  * timeout seconds. A closed connection is MF_ERR_IO. */
 enum mf_status net_recv(struct net_conn *c, void *buf, size_t cap, size_t *got);
+/* Without waiting: 1 when the peer has closed the connection; else 0,
+ * with whatever had arrived (at most cap bytes) in buf and *got. */
+int net_peek_closed(struct net_conn *c, void *buf, size_t cap, size_t *got);
 /* Closes the connection (the caller sends any LOGOUT first). NULL-safe. */
 void net_close(struct net_conn *c);
 

@@ -330,6 +330,29 @@ static enum mf_status imap_conn_open(const struct mf_config *cfg, struct imap_co
 
 static void imap_release(struct imap_driver *d, struct imap_conn *c);
 
+/* Whether an idle connection was closed by the server (or the network)
+ * while it sat in the pool. Bytes it sent meanwhile (untagged news) are
+ * kept for the next command's reader. */
+static int imap_conn_closed_meanwhile(struct imap_conn *c)
+{
+	size_t got;
+
+	/* A "* BYE" may come before the close: read all that waits. */
+	do {
+		if (c->in_cap - c->in_len < 4096) {
+			c->in_cap = c->in_cap * 2 + 4096;
+			c->in = g_realloc(c->in, c->in_cap);
+		}
+		got = 0;
+		if (net_peek_closed(c->net, c->in + c->in_len, c->in_cap - c->in_len, &got)) {
+			c->broken = 1;
+			return 1;
+		}
+		c->in_len += got;
+	} while (got > 0);
+	return 0;
+}
+
 /* Takes a connection from the pool, preferring one that has folder
  * selected; opens a new one when the pool has room; waits (bounded)
  * otherwise. */
@@ -365,9 +388,12 @@ static enum mf_status imap_acquire(struct imap_driver *d, const char *folder,
 			g_mutex_unlock(&d->lock);
 			c->reused = 1;
 			/* A server may drop a connection that idled: find out now,
-			 * not in the middle of a command that must not be repeated. */
-			if (g_get_monotonic_time() - c->idle_since > IMAP_IDLE_CHECK_US &&
-			    imap_command(c, "NOOP", NULL, NULL) != MF_OK) {
+			 * not in the middle of a command that must not be repeated.
+			 * A close already seen costs nothing to notice; a long idle
+			 * is worth a NOOP. */
+			if (imap_conn_closed_meanwhile(c) ||
+			    (g_get_monotonic_time() - c->idle_since > IMAP_IDLE_CHECK_US &&
+			     imap_command(c, "NOOP", NULL, NULL) != MF_OK)) {
 				imap_release(d, c);
 				g_mutex_lock(&d->lock);
 				continue;

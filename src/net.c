@@ -235,6 +235,25 @@ enum mf_status net_recv(struct net_conn *c, void *buf, size_t cap, size_t *got)
 	}
 }
 
+int net_peek_closed(struct net_conn *c, void *buf, size_t cap, size_t *got)
+{
+	struct pollfd pfd = { .fd = c->sock, .events = POLLIN };
+	size_t n = 0;
+	CURLcode rc;
+
+	*got = 0;
+	if (poll(&pfd, 1, 0) <= 0)
+		return 0;  /* nothing waiting: alive as far as anyone can tell */
+	rc = curl_easy_recv(c->curl, buf, cap, &n);
+	if (rc == CURLE_AGAIN)
+		return 0;
+	if (rc != CURLE_OK || n == 0)
+		return 1;
+	stats_add(bytes_received, n);
+	*got = n;
+	return 0;
+}
+
 void net_close(struct net_conn *c)
 {
 	if (!c)
