@@ -1581,11 +1581,15 @@ out:
 	return st;
 }
 
-static enum mf_status imap_create_folder(struct mailbox *mb, const char *path)
+/* CREATE new_path, or RENAME old_wire to it: both name a folder by a
+ * path that must become a server name first. */
+static enum mf_status imap_folder_to_path(struct mailbox *mb, const char *old_wire,
+                                          const char *new_path)
 {
 	struct imap_driver *d = (struct imap_driver *)mb;
-	char *wire = imap_wire_name(d, path);
-	struct imap_folder_ctx fc = { "CREATE", wire, NULL };
+	char *wire = imap_wire_name(d, new_path);
+	struct imap_folder_ctx fc = old_wire ? (struct imap_folder_ctx){ "RENAME", old_wire, wire }
+	                                     : (struct imap_folder_ctx){ "CREATE", wire, NULL };
 	enum mf_status st;
 
 	if (!wire)
@@ -1593,6 +1597,11 @@ static enum mf_status imap_create_folder(struct mailbox *mb, const char *path)
 	st = imap_with_conn(d, NULL, imap_folder_op, &fc);
 	g_free(wire);
 	return st;
+}
+
+static enum mf_status imap_create_folder(struct mailbox *mb, const char *path)
+{
+	return imap_folder_to_path(mb, NULL, path);
 }
 
 static enum mf_status imap_delete_folder(struct mailbox *mb, const char *wire_name)
@@ -1604,16 +1613,7 @@ static enum mf_status imap_delete_folder(struct mailbox *mb, const char *wire_na
 static enum mf_status imap_rename_folder(struct mailbox *mb, const char *old_wire,
                                          const char *new_path)
 {
-	struct imap_driver *d = (struct imap_driver *)mb;
-	char *wire = imap_wire_name(d, new_path);
-	struct imap_folder_ctx fc = { "RENAME", old_wire, wire };
-	enum mf_status st;
-
-	if (!wire)
-		return MF_ERR_INVAL;
-	st = imap_with_conn(d, NULL, imap_folder_op, &fc);
-	g_free(wire);
-	return st;
+	return imap_folder_to_path(mb, old_wire, new_path);
 }
 
 /* -- quota -- */
