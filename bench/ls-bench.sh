@@ -27,47 +27,10 @@ PY=/usr/bin/python3
 
 # ---------------------------------------------------------------- internal subcommands
 # hyperfine's --prepare and commands call back into this script with the state in $WORK.
-load_env() { WORK=$1; # shellcheck disable=SC1091
-  . "$WORK/env"; }
+# shellcheck source=bench/mountlib.sh
+. "$HERE/mountlib.sh"
 
-mailfs_pid() { cat "$WORK/mailfs.pid" 2>/dev/null || true; }
-
-do_unmount() {   # unmount, wait for the daemon we started to exit
-  local pid
-  if mountpoint -q "$MNT" 2>/dev/null; then
-    fusermount3 -u "$MNT" 2>/dev/null || fusermount3 -uz "$MNT" 2>/dev/null || true
-  fi
-  pid=$(mailfs_pid)
-  if [ -n "$pid" ]; then
-    for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.05; done
-    if kill -0 "$pid" 2>/dev/null; then kill -TERM "$pid" 2>/dev/null || true; sleep 0.5; fi
-    if kill -0 "$pid" 2>/dev/null; then kill -KILL "$pid" 2>/dev/null || true; fi
-    rm -f "$WORK/mailfs.pid"
-  fi
-}
-
-do_mount() {     # mount in the foreground mode (-f), detached, and wait until it is up
-  local pid
-  mkdir -p "$MNT" "$CACHE"
-  MAILFS_PASSWORD=$DC_PASSWORD setsid "$MAILFS_BIN" -f \
-    -o "cafile=$DC_CA,cache_dir=$CACHE,refresh=3600" \
-    "imaps://$DC_USER@$DC_HOST:$DC_IMAPS_PORT/" "$MNT" \
-    </dev/null >>"$WORK/mailfs.log" 2>&1 &
-  pid=$!
-  echo "$pid" >"$WORK/mailfs.pid"
-  for _ in $(seq 600); do
-    if mountpoint -q "$MNT"; then return 0; fi
-    if ! kill -0 "$pid" 2>/dev/null; then
-      echo "ls-bench: mailfs exited before mounting; its log:" >&2
-      tail -20 "$WORK/mailfs.log" >&2
-      rm -f "$WORK/mailfs.pid"
-      return 1
-    fi
-    sleep 0.01
-  done
-  echo "ls-bench: mailfs did not mount within 6 s" >&2
-  return 1
-}
+do_mount() { mailfs_mount ls-bench "imaps://$DC_USER@$DC_HOST:$DC_IMAPS_PORT/" "cafile=$DC_CA,cache_dir=$CACHE,refresh=3600"; }
 
 wipe_cache() { rm -rf "$CACHE"; }
 

@@ -1,0 +1,45 @@
+# mountlib.sh: mounting and unmounting mailfs for the benchmarks, sourced
+# by bench/*-bench.sh. Uses WORK (state directory with env, mailfs.pid,
+# mailfs.log), MNT, CACHE, MAILFS_BIN and the DC_* variables of WORK/env.
+
+load_env() { WORK=$1; # shellcheck disable=SC1091
+  . "$WORK/env"; }
+
+mailfs_pid() { cat "$WORK/mailfs.pid" 2>/dev/null || true; }
+
+do_unmount() {   # unmount, wait (bounded) for the mailfs we started to exit
+  local pid
+  if mountpoint -q "$MNT" 2>/dev/null; then
+    fusermount3 -u "$MNT" 2>/dev/null || fusermount3 -uz "$MNT" 2>/dev/null || true
+  fi
+  pid=$(mailfs_pid)
+  if [ -n "$pid" ]; then
+    for _ in $(seq 200); do kill -0 "$pid" 2>/dev/null || break; sleep 0.05; done
+    if kill -0 "$pid" 2>/dev/null; then kill -TERM "$pid" 2>/dev/null || true; sleep 0.5; fi
+    if kill -0 "$pid" 2>/dev/null; then kill -KILL "$pid" 2>/dev/null || true; fi
+    rm -f "$WORK/mailfs.pid"
+  fi
+}
+
+# mailfs_mount NAME URL OPTIONS: mount in the foreground mode (-f),
+# detached, and wait (at most 10 s) until it is up.
+mailfs_mount() {
+  local name=$1 url=$2 opts=$3 pid
+  mkdir -p "$MNT" "$CACHE"
+  MAILFS_PASSWORD=$DC_PASSWORD setsid "$MAILFS_BIN" -f -o "$opts" "$url" "$MNT" \
+    </dev/null >>"$WORK/mailfs.log" 2>&1 &
+  pid=$!
+  echo "$pid" >"$WORK/mailfs.pid"
+  for _ in $(seq 1000); do
+    if mountpoint -q "$MNT"; then return 0; fi
+    if ! kill -0 "$pid" 2>/dev/null; then
+      echo "$name: mailfs exited before mounting; its log:" >&2
+      tail -20 "$WORK/mailfs.log" >&2
+      rm -f "$WORK/mailfs.pid"
+      return 1
+    fi
+    sleep 0.01
+  done
+  echo "$name: mailfs did not mount within 10 s" >&2
+  return 1
+}
