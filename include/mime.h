@@ -13,9 +13,14 @@
 
 struct mime_header_info {
 	char *subject;     /* g_mime_message_get_subject(), decoded UTF-8; NULL if absent */
-	char *from;        /* the From header decoded to UTF-8 (display form); NULL if absent */
+	char *from;        /* the From header decoded to UTF-8 (display form); NULL if absent
+	                      (and always NULL from mime_parse_headers_lazy) */
 	char *message_id;  /* g_mime_message_get_message_id(): addr-spec, no <>; NULL if absent */
-	char *date_header; /* the Date header value decoded, trimmed; NULL if absent */
+	char *date_header; /* the Date header value decoded, trimmed; NULL if absent
+	                      (and always NULL from mime_parse_headers_lazy) */
+	char *from_raw;    /* the first From and Date as sent: folding CR/LF removed, */
+	char *date_raw;    /* trimmed; NULL if absent or blank. mime_decode_from()
+	                      and mime_decode_date() turn them into from, date_header */
 	int64_t date;      /* g_mime_message_get_date() as Unix time (UTC), or MIME_NO_DATE */
 	char h8[9];        /* first 8 lowercase hex digits of SHA-256 over the
 	                      Message-ID addr-spec; without a Message-ID, over the
@@ -36,6 +41,14 @@ void mime_shutdown(void);
  * data need not be NUL-terminated. */
 int mime_parse_headers(const char *data, size_t len, struct mime_header_info *out);
 void mime_header_info_clear(struct mime_header_info *info);
+/* The same without decoding From and Date for display (an address list
+ * with IDN costs more than the rest together): what a listing needs. */
+int mime_parse_headers_lazy(const char *data, size_t len, struct mime_header_info *out);
+/* The display form of a from_raw / date_raw value, exactly what
+ * mime_parse_headers puts in from / date_header; NULL for NULL or when
+ * nothing is left. g_malloc'd. */
+char *mime_decode_from(const char *from_raw);
+char *mime_decode_date(const char *date_raw);
 /* The same through a whole GMimeMessage: the reference that
  * mime_parse_headers() must agree with (it takes this path itself for
  * uncommon headers). */

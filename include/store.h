@@ -44,7 +44,8 @@ struct store_message {
 	uint64_t size;       /* the real size once the body was read, else the server's */
 	int size_known;      /* 1 once size is the real body length */
 	int64_t internaldate;/* Unix time */
-	char *subject, *from, *message_id, *date_header; /* decoded; may be NULL */
+	char *subject, *message_id;    /* decoded; may be NULL */
+	char *from_raw, *date_raw;     /* as sent (mime.h); may be NULL */
 	int body_cached;     /* 1 when the body is in the body cache */
 };
 
@@ -99,7 +100,8 @@ struct store_sync_message {  /* input: a message new to the cache */
 	uint64_t size;
 	int64_t internaldate;
 	const char *base_name;   /* mime_name_base(): no suffix, no ".eml" */
-	const char *subject, *from, *message_id, *date_header; /* may be NULL */
+	const char *subject, *message_id;  /* decoded; may be NULL */
+	const char *from_raw, *date_raw;   /* as sent (mime.h); may be NULL */
 };
 
 struct store_sync_flags {

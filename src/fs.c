@@ -11,6 +11,7 @@
 #include <unistd.h>
 #include <glib.h>
 #include "fs.h"
+#include "mime.h"
 #include "log.h"
 #include "stats.h"
 
@@ -671,10 +672,10 @@ static int fs_getxattr(const char *path, const char *name, char *buf, size_t siz
 			value = g_strdup(m->message_id);
 		else if (strcmp(name, "user.mail.subject") == 0 && m->subject)
 			value = g_strdup(m->subject);
-		else if (strcmp(name, "user.mail.from") == 0 && m->from)
-			value = g_strdup(m->from);
-		else if (strcmp(name, "user.mail.date") == 0 && m->date_header)
-			value = g_strdup(m->date_header);
+		else if (strcmp(name, "user.mail.from") == 0)
+			value = mime_decode_from(m->from_raw);
+		else if (strcmp(name, "user.mail.date") == 0)
+			value = mime_decode_date(m->date_raw);
 	}
 	fs_node_clear(&n);
 	if (!value)
@@ -698,13 +699,16 @@ static int fs_listxattr(const char *path, char *buf, size_t size)
 	if (n.kind == FS_ROOT) {
 		g_string_append_len(names, "user.mailfs.stats", sizeof "user.mailfs.stats");
 	} else if (n.kind == FS_MESSAGE) {
+		char *from = mime_decode_from(n.msg.from_raw), *date = mime_decode_date(n.msg.date_raw);
 		const char *present[G_N_ELEMENTS(fs_message_xattrs)] = {
-			"", "", n.msg.message_id, n.msg.subject, n.msg.from, n.msg.date_header,
+			"", "", n.msg.message_id, n.msg.subject, from, date,
 		};
 		for (size_t i = 0; i < G_N_ELEMENTS(fs_message_xattrs); i++)
 			if (present[i])
 				g_string_append_len(names, fs_message_xattrs[i],
 				                    strlen(fs_message_xattrs[i]) + 1);
+		g_free(from);
+		g_free(date);
 	}
 	fs_node_clear(&n);
 	rc = fs_xattr_reply(names->str, names->len, buf, size);

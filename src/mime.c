@@ -45,6 +45,8 @@ void mime_header_info_clear(struct mime_header_info *info)
 	g_free(info->from);
 	g_free(info->message_id);
 	g_free(info->date_header);
+	g_free(info->from_raw);
+	g_free(info->date_raw);
 	memset(info, 0, sizeof(*info));
 	info->date = MIME_NO_DATE;
 }
@@ -107,27 +109,61 @@ static GMimeHeader *mime_first_header(GMimeObject *object, const char *name)
 	return NULL;
 }
 
-/* Appends the raw value of the first header called name, with the CR and
- * LF of folding removed and outer white space trimmed; nothing if absent.
- * Raw bytes, not decoded: the hash must not depend on GMime's charset
- * guesses. */
-static void mime_append_raw_value(GString *out, GMimeObject *object, const char *name)
+/* n bytes of a raw value with the CR and LF of folding removed and outer
+ * white space trimmed (g_strstrip), g_malloc'd. */
+static char *mime_unfold_trim(const char *raw, size_t n)
+{
+	char *copy = g_malloc(n + 1), *dst = copy;
+
+	for (size_t i = 0; i < n; i++)
+		if (raw[i] != '\r' && raw[i] != '\n')
+			*dst++ = raw[i];
+	*dst = '\0';
+	return g_strstrip(copy);
+}
+
+/* n bytes of a raw value without the line end that closes it (what
+ * from_raw and date_raw hold), g_malloc'd. */
+static char *mime_raw_chomp(const char *raw, size_t n)
+{
+	while (n > 0 && (raw[n - 1] == '\n' || raw[n - 1] == '\r'))
+		n--;
+	return g_strndup(raw, n);
+}
+
+/* The raw value of the first header called name, without its final line
+ * end; NULL when absent. Raw bytes, not decoded: the hash must not depend
+ * on GMime's charset guesses. */
+static char *mime_raw_value(GMimeObject *object, const char *name)
 {
 	GMimeHeader *header = mime_first_header(object, name);
 	const char *raw;
-	char *unfolded, *dst;
-	const char *src;
 
 	if (header == NULL || (raw = g_mime_header_get_raw_value(header)) == NULL)
-		return;
-	unfolded = g_strdup(raw);
-	for (src = dst = unfolded; *src != '\0'; src++) {
-		if (*src != '\r' && *src != '\n')
-			*dst++ = *src;
-	}
-	*dst = '\0';
-	g_string_append(out, g_strstrip(unfolded));
-	g_free(unfolded);
+		return NULL;
+	return mime_raw_chomp(raw, strlen(raw));
+}
+
+/* The unfolded, trimmed form of a raw value, the hash's input; "" for NULL. */
+static char *mime_hash_form(const char *raw)
+{
+	return raw ? mime_unfold_trim(raw, strlen(raw)) : g_strdup("");
+}
+
+/* The h8 of a message without Message-ID: over the Date, From and Subject
+ * values as sent. */
+static void mime_hash8_fields(const char *date_raw, const char *from_raw,
+                              const char *subject_raw, char out[9])
+{
+	char *d = mime_hash_form(date_raw), *f = mime_hash_form(from_raw);
+	char *s = mime_hash_form(subject_raw);
+	char *joined = g_strconcat(d, "\n", f, "\n", s, NULL);
+
+	mime_hash8(joined, -1, out);
+	g_free(joined);
+	g_free(d);
+	g_free(f);
+	g_free(s);
 }
 
 /* The fields mailfs decodes: what it asks an IMAP server for with
@@ -262,7 +298,6 @@ int mime_parse_headers_full(const char *data, size_t len, struct mime_header_inf
 	gboolean found;
 	const char *message_id;
 	char *id_trimmed;
-	GString *joined;
 
 	memset(out, 0, sizeof(*out));
 	out->date = MIME_NO_DATE;
@@ -280,6 +315,8 @@ int mime_parse_headers_full(const char *data, size_t len, struct mime_header_inf
 	out->subject = mime_utf8_dup(g_mime_message_get_subject(message));
 	out->from = mime_from_display(message);
 	out->date_header = mime_utf8_dup_trimmed(g_mime_object_get_header(object, "Date"));
+	out->from_raw = mime_raw_value(object, "From");
+	out->date_raw = mime_raw_value(object, "Date");
 	date = g_mime_message_get_date(message);
 	if (date != NULL)
 		out->date = g_date_time_to_unix(date);
@@ -292,14 +329,9 @@ int mime_parse_headers_full(const char *data, size_t len, struct mime_header_inf
 		mime_hash8(id_trimmed, -1, out->h8);
 		out->message_id = mime_utf8_dup(id_trimmed);
 	} else {
-		joined = g_string_new(NULL);
-		mime_append_raw_value(joined, object, "Date");
-		g_string_append_c(joined, '\n');
-		mime_append_raw_value(joined, object, "From");
-		g_string_append_c(joined, '\n');
-		mime_append_raw_value(joined, object, "Subject");
-		mime_hash8(joined->str, joined->len, out->h8);
-		g_string_free(joined, TRUE);
+		char *subject_raw = mime_raw_value(object, "Subject");
+		mime_hash8_fields(out->date_raw, out->from_raw, subject_raw, out->h8);
+		g_free(subject_raw);
 	}
 	g_free(id_trimmed);
 
@@ -328,9 +360,12 @@ static int mime_split_fields(const char *block, size_t len, struct mime_raw_fiel
 	int cur = -1;
 
 	memset(raw, 0, sizeof *raw);
-	for (size_t i = 0; i < len; i++)
-		if ((unsigned char)block[i] >= 0x80 || block[i] == '\0')
+	/* 8-bit bytes and controls other than tab and line ends: GMime. */
+	for (size_t i = 0; i < len; i++) {
+		unsigned char c = (unsigned char)block[i];
+		if (c >= 0x7f || (c < 0x20 && c != '\t' && c != '\r' && c != '\n'))
 			return -1;
+	}
 	while (pos < len) {
 		const char *line = block + pos;
 		const char *nl = memchr(line, '\n', len - pos);
@@ -365,18 +400,6 @@ static int mime_split_fields(const char *block, size_t len, struct mime_raw_fiel
 	return 0;
 }
 
-/* The raw value without the final line end, as GMime keeps it. */
-static char *mime_raw_dup(const struct mime_raw_fields *raw, int k)
-{
-	size_t n = raw->len[k];
-
-	if (!raw->value[k])
-		return NULL;
-	while (n > 0 && (raw->value[k][n - 1] == '\n' || raw->value[k][n - 1] == '\r'))
-		n--;
-	return g_strndup(raw->value[k], n);
-}
-
 /* The decoded value, as g_mime_header_get_value() gives it. */
 static char *mime_decoded(GMimeParserOptions *options, const char *raw)
 {
@@ -390,71 +413,233 @@ static char *mime_decoded(GMimeParserOptions *options, const char *raw)
 	return decoded;
 }
 
-static void mime_append_unfolded_trimmed(GString *out, const char *raw)
+/* Whether an unfolded, trimmed value is printable ASCII (tabs allowed)
+ * with no encoded word: GMime's unfolding and decoding give it back as
+ * it is, so it needs neither. */
+static gboolean mime_is_plain(const char *s)
 {
-	char *copy, *dst;
-
-	if (!raw)
-		return;
-	copy = g_strdup(raw);
-	dst = copy;
-	for (const char *src = copy; *src; src++)
-		if (*src != '\r' && *src != '\n')
-			*dst++ = *src;
-	*dst = '\0';
-	g_string_append(out, g_strstrip(copy));
-	g_free(copy);
+	for (const char *p = s; *p; p++) {
+		if ((*p < 0x20 && *p != '\t') || *p > 0x7e)
+			return FALSE;
+		if (p[0] == '=' && p[1] == '?')
+			return FALSE;
+	}
+	return TRUE;
 }
 
-static int mime_parse_fast(const char *block, size_t len, struct mime_header_info *out)
+static gboolean mime_digits(const char *p, int n, int *value)
+{
+	*value = 0;
+	for (int i = 0; i < n; i++) {
+		if (!g_ascii_isdigit(p[i]))
+			return FALSE;
+		*value = *value * 10 + (p[i] - '0');
+	}
+	return TRUE;
+}
+
+/* Days from 1970-01-01 to y-m-d of the proleptic Gregorian calendar. */
+static int64_t mime_days_from_civil(int64_t y, int m, int d)
+{
+	y -= m <= 2;
+	int64_t era = (y >= 0 ? y : y - 399) / 400;
+	int64_t yoe = y - era * 400;
+	int64_t doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
+	int64_t doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+	return era * 146097 + doe - 719468;
+}
+
+static int mime_days_in_month(int y, int m)
+{
+	static const int days[12] = { 31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31 };
+
+	if (m == 2 && y % 4 == 0 && (y % 100 != 0 || y % 400 == 0))
+		return 29;
+	return days[m - 1];
+}
+
+/* The RFC 5322 date of nearly every message, "[Www, ]D[D] Mon YYYY
+ * HH:MM[:SS] +HHMM[ (comment)]" with single spaces, as Unix time; FALSE
+ * for anything else, which GMime then reads with its own leniencies (two-
+ * digit years, zone names, out-of-range zones taken as UTC). Within this
+ * form both agree; a unit test compares them. */
+static gboolean mime_date_fast(const char *s, int64_t *out)
+{
+	static const char months[] = "JanFebMarAprMayJunJulAugSepOctNovDec";
+	static const char wdays[] = "MonTueWedThuFriSatSun";
+	int day, month = 0, year, hour, minute, second = 0, zh, zm, sign;
+	const char *p = s;
+	size_t n;
+
+	if (g_ascii_isalpha(p[0])) {
+		const char *w;
+		for (w = wdays; *w; w += 3)
+			if (strncmp(p, w, 3) == 0)
+				break;
+		if (!*w || p[3] != ',' || p[4] != ' ')
+			return FALSE;
+		p += 5;
+	}
+	n = g_ascii_isdigit(p[1]) ? 2 : 1;
+	if (!mime_digits(p, (int)n, &day) || p[n] != ' ')
+		return FALSE;
+	p += n + 1;
+	for (int i = 0; i < 12; i++)
+		if (strncmp(p, months + 3 * i, 3) == 0)
+			month = i + 1;
+	if (!month || p[3] != ' ')
+		return FALSE;
+	p += 4;
+	if (!mime_digits(p, 4, &year) || p[4] != ' ' || year < 1970)
+		return FALSE;
+	p += 5;
+	if (!mime_digits(p, 2, &hour) || p[2] != ':' || !mime_digits(p + 3, 2, &minute))
+		return FALSE;
+	p += 5;
+	if (p[0] == ':') {
+		if (!mime_digits(p + 1, 2, &second))
+			return FALSE;
+		p += 3;
+	}
+	if (p[0] != ' ' || (p[1] != '+' && p[1] != '-') || !mime_digits(p + 2, 2, &zh) ||
+	    !mime_digits(p + 4, 2, &zm))
+		return FALSE;
+	sign = p[1] == '-' ? -1 : 1;
+	p += 6;
+	if (p[0] != '\0') {
+		/* One comment of plain text: "(UTC)", "(CET)". */
+		if (p[0] != ' ' || p[1] != '(')
+			return FALSE;
+		for (p += 2; *p && *p != ')'; p++)
+			if (*p == '(' || *p == '\\')
+				return FALSE;
+		if (p[0] != ')' || p[1] != '\0')
+			return FALSE;
+	}
+	if (day < 1 || day > mime_days_in_month(year, month) || hour > 23 || minute > 59 ||
+	    second > 59 || zh > 12 || zm > 59)
+		return FALSE;
+	*out = mime_days_from_civil(year, month, day) * 86400 + hour * 3600 + minute * 60 +
+	       second - sign * (zh * 3600 + zm * 60);
+	return TRUE;
+}
+
+/* The addr-spec of a plain "<local@domain>" Message-ID, g_malloc'd; NULL
+ * for anything else (comments, quotes, spaces, several ids), which
+ * g_mime_utils_decode_message_id() reads. */
+static char *mime_message_id_fast(const char *s)
+{
+	size_t n = strlen(s);
+	const char *at;
+
+	if (n < 5 || s[0] != '<' || s[n - 1] != '>')
+		return NULL;
+	for (size_t i = 1; i + 1 < n; i++)
+		if (s[i] <= ' ' || s[i] > '~' || strchr("<>()\"\\,;:[]", s[i]))
+			return NULL;
+	at = memchr(s + 1, '@', n - 2);
+	if (at == NULL || at == s + 1 || at == s + n - 2 || memchr(at + 1, '@', s + n - 2 - at))
+		return NULL;
+	/* Dots at either end of a part, or two in a row, GMime tidies. */
+	if (s[1] == '.' || at[-1] == '.' || at[1] == '.' || s[n - 2] == '.' ||
+	    g_strstr_len(s, (gssize)n, ".."))
+		return NULL;
+	return g_strndup(s + 1, n - 2);
+}
+
+char *mime_decode_from(const char *from_raw)
+{
+	GMimeParserOptions *options = g_mime_parser_options_get_default();
+	InternetAddressList *list;
+	char *text = NULL, *result, *value;
+
+	if (from_raw == NULL)
+		return NULL;
+	list = internet_address_list_parse(options, from_raw);
+	if (list && internet_address_list_length(list) > 0)
+		text = internet_address_list_to_string(list, NULL, FALSE);
+	result = mime_utf8_dup_trimmed(text);
+	g_free(text);
+	if (list)
+		g_object_unref(list);
+	if (!result) {
+		value = mime_decoded(options, from_raw);
+		result = mime_utf8_dup_trimmed(value);
+		g_free(value);
+	}
+	return result;
+}
+
+char *mime_decode_date(const char *date_raw)
+{
+	char *value, *result;
+
+	if (date_raw == NULL)
+		return NULL;
+	value = mime_unfold_trim(date_raw, strlen(date_raw));
+	if (value[0] != '\0' && mime_is_plain(value))
+		return value;
+	g_free(value);
+	value = mime_decoded(g_mime_parser_options_get_default(), date_raw);
+	result = mime_utf8_dup_trimmed(value);
+	g_free(value);
+	return result;
+}
+
+
+static int mime_parse_fast(const char *block, size_t len, struct mime_header_info *out,
+                           gboolean lazy)
 {
 	GMimeParserOptions *options = g_mime_parser_options_get_default();
 	struct mime_raw_fields raw;
-	char *date_raw, *from_raw, *subject_raw, *id_raw;
+	char *subject_raw = NULL, *subject = NULL, *date = NULL, *id_raw = NULL;
 	char *value, *id = NULL;
 
 	if (mime_split_fields(block, len, &raw) != 0)
 		return -1;
-	date_raw = mime_raw_dup(&raw, 0);
-	from_raw = mime_raw_dup(&raw, 1);
-	subject_raw = mime_raw_dup(&raw, 2);
-	id_raw = mime_raw_dup(&raw, 3);
+	if (raw.value[0]) {
+		out->date_raw = mime_raw_chomp(raw.value[0], raw.len[0]);
+		date = mime_unfold_trim(raw.value[0], raw.len[0]);
+	}
+	if (raw.value[1])
+		out->from_raw = mime_raw_chomp(raw.value[1], raw.len[1]);
+	if (raw.value[2]) {
+		subject_raw = mime_raw_chomp(raw.value[2], raw.len[2]);
+		subject = mime_unfold_trim(raw.value[2], raw.len[2]);
+	}
+	if (raw.value[3])
+		id_raw = mime_unfold_trim(raw.value[3], raw.len[3]);
 
-	value = mime_decoded(options, subject_raw);
-	out->subject = mime_utf8_dup(value);
-	g_free(value);
-
-	if (from_raw) {
-		InternetAddressList *list = internet_address_list_parse(options, from_raw);
-		char *text = NULL;
-		if (list && internet_address_list_length(list) > 0)
-			text = internet_address_list_to_string(list, NULL, FALSE);
-		out->from = mime_utf8_dup_trimmed(text);
-		g_free(text);
-		if (list)
-			g_object_unref(list);
-		if (!out->from) {
-			value = mime_decoded(options, from_raw);
-			out->from = mime_utf8_dup_trimmed(value);
-			g_free(value);
-		}
+	if (subject && mime_is_plain(subject)) {
+		out->subject = subject;
+		subject = NULL;
+	} else if (subject_raw) {
+		value = mime_decoded(options, subject_raw);
+		out->subject = mime_utf8_dup(value);
+		g_free(value);
 	}
 
-	value = mime_decoded(options, date_raw);
-	out->date_header = mime_utf8_dup_trimmed(value);
-	if (value) {
-		GDateTime *date = g_mime_utils_header_decode_date(value);
-		if (date) {
-			out->date = g_date_time_to_unix(date);
-			g_date_time_unref(date);
-		}
+	if (!lazy) {
+		out->from = mime_decode_from(out->from_raw);
+		out->date_header = mime_decode_date(out->date_raw);
 	}
-	g_free(value);
+	if (date && !(mime_is_plain(date) && mime_date_fast(date, &out->date))) {
+		value = mime_decoded(options, out->date_raw);
+		GDateTime *dt = value ? g_mime_utils_header_decode_date(value) : NULL;
+		if (dt) {
+			out->date = g_date_time_to_unix(dt);
+			g_date_time_unref(dt);
+		}
+		g_free(value);
+	}
 
 	if (id_raw) {
-		value = mime_decoded(options, id_raw);
-		id = value ? g_mime_utils_decode_message_id(value) : NULL;
-		g_free(value);
+		id = mime_is_plain(id_raw) ? mime_message_id_fast(id_raw) : NULL;
+		if (!id) {
+			value = mime_decoded(options, id_raw);
+			id = value ? g_mime_utils_decode_message_id(value) : NULL;
+			g_free(value);
+		}
 	}
 	if (id)
 		g_strstrip(id);
@@ -462,24 +647,17 @@ static int mime_parse_fast(const char *block, size_t len, struct mime_header_inf
 		mime_hash8(id, -1, out->h8);
 		out->message_id = mime_utf8_dup(id);
 	} else {
-		GString *joined = g_string_new(NULL);
-		mime_append_unfolded_trimmed(joined, date_raw);
-		g_string_append_c(joined, '\n');
-		mime_append_unfolded_trimmed(joined, from_raw);
-		g_string_append_c(joined, '\n');
-		mime_append_unfolded_trimmed(joined, subject_raw);
-		mime_hash8(joined->str, joined->len, out->h8);
-		g_string_free(joined, TRUE);
+		mime_hash8_fields(out->date_raw, out->from_raw, subject_raw, out->h8);
 	}
 	g_free(id);
-	g_free(date_raw);
-	g_free(from_raw);
 	g_free(subject_raw);
+	g_free(subject);
+	g_free(date);
 	g_free(id_raw);
 	return 0;
 }
 
-int mime_parse_headers(const char *data, size_t len, struct mime_header_info *out)
+static int mime_parse(const char *data, size_t len, struct mime_header_info *out, gboolean lazy)
 {
 	GString *fields;
 	gboolean found;
@@ -495,18 +673,69 @@ int mime_parse_headers(const char *data, size_t len, struct mime_header_info *ou
 		g_string_free(fields, TRUE);
 		return -1;
 	}
-	rc = mime_parse_fast(fields->str, fields->len, out);
+	rc = mime_parse_fast(fields->str, fields->len, out, lazy);
 	g_string_free(fields, TRUE);
 	if (rc == 0)
 		return 0;
 	mime_header_info_clear(out);
-	return mime_parse_headers_full(data, len, out);
+	rc = mime_parse_headers_full(data, len, out);
+	if (lazy) {
+		g_clear_pointer(&out->from, g_free);
+		g_clear_pointer(&out->date_header, g_free);
+	}
+	return rc;
+}
+
+int mime_parse_headers(const char *data, size_t len, struct mime_header_info *out)
+{
+	return mime_parse(data, len, out, FALSE);
+}
+
+int mime_parse_headers_lazy(const char *data, size_t len, struct mime_header_info *out)
+{
+	return mime_parse(data, len, out, TRUE);
+}
+
+/* mime_slug of a subject that is plain ASCII: NFC leaves it as it is,
+ * and the letters and digits are the ASCII ones. */
+static char *mime_slug_ascii(const char *subject)
+{
+	size_t n = strlen(subject), len = 0;
+	char *slug = g_malloc(n + sizeof "no-subject");
+	gboolean pending_dash = FALSE;
+
+	for (const char *p = subject; *p != '\0' && len <= MIME_SLUG_MAX; p++) {
+		if (g_ascii_isalnum(*p)) {
+			if (pending_dash && len > 0)
+				slug[len++] = '-';
+			pending_dash = FALSE;
+			slug[len++] = *p;
+		} else {
+			pending_dash = TRUE;
+		}
+	}
+	if (len > MIME_SLUG_MAX) {
+		len = MIME_SLUG_MAX;
+		while (len > 0 && slug[len - 1] == '-')
+			len--;
+	}
+	if (len == 0)
+		return strcpy(slug, "no-subject");
+	slug[len] = '\0';
+	return slug;
 }
 
 char *mime_slug(const char *subject)
 {
-	GString *slug = g_string_new(NULL);
+	GString *slug;
 	gboolean pending_dash = FALSE;
+	const char *q = subject;
+
+	while (q != NULL && *q != '\0' && (unsigned char)*q < 0x80)
+		q++;
+	if (q != NULL && *q == '\0')
+		return mime_slug_ascii(subject);
+	slug = g_string_new(NULL);
 	/* NFC first: a mailer that sends "e" + U+0301 means the letter "é",
 	 * and a combining mark alone is not a letter. */
 	char *nfc = subject != NULL && g_utf8_validate(subject, -1, NULL)
@@ -567,25 +796,37 @@ static gboolean mime_h8_is_valid(const char *h8)
 	return h8[8] == '\0';
 }
 
-/* "YYYYMMDD-HHMM" of t in UTC, or NULL when GDateTime cannot hold it. */
+/* y-m-d of the proleptic Gregorian calendar, days after 1970-01-01. */
+static void mime_civil_from_days(int64_t z, int64_t *y, int *m, int *d)
+{
+	z += 719468;
+	int64_t era = (z >= 0 ? z : z - 146096) / 146097;
+	int64_t doe = z - era * 146097;
+	int64_t yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+	int64_t doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+	int64_t mp = (5 * doy + 2) / 153;
+
+	*d = (int)(doy - (153 * mp + 2) / 5 + 1);
+	*m = (int)(mp < 10 ? mp + 3 : mp - 9);
+	*y = yoe + era * 400 + (*m <= 2);
+}
+
+/* "YYYYMMDD-HHMM" of t in UTC, or NULL outside the years 1..9999 (those
+ * of GDateTime, which this once used). */
 static char *mime_format_date(int64_t t)
 {
-	GDateTime *dt;
-	char *text;
+	int64_t days, secs, year;
+	int month, day;
 
 	if (t == MIME_NO_DATE)
 		return NULL;
-	dt = g_date_time_new_from_unix_utc(t);
-	if (dt == NULL)
+	days = t / 86400 - (t % 86400 < 0);
+	secs = t - days * 86400;
+	mime_civil_from_days(days, &year, &month, &day);
+	if (year < 1 || year > 9999)
 		return NULL;
-	/* printf rather than "%Y": GDateTime years run 1..9999 and the name
-	 * needs exactly four digits. */
-	text = g_strdup_printf("%04d%02d%02d-%02d%02d",
-			       g_date_time_get_year(dt), g_date_time_get_month(dt),
-			       g_date_time_get_day_of_month(dt),
-			       g_date_time_get_hour(dt), g_date_time_get_minute(dt));
-	g_date_time_unref(dt);
-	return text;
+	return g_strdup_printf("%04d%02d%02d-%02d%02d", (int)year, month, day,
+	                       (int)(secs / 3600), (int)(secs / 60 % 60));
 }
 
 char *mime_name_base(const struct mime_header_info *info, int64_t fallback_date)

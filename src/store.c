@@ -24,7 +24,7 @@
 
 #include "store.h"
 
-#define STORE_SCHEMA_VERSION 1
+#define STORE_SCHEMA_VERSION 2
 
 static const char store_schema_sql[] =
 	"CREATE TABLE IF NOT EXISTS folders("
@@ -51,7 +51,7 @@ static const char store_schema_sql[] =
 	"  size INTEGER NOT NULL DEFAULT 0,"
 	"  size_known INTEGER NOT NULL DEFAULT 0,"
 	"  internaldate INTEGER NOT NULL DEFAULT 0,"
-	"  subject TEXT, from_addr TEXT, message_id TEXT, date_header TEXT,"
+	"  subject TEXT, from_raw TEXT, message_id TEXT, date_raw TEXT,"
 	"  PRIMARY KEY(folder_id, uid)) WITHOUT ROWID;"
 	"CREATE UNIQUE INDEX IF NOT EXISTS messages_name ON messages(folder_id, name);"
 	/* Partial: IMAP rows have no remote_id and cost the index nothing. */
@@ -73,8 +73,8 @@ static const char store_schema_sql[] =
 
 #define STORE_MESSAGE_COLUMNS \
 	"SELECT m.folder_id, m.uid, m.remote_id, m.name, m.flags, m.size," \
-	" m.size_known, m.internaldate, m.subject, m.from_addr, m.message_id," \
-	" m.date_header, b.uid IS NOT NULL FROM messages m" \
+	" m.size_known, m.internaldate, m.subject, m.from_raw, m.message_id," \
+	" m.date_raw, b.uid IS NOT NULL FROM messages m" \
 	" LEFT JOIN bodies b ON b.folder_id = m.folder_id AND b.uid = m.uid "
 
 /* The next LRU tick: strictly above every body's, so order is exact. */
@@ -132,15 +132,15 @@ static const char *const store_query_sql[Q_COUNT] = {
 		"SELECT uid FROM messages WHERE folder_id = ?1 AND remote_id = ?2",
 	[Q_MSG_UPSERT] =
 		"INSERT INTO messages(folder_id, uid, remote_id, base_name, flags, size,"
-		" size_known, internaldate, subject, from_addr, message_id, date_header, name)"
+		" size_known, internaldate, subject, from_raw, message_id, date_raw, name)"
 		" VALUES(?1, ?2, ?3, ?4, ?5, ?6, 0, ?7, ?8, ?9, ?10, ?11, ?12)"
 		" ON CONFLICT(folder_id, uid) DO UPDATE SET"
 		" remote_id = excluded.remote_id, base_name = excluded.base_name,"
 		" flags = excluded.flags,"
 		" size = CASE WHEN size_known THEN size ELSE excluded.size END,"
 		" internaldate = excluded.internaldate, subject = excluded.subject,"
-		" from_addr = excluded.from_addr, message_id = excluded.message_id,"
-		" date_header = excluded.date_header",
+		" from_raw = excluded.from_raw, message_id = excluded.message_id,"
+		" date_raw = excluded.date_raw",
 	[Q_MSG_SET_FLAGS] = "UPDATE messages SET flags = ?3 WHERE folder_id = ?1 AND uid = ?2",
 	[Q_MSG_DELETE] = "DELETE FROM messages WHERE folder_id = ?1 AND uid = ?2",
 	[Q_MSG_DELETE_FOLDER] = "DELETE FROM messages WHERE folder_id = ?1",
@@ -492,6 +492,20 @@ struct store *store_open(const char *dir, uint64_t body_cap, char **err)
 			                      sqlite3_errmsg(st->db));
 			goto fail;
 		}
+	} else if (version == 1) {
+		/* Version 1 kept From and Date decoded; version 2 keeps them as
+		 * sent and decodes on demand. A decoded value decodes to itself,
+		 * so the rows stay as they are. */
+		rc = sqlite3_exec(st->db, "BEGIN IMMEDIATE;"
+		                  " ALTER TABLE messages RENAME COLUMN from_addr TO from_raw;"
+		                  " ALTER TABLE messages RENAME COLUMN date_header TO date_raw;"
+		                  " PRAGMA user_version = 2; COMMIT", NULL, NULL, NULL);
+		if (rc != SQLITE_OK) {
+			msg = g_strdup_printf("cannot upgrade the cache schema in %s: %s", dbpath,
+			                      sqlite3_errmsg(st->db));
+			sqlite3_exec(st->db, "ROLLBACK", NULL, NULL, NULL);
+			goto fail;
+		}
 	} else if (version != STORE_SCHEMA_VERSION) {
 		msg = g_strdup_printf("%s has cache schema version %d; this mailfs knows %d"
 		                      " (remove the cache directory or use a newer mailfs)",
@@ -557,9 +571,9 @@ void store_message_clear(struct store_message *m)
 	g_free(m->name);
 	g_free(m->flags);
 	g_free(m->subject);
-	g_free(m->from);
+	g_free(m->from_raw);
 	g_free(m->message_id);
-	g_free(m->date_header);
+	g_free(m->date_raw);
 	memset(m, 0, sizeof *m);
 }
 
@@ -1086,9 +1100,9 @@ enum mf_status store_folder_apply_sync(struct store *st, const struct store_sync
 		sqlite3_bind_int64(q, 6, (sqlite3_int64)a->size);
 		sqlite3_bind_int64(q, 7, a->internaldate);
 		store_bind_text_or_null(q, 8, a->subject);
-		store_bind_text_or_null(q, 9, a->from);
+		store_bind_text_or_null(q, 9, a->from_raw);
 		store_bind_text_or_null(q, 10, a->message_id);
-		store_bind_text_or_null(q, 11, a->date_header);
+		store_bind_text_or_null(q, 11, a->date_raw);
 		store_bind_text_or_null(q, 12, names ? names[i] : NULL);
 		rc = store_run(q);
 		if (rc != MF_OK)
@@ -1241,9 +1255,9 @@ static void store_message_from_row(sqlite3_stmt *q, struct store_message *m, int
 	m->size_known = sqlite3_column_int(q, 6);
 	m->internaldate = sqlite3_column_int64(q, 7);
 	m->subject = text(q, 8);
-	m->from = text(q, 9);
+	m->from_raw = text(q, 9);
 	m->message_id = text(q, 10);
-	m->date_header = text(q, 11);
+	m->date_raw = text(q, 11);
 	m->body_cached = sqlite3_column_int(q, 12);
 }
 

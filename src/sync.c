@@ -130,15 +130,17 @@ struct sync_parser {
 	const struct sync_ctx *s;
 	GThreadPool *pool;
 	GPtrArray *jobs;          /* struct sync_parse_job *, in added order */
+	guint queued;             /* jobs[0..queued) are in the pool */
 };
 
-static void sync_parse_run(gpointer data, gpointer user)
-{
-	struct sync_parse_job *j = data;
-	const struct sync_parser *p = user;
-	const struct mf_config *cfg = p->s->cfg;
+/* Jobs go to the pool in batches: a wake-up per message costs more than
+ * parsing it. */
+#define SYNC_PARSE_BATCH 32
 
-	mime_parse_headers(j->headers, j->headers_len, &j->info);
+static void sync_parse_one(const struct mf_config *cfg, struct sync_parse_job *j)
+{
+	/* From and Date are decoded for display only when asked (xattrs). */
+	mime_parse_headers_lazy(j->headers, j->headers_len, &j->info);
 	/* POP3 has no INTERNALDATE and no stable number: the Date header
 	 * gives the time, and names are always subject names. */
 	if (cfg->names_uid && cfg->protocol == MF_PROTO_IMAP)
@@ -146,6 +148,35 @@ static void sync_parse_run(gpointer data, gpointer user)
 	else
 		j->name = mime_name_base(&j->info, j->internaldate == MAILBOX_NO_DATE
 		                                   ? MIME_NO_DATE : j->internaldate);
+}
+
+static void sync_parse_run(gpointer data, gpointer user)
+{
+	struct sync_parse_job **batch = data;
+	const struct sync_parser *p = user;
+
+	for (struct sync_parse_job **j = batch; *j; j++)
+		sync_parse_one(p->s->cfg, *j);
+	g_free(batch);
+}
+
+/* Hands the jobs not yet queued to the pool. */
+static void sync_parse_flush(struct sync_parser *p)
+{
+	guint n = p->jobs->len - p->queued;
+	struct sync_parse_job **batch;
+
+	if (n == 0)
+		return;
+	batch = g_new(struct sync_parse_job *, n + 1);
+	memcpy(batch, p->jobs->pdata + p->queued, n * sizeof *batch);
+	batch[n] = NULL;
+	p->queued = p->jobs->len;
+	if (!p->pool) {
+		int cpus = (int)g_get_num_processors();
+		p->pool = g_thread_pool_new(sync_parse_run, p, cpus > 1 ? cpus : 1, FALSE, NULL);
+	}
+	g_thread_pool_push(p->pool, batch, NULL);
 }
 
 static void sync_parse_job_free(gpointer data)
@@ -167,11 +198,8 @@ static void sync_parse_push(struct sync_parser *p, const struct mailbox_message 
 	j->internaldate = m->internaldate;
 	j->uid = m->uid;
 	g_ptr_array_add(p->jobs, j);
-	if (!p->pool) {
-		int n = (int)g_get_num_processors();
-		p->pool = g_thread_pool_new(sync_parse_run, p, n > 1 ? n : 1, FALSE, NULL);
-	}
-	g_thread_pool_push(p->pool, j, NULL);
+	if (p->jobs->len - p->queued >= SYNC_PARSE_BATCH)
+		sync_parse_flush(p);
 }
 
 static void sync_on_added(void *ctx, const struct mailbox_message *m)
@@ -181,6 +209,7 @@ static void sync_on_added(void *ctx, const struct mailbox_message *m)
 
 static void sync_parse_wait(struct sync_parser *p)
 {
+	sync_parse_flush(p);
 	if (p->pool)
 		g_thread_pool_free(p->pool, FALSE, TRUE);
 	p->pool = NULL;
@@ -201,6 +230,7 @@ static void sync_parse_finish(struct sync_parser *p, GArray *added)
 		    g_array_index(added, struct mailbox_message, i).uid)
 			break;
 	g_ptr_array_set_size(p->jobs, i);
+	p->queued = i;
 	for (; i < added->len; i++)
 		sync_parse_push(p, &g_array_index(added, struct mailbox_message, i));
 	sync_parse_wait(p);
@@ -216,7 +246,7 @@ static enum mf_status sync_folder_now(struct sync_ctx *s, int64_t folder_id, int
 	struct store_sync out = { 0 };
 	struct store_sync_message *added = NULL;
 	struct store_sync_flags *flags = NULL;
-	struct sync_parser parser = { s, NULL, g_ptr_array_new_with_free_func(sync_parse_job_free) };
+	struct sync_parser parser = { s, NULL, g_ptr_array_new_with_free_func(sync_parse_job_free), 0 };
 	uint32_t *known = NULL, *removed = NULL;
 	size_t n_known = 0, n_removed = 0, n_added = 0;
 	gint64 t_fetch, t_parse, t_store;
@@ -277,8 +307,8 @@ static enum mf_status sync_folder_now(struct sync_ctx *s, int64_t folder_id, int
 		added[i] = (struct store_sync_message){
 			.uid = m->uid, .remote_id = m->remote_id, .flags = m->flags,
 			.size = m->size, .internaldate = mtime, .base_name = j->name,
-			.subject = j->info.subject, .from = j->info.from,
-			.message_id = j->info.message_id, .date_header = j->info.date_header,
+			.subject = j->info.subject, .from_raw = j->info.from_raw,
+			.message_id = j->info.message_id, .date_raw = j->info.date_raw,
 		};
 	}
 	flags = g_new0(struct store_sync_flags, res.flag_updates->len ? res.flag_updates->len : 1);

@@ -890,9 +890,148 @@ static int teardown(void **state)
 static int info_differs(const struct mime_header_info *a, const struct mime_header_info *b)
 {
 	return !str_equal0(a->subject, b->subject) || !str_equal0(a->from, b->from) ||
+	       !str_equal0(a->from_raw, b->from_raw) || !str_equal0(a->date_raw, b->date_raw) ||
 	       !str_equal0(a->message_id, b->message_id) ||
 	       !str_equal0(a->date_header, b->date_header) || a->date != b->date ||
 	       strcmp(a->h8, b->h8) != 0;
+}
+
+
+/* The fast path reads the common Date form itself: on every variation
+ * of it, valid or not, it must give what GMime gives. */
+static void test_date_fast_path_equals_gmime(void **state)
+{
+	static const char *const wdays[] = { "", "Mon, ", "Fri, ", "fri, ", "Xyz, ", "Sun,", "Tue ,  " };
+	static const char *const days[] = { "1", "05", "29", "30", "31", "0", "32", "005", "x" };
+	static const char *const months[] = { "Jan", "Feb", "Apr", "Dec", "jan", "Foo", "February" };
+	static const char *const years[] = { "2024", "2023", "2000", "2100", "1970", "1969", "1901",
+	                                     "1900", "9999", "0099", "24", "20245" };
+	static const char *const times[] = { "10:22:00", "00:00", "23:59:59", "24:00:00", "10:60:00",
+	                                     "10:22:60", "1:2:3", "10:22:5", "10-22-00" };
+	static const char *const zones[] = { "+0000", "-0000", "+0100", "-0930", "+1259", "-1259",
+	                                     "+1300", "-1400", "+1460", "+2500", "+0060", "+000",
+	                                     "+00000", "GMT", "EST", "Z", "", "+0000 (UTC)",
+	                                     "-0500 (EST)", "+0000 (a(b)c)", "+0000 garbage",
+	                                     "+0000 ()", "+0000  (UTC)" };
+	GRand *rand = g_rand_new_with_seed(20261122);
+	GString *failures = g_string_new(NULL);
+
+	(void)state;
+	for (int i = 0; i < 20000; i++) {
+		char *text = g_strdup_printf(
+			"Date: %s%s %s %s %s %s\r\n\r\n",
+			wdays[g_rand_int_range(rand, 0, G_N_ELEMENTS(wdays))],
+			days[g_rand_int_range(rand, 0, G_N_ELEMENTS(days))],
+			months[g_rand_int_range(rand, 0, G_N_ELEMENTS(months))],
+			years[g_rand_int_range(rand, 0, G_N_ELEMENTS(years))],
+			times[g_rand_int_range(rand, 0, G_N_ELEMENTS(times))],
+			zones[g_rand_int_range(rand, 0, G_N_ELEMENTS(zones))]);
+		struct mime_header_info fast, full;
+		mime_parse_headers_lazy(text, strlen(text), &fast);
+		mime_parse_headers_full(text, strlen(text), &full);
+		if (fast.date != full.date && failures->len < 4000)
+			g_string_append_printf(failures, "%s -> %lld, GMime %lld\n", text,
+			                       (long long)fast.date, (long long)full.date);
+		mime_header_info_clear(&fast);
+		mime_header_info_clear(&full);
+		g_free(text);
+	}
+	g_rand_free(rand);
+	if (failures->len)
+		fail_msg("date differs:\n%s", failures->str);
+	g_string_free(failures, TRUE);
+}
+
+/* Likewise for the plain "<local@domain>" Message-ID it reads itself. */
+static void test_message_id_fast_path_equals_gmime(void **state)
+{
+	static const char *const ids[] = {
+		"<abc@example.org>", "<a.b-c+d@x>", "abc@example.org", "<abc>", "<@x>", "<a@>",
+		"<a@b@c>", "<a b@x>", "<a@x> (comment)", "<a@x> <b@y>", "<\"q\"@x>", "<a@[1.2.3.4]>",
+		"<a(b)@x>", "<<a@x>>", "<a@x", "a@x>", "  <a@x>  ", "<a,b@x>", "<a;b@x>", "<a:b@x>",
+		"<a\\b@x>", "<>", "<a@x>\r\n <b@y>", "<a@x.>", "<.a@x>", "<a..b@x>", "<%@x>",
+		"<a.@x>", "<a@.x>", "<a@x..y>", "<a@-x>", "<a@x->", "<=?utf-8?q?a?=@x>", "<a@x>\t",
+		"<{a}@x>", "<a@x>.", "<a~b@x_y>",
+	};
+	GString *failures = g_string_new(NULL);
+
+	(void)state;
+	for (size_t i = 0; i < G_N_ELEMENTS(ids); i++) {
+		char *text = g_strdup_printf("Message-ID: %s\r\nSubject: s\r\n\r\n", ids[i]);
+		struct mime_header_info fast, full;
+		mime_parse_headers_lazy(text, strlen(text), &fast);
+		mime_parse_headers_full(text, strlen(text), &full);
+		if (!str_equal0(fast.message_id, full.message_id) || strcmp(fast.h8, full.h8) != 0)
+			g_string_append_printf(failures, "%s -> [%s], GMime [%s]\n", ids[i],
+			                       fast.message_id, full.message_id);
+		mime_header_info_clear(&fast);
+		mime_header_info_clear(&full);
+		g_free(text);
+	}
+	if (failures->len)
+		fail_msg("Message-ID differs:\n%s", failures->str);
+	g_string_free(failures, TRUE);
+}
+
+/* Names carry the date as GDateTime formats it, over its whole range,
+ * and nothing outside it. */
+static void test_name_date_matches_gdatetime(void **state)
+{
+	GRand *rand = g_rand_new_with_seed(7);
+	const int64_t edges[] = { 0, -1, 59, 60, -62135596800LL, -62135596801LL, 253402300799LL,
+	                          253402300800LL, 951782400, 951868799, 4107542400LL, INT64_MAX,
+	                          INT64_MIN + 1 };
+
+	(void)state;
+	for (int i = 0; i < 20000 + (int)G_N_ELEMENTS(edges); i++) {
+		int64_t t = i < (int)G_N_ELEMENTS(edges)
+		            ? edges[i]
+		            : (int64_t)(g_rand_double_range(rand, -7e10, 3e11));
+		struct mime_header_info info = { .date = t };
+		GDateTime *dt = g_date_time_new_from_unix_utc(t);
+		char *expect = dt ? g_strdup_printf("%04d%02d%02d-%02d%02d_no-subject_",
+		                                    g_date_time_get_year(dt), g_date_time_get_month(dt),
+		                                    g_date_time_get_day_of_month(dt),
+		                                    g_date_time_get_hour(dt), g_date_time_get_minute(dt))
+		                  : g_strdup("00000000-0000_no-subject_");
+		char *name;
+
+		memset(info.h8, 0, sizeof info.h8);
+		name = mime_name_base(&info, MIME_NO_DATE);
+		if (!g_str_has_prefix(name, expect))
+			fail_msg("t=%lld: %s, GDateTime %s", (long long)t, name, expect);
+		g_free(name);
+		g_free(expect);
+		if (dt)
+			g_date_time_unref(dt);
+	}
+	g_rand_free(rand);
+}
+
+/* An ASCII subject takes a shortcut; it must cut and join exactly as the
+ * general path does (which a trailing symbol forces, changing nothing). */
+static void test_slug_ascii_shortcut(void **state)
+{
+	GRand *rand = g_rand_new_with_seed(11);
+	static const char alphabet[] = "aZ09 -_.:/!?@#\t";
+
+	(void)state;
+	for (int i = 0; i < 5000; i++) {
+		int len = g_rand_int_range(rand, 0, 90);
+		char *s = g_malloc(len + 1);
+		for (int k = 0; k < len; k++)
+			s[k] = alphabet[g_rand_int_range(rand, 0, sizeof alphabet - 1)];
+		s[len] = '\0';
+		char *forced = g_strconcat(s, "\xe2\x86\x92", NULL);  /* U+2192, a symbol */
+		char *a = mime_slug(s), *b = mime_slug(forced);
+		if (strcmp(a, b) != 0)
+			fail_msg("[%s]: %s vs %s", s, a, b);
+		g_free(a);
+		g_free(b);
+		g_free(s);
+		g_free(forced);
+	}
+	g_rand_free(rand);
 }
 
 /* mime_parse_headers decodes common headers without a GMimeMessage: it
@@ -938,6 +1077,21 @@ static void test_corpus_fast_path_equals_gmime_message(void **state)
 				                       fast.message_id, full.message_id, fast.date_header,
 				                       full.date_header, (long long)fast.date,
 				                       (long long)full.date, fast.h8, full.h8);
+			/* The listing's lazy parse leaves From and Date to be
+			 * decoded on demand, to exactly the same text. */
+			struct mime_header_info lazy;
+			int rl = mime_parse_headers_lazy(inputs[k], lens[k], &lazy);
+			char *from = mime_decode_from(lazy.from_raw), *date = mime_decode_date(lazy.date_raw);
+			if (rl != rf || lazy.from || lazy.date_header || !str_equal0(from, full.from) ||
+			    !str_equal0(date, full.date_header) || !str_equal0(lazy.subject, full.subject) ||
+			    !str_equal0(lazy.message_id, full.message_id) || lazy.date != full.date ||
+			    strcmp(lazy.h8, full.h8) != 0)
+				g_string_append_printf(failures, "%s (%s): lazy from [%s|%s] date [%s|%s]\n",
+				                       file, k ? "fields" : "whole", from, full.from, date,
+				                       full.date_header);
+			g_free(from);
+			g_free(date);
+			mime_header_info_clear(&lazy);
 			compared++;
 			mime_header_info_clear(&fast);
 			mime_header_info_clear(&full);
@@ -979,6 +1133,10 @@ int main(void)
 		cmocka_unit_test(test_header_only_equals_full_message),
 		cmocka_unit_test(test_header_oddities_match_imap),
 		cmocka_unit_test(test_corpus_fast_path_equals_gmime_message),
+		cmocka_unit_test(test_date_fast_path_equals_gmime),
+		cmocka_unit_test(test_message_id_fast_path_equals_gmime),
+		cmocka_unit_test(test_name_date_matches_gdatetime),
+		cmocka_unit_test(test_slug_ascii_shortcut),
 		cmocka_unit_test(test_validate),
 		cmocka_unit_test(test_corpus_names),
 		cmocka_unit_test(test_corpus_validate),

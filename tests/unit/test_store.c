@@ -84,8 +84,8 @@ static struct store_sync_message msg(uint32_t uid, const char *base, const char 
 {
 	struct store_sync_message m = {
 		.uid = uid, .flags = flags, .size = 1000 + uid, .internaldate = 1700000000 + uid,
-		.base_name = base, .subject = "Hello", .from = "Ann <ann@example.org>",
-		.message_id = "id@example.org", .date_header = "Mon, 1 Jan 2024 10:00:00 +0000",
+		.base_name = base, .subject = "Hello", .from_raw = "Ann <ann@example.org>",
+		.message_id = "id@example.org", .date_raw = "Mon, 1 Jan 2024 10:00:00 +0000",
 	};
 	return m;
 }
@@ -292,6 +292,63 @@ static void test_open_creates_private_dir(void **state)
 	g_free(dir);
 }
 
+/* A version 1 cache (From and Date kept decoded, in columns of other
+ * names) opens as version 2 with its rows intact. */
+static void test_upgrade_from_version_1(void **state)
+{
+	struct fixture *fx = *state;
+	char *dir = g_build_filename(fx->base, "v1", NULL);
+	char *err = NULL;
+	struct store_message m = { 0 };
+	struct store_folder f = { 0 };
+	struct store *st;
+
+	assert_int_equal(g_mkdir_with_parents(dir, 0700), 0);
+	sql_exec(dir,
+	         "CREATE TABLE folders(id INTEGER PRIMARY KEY AUTOINCREMENT, path TEXT UNIQUE NOT NULL,"
+	         " parent TEXT NOT NULL, wire_name TEXT, delim INTEGER NOT NULL DEFAULT 0,"
+	         " noselect INTEGER NOT NULL DEFAULT 0, uidvalidity INTEGER NOT NULL DEFAULT 0,"
+	         " uidnext INTEGER NOT NULL DEFAULT 0, highestmodseq INTEGER NOT NULL DEFAULT 0,"
+	         " synced_at INTEGER NOT NULL DEFAULT 0, messages INTEGER NOT NULL DEFAULT 0);"
+	         "CREATE INDEX folders_parent ON folders(parent, path);"
+	         "CREATE TABLE messages(folder_id INTEGER NOT NULL REFERENCES folders(id) ON DELETE CASCADE,"
+	         " uid INTEGER NOT NULL, remote_id TEXT, base_name TEXT, user_name TEXT, name TEXT,"
+	         " flags TEXT NOT NULL DEFAULT '', size INTEGER NOT NULL DEFAULT 0,"
+	         " size_known INTEGER NOT NULL DEFAULT 0, internaldate INTEGER NOT NULL DEFAULT 0,"
+	         " subject TEXT, from_addr TEXT, message_id TEXT, date_header TEXT,"
+	         " PRIMARY KEY(folder_id, uid)) WITHOUT ROWID;"
+	         "CREATE UNIQUE INDEX messages_name ON messages(folder_id, name);"
+	         "CREATE INDEX messages_remote_id ON messages(folder_id, remote_id)"
+	         " WHERE remote_id IS NOT NULL;"
+	         "CREATE TABLE bodies(folder_id INTEGER NOT NULL, uid INTEGER NOT NULL,"
+	         " size INTEGER NOT NULL, last_used INTEGER NOT NULL, PRIMARY KEY(folder_id, uid),"
+	         " FOREIGN KEY(folder_id, uid) REFERENCES messages(folder_id, uid) ON DELETE CASCADE"
+	         ") WITHOUT ROWID;"
+	         "CREATE INDEX bodies_lru ON bodies(last_used);"
+	         "INSERT INTO folders(path, parent, uidvalidity, messages) VALUES('INBOX', '', 7, 1);"
+	         "INSERT INTO messages(folder_id, uid, base_name, name, subject, from_addr, message_id,"
+	         " date_header) VALUES(1, 3, 'b', 'b.eml', 'Hi', 'Ann <ann@example.org>', 'i@x',"
+	         " 'Mon, 1 Jan 2024 10:00:00 +0000');"
+	         "PRAGMA user_version = 1;");
+	st = store_open(dir, 1000, &err);
+	assert_null(err);
+	assert_non_null(st);
+	assert_int_equal(store_folder_by_path(st, "INBOX", &f), MF_OK);
+	assert_int_equal(f.uidvalidity, 7);
+	assert_int_equal(store_message_by_uid(st, f.id, 3, &m), MF_OK);
+	store_folder_clear(&f);
+	assert_string_equal(m.name, "b.eml");
+	assert_string_equal(m.from_raw, "Ann <ann@example.org>");
+	assert_string_equal(m.date_raw, "Mon, 1 Jan 2024 10:00:00 +0000");
+	store_message_clear(&m);
+	store_close(st);
+	/* And once more: now it is version 2. */
+	st = store_open(dir, 1000, &err);
+	assert_non_null(st);
+	store_close(st);
+	g_free(dir);
+}
+
 static void test_folders_replace(void **state)
 {
 	struct fixture *fx = *state;
@@ -453,9 +510,9 @@ static void test_apply_sync(void **state)
 	assert_int_equal(m.size_known, 0);
 	assert_int_equal(m.internaldate, 1700000002);
 	assert_string_equal(m.subject, "Hello");
-	assert_string_equal(m.from, "Ann <ann@example.org>");
+	assert_string_equal(m.from_raw, "Ann <ann@example.org>");
 	assert_string_equal(m.message_id, "id@example.org");
-	assert_string_equal(m.date_header, "Mon, 1 Jan 2024 10:00:00 +0000");
+	assert_string_equal(m.date_raw, "Mon, 1 Jan 2024 10:00:00 +0000");
 	assert_int_equal(m.body_cached, 0);
 	store_message_clear(&m);
 	assert_null(m.name); /* clear zeroes */
@@ -1032,6 +1089,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_open_creates_private_dir, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_upgrade_from_version_1, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_folders_replace, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_children_stop, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_apply_sync, setup, teardown),
