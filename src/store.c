@@ -92,7 +92,7 @@ enum store_query {
 	Q_BODY_EXISTS, Q_BODY_OF_FOLDER, Q_BODY_UPSERT, Q_BODY_TOUCH,
 	Q_BODY_DELETE, Q_BODY_USAGE, Q_BODY_LRU, Q_FOLDER_RECOUNT, Q_BODY_SIZE,
 	Q_MSG_UNCACHED_AFTER, Q_MSG_NAME_WANTED, Q_MSG_NAME_OF, Q_FOLDER_COUNT_DOWN,
-	Q_MSG_MAX_UID_OF,
+	Q_MSG_MAX_UID_OF, Q_FOLDER_COUNT_UP,
 	Q_COUNT
 };
 
@@ -172,6 +172,7 @@ static const char *const store_query_sql[Q_COUNT] = {
 		" LIMIT 1",
 	[Q_MSG_NAME_OF] = "SELECT name FROM messages WHERE folder_id = ?1 AND uid = ?2",
 	[Q_FOLDER_COUNT_DOWN] = "UPDATE folders SET messages = messages - 1 WHERE id = ?1",
+	[Q_FOLDER_COUNT_UP] = "UPDATE folders SET messages = messages + ?2 WHERE id = ?1",
 	[Q_MSG_MAX_UID_OF] = "SELECT coalesce(max(uid), 0) FROM messages WHERE folder_id = ?1",
 	[Q_MSG_UNCACHED_AFTER] = STORE_MESSAGE_COLUMNS
 		"WHERE m.folder_id = ?1 AND m.name > ?2 AND b.uid IS NULL AND m.size <= ?3"
@@ -993,65 +994,186 @@ static void store_bind_text_or_null(sqlite3_stmt *q, int col, const char *s)
 		sqlite3_bind_null(q, col);
 }
 
-/* Names for messages that are all new and above every stored UID, with
- * nothing removed: the stored names cannot change (a higher UID never
- * takes a name from a lower one), so the new names follow from the stored
- * ones and are written with the rows, in one pass. NULL when that does not
- * hold and store_assign_names() must run. */
-static char **store_names_for_appended(struct store *st, const struct store_sync *s)
+/* File names for messages above every stored UID, in UID order: the
+ * stored names cannot change (a higher UID never takes a name from a
+ * lower one), so the new names follow from the stored ones. The state
+ * carries over from call to call (store_folder_add_new). */
+struct store_namer {
+	int64_t folder_id;
+	GHashTable *taken;        /* every name held; owned keys */
+	GHashTable *next_suffix;  /* base -> the next suffix worth trying; owned keys */
+	uint32_t max_uid;         /* the highest UID named */
+	int seeded;               /* taken holds the stored names */
+	int broken;               /* a write failed: the state is not the store's */
+};
+
+struct store_namer *store_namer_new(int64_t folder_id)
 {
-	GHashTable *taken, *next_suffix;
-	char **names = NULL;
-	uint32_t max_uid = 0;
-	sqlite3_stmt *q;
+	struct store_namer *n = g_new0(struct store_namer, 1);
+
+	n->folder_id = folder_id;
+	n->taken = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
+	n->next_suffix = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
+	return n;
+}
+
+void store_namer_free(struct store_namer *n)
+{
+	if (!n)
+		return;
+	g_hash_table_destroy(n->taken);
+	g_hash_table_destroy(n->next_suffix);
+	g_free(n);
+}
+
+/* Reads the stored names (lock held). */
+static enum mf_status store_namer_seed(struct store *st, struct store_namer *n)
+{
+	sqlite3_stmt *q = store_query(st, Q_MSG_NAMES);
 	int src;
 
-	if (s->reset || s->n_removed || !s->n_added)
-		return NULL;
-	for (size_t i = 0; i < s->n_added; i++)
-		if (s->added[i].uid == 0 || (i && s->added[i].uid <= s->added[i - 1].uid))
-			return NULL;
-	taken = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
-	next_suffix = g_hash_table_new(g_str_hash, g_str_equal);
-	q = store_query(st, Q_MSG_NAMES);
-	sqlite3_bind_int64(q, 1, s->folder_id);
+	sqlite3_bind_int64(q, 1, n->folder_id);
 	while ((src = sqlite3_step(q)) == SQLITE_ROW) {
 		uint32_t uid = (uint32_t)sqlite3_column_int64(q, 0);
-		if (uid > max_uid)
-			max_uid = uid;
+		if (uid > n->max_uid)
+			n->max_uid = uid;
 		for (int col = 2; col <= 3; col++)
 			if (sqlite3_column_type(q, col) == SQLITE_TEXT)
-				g_hash_table_add(taken, g_strdup((const char *)sqlite3_column_text(q, col)));
+				g_hash_table_add(n->taken, g_strdup((const char *)sqlite3_column_text(q, col)));
 	}
 	sqlite3_reset(q);
-	if (src != SQLITE_DONE || s->added[0].uid <= max_uid)
-		goto out;
-	names = g_new0(char *, s->n_added + 1);
-	for (size_t i = 0; i < s->n_added; i++) {
-		const char *base = s->added[i].base_name && *s->added[i].base_name
-		                   ? s->added[i].base_name : NULL;
-		char *fallback = base ? NULL : g_strdup_printf("%" PRIu32, s->added[i].uid);
-		const char *b = base ? base : fallback;
-		guint n = GPOINTER_TO_UINT(g_hash_table_lookup(next_suffix, b));
-		for (n = n ? n : 1;; n++) {
-			char *cand = n == 1 ? g_strconcat(b, ".eml", NULL)
-			                    : g_strdup_printf("%s~%u.eml", b, n);
-			if (!g_hash_table_contains(taken, cand)) {
+	if (src != SQLITE_DONE)
+		return store_db_status(src);
+	n->seeded = 1;
+	return MF_OK;
+}
+
+/* Whether added[0..count) are ascending and above every UID named. */
+static int store_namer_fits(const struct store_namer *n, const struct store_sync_message *added,
+                            size_t count)
+{
+	for (size_t i = 0; i < count; i++)
+		if (added[i].uid == 0 || added[i].uid <= (i ? added[i - 1].uid : n->max_uid))
+			return 0;
+	return 1;
+}
+
+/* Names for added[0..count) (store_namer_fits holds), g_strfreev. */
+static char **store_namer_assign(struct store_namer *n, const struct store_sync_message *added,
+                                 size_t count)
+{
+	char **names = g_new0(char *, count + 1);
+
+	for (size_t i = 0; i < count; i++) {
+		char *b = added[i].base_name && *added[i].base_name
+		          ? g_strdup(added[i].base_name) : g_strdup_printf("%" PRIu32, added[i].uid);
+		guint k = GPOINTER_TO_UINT(g_hash_table_lookup(n->next_suffix, b));
+		for (k = k ? k : 1;; k++) {
+			char *cand = k == 1 ? g_strconcat(b, ".eml", NULL)
+			                    : g_strdup_printf("%s~%u.eml", b, k);
+			if (!g_hash_table_contains(n->taken, cand)) {
 				names[i] = cand;
 				break;
 			}
 			g_free(cand);
 		}
-		g_hash_table_add(taken, g_strdup(names[i]));
-		/* Keys must outlive the table: the bases belong to the caller. */
-		if (base)
-			g_hash_table_insert(next_suffix, (gpointer)base, GUINT_TO_POINTER(n + 1));
-		g_free(fallback);
+		g_hash_table_add(n->taken, g_strdup(names[i]));
+		g_hash_table_replace(n->next_suffix, b, GUINT_TO_POINTER(k + 1));
+		n->max_uid = added[i].uid;
 	}
-out:
-	g_hash_table_destroy(taken);
-	g_hash_table_destroy(next_suffix);
 	return names;
+}
+
+/* Names for a sync that only adds messages above every stored UID, or
+ * NULL when that does not hold and store_assign_names() must run. */
+static char **store_names_for_appended(struct store *st, const struct store_sync *s)
+{
+	struct store_namer *n;
+	char **names = NULL;
+
+	if (s->reset || s->n_removed || !s->n_added)
+		return NULL;
+	n = store_namer_new(s->folder_id);
+	if (store_namer_seed(st, n) == MF_OK && store_namer_fits(n, s->added, s->n_added))
+		names = store_namer_assign(n, s->added, s->n_added);
+	store_namer_free(n);
+	return names;
+}
+
+/* Inserts added[0..count) named by names (or unnamed), lock held. */
+static enum mf_status store_insert_messages(struct store *st, int64_t folder_id,
+                                            const struct store_sync_message *added, size_t count,
+                                            char **names, int64_t *next_uid)
+{
+	enum mf_status rc = MF_OK;
+
+	for (size_t i = 0; i < count && rc == MF_OK; i++) {
+		const struct store_sync_message *a = &added[i];
+		uint32_t uid = a->uid;
+		sqlite3_stmt *q;
+		if (uid == 0) {
+			rc = store_pop3_uid(st, folder_id, a->remote_id, next_uid, &uid);
+			if (rc != MF_OK)
+				break;
+		}
+		q = store_query(st, Q_MSG_UPSERT);
+		sqlite3_bind_int64(q, 1, folder_id);
+		sqlite3_bind_int64(q, 2, uid);
+		store_bind_text_or_null(q, 3, a->remote_id);
+		store_bind_text_or_null(q, 4, a->base_name);
+		sqlite3_bind_text(q, 5, a->flags ? a->flags : "", -1, SQLITE_STATIC);
+		sqlite3_bind_int64(q, 6, (sqlite3_int64)a->size);
+		sqlite3_bind_int64(q, 7, a->internaldate);
+		store_bind_text_or_null(q, 8, a->subject);
+		store_bind_text_or_null(q, 9, a->from_raw);
+		store_bind_text_or_null(q, 10, a->message_id);
+		store_bind_text_or_null(q, 11, a->date_raw);
+		store_bind_text_or_null(q, 12, names ? names[i] : NULL);
+		rc = store_run(q);
+	}
+	return rc;
+}
+
+enum mf_status store_folder_add_new(struct store *st, struct store_namer *namer,
+                                    const struct store_sync_message *added, size_t count)
+{
+	char **names = NULL;
+	enum mf_status rc;
+	sqlite3_stmt *q;
+
+	if (namer->broken)
+		return MF_ERR_INVAL;
+	if (count == 0)
+		return MF_OK;
+	pthread_mutex_lock(&st->lock);
+	rc = store_begin(st);
+	if (rc != MF_OK)
+		goto out;
+	rc = store_folder_exists(st, namer->folder_id);
+	if (rc == MF_OK && !namer->seeded)
+		rc = store_namer_seed(st, namer);
+	if (rc == MF_OK && !store_namer_fits(namer, added, count))
+		rc = MF_ERR_INVAL;
+	if (rc != MF_OK)
+		goto out;
+	names = store_namer_assign(namer, added, count);
+	rc = store_insert_messages(st, namer->folder_id, added, count, names, NULL);
+	if (rc == MF_OK) {
+		q = store_query(st, Q_FOLDER_COUNT_UP);
+		sqlite3_bind_int64(q, 1, namer->folder_id);
+		sqlite3_bind_int64(q, 2, (sqlite3_int64)count);
+		rc = store_run(q);
+	}
+	if (rc == MF_OK)
+		rc = store_commit(st);
+out:
+	if (rc != MF_OK) {
+		store_rollback(st);
+		namer->broken = 1;
+	}
+	pthread_mutex_unlock(&st->lock);
+	g_strfreev(names);
+	return rc;
 }
 
 enum mf_status store_folder_apply_sync(struct store *st, const struct store_sync *s)
@@ -1083,31 +1205,9 @@ enum mf_status store_folder_apply_sync(struct store *st, const struct store_sync
 	}
 
 	names = store_names_for_appended(st, s);
-	for (size_t i = 0; i < s->n_added; i++) {
-		const struct store_sync_message *a = &s->added[i];
-		uint32_t uid = a->uid;
-		if (uid == 0) {
-			rc = store_pop3_uid(st, s->folder_id, a->remote_id, &next_uid, &uid);
-			if (rc != MF_OK)
-				goto out;
-		}
-		q = store_query(st, Q_MSG_UPSERT);
-		sqlite3_bind_int64(q, 1, s->folder_id);
-		sqlite3_bind_int64(q, 2, uid);
-		store_bind_text_or_null(q, 3, a->remote_id);
-		store_bind_text_or_null(q, 4, a->base_name);
-		sqlite3_bind_text(q, 5, a->flags ? a->flags : "", -1, SQLITE_STATIC);
-		sqlite3_bind_int64(q, 6, (sqlite3_int64)a->size);
-		sqlite3_bind_int64(q, 7, a->internaldate);
-		store_bind_text_or_null(q, 8, a->subject);
-		store_bind_text_or_null(q, 9, a->from_raw);
-		store_bind_text_or_null(q, 10, a->message_id);
-		store_bind_text_or_null(q, 11, a->date_raw);
-		store_bind_text_or_null(q, 12, names ? names[i] : NULL);
-		rc = store_run(q);
-		if (rc != MF_OK)
-			goto out;
-	}
+	rc = store_insert_messages(st, s->folder_id, s->added, s->n_added, names, &next_uid);
+	if (rc != MF_OK)
+		goto out;
 
 	for (size_t i = 0; i < s->n_flag_updates; i++) {
 		q = store_query(st, Q_MSG_SET_FLAGS);

@@ -118,19 +118,34 @@ static int sync_note_remote_id(void *ctx, uint32_t uid, const char *remote_id)
 /* Header parsing and name derivation of new messages, on a pool of
  * threads, while the rest of the listing is still arriving. */
 struct sync_parse_job {
-	char *headers;            /* a copy: a retried sync frees the first attempt's */
+	char *headers;            /* copies: a retried sync frees the first attempt's */
 	size_t headers_len;
+	char *flags;
+	uint64_t size;
 	int64_t internaldate;
 	uint32_t uid;
+	int parsed;               /* set under the parser's lock when it has a writer */
 	struct mime_header_info info;
 	char *name;
 };
 
+/* A folder listed for the first time is written to the store while its
+ * listing still arrives: a writer thread takes the parsed jobs in UID
+ * order, in as large a piece as is ready, so the store's work overlaps
+ * the server's instead of following it. */
 struct sync_parser {
 	const struct sync_ctx *s;
 	GThreadPool *pool;
-	GPtrArray *jobs;          /* struct sync_parse_job *, in added order */
+	GPtrArray *jobs;          /* struct sync_parse_job *, in added order;
+	                             with a writer, grown under lock */
 	guint queued;             /* jobs[0..queued) are in the pool */
+	GMutex lock;
+	GCond cond;
+	GThread *writer;          /* NULL: everything is written after the sync */
+	struct store_namer *namer;
+	guint written;            /* jobs[0..written) taken by the writer */
+	uint32_t written_uid;     /* the highest UID it stored */
+	int closed;               /* no job will come or be parsed any more */
 };
 
 /* Jobs go to the pool in batches: a wake-up per message costs more than
@@ -153,11 +168,100 @@ static void sync_parse_one(const struct mf_config *cfg, struct sync_parse_job *j
 static void sync_parse_run(gpointer data, gpointer user)
 {
 	struct sync_parse_job **batch = data;
-	const struct sync_parser *p = user;
+	struct sync_parser *p = user;
 
 	for (struct sync_parse_job **j = batch; *j; j++)
 		sync_parse_one(p->s->cfg, *j);
+	if (p->writer) {
+		g_mutex_lock(&p->lock);
+		for (struct sync_parse_job **j = batch; *j; j++)
+			(*j)->parsed = 1;
+		g_cond_signal(&p->cond);
+		g_mutex_unlock(&p->lock);
+	}
 	g_free(batch);
+}
+
+static void sync_parse_wait(struct sync_parser *p);
+
+static struct store_sync_message sync_row_of(const struct sync_parse_job *j,
+                                             const char *remote_id)
+{
+	int64_t mtime = j->internaldate;
+
+	if (mtime == MAILBOX_NO_DATE)
+		mtime = j->info.date != MIME_NO_DATE ? j->info.date : 0;
+	return (struct store_sync_message){
+		.uid = j->uid, .remote_id = remote_id, .flags = j->flags,
+		.size = j->size, .internaldate = mtime, .base_name = j->name,
+		.subject = j->info.subject, .from_raw = j->info.from_raw,
+		.message_id = j->info.message_id, .date_raw = j->info.date_raw,
+	};
+}
+
+static gpointer sync_writer_run(gpointer data)
+{
+	struct sync_parser *p = data;
+	GArray *rows = g_array_new(FALSE, FALSE, sizeof(struct store_sync_message));
+	int failed = 0;
+
+	g_mutex_lock(&p->lock);
+	for (;;) {
+		guint end = p->written;
+		while (end < p->jobs->len && ((struct sync_parse_job *)p->jobs->pdata[end])->parsed)
+			end++;
+		if (end == p->written) {
+			if (p->closed)
+				break;
+			g_cond_wait(&p->cond, &p->lock);
+			continue;
+		}
+		g_array_set_size(rows, 0);
+		for (guint i = p->written; i < end; i++) {
+			const struct sync_parse_job *j = p->jobs->pdata[i];
+			/* A retried listing starts over: those are in already. */
+			if (j->uid > p->written_uid && (!rows->len ||
+			    j->uid > g_array_index(rows, struct store_sync_message, rows->len - 1).uid)) {
+				struct store_sync_message row = sync_row_of(j, NULL);
+				g_array_append_val(rows, row);
+			}
+		}
+		p->written = end;
+		g_mutex_unlock(&p->lock);
+		/* The jobs stay put until the writer is joined. */
+		if (!failed && rows->len &&
+		    store_folder_add_new(p->s->store, p->namer, (struct store_sync_message *)rows->data,
+		                         rows->len) != MF_OK)
+			failed = 1;  /* what is left is written after the sync */
+		g_mutex_lock(&p->lock);
+		if (!failed && rows->len)
+			p->written_uid = g_array_index(rows, struct store_sync_message, rows->len - 1).uid;
+	}
+	g_mutex_unlock(&p->lock);
+	g_array_free(rows, TRUE);
+	return NULL;
+}
+
+static void sync_writer_start(struct sync_parser *p, int64_t folder_id)
+{
+	p->namer = store_namer_new(folder_id);
+	p->writer = g_thread_new("sync-writer", sync_writer_run, p);
+}
+
+/* Waits for the pool, lets the writer store what is parsed, and joins it. */
+static void sync_writer_stop(struct sync_parser *p)
+{
+	if (!p->writer)
+		return;
+	sync_parse_wait(p);
+	g_mutex_lock(&p->lock);
+	p->closed = 1;
+	g_cond_signal(&p->cond);
+	g_mutex_unlock(&p->lock);
+	g_thread_join(p->writer);
+	p->writer = NULL;
+	store_namer_free(p->namer);
+	p->namer = NULL;
 }
 
 /* Hands the jobs not yet queued to the pool. */
@@ -185,6 +289,7 @@ static void sync_parse_job_free(gpointer data)
 
 	mime_header_info_clear(&j->info);
 	g_free(j->headers);
+	g_free(j->flags);
 	g_free(j->name);
 	g_free(j);
 }
@@ -195,9 +300,15 @@ static void sync_parse_push(struct sync_parser *p, const struct mailbox_message 
 
 	j->headers = g_memdup2(m->headers, m->headers_len + 1);
 	j->headers_len = m->headers_len;
+	j->flags = g_strdup(m->flags);
+	j->size = m->size;
 	j->internaldate = m->internaldate;
 	j->uid = m->uid;
+	if (p->writer)
+		g_mutex_lock(&p->lock);
 	g_ptr_array_add(p->jobs, j);
+	if (p->writer)
+		g_mutex_unlock(&p->lock);
 	if (p->jobs->len - p->queued >= SYNC_PARSE_BATCH)
 		sync_parse_flush(p);
 }
@@ -246,15 +357,17 @@ static enum mf_status sync_folder_now(struct sync_ctx *s, int64_t folder_id, int
 	struct store_sync out = { 0 };
 	struct store_sync_message *added = NULL;
 	struct store_sync_flags *flags = NULL;
-	struct sync_parser parser = { s, NULL, g_ptr_array_new_with_free_func(sync_parse_job_free), 0 };
+	struct sync_parser parser = { .s = s, .jobs = g_ptr_array_new_with_free_func(sync_parse_job_free) };
 	uint32_t *known = NULL, *removed = NULL;
-	size_t n_known = 0, n_removed = 0, n_added = 0;
+	size_t n_known = 0, n_removed = 0, n_added = 0, n_new = 0;
 	gint64 t_fetch, t_parse, t_store;
 	enum mf_status st;
 
+	g_mutex_init(&parser.lock);
+	g_cond_init(&parser.cond);
 	st = store_folder_by_id(s->store, folder_id, &f);
 	if (st != MF_OK)
-		return st;
+		goto out;
 	if (f.noselect)
 		goto out;
 	st = store_folder_uids(s->store, folder_id, &known, &n_known);
@@ -276,9 +389,15 @@ static enum mf_status sync_folder_now(struct sync_ctx *s, int64_t folder_id, int
 			goto out;
 	}
 
+	/* A folder seen for the first time has nothing to reconcile: its
+	 * messages are stored as they arrive. */
+	if (n_known == 0 && s->cfg->protocol == MF_PROTO_IMAP)
+		sync_writer_start(&parser, folder_id);
+
 	t_fetch = g_get_monotonic_time();
 	st = s->mb->ops->sync_folder(s->mb, &req, &res);
 	t_parse = g_get_monotonic_time();
+	sync_writer_stop(&parser);
 	sync_parse_finish(&parser, st == MF_OK ? res.added : NULL);
 	if (st != MF_OK) {
 		if (st == MF_ERR_NOTFOUND)  /* the folder is gone: re-list soon */
@@ -296,20 +415,18 @@ static enum mf_status sync_folder_now(struct sync_ctx *s, int64_t folder_id, int
 		}
 	}
 
-	n_added = res.added->len;
-	added = g_new0(struct store_sync_message, n_added ? n_added : 1);
-	for (size_t i = 0; i < n_added; i++) {
+	/* What the writer stored stays (a reset drops it: all again). */
+	n_new = res.added->len;
+	added = g_new0(struct store_sync_message, n_new ? n_new : 1);
+	for (size_t i = 0; i < n_new; i++) {
 		const struct mailbox_message *m = &g_array_index(res.added, struct mailbox_message, i);
 		struct sync_parse_job *j = g_ptr_array_index(parser.jobs, i);
-		int64_t mtime = m->internaldate;
-		if (mtime == MAILBOX_NO_DATE)
-			mtime = j->info.date != MIME_NO_DATE ? j->info.date : 0;
-		added[i] = (struct store_sync_message){
-			.uid = m->uid, .remote_id = m->remote_id, .flags = m->flags,
-			.size = m->size, .internaldate = mtime, .base_name = j->name,
-			.subject = j->info.subject, .from_raw = j->info.from_raw,
-			.message_id = j->info.message_id, .date_raw = j->info.date_raw,
-		};
+		if (!res.reset && m->uid <= parser.written_uid)
+			continue;
+		added[n_added] = sync_row_of(j, m->remote_id);
+		added[n_added].flags = m->flags;
+		added[n_added].size = m->size;
+		n_added++;
 	}
 	flags = g_new0(struct store_sync_flags, res.flag_updates->len ? res.flag_updates->len : 1);
 	for (guint i = 0; i < res.flag_updates->len; i++) {
@@ -337,17 +454,20 @@ static enum mf_status sync_folder_now(struct sync_ctx *s, int64_t folder_id, int
 		log_info("UIDVALIDITY of %s changed: rebuilding its cache", f.path);
 	t_store = g_get_monotonic_time();
 	st = store_folder_apply_sync(s->store, &out);
-	log_debug("synced %s: %zu new, %zu gone, %u flag updates; server %.0f ms, headers %.0f ms, cache %.0f ms",
-	          f.path, n_added, n_removed, res.flag_updates->len, (t_parse - t_fetch) / 1000.0,
+	log_debug("synced %s: %zu new (%zu stored as they came), %zu gone, %u flag updates; server %.0f ms, headers %.0f ms, cache %.0f ms",
+	          f.path, n_new, n_new - n_added, n_removed, res.flag_updates->len, (t_parse - t_fetch) / 1000.0,
 	          (t_store - t_parse) / 1000.0, (g_get_monotonic_time() - t_store) / 1000.0);
 	if (st == MF_OK) {
 		stats_add(folders_synced, 1);
 		if (changed)
-			*changed = res.reset || n_added || n_removed;
+			*changed = res.reset || n_new || n_removed;
 	}
 out:
+	sync_writer_stop(&parser);
 	sync_parse_wait(&parser);
 	g_ptr_array_free(parser.jobs, TRUE);
+	g_mutex_clear(&parser.lock);
+	g_cond_clear(&parser.cond);
 	g_free(added);
 	g_free(flags);
 	g_free(known);

@@ -1,4 +1,5 @@
-"""No message is ever lost: a connection cut at each point of a `mv`.
+"""No message is ever lost: a connection cut at each point of a `mv` (and during
+a folder's first listing, which is stored as it arrives).
 
 A fault-injecting proxy (tests/tcp_proxy.py) sits between mailfs and
 Dovecot's plain IMAP port (mailfs mounts imap://…:<proxy> with -o tls=none,
@@ -245,3 +246,37 @@ def test_cut_in_the_middle_of_a_mv_of_many(mount, servers, kind, pattern):
             r.returncode, stderr))
         assert (r.returncode == 0) == (not failed), stderr
         m.unmount()
+
+
+@pytest.mark.parametrize("mode", ["before", "sent", "after"])
+def test_cut_during_first_listing(mount, servers, mode):
+    """A folder's first listing is stored as it arrives. Cut the connection
+    at its UID FETCH (before it, right after it, or with every message
+    delivered but the OK withheld): once the mount has recovered, the
+    folder lists exactly what a fresh mount lists, each message once."""
+    dc = servers("move")
+    raws = sample_mail.sample_messages(60, "first-listing-%s" % next(_seq))
+    # Subjects that collide: names with ~2, ~3 must come out the same.
+    raws += [r.replace(b"Subject:", b"X-Old-Subject:", 1).replace(
+        b"\r\n\r\n", b"\r\nSubject: same\r\n\r\n", 1) for r in raws[:5]]
+    a = new_folder(dc, "Listing", raws)
+    with FaultProxy(("127.0.0.1", dc.imap_port), r"^\S+ UID FETCH 1:\* ", mode) as px:
+        m = mount_through(mount, dc, px)
+        t0 = time.monotonic()
+        run(["ls", "-l", m.p(a)], timeout=MV_BOUND + 30, check=False)
+        assert time.monotonic() - t0 < MV_BOUND
+        assert px.fired.is_set(), "the proxy never saw the listing's FETCH"
+        fresh = mount(server=dc)
+        want = listing(fresh.p(a))
+        assert len(want) == len(raws) and len(set(want)) == len(want)
+        assert sum(n.endswith("~2.eml") for n in want) >= 1
+        try:
+            wait_for(lambda: listing(m.p(a)) == want, 4 * TIMEOUT,
+                     what="the listing after the cut to match a fresh mount's")
+        except AssertionError as e:
+            got = listing(m.p(a))
+            raise AssertionError("%s\nextra: %s\nmissing: %s\n%s" % (
+                e, sorted(set(got) - set(want)), sorted(set(want) - set(got)),
+                "\n".join(m.log_text().splitlines()[-40:])))
+        m.unmount()
+        fresh.unmount()

@@ -1029,6 +1029,71 @@ static void test_sync_10000(void **state)
 	g_free(added);
 }
 
+
+/* Messages written in pieces while a listing arrives get the names one
+ * apply of them all gives, and the folder's count; UIDs that are not
+ * above the stored ones are refused, and the namer stays refused. */
+static void test_add_new_in_pieces(void **state)
+{
+	struct fixture *fx = *state;
+	struct store_folder_entry both[] = { { "A", "A", '/', 0 }, { "B", "B", '/', 0 } };
+	int64_t a, b;
+	const char *bases[] = { "x", "y", "x", "x", "", "y", "z", "x" };
+	enum { N = G_N_ELEMENTS(bases) };
+	struct store_sync_message added[N];
+	struct store_namer *namer;
+	struct store_folder f;
+
+	assert_int_equal(store_folders_replace(fx->st, both, 2), MF_OK);
+	assert_int_equal(store_folder_by_path(fx->st, "A", &f), MF_OK);
+	a = f.id;
+	store_folder_clear(&f);
+	assert_int_equal(store_folder_by_path(fx->st, "B", &f), MF_OK);
+	b = f.id;
+	store_folder_clear(&f);
+	for (int i = 0; i < N; i++)
+		added[i] = msg((uint32_t)(10 * i + 5), bases[i], "");
+	struct store_sync all = { .folder_id = a, .uidvalidity = 1, .uidnext = 100,
+	                          .added = added, .n_added = N, .now = 1 };
+	assert_int_equal(store_folder_apply_sync(fx->st, &all), MF_OK);
+
+	namer = store_namer_new(b);
+	assert_int_equal(store_folder_add_new(fx->st, namer, added, 3), MF_OK);
+	assert_int_equal(store_folder_add_new(fx->st, namer, added + 3, 0), MF_OK);
+	assert_int_equal(store_folder_add_new(fx->st, namer, added + 3, 1), MF_OK);
+	assert_int_equal(store_folder_add_new(fx->st, namer, added + 4, N - 4), MF_OK);
+	for (int i = 0; i < N; i++) {
+		char *want = name_of(fx->st, a, added[i].uid), *got = name_of(fx->st, b, added[i].uid);
+		assert_string_equal(got, want);
+		g_free(want);
+		g_free(got);
+	}
+	assert_int_equal(store_folder_by_id(fx->st, b, &f), MF_OK);
+	assert_int_equal(f.message_count, N);
+	assert_int_equal(f.uidvalidity, 0);  /* the rest of the sync is not done */
+	store_folder_clear(&f);
+
+	/* Not above what is there: refused, nothing written, and the namer
+	 * is done for. */
+	struct store_sync_message again = msg(15, "w", "");
+	assert_int_equal(store_folder_add_new(fx->st, namer, &again, 1), MF_ERR_INVAL);
+	struct store_sync_message later = msg(1000, "w", "");
+	assert_int_equal(store_folder_add_new(fx->st, namer, &later, 1), MF_ERR_INVAL);
+	store_namer_free(namer);
+	assert_int_equal(store_folder_by_id(fx->st, b, &f), MF_OK);
+	assert_int_equal(f.message_count, N);
+	store_folder_clear(&f);
+
+	/* A new namer starts from what is stored. */
+	namer = store_namer_new(b);
+	struct store_sync_message next = msg(1000, "x", "");
+	assert_int_equal(store_folder_add_new(fx->st, namer, &next, 1), MF_OK);
+	store_namer_free(namer);
+	char *name = name_of(fx->st, b, 1000);
+	assert_string_equal(name, "x~5.eml");
+	g_free(name);
+}
+
 /* Many threads reading while one writes: the store's mutex must keep
  * every call whole (run under ASan/TSan to mean something). */
 struct reader_ctx {
@@ -1102,6 +1167,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_body_commit_vanished, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_lru_eviction, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_persistence, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_add_new_in_pieces, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_sync_10000, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_threads, setup, teardown),
 	};
