@@ -421,7 +421,8 @@ static enum mf_status sync_folder_now(struct sync_ctx *s, int64_t folder_id, int
 	for (size_t i = 0; i < n_new; i++) {
 		const struct mailbox_message *m = &g_array_index(res.added, struct mailbox_message, i);
 		struct sync_parse_job *j = g_ptr_array_index(parser.jobs, i);
-		if (!res.reset && m->uid <= parser.written_uid)
+		/* (POP3 messages have no uid yet: never written before.) */
+		if (!res.reset && m->uid && m->uid <= parser.written_uid)
 			continue;
 		added[n_added] = sync_row_of(j, m->remote_id);
 		added[n_added].flags = m->flags;
