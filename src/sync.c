@@ -424,10 +424,7 @@ static enum mf_status sync_folder_now(struct sync_ctx *s, int64_t folder_id, int
 		/* (POP3 messages have no uid yet: never written before.) */
 		if (!res.reset && m->uid && m->uid <= parser.written_uid)
 			continue;
-		added[n_added] = sync_row_of(j, m->remote_id);
-		added[n_added].flags = m->flags;
-		added[n_added].size = m->size;
-		n_added++;
+		added[n_added++] = sync_row_of(j, m->remote_id);
 	}
 	flags = g_new0(struct store_sync_flags, res.flag_updates->len ? res.flag_updates->len : 1);
 	for (guint i = 0; i < res.flag_updates->len; i++) {
