@@ -129,20 +129,11 @@ struct store_sync {
  * disappears. Removed messages lose their cached bodies. */
 enum mf_status store_folder_apply_sync(struct store *st, const struct store_sync *s);
 
-/* Messages new to a folder written while its listing still arrives:
- * store_folder_add_new() names them as store_folder_apply_sync() would
- * (they are above every stored UID) and writes them in one transaction,
- * the folder's message count included; a namer carries the names from
- * one call to the next. Everything else of the sync (flags of known
- * messages, vanished ones, UIDVALIDITY, synced_at) is left to
- * store_folder_apply_sync(). MF_ERR_INVAL when the UIDs are not
- * ascending and above every stored one, and after any failure (the
- * namer no longer matches the store). */
-struct store_namer;
-struct store_namer *store_namer_new(int64_t folder_id);
-void store_namer_free(struct store_namer *namer);
-enum mf_status store_folder_add_new(struct store *st, struct store_namer *namer,
-                                    const struct store_sync_message *added, size_t count);
+/* The names store_folder_apply_sync() gives added[0..count) in a folder
+ * that holds no message yet, so a first listing can be shown before it is
+ * stored; NULL when the UIDs are not ascending (then the store's general
+ * naming decides). g_strfreev. */
+char **store_names_for_new(const struct store_sync_message *added, size_t count);
 
 /* Marks the folder as checked now without other changes. */
 enum mf_status store_folder_touch(struct store *st, int64_t folder_id, int64_t now);

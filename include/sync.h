@@ -20,6 +20,9 @@ struct sync_ctx {
 	GMutex lock;
 	GCond cond;
 	GHashTable *busy;              /* folder id -> 1 while a sync of it runs */
+	GHashTable *writing;           /* folder id -> 1 while a listing already
+	                                  shown is being stored */
+	int storing;                   /* threads storing such listings */
 	GHashTable *attempted;         /* folder id -> monotonic µs of the last try */
 	int folders_busy;
 	gint64 folders_attempted;      /* monotonic µs of the last LIST, 0 never */
@@ -46,6 +49,15 @@ enum mf_status sync_folders_if_stale(struct sync_ctx *s);
  * messages came or went. */
 enum mf_status sync_folder_if_stale(struct sync_ctx *s, int64_t folder_id, int force,
                                     int *changed);
+/* The same for a listing: when the folder is listed for the first time,
+ * *listing (else NULL) gets its messages (struct store_message, by name;
+ * free with sync_listing_free) before they are stored, and the store is
+ * written behind. Until that is done, a sync of the folder waits, and so
+ * must every other use of its messages: see sync_folder_settle. */
+enum mf_status sync_folder_listing(struct sync_ctx *s, int64_t folder_id, GArray **listing);
+void sync_listing_free(GArray *listing);
+/* Waits until the folder's messages are in the store. */
+void sync_folder_settle(struct sync_ctx *s, int64_t folder_id);
 /* An fd open on the message's body, downloading it into the body cache
  * first when needed. *size_changed (may be NULL): the real size differs
  * from what the cache said before. */

@@ -127,7 +127,8 @@ static void fs_path_split(const char *path, char **parent, const char **name)
 	*name = slash + 1;
 }
 
-/* The folder that will hold a new entry at path: "/" for the root. */
+/* The folder that will hold a new entry at path: "/" for the root. Waits
+ * like fs_resolve. */
 static int fs_parent_folder(struct fs_ctx *ctx, const char *path, struct store_folder *out,
                             const char **name)
 {
@@ -142,11 +143,21 @@ static int fs_parent_folder(struct fs_ctx *ctx, const char *path, struct store_f
 	}
 	st = store_folder_by_path(ctx->store, parent + 1, out);
 	g_free(parent);
-	return st == MF_OK ? 0 : fs_errno(st);
+	if (st != MF_OK)
+		return fs_errno(st);
+	sync_folder_settle(ctx->sync, out->id);
+	return 0;
+}
+
+static int fs_flags_deleted(const char *flags)
+{
+	return flags && strstr(flags, "\\Deleted") != NULL;
 }
 
 /* Finds what path names. may_sync: a name the cache does not know is
- * looked for on the server when the cached view is stale. */
+ * looked for on the server when the cached view is stale. Waits while the
+ * folder's first listing is still being stored, so that every use sees
+ * it whole. */
 static int fs_resolve(struct fs_ctx *ctx, const char *path, struct fs_node *n, int may_sync)
 {
 	const char *rel = path + 1;
@@ -165,6 +176,7 @@ static int fs_resolve(struct fs_ctx *ctx, const char *path, struct fs_node *n, i
 		st = store_folder_by_path(ctx->store, rel, &n->folder);
 	if (st == MF_OK) {
 		n->kind = FS_FOLDER;
+		sync_folder_settle(ctx->sync, n->folder.id);
 		return 0;
 	}
 	if (st != MF_ERR_NOTFOUND)
@@ -181,6 +193,7 @@ static int fs_resolve(struct fs_ctx *ctx, const char *path, struct fs_node *n, i
 		fs_node_clear(n);
 		return -ENOENT;
 	}
+	sync_folder_settle(ctx->sync, n->folder.id);
 	st = store_message_by_name(ctx->store, n->folder.id, slash + 1, &n->msg);
 	if (st == MF_ERR_NOTFOUND && may_sync) {
 		int changed = 0;
@@ -191,7 +204,7 @@ static int fs_resolve(struct fs_ctx *ctx, const char *path, struct fs_node *n, i
 		fs_node_clear(n);
 		return fs_errno(st);
 	}
-	if (!ctx->cfg->show_deleted && n->msg.flags && strstr(n->msg.flags, "\\Deleted")) {
+	if (!ctx->cfg->show_deleted && fs_flags_deleted(n->msg.flags)) {
 		fs_node_clear(n);
 		return -ENOENT;
 	}
@@ -349,6 +362,7 @@ static int fs_fill_message(void *data, const struct store_message *m)
 
 static int fs_dir_snapshot(struct fs_ctx *ctx, const char *path, struct fs_dir *d)
 {
+	GArray *listing = NULL;
 	struct fs_fill fill;
 	struct fs_node n;
 	struct stat st;
@@ -364,8 +378,9 @@ static int fs_dir_snapshot(struct fs_ctx *ctx, const char *path, struct fs_dir *
 		return -ENOTDIR;
 	}
 	if (n.kind == FS_FOLDER && !n.folder.noselect) {
-		/* A failure leaves the cache as it was: list what it holds. */
-		sync_folder_if_stale(ctx->sync, n.folder.id, 0, NULL);
+		/* A failure leaves the cache as it was: list what it holds. A
+		 * first listing comes from the sync itself, stored behind. */
+		sync_folder_listing(ctx->sync, n.folder.id, &listing);
 	}
 	d->names = g_ptr_array_new_with_free_func(g_free);
 	d->stats = g_array_new(FALSE, FALSE, sizeof(struct stat));
@@ -375,9 +390,17 @@ static int fs_dir_snapshot(struct fs_ctx *ctx, const char *path, struct fs_dir *
 	fs_dir_add(d, "..", &st);
 	s = store_folder_children(ctx->store, n.kind == FS_ROOT ? "" : n.folder.path,
 	                          fs_fill_folder, &fill);
-	if (s == MF_OK && n.kind == FS_FOLDER && !n.folder.noselect)
+	if (s == MF_OK && listing) {
+		for (guint i = 0; i < listing->len; i++) {
+			const struct store_message *m = &g_array_index(listing, struct store_message, i);
+			if (ctx->cfg->show_deleted || !fs_flags_deleted(m->flags))
+				fs_fill_message(&fill, m);
+		}
+	} else if (s == MF_OK && n.kind == FS_FOLDER && !n.folder.noselect) {
 		s = store_messages_list(ctx->store, n.folder.id, ctx->cfg->show_deleted,
 		                        fs_fill_message, &fill);
+	}
+	sync_listing_free(listing);
 	fs_node_clear(&n);
 	if (s != MF_OK) {
 		fs_dir_clear(d);

@@ -92,7 +92,7 @@ enum store_query {
 	Q_BODY_EXISTS, Q_BODY_OF_FOLDER, Q_BODY_UPSERT, Q_BODY_TOUCH,
 	Q_BODY_DELETE, Q_BODY_USAGE, Q_BODY_LRU, Q_FOLDER_RECOUNT, Q_BODY_SIZE,
 	Q_MSG_UNCACHED_AFTER, Q_MSG_NAME_WANTED, Q_MSG_NAME_OF, Q_FOLDER_COUNT_DOWN,
-	Q_MSG_MAX_UID_OF, Q_FOLDER_COUNT_UP,
+	Q_MSG_MAX_UID_OF,
 	Q_COUNT
 };
 
@@ -172,7 +172,6 @@ static const char *const store_query_sql[Q_COUNT] = {
 		" LIMIT 1",
 	[Q_MSG_NAME_OF] = "SELECT name FROM messages WHERE folder_id = ?1 AND uid = ?2",
 	[Q_FOLDER_COUNT_DOWN] = "UPDATE folders SET messages = messages - 1 WHERE id = ?1",
-	[Q_FOLDER_COUNT_UP] = "UPDATE folders SET messages = messages + ?2 WHERE id = ?1",
 	[Q_MSG_MAX_UID_OF] = "SELECT coalesce(max(uid), 0) FROM messages WHERE folder_id = ?1",
 	[Q_MSG_UNCACHED_AFTER] = STORE_MESSAGE_COLUMNS
 		"WHERE m.folder_id = ?1 AND m.name > ?2 AND b.uid IS NULL AND m.size <= ?3"
@@ -996,18 +995,15 @@ static void store_bind_text_or_null(sqlite3_stmt *q, int col, const char *s)
 
 /* File names for messages above every stored UID, in UID order: the
  * stored names cannot change (a higher UID never takes a name from a
- * lower one), so the new names follow from the stored ones. The state
- * carries over from call to call (store_folder_add_new). */
+ * lower one), so the new names follow from the stored ones. */
 struct store_namer {
 	int64_t folder_id;
 	GHashTable *taken;        /* every name held; owned keys */
 	GHashTable *next_suffix;  /* base -> the next suffix worth trying; owned keys */
 	uint32_t max_uid;         /* the highest UID named */
-	int seeded;               /* taken holds the stored names */
-	int broken;               /* a write failed: the state is not the store's */
 };
 
-struct store_namer *store_namer_new(int64_t folder_id)
+static struct store_namer *store_namer_new(int64_t folder_id)
 {
 	struct store_namer *n = g_new0(struct store_namer, 1);
 
@@ -1017,7 +1013,7 @@ struct store_namer *store_namer_new(int64_t folder_id)
 	return n;
 }
 
-void store_namer_free(struct store_namer *n)
+static void store_namer_free(struct store_namer *n)
 {
 	if (!n)
 		return;
@@ -1044,7 +1040,6 @@ static enum mf_status store_namer_seed(struct store *st, struct store_namer *n)
 	sqlite3_reset(q);
 	if (src != SQLITE_DONE)
 		return store_db_status(src);
-	n->seeded = 1;
 	return MF_OK;
 }
 
@@ -1134,46 +1129,15 @@ static enum mf_status store_insert_messages(struct store *st, int64_t folder_id,
 	return rc;
 }
 
-enum mf_status store_folder_add_new(struct store *st, struct store_namer *namer,
-                                    const struct store_sync_message *added, size_t count)
+char **store_names_for_new(const struct store_sync_message *added, size_t count)
 {
+	struct store_namer *n = store_namer_new(0);
 	char **names = NULL;
-	enum mf_status rc;
-	sqlite3_stmt *q;
 
-	if (namer->broken)
-		return MF_ERR_INVAL;
-	if (count == 0)
-		return MF_OK;
-	pthread_mutex_lock(&st->lock);
-	rc = store_begin(st);
-	if (rc != MF_OK)
-		goto out;
-	rc = store_folder_exists(st, namer->folder_id);
-	if (rc == MF_OK && !namer->seeded)
-		rc = store_namer_seed(st, namer);
-	if (rc == MF_OK && !store_namer_fits(namer, added, count))
-		rc = MF_ERR_INVAL;
-	if (rc != MF_OK)
-		goto out;
-	names = store_namer_assign(namer, added, count);
-	rc = store_insert_messages(st, namer->folder_id, added, count, names, NULL);
-	if (rc == MF_OK) {
-		q = store_query(st, Q_FOLDER_COUNT_UP);
-		sqlite3_bind_int64(q, 1, namer->folder_id);
-		sqlite3_bind_int64(q, 2, (sqlite3_int64)count);
-		rc = store_run(q);
-	}
-	if (rc == MF_OK)
-		rc = store_commit(st);
-out:
-	if (rc != MF_OK) {
-		store_rollback(st);
-		namer->broken = 1;
-	}
-	pthread_mutex_unlock(&st->lock);
-	g_strfreev(names);
-	return rc;
+	if (store_namer_fits(n, added, count))
+		names = store_namer_assign(n, added, count);
+	store_namer_free(n);
+	return names;
 }
 
 enum mf_status store_folder_apply_sync(struct store *st, const struct store_sync *s)

@@ -28,12 +28,18 @@ void sync_init(struct sync_ctx *s, const struct mf_config *cfg, struct store *st
 	g_cond_init(&s->cond);
 	s->busy = g_hash_table_new_full(g_int64_hash, g_int64_equal, g_free, NULL);
 	s->attempted = g_hash_table_new_full(g_int64_hash, g_int64_equal, g_free, g_free);
+	s->writing = g_hash_table_new_full(g_int64_hash, g_int64_equal, g_free, NULL);
 	s->folders_busy = 0;
 	s->folders_attempted = 0;
 }
 
 void sync_clear(struct sync_ctx *s)
 {
+	g_mutex_lock(&s->lock);
+	while (s->storing)
+		g_cond_wait(&s->cond, &s->lock);
+	g_mutex_unlock(&s->lock);
+	g_hash_table_destroy(s->writing);
 	g_free(s->ra_next);
 	g_hash_table_destroy(s->busy);
 	g_hash_table_destroy(s->attempted);
@@ -124,28 +130,15 @@ struct sync_parse_job {
 	uint64_t size;
 	int64_t internaldate;
 	uint32_t uid;
-	int parsed;               /* set under the parser's lock when it has a writer */
 	struct mime_header_info info;
 	char *name;
 };
 
-/* A folder listed for the first time is written to the store while its
- * listing still arrives: a writer thread takes the parsed jobs in UID
- * order, in as large a piece as is ready, so the store's work overlaps
- * the server's instead of following it. */
 struct sync_parser {
 	const struct sync_ctx *s;
 	GThreadPool *pool;
-	GPtrArray *jobs;          /* struct sync_parse_job *, in added order;
-	                             with a writer, grown under lock */
+	GPtrArray *jobs;          /* struct sync_parse_job *, in added order */
 	guint queued;             /* jobs[0..queued) are in the pool */
-	GMutex lock;
-	GCond cond;
-	GThread *writer;          /* NULL: everything is written after the sync */
-	struct store_namer *namer;
-	guint written;            /* jobs[0..written) taken by the writer */
-	uint32_t written_uid;     /* the highest UID it stored */
-	int closed;               /* no job will come or be parsed any more */
 };
 
 /* Jobs go to the pool in batches: a wake-up per message costs more than
@@ -172,17 +165,8 @@ static void sync_parse_run(gpointer data, gpointer user)
 
 	for (struct sync_parse_job **j = batch; *j; j++)
 		sync_parse_one(p->s->cfg, *j);
-	if (p->writer) {
-		g_mutex_lock(&p->lock);
-		for (struct sync_parse_job **j = batch; *j; j++)
-			(*j)->parsed = 1;
-		g_cond_signal(&p->cond);
-		g_mutex_unlock(&p->lock);
-	}
 	g_free(batch);
 }
-
-static void sync_parse_wait(struct sync_parser *p);
 
 static struct store_sync_message sync_row_of(const struct sync_parse_job *j,
                                              const char *remote_id)
@@ -197,71 +181,6 @@ static struct store_sync_message sync_row_of(const struct sync_parse_job *j,
 		.subject = j->info.subject, .from_raw = j->info.from_raw,
 		.message_id = j->info.message_id, .date_raw = j->info.date_raw,
 	};
-}
-
-static gpointer sync_writer_run(gpointer data)
-{
-	struct sync_parser *p = data;
-	GArray *rows = g_array_new(FALSE, FALSE, sizeof(struct store_sync_message));
-	int failed = 0;
-
-	g_mutex_lock(&p->lock);
-	for (;;) {
-		guint end = p->written;
-		while (end < p->jobs->len && ((struct sync_parse_job *)p->jobs->pdata[end])->parsed)
-			end++;
-		if (end == p->written) {
-			if (p->closed)
-				break;
-			g_cond_wait(&p->cond, &p->lock);
-			continue;
-		}
-		g_array_set_size(rows, 0);
-		for (guint i = p->written; i < end; i++) {
-			const struct sync_parse_job *j = p->jobs->pdata[i];
-			/* A retried listing starts over: those are in already. */
-			if (j->uid > p->written_uid && (!rows->len ||
-			    j->uid > g_array_index(rows, struct store_sync_message, rows->len - 1).uid)) {
-				struct store_sync_message row = sync_row_of(j, NULL);
-				g_array_append_val(rows, row);
-			}
-		}
-		p->written = end;
-		g_mutex_unlock(&p->lock);
-		/* The jobs stay put until the writer is joined. */
-		if (!failed && rows->len &&
-		    store_folder_add_new(p->s->store, p->namer, (struct store_sync_message *)rows->data,
-		                         rows->len) != MF_OK)
-			failed = 1;  /* what is left is written after the sync */
-		g_mutex_lock(&p->lock);
-		if (!failed && rows->len)
-			p->written_uid = g_array_index(rows, struct store_sync_message, rows->len - 1).uid;
-	}
-	g_mutex_unlock(&p->lock);
-	g_array_free(rows, TRUE);
-	return NULL;
-}
-
-static void sync_writer_start(struct sync_parser *p, int64_t folder_id)
-{
-	p->namer = store_namer_new(folder_id);
-	p->writer = g_thread_new("sync-writer", sync_writer_run, p);
-}
-
-/* Waits for the pool, lets the writer store what is parsed, and joins it. */
-static void sync_writer_stop(struct sync_parser *p)
-{
-	if (!p->writer)
-		return;
-	sync_parse_wait(p);
-	g_mutex_lock(&p->lock);
-	p->closed = 1;
-	g_cond_signal(&p->cond);
-	g_mutex_unlock(&p->lock);
-	g_thread_join(p->writer);
-	p->writer = NULL;
-	store_namer_free(p->namer);
-	p->namer = NULL;
 }
 
 /* Hands the jobs not yet queued to the pool. */
@@ -304,11 +223,7 @@ static void sync_parse_push(struct sync_parser *p, const struct mailbox_message 
 	j->size = m->size;
 	j->internaldate = m->internaldate;
 	j->uid = m->uid;
-	if (p->writer)
-		g_mutex_lock(&p->lock);
 	g_ptr_array_add(p->jobs, j);
-	if (p->writer)
-		g_mutex_unlock(&p->lock);
 	if (p->jobs->len - p->queued >= SYNC_PARSE_BATCH)
 		sync_parse_flush(p);
 }
@@ -347,29 +262,151 @@ static void sync_parse_finish(struct sync_parser *p, GArray *added)
 	sync_parse_wait(p);
 }
 
-/* Talks to the server and writes the outcome; no locks held. */
+/* One folder's sync result on its way to the store, with everything it
+ * points into. */
+struct sync_outcome {
+	struct sync_ctx *s;
+	int64_t folder_id;
+	char *path;
+	int new_only;
+	struct store_sync out;
+	struct store_sync_message *added;
+	struct store_sync_flags *flags;
+	uint32_t *removed;
+	GPtrArray *jobs;
+	struct mailbox_sync_result res;
+	gint64 t_fetch, t_parse;  /* monotonic µs: the listing began, it was parsed */
+};
+
+static void sync_outcome_free(struct sync_outcome *o)
+{
+	g_free(o->path);
+	g_free(o->added);
+	g_free(o->flags);
+	g_free(o->removed);
+	if (o->jobs)
+		g_ptr_array_free(o->jobs, TRUE);
+	mailbox_sync_result_clear(&o->res);
+	g_free(o);
+}
+
+static enum mf_status sync_outcome_store(struct sync_outcome *o)
+{
+	gint64 t_store = g_get_monotonic_time();
+	enum mf_status st;
+
+	if (o->res.reset)
+		log_info("UIDVALIDITY of %s changed: rebuilding its cache", o->path);
+	st = store_folder_apply_sync(o->s->store, &o->out);
+	log_debug("synced %s: %zu new, %zu gone, %zu flag updates; server %.0f ms, headers %.0f ms, cache %.0f ms",
+	          o->path, o->out.n_added, o->out.n_removed, o->out.n_flag_updates,
+	          (o->t_parse - o->t_fetch) / 1000.0, (t_store - o->t_parse) / 1000.0,
+	          (g_get_monotonic_time() - t_store) / 1000.0);
+	if (st == MF_OK)
+		stats_add(folders_synced, 1);
+	return st;
+}
+
+/* The end of a sync, once it is stored (lock not held): the folder is
+ * free for the next, and a failure holds off retries for a while. */
+static void sync_folder_done(struct sync_ctx *s, int64_t folder_id, int new_only,
+                             enum mf_status st)
+{
+	g_mutex_lock(&s->lock);
+	g_hash_table_remove(s->busy, &folder_id);
+	g_hash_table_remove(s->writing, &folder_id);
+	if (st != MF_OK && st != MF_ERR_NOTFOUND && !new_only) {
+		/* Don't retry on every lookup while the server is away. */
+		gint64 wait = sync_refresh_us(s) > SYNC_RETRY_MIN_US ? sync_refresh_us(s) : SYNC_RETRY_MIN_US;
+		gint64 until = g_get_monotonic_time() + wait;
+		g_hash_table_replace(s->attempted, g_memdup2(&folder_id, sizeof folder_id),
+		                     g_memdup2(&until, sizeof until));
+		log_warn("cannot check folder %" G_GINT64_FORMAT ": %s; serving the cache",
+		         folder_id, mf_status_str(st));
+	} else if (st == MF_OK) {
+		g_hash_table_remove(s->attempted, &folder_id);
+	}
+	g_cond_broadcast(&s->cond);
+	g_mutex_unlock(&s->lock);
+}
+
+static gpointer sync_outcome_run(gpointer data)
+{
+	struct sync_outcome *o = data;
+	struct sync_ctx *s = o->s;
+	enum mf_status st = sync_outcome_store(o);
+
+	sync_folder_done(s, o->folder_id, o->new_only, st);
+	sync_outcome_free(o);
+	g_mutex_lock(&s->lock);
+	s->storing--;
+	g_cond_broadcast(&s->cond);
+	g_mutex_unlock(&s->lock);
+	return NULL;
+}
+
+static gint sync_listing_cmp(gconstpointer a, gconstpointer b)
+{
+	return strcmp(((const struct store_message *)a)->name, ((const struct store_message *)b)->name);
+}
+
+/* The listing of a folder listed for the first time, as the store will
+ * hold it, or NULL when its names cannot be known before it is stored. */
+static GArray *sync_listing_of(const struct sync_outcome *o)
+{
+	char **names = store_names_for_new(o->out.added, o->out.n_added);
+	GArray *l;
+
+	if (!names)
+		return NULL;
+	l = g_array_sized_new(FALSE, TRUE, sizeof(struct store_message), (guint)o->out.n_added);
+	for (size_t i = 0; i < o->out.n_added; i++) {
+		const struct store_sync_message *a = &o->out.added[i];
+		struct store_message m = {
+			.folder_id = o->folder_id, .uid = a->uid, .name = names[i],
+			.flags = g_strdup(a->flags ? a->flags : ""), .size = a->size,
+			.internaldate = a->internaldate,
+		};
+		g_array_append_val(l, m);
+	}
+	g_free(names);  /* the strings are the listing's now */
+	g_array_sort(l, sync_listing_cmp);
+	return l;
+}
+
+void sync_listing_free(GArray *listing)
+{
+	if (!listing)
+		return;
+	for (guint i = 0; i < listing->len; i++)
+		store_message_clear(&g_array_index(listing, struct store_message, i));
+	g_array_free(listing, TRUE);
+}
+
+/* Talks to the server and writes the outcome; no locks held. listing
+ * (may be NULL): a folder seen for the first time is not written now but
+ * by a thread of its own, and *listing gets its messages meanwhile; then
+ * *deferred is set, and that thread ends the sync (sync_folder_done). */
 static enum mf_status sync_folder_now(struct sync_ctx *s, int64_t folder_id, int new_only,
-                                      int *changed)
+                                      int *changed, GArray **listing, int *deferred)
 {
 	struct store_folder f = { 0 };
 	struct mailbox_sync_request req = { 0 };
-	struct mailbox_sync_result res = { 0 };
-	struct store_sync out = { 0 };
-	struct store_sync_message *added = NULL;
-	struct store_sync_flags *flags = NULL;
 	struct sync_parser parser = { .s = s, .jobs = g_ptr_array_new_with_free_func(sync_parse_job_free) };
-	uint32_t *known = NULL, *removed = NULL;
-	size_t n_known = 0, n_removed = 0, n_added = 0, n_new = 0;
-	gint64 t_fetch, t_parse, t_store;
+	struct sync_outcome *o = g_new0(struct sync_outcome, 1);
+	uint32_t *known = NULL;
+	size_t n_known = 0, n_new;
 	enum mf_status st;
 
-	g_mutex_init(&parser.lock);
-	g_cond_init(&parser.cond);
+	o->s = s;
+	o->folder_id = folder_id;
+	o->new_only = new_only;
 	st = store_folder_by_id(s->store, folder_id, &f);
 	if (st != MF_OK)
 		goto out;
 	if (f.noselect)
 		goto out;
+	o->path = g_strdup(f.path);
 	st = store_folder_uids(s->store, folder_id, &known, &n_known);
 	if (st != MF_OK)
 		goto out;
@@ -389,16 +426,10 @@ static enum mf_status sync_folder_now(struct sync_ctx *s, int64_t folder_id, int
 			goto out;
 	}
 
-	/* A folder seen for the first time has nothing to reconcile: its
-	 * messages are stored as they arrive. */
-	if (n_known == 0 && s->cfg->protocol == MF_PROTO_IMAP)
-		sync_writer_start(&parser, folder_id);
-
-	t_fetch = g_get_monotonic_time();
-	st = s->mb->ops->sync_folder(s->mb, &req, &res);
-	t_parse = g_get_monotonic_time();
-	sync_writer_stop(&parser);
-	sync_parse_finish(&parser, st == MF_OK ? res.added : NULL);
+	o->t_fetch = g_get_monotonic_time();
+	st = s->mb->ops->sync_folder(s->mb, &req, &o->res);
+	o->t_parse = g_get_monotonic_time();
+	sync_parse_finish(&parser, st == MF_OK ? o->res.added : NULL);
 	if (st != MF_OK) {
 		if (st == MF_ERR_NOTFOUND)  /* the folder is gone: re-list soon */
 			s->folders_attempted = 0;
@@ -406,71 +437,69 @@ static enum mf_status sync_folder_now(struct sync_ctx *s, int64_t folder_id, int
 	}
 
 	/* Vanished: known UIDs <= last_uid that the server no longer lists. */
-	if (!res.reset && n_known && !req.new_only && res.present_valid) {
-		removed = g_new(uint32_t, n_known);
+	if (!o->res.reset && n_known && !req.new_only && o->res.present_valid) {
+		o->removed = g_new(uint32_t, n_known);
 		for (size_t i = 0; i < n_known; i++) {
-			if (!bsearch(&known[i], res.present->data, res.present->len, sizeof(uint32_t),
-			             sync_uid_cmp))
-				removed[n_removed++] = known[i];
+			if (!bsearch(&known[i], o->res.present->data, o->res.present->len,
+			             sizeof(uint32_t), sync_uid_cmp))
+				o->removed[o->out.n_removed++] = known[i];
 		}
 	}
 
-	/* What the writer stored stays (a reset drops it: all again). */
-	n_new = res.added->len;
-	added = g_new0(struct store_sync_message, n_new ? n_new : 1);
+	n_new = o->res.added->len;
+	o->added = g_new0(struct store_sync_message, n_new ? n_new : 1);
 	for (size_t i = 0; i < n_new; i++) {
-		const struct mailbox_message *m = &g_array_index(res.added, struct mailbox_message, i);
-		struct sync_parse_job *j = g_ptr_array_index(parser.jobs, i);
-		/* (POP3 messages have no uid yet: never written before.) */
-		if (!res.reset && m->uid && m->uid <= parser.written_uid)
-			continue;
-		added[n_added++] = sync_row_of(j, m->remote_id);
+		const struct mailbox_message *m = &g_array_index(o->res.added, struct mailbox_message, i);
+		o->added[i] = sync_row_of(g_ptr_array_index(parser.jobs, i), m->remote_id);
 	}
-	flags = g_new0(struct store_sync_flags, res.flag_updates->len ? res.flag_updates->len : 1);
-	for (guint i = 0; i < res.flag_updates->len; i++) {
+	o->flags = g_new0(struct store_sync_flags, o->res.flag_updates->len ? o->res.flag_updates->len : 1);
+	for (guint i = 0; i < o->res.flag_updates->len; i++) {
 		const struct mailbox_flag_update *u =
-			&g_array_index(res.flag_updates, struct mailbox_flag_update, i);
-		flags[i] = (struct store_sync_flags){ u->uid, u->flags };
+			&g_array_index(o->res.flag_updates, struct mailbox_flag_update, i);
+		o->flags[i] = (struct store_sync_flags){ u->uid, u->flags };
 	}
 
-	out.folder_id = folder_id;
-	out.reset = res.reset;
-	out.uidvalidity = res.uidvalidity;
-	out.uidnext = res.uidnext;
+	o->out.folder_id = folder_id;
+	o->out.reset = o->res.reset;
+	o->out.uidvalidity = o->res.uidvalidity;
+	o->out.uidnext = o->res.uidnext;
 	/* A new-only sync has not seen other clients' flag changes: the
 	 * cache stays at the modseq of the last full check. */
-	out.highestmodseq = req.new_only ? f.highestmodseq : res.highestmodseq;
-	out.added = added;
-	out.n_added = n_added;
-	out.flag_updates = flags;
-	out.n_flag_updates = res.flag_updates->len;
-	out.removed = removed;
-	out.n_removed = n_removed;
+	o->out.highestmodseq = req.new_only ? f.highestmodseq : o->res.highestmodseq;
+	o->out.added = o->added;
+	o->out.n_added = n_new;
+	o->out.flag_updates = o->flags;
+	o->out.n_flag_updates = o->res.flag_updates->len;
+	o->out.removed = o->removed;
 	/* Only a full check makes the folder fresh. */
-	out.now = req.new_only ? f.synced_at : g_get_real_time() / G_USEC_PER_SEC;
-	if (res.reset)
-		log_info("UIDVALIDITY of %s changed: rebuilding its cache", f.path);
-	t_store = g_get_monotonic_time();
-	st = store_folder_apply_sync(s->store, &out);
-	log_debug("synced %s: %zu new (%zu stored as they came), %zu gone, %u flag updates; server %.0f ms, headers %.0f ms, cache %.0f ms",
-	          f.path, n_new, n_new - n_added, n_removed, res.flag_updates->len, (t_parse - t_fetch) / 1000.0,
-	          (t_store - t_parse) / 1000.0, (g_get_monotonic_time() - t_store) / 1000.0);
-	if (st == MF_OK) {
-		stats_add(folders_synced, 1);
-		if (changed)
-			*changed = res.reset || n_new || n_removed;
+	o->out.now = req.new_only ? f.synced_at : g_get_real_time() / G_USEC_PER_SEC;
+	o->jobs = parser.jobs;
+	parser.jobs = NULL;
+	if (changed)
+		*changed = o->res.reset || n_new || o->out.n_removed;
+
+	/* A folder seen for the first time is shown before it is stored: the
+	 * store's work (a third of a first listing) no longer holds up ls. */
+	if (listing && n_known == 0 && s->cfg->protocol == MF_PROTO_IMAP &&
+	    (*listing = sync_listing_of(o)) != NULL) {
+		g_mutex_lock(&s->lock);
+		s->storing++;
+		g_hash_table_add(s->writing, g_memdup2(&folder_id, sizeof folder_id));
+		g_mutex_unlock(&s->lock);
+		g_thread_unref(g_thread_new("sync-store", sync_outcome_run, o));
+		*deferred = 1;
+		o = NULL;
+		goto out;
 	}
+	st = sync_outcome_store(o);
 out:
-	sync_writer_stop(&parser);
-	sync_parse_wait(&parser);
-	g_ptr_array_free(parser.jobs, TRUE);
-	g_mutex_clear(&parser.lock);
-	g_cond_clear(&parser.cond);
-	g_free(added);
-	g_free(flags);
+	if (parser.jobs) {  /* (else the outcome has them) */
+		sync_parse_wait(&parser);
+		g_ptr_array_free(parser.jobs, TRUE);
+	}
+	if (o)
+		sync_outcome_free(o);
 	g_free(known);
-	g_free(removed);
-	mailbox_sync_result_clear(&res);
 	if (req.known_remote_ids)
 		g_hash_table_destroy(req.known_remote_ids);
 	store_folder_clear(&f);
@@ -481,15 +510,18 @@ out:
  * cached UIDs (no flag refresh, no expunge check; the folder is not
  * marked fresh), so a write costs what it adds, not the folder's size. */
 static enum mf_status sync_folder_run(struct sync_ctx *s, int64_t folder_id, int force,
-                                      int new_only, int *changed)
+                                      int new_only, int *changed, GArray **listing)
 {
 	struct store_folder f = { 0 };
 	gint64 now_real = g_get_real_time() / G_USEC_PER_SEC;
 	gint64 *attempted;
 	enum mf_status st;
+	int deferred = 0;
 
 	if (changed)
 		*changed = 0;
+	if (listing)
+		*listing = NULL;
 	if (!s->mb)
 		return MF_OK;
 	g_mutex_lock(&s->lock);
@@ -516,30 +548,29 @@ static enum mf_status sync_folder_run(struct sync_ctx *s, int64_t folder_id, int
 	g_hash_table_add(s->busy, g_memdup2(&folder_id, sizeof folder_id));
 	g_mutex_unlock(&s->lock);
 
-	st = sync_folder_now(s, folder_id, new_only, changed);
-
-	g_mutex_lock(&s->lock);
-	g_hash_table_remove(s->busy, &folder_id);
-	if (st != MF_OK && st != MF_ERR_NOTFOUND && !new_only) {
-		/* Don't retry on every lookup while the server is away. */
-		gint64 wait = sync_refresh_us(s) > SYNC_RETRY_MIN_US ? sync_refresh_us(s) : SYNC_RETRY_MIN_US;
-		gint64 until = g_get_monotonic_time() + wait;
-		g_hash_table_replace(s->attempted, g_memdup2(&folder_id, sizeof folder_id),
-		                     g_memdup2(&until, sizeof until));
-		log_warn("cannot check folder %" G_GINT64_FORMAT ": %s; serving the cache",
-		         folder_id, mf_status_str(st));
-	} else if (st == MF_OK) {
-		g_hash_table_remove(s->attempted, &folder_id);
-	}
-	g_cond_broadcast(&s->cond);
-	g_mutex_unlock(&s->lock);
+	st = sync_folder_now(s, folder_id, new_only, changed, listing, &deferred);
+	if (!deferred)
+		sync_folder_done(s, folder_id, new_only, st);
 	return st;
 }
 
 enum mf_status sync_folder_if_stale(struct sync_ctx *s, int64_t folder_id, int force,
                                     int *changed)
 {
-	return sync_folder_run(s, folder_id, force, 0, changed);
+	return sync_folder_run(s, folder_id, force, 0, changed, NULL);
+}
+
+enum mf_status sync_folder_listing(struct sync_ctx *s, int64_t folder_id, GArray **listing)
+{
+	return sync_folder_run(s, folder_id, 0, 0, NULL, listing);
+}
+
+void sync_folder_settle(struct sync_ctx *s, int64_t folder_id)
+{
+	g_mutex_lock(&s->lock);
+	while (g_hash_table_contains(s->writing, &folder_id))
+		g_cond_wait(&s->cond, &s->lock);
+	g_mutex_unlock(&s->lock);
 }
 
 /* ---------------------------------------------------------------- bodies */
@@ -722,7 +753,7 @@ enum mf_status sync_body_open(struct sync_ctx *s, int64_t folder_id, uint32_t ui
  * server has the change, and the next refresh catches up. */
 static void sync_after_change(struct sync_ctx *s, int64_t folder_id)
 {
-	enum mf_status st = sync_folder_run(s, folder_id, 1, 1, NULL);
+	enum mf_status st = sync_folder_run(s, folder_id, 1, 1, NULL, NULL);
 
 	if (st != MF_OK)
 		log_warn("cannot refresh folder %" G_GINT64_FORMAT " after a change: %s",
