@@ -377,11 +377,6 @@ static int fs_dir_snapshot(struct fs_ctx *ctx, const char *path, struct fs_dir *
 		fs_node_clear(&n);
 		return -ENOTDIR;
 	}
-	if (n.kind == FS_FOLDER && !n.folder.noselect) {
-		/* A failure leaves the cache as it was: list what it holds. A
-		 * first listing comes from the sync itself, stored behind. */
-		sync_folder_listing(ctx->sync, n.folder.id, &listing);
-	}
 	d->names = g_ptr_array_new_with_free_func(g_free);
 	d->stats = g_array_new(FALSE, FALSE, sizeof(struct stat));
 	fill = (struct fs_fill){ ctx, d };
@@ -390,6 +385,12 @@ static int fs_dir_snapshot(struct fs_ctx *ctx, const char *path, struct fs_dir *
 	fs_dir_add(d, "..", &st);
 	s = store_folder_children(ctx->store, n.kind == FS_ROOT ? "" : n.folder.path,
 	                          fs_fill_folder, &fill);
+	if (s == MF_OK && n.kind == FS_FOLDER && !n.folder.noselect) {
+		/* A failure leaves the cache as it was: list what it holds. A
+		 * first listing comes from the sync itself, stored behind (so
+		 * the store is not asked for anything after it). */
+		sync_folder_listing(ctx->sync, n.folder.id, &listing);
+	}
 	if (s == MF_OK && listing) {
 		for (guint i = 0; i < listing->len; i++) {
 			const struct store_message *m = &g_array_index(listing, struct store_message, i);

@@ -2,7 +2,8 @@
  * contents (new, vanished, flags, UIDVALIDITY), bodies on first read.
  *
  * Network work happens outside any store call; each result is written to
- * the store in one transaction afterwards. Must not: hold a lock across
+ * the store in one transaction afterwards (a folder's first listing by a
+ * thread of its own, once readdir has it). Must not: hold a lock across
  * network I/O, or download a body to answer a listing. */
 #include <errno.h>
 #include <string.h>

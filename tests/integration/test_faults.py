@@ -29,7 +29,7 @@ import pytest
 
 from conftest import PASSWORD, listing, run, wait_for
 import sample_mail
-from dovecot import Dovecot, imap_quote, utf7_encode
+from dovecot import Dovecot, imap_quote, parse_internaldate, utf7_encode
 from tcp_proxy import FaultProxy
 
 USER = "alice"
@@ -250,7 +250,8 @@ def test_cut_in_the_middle_of_a_mv_of_many(mount, servers, kind, pattern):
 
 @pytest.mark.parametrize("mode", ["before", "sent", "after"])
 def test_cut_during_first_listing(mount, servers, mode):
-    """A folder's first listing is stored as it arrives. Cut the connection
+    """A folder's first listing is shown as soon as it arrived and stored
+    behind it. Cut the connection
     at its UID FETCH (before it, right after it, or with every message
     delivered but the OK withheld): once the mount has recovered, the
     folder lists exactly what a fresh mount lists, each message once."""
@@ -280,3 +281,61 @@ def test_cut_during_first_listing(mount, servers, mode):
                 "\n".join(m.log_text().splitlines()[-40:])))
         m.unmount()
         fresh.unmount()
+
+
+def test_first_listing_used_at_once(mount, servers):
+    """A folder's first listing is shown from what the server sent, before
+    the cache holds it (the cache is written behind it). The names and
+    attributes shown must be those the cache then holds: each listed name
+    is the message the server has under that UID, with the size and date
+    ls -l showed, collisions included; and xattrs and reads right after the
+    listing find every name."""
+    dc = servers("move")
+    raws = sample_mail.sample_messages(3000, "at-once-%s" % next(_seq), tricky=False)
+    raws += raws[:5]  # the same messages again: names with ~2
+    a = new_folder(dc, "AtOnce", raws)
+    m = mount(server=dc)
+    d = m.p(a)
+    # ls -l takes each name's size and date from the listing itself.
+    out = run(["ls", "-l", "--time-style=+%s", d]).stdout.decode("utf-8")
+    listed = {}
+    for line in out.splitlines()[1:]:
+        f = line.split(None, 6)
+        listed[f[6]] = (int(f[4]), int(f[5]))
+    names = sorted(listed)
+    got = {}
+    for n in names[:20] + names[-20:] + names[20:-20]:  # no pause after ls
+        p = os.path.join(d, n)
+        got[n] = (int(os.getxattr(p, "user.mail.uid")),
+                  os.getxattr(p, "user.mail.message_id").decode().strip("<>")) + listed[n]
+    with open(os.path.join(d, names[-1]), "rb") as f:
+        body = f.read()
+    assert len(names) == len(raws) == len(set(names))
+    assert sum(n.endswith("~2.eml") for n in names) >= 1
+    c = dc.imap(USER)
+    try:
+        typ, data = c.select(q(a), readonly=True)
+        assert typ == "OK", data
+        typ, data = c.uid("FETCH", "1:*", "(UID RFC822.SIZE INTERNALDATE"
+                          " BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)])")
+        assert typ == "OK", data
+    finally:
+        c.logout()
+    server = {}
+    for item in data:
+        if isinstance(item, tuple):
+            uid = int(re.search(rb"UID (\d+)", item[0]).group(1))
+            size = int(re.search(rb"RFC822.SIZE (\d+)", item[0]).group(1))
+            when = re.search(rb'INTERNALDATE "([^"]+)"', item[0]).group(1).decode()
+            server[uid] = (sample_mail.message_id(item[1] + b"\r\n"), size,
+                           int(parse_internaldate(when).timestamp()))
+    bad = []
+    for n, (uid, mid, size, mtime) in sorted(got.items()):
+        if server.get(uid) != (mid, size, mtime):
+            bad.append("%s: uid %d, Message-ID %s, size %d, mtime %d; the server's %r" % (
+                n, uid, mid, size, mtime, server.get(uid)))
+    assert not bad, "%d of %d names wrong:\n%s" % (len(bad), len(got), "\n".join(bad[:10]))
+    assert len({uid for uid, _, _, _ in got.values()}) == len(raws)
+    assert len(server) == len(raws)
+    assert sample_mail.message_id(body) == got[names[-1]][1]
+    m.unmount()
