@@ -140,4 +140,8 @@ int imap_quote(GString *out, const char *s);
 int imap_parse_uid_set(const char *s, uint32_t **uids, size_t *count,
                        size_t max_count);
 
+/* An INTERNALDATE ("17-Jul-1996 02:44:25 -0700") as Unix time; -1 when
+ * it is not one. */
+int64_t imap_parse_internaldate(const char *s);
+
 #endif

@@ -328,10 +328,16 @@ static void fs_dir_clear(struct fs_dir *d)
 	d->stats = NULL;
 }
 
+/* name is the listing's from now on. */
+static void fs_dir_take(struct fs_dir *d, char *name, const struct stat *st)
+{
+	g_ptr_array_add(d->names, name);
+	g_array_append_val(d->stats, *st);
+}
+
 static void fs_dir_add(struct fs_dir *d, const char *name, const struct stat *st)
 {
-	g_ptr_array_add(d->names, g_strdup(name));
-	g_array_append_val(d->stats, *st);
+	fs_dir_take(d, g_strdup(name), st);
 }
 
 struct fs_fill {
@@ -393,9 +399,12 @@ static int fs_dir_snapshot(struct fs_ctx *ctx, const char *path, struct fs_dir *
 	}
 	if (s == MF_OK && listing) {
 		for (guint i = 0; i < listing->len; i++) {
-			const struct store_message *m = &g_array_index(listing, struct store_message, i);
-			if (ctx->cfg->show_deleted || !fs_flags_deleted(m->flags))
-				fs_fill_message(&fill, m);
+			struct store_message *m = &g_array_index(listing, struct store_message, i);
+			if (ctx->cfg->show_deleted || !fs_flags_deleted(m->flags)) {
+				fs_message_stat(ctx, m, &st);
+				fs_dir_take(d, m->name, &st);
+				m->name = NULL;
+			}
 		}
 	} else if (s == MF_OK && n.kind == FS_FOLDER && !n.folder.noselect) {
 		s = store_messages_list(ctx->store, n.folder.id, ctx->cfg->show_deleted,

@@ -657,29 +657,6 @@ static enum mf_status imap_list_folders(struct mailbox *mb, GPtrArray **out)
 
 /* ---------------------------------------------------------------- sync */
 
-/* "05-Jan-2024 10:22:00 +0000" -> Unix time; -1 on a malformed date. */
-static int64_t imap_parse_internaldate(const char *s)
-{
-	static const char months[] = "JanFebMarAprMayJunJulAugSepOctNovDec";
-	int day, year, hh, mm, ss, zone;
-	char mon[4], sign;
-	GDateTime *dt;
-	int64_t t;
-
-	if (sscanf(s, " %d-%3s-%d %d:%d:%d %c%4d", &day, mon, &year, &hh, &mm, &ss, &sign, &zone) != 8)
-		return -1;
-	const char *m = strstr(months, mon);
-	if (!m || (m - months) % 3 != 0 || (sign != '+' && sign != '-'))
-		return -1;
-	dt = g_date_time_new_utc(year, (int)((m - months) / 3) + 1, day, hh, mm, ss);
-	if (!dt)
-		return -1;
-	t = g_date_time_to_unix(dt);
-	g_date_time_unref(dt);
-	int offset = (zone / 100) * 3600 + (zone % 100) * 60;
-	return sign == '+' ? t - offset : t + offset;
-}
-
 static char *imap_flags_string(const struct imap_value *v)
 {
 	GString *s = g_string_new(NULL);

@@ -8,9 +8,11 @@
  * second pass build the values. Decisions are taken on whole lines only,
  * so a prefix of a valid response is always INCOMPLETE, never ERROR. */
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include "imap_parse.h"
+#include "civil.h"
 
 #define IMAP_MAX_DEPTH 64
 #define IMAP_MAX_LINE ((size_t)1024 * 1024)
@@ -764,4 +766,69 @@ out:
 	g_free(ranges);
 	g_free(result);
 	return rc;
+}
+
+/* INTERNALDATE the lenient way: sscanf and GDateTime. */
+static int64_t imap_internaldate_slow(const char *s)
+{
+	static const char months[] = "JanFebMarAprMayJunJulAugSepOctNovDec";
+	int day, year, hh, mm, ss, zone;
+	char mon[4], sign;
+	GDateTime *dt;
+	int64_t t;
+
+	if (sscanf(s, " %d-%3s-%d %d:%d:%d %c%4d", &day, mon, &year, &hh, &mm, &ss, &sign, &zone) != 8)
+		return -1;
+	const char *m = strstr(months, mon);
+	if (!m || (m - months) % 3 != 0 || (sign != '+' && sign != '-'))
+		return -1;
+	dt = g_date_time_new_utc(year, (int)((m - months) / 3) + 1, day, hh, mm, ss);
+	if (!dt)
+		return -1;
+	t = g_date_time_to_unix(dt);
+	g_date_time_unref(dt);
+	int offset = (zone / 100) * 3600 + (zone % 100) * 60;
+	return sign == '+' ? t - offset : t + offset;
+}
+
+static int imap_digits(const char *p, int n, int *value)
+{
+	*value = 0;
+	for (int i = 0; i < n; i++) {
+		if (p[i] < '0' || p[i] > '9')
+			return 0;
+		*value = *value * 10 + (p[i] - '0');
+	}
+	return 1;
+}
+
+int64_t imap_parse_internaldate(const char *s)
+{
+	static const char months[] = "JanFebMarAprMayJunJulAugSepOctNovDec";
+	int day, month = 0, year, hh, mm, ss, zh, zm;
+	const char *p = s;
+
+	/* What servers send: "DD-Mon-YYYY HH:MM:SS +HHMM", the day maybe
+	 * " D"; anything else goes the lenient way. Every character is
+	 * looked at only once those before it were found to be no NUL. */
+	if (p[0] == ' ')
+		p++;
+	int n = p[0] && p[1] == '-' ? 1 : 2;
+	if (!imap_digits(p, n, &day) || p[n] != '-')
+		return imap_internaldate_slow(s);
+	p += n + 1;
+	for (int i = 0; i < 12 && !month; i++)
+		if (strncmp(p, months + 3 * i, 3) == 0)
+			month = i + 1;
+	if (!month || p[3] != '-' || !imap_digits(p + 4, 4, &year) || p[8] != ' ' ||
+	    !imap_digits(p + 9, 2, &hh) || p[11] != ':' || !imap_digits(p + 12, 2, &mm) ||
+	    p[14] != ':' || !imap_digits(p + 15, 2, &ss) || p[17] != ' ' ||
+	    (p[18] != '+' && p[18] != '-') || !imap_digits(p + 19, 2, &zh) ||
+	    !imap_digits(p + 21, 2, &zm) || p[23] != '\0' ||
+	    year < 1 || day < 1 || day > civil_days_in_month(year, month) || hh > 23 || mm > 59 ||
+	    ss > 59)
+		return imap_internaldate_slow(s);
+	int64_t t = civil_days_from(year, month, day) * 86400 + hh * 3600 + mm * 60 + ss;
+	int offset = zh * 3600 + zm * 60;
+	return p[18] == '+' ? t - offset : t + offset;
 }

@@ -6,6 +6,7 @@
  * Every GMime object is created and released inside one call, because
  * GMime objects are not thread-safe. */
 #include "mime.h"
+#include "civil.h"
 
 #include <string.h>
 
@@ -438,26 +439,6 @@ static gboolean mime_digits(const char *p, int n, int *value)
 	return TRUE;
 }
 
-/* Days from 1970-01-01 to y-m-d of the proleptic Gregorian calendar. */
-static int64_t mime_days_from_civil(int64_t y, int m, int d)
-{
-	y -= m <= 2;
-	int64_t era = (y >= 0 ? y : y - 399) / 400;
-	int64_t yoe = y - era * 400;
-	int64_t doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
-	int64_t doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-	return era * 146097 + doe - 719468;
-}
-
-static int mime_days_in_month(int y, int m)
-{
-	static const int days[12] = { 31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31 };
-
-	if (m == 2 && y % 4 == 0 && (y % 100 != 0 || y % 400 == 0))
-		return 29;
-	return days[m - 1];
-}
-
 /* The RFC 5322 date of nearly every message, "[Www, ]D[D] Mon YYYY
  * HH:MM[:SS] +HHMM[ (comment)]" with single spaces, as Unix time; FALSE
  * for anything else, which GMime then reads with its own leniencies (two-
@@ -516,10 +497,10 @@ static gboolean mime_date_fast(const char *s, int64_t *out)
 		if (p[0] != ')' || p[1] != '\0')
 			return FALSE;
 	}
-	if (day < 1 || day > mime_days_in_month(year, month) || hour > 23 || minute > 59 ||
+	if (day < 1 || day > civil_days_in_month(year, month) || hour > 23 || minute > 59 ||
 	    second > 59 || zh > 12 || zm > 59)
 		return FALSE;
-	*out = mime_days_from_civil(year, month, day) * 86400 + hour * 3600 + minute * 60 +
+	*out = civil_days_from(year, month, day) * 86400 + hour * 3600 + minute * 60 +
 	       second - sign * (zh * 3600 + zm * 60);
 	return TRUE;
 }

@@ -998,8 +998,11 @@ static void store_bind_text_or_null(sqlite3_stmt *q, int col, const char *s)
  * lower one), so the new names follow from the stored ones. */
 struct store_namer {
 	int64_t folder_id;
-	GHashTable *taken;        /* every name held; owned keys */
-	GHashTable *next_suffix;  /* base -> the next suffix worth trying; owned keys */
+	GHashTable *taken;        /* every name held; keys borrowed from seeds or
+	                             from the names handed out (which outlive it) */
+	GStringChunk *seeds;      /* the stored names */
+	GHashTable *next_suffix;  /* base -> the next suffix worth trying, once
+	                             base.eml is taken; owned keys */
 	uint32_t max_uid;         /* the highest UID named */
 };
 
@@ -1008,7 +1011,8 @@ static struct store_namer *store_namer_new(int64_t folder_id)
 	struct store_namer *n = g_new0(struct store_namer, 1);
 
 	n->folder_id = folder_id;
-	n->taken = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
+	n->taken = g_hash_table_new(g_str_hash, g_str_equal);
+	n->seeds = g_string_chunk_new(4096);
 	n->next_suffix = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
 	return n;
 }
@@ -1018,6 +1022,7 @@ static void store_namer_free(struct store_namer *n)
 	if (!n)
 		return;
 	g_hash_table_destroy(n->taken);
+	g_string_chunk_free(n->seeds);
 	g_hash_table_destroy(n->next_suffix);
 	g_free(n);
 }
@@ -1035,7 +1040,8 @@ static enum mf_status store_namer_seed(struct store *st, struct store_namer *n)
 			n->max_uid = uid;
 		for (int col = 2; col <= 3; col++)
 			if (sqlite3_column_type(q, col) == SQLITE_TEXT)
-				g_hash_table_add(n->taken, g_strdup((const char *)sqlite3_column_text(q, col)));
+				g_hash_table_add(n->taken, g_string_chunk_insert(n->seeds,
+				                 (const char *)sqlite3_column_text(q, col)));
 	}
 	sqlite3_reset(q);
 	if (src != SQLITE_DONE)
@@ -1053,27 +1059,39 @@ static int store_namer_fits(const struct store_namer *n, const struct store_sync
 	return 1;
 }
 
-/* Names for added[0..count) (store_namer_fits holds), g_strfreev. */
+/* Names for added[0..count) (store_namer_fits holds), g_strfreev; they
+ * must outlive the namer. base.eml when free, else the first free
+ * base~K.eml from K = 2 on. */
 static char **store_namer_assign(struct store_namer *n, const struct store_sync_message *added,
                                  size_t count)
 {
 	char **names = g_new0(char *, count + 1);
+	char num[16];
 
 	for (size_t i = 0; i < count; i++) {
-		char *b = added[i].base_name && *added[i].base_name
-		          ? g_strdup(added[i].base_name) : g_strdup_printf("%" PRIu32, added[i].uid);
-		guint k = GPOINTER_TO_UINT(g_hash_table_lookup(n->next_suffix, b));
-		for (k = k ? k : 1;; k++) {
-			char *cand = k == 1 ? g_strconcat(b, ".eml", NULL)
-			                    : g_strdup_printf("%s~%u.eml", b, k);
-			if (!g_hash_table_contains(n->taken, cand)) {
-				names[i] = cand;
-				break;
-			}
-			g_free(cand);
+		const char *b = added[i].base_name;
+		size_t len;
+		char *cand;
+		if (!b || !*b) {
+			snprintf(num, sizeof num, "%" PRIu32, added[i].uid);
+			b = num;
 		}
-		g_hash_table_add(n->taken, g_strdup(names[i]));
-		g_hash_table_replace(n->next_suffix, b, GUINT_TO_POINTER(k + 1));
+		len = strlen(b);
+		cand = g_malloc(len + sizeof ".eml");
+		memcpy(cand, b, len);
+		memcpy(cand + len, ".eml", sizeof ".eml");
+		if (g_hash_table_contains(n->taken, cand)) {
+			guint k = GPOINTER_TO_UINT(g_hash_table_lookup(n->next_suffix, b));
+			for (k = k ? k : 2;; k++) {
+				g_free(cand);
+				cand = g_strdup_printf("%s~%u.eml", b, k);
+				if (!g_hash_table_contains(n->taken, cand))
+					break;
+			}
+			g_hash_table_replace(n->next_suffix, g_strdup(b), GUINT_TO_POINTER(k + 1));
+		}
+		names[i] = cand;
+		g_hash_table_add(n->taken, cand);
 		n->max_uid = added[i].uid;
 	}
 	return names;

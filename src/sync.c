@@ -346,32 +346,42 @@ static gpointer sync_outcome_run(gpointer data)
 	return NULL;
 }
 
-static gint sync_listing_cmp(gconstpointer a, gconstpointer b)
+static int sync_listing_cmp(const void *a, const void *b)
 {
-	return strcmp(((const struct store_message *)a)->name, ((const struct store_message *)b)->name);
+	return strcmp((*(const struct store_message *const *)a)->name,
+	              (*(const struct store_message *const *)b)->name);
 }
 
 /* The listing of a folder listed for the first time, as the store will
- * hold it, or NULL when its names cannot be known before it is stored. */
+ * hold it (sorted by name, as the store lists it), or NULL when its names
+ * cannot be known before it is stored. */
 static GArray *sync_listing_of(const struct sync_outcome *o)
 {
 	char **names = store_names_for_new(o->out.added, o->out.n_added);
+	size_t n = o->out.n_added;
+	struct store_message *msgs, **order;
 	GArray *l;
 
 	if (!names)
 		return NULL;
-	l = g_array_sized_new(FALSE, TRUE, sizeof(struct store_message), (guint)o->out.n_added);
-	for (size_t i = 0; i < o->out.n_added; i++) {
+	msgs = g_new(struct store_message, n ? n : 1);
+	order = g_new(struct store_message *, n ? n : 1);
+	for (size_t i = 0; i < n; i++) {
 		const struct store_sync_message *a = &o->out.added[i];
-		struct store_message m = {
+		msgs[i] = (struct store_message){
 			.folder_id = o->folder_id, .uid = a->uid, .name = names[i],
 			.flags = g_strdup(a->flags ? a->flags : ""), .size = a->size,
 			.internaldate = a->internaldate,
 		};
-		g_array_append_val(l, m);
+		order[i] = &msgs[i];
 	}
 	g_free(names);  /* the strings are the listing's now */
-	g_array_sort(l, sync_listing_cmp);
+	qsort(order, n, sizeof *order, sync_listing_cmp);
+	l = g_array_sized_new(FALSE, FALSE, sizeof(struct store_message), (guint)n);
+	for (size_t i = 0; i < n; i++)
+		g_array_append_vals(l, order[i], 1);
+	g_free(order);
+	g_free(msgs);
 	return l;
 }
 

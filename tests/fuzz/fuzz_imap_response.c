@@ -71,6 +71,9 @@ static void fuzz_exercise(const struct imap_response *r)
 		if (v && (!name || !imap_value_is_atom(name, name->str)))
 			abort();
 		(void)imap_fetch_get(attrs, "BODY[HEADER.FIELDS (DATE FROM)]");
+		v = imap_fetch_get(attrs, "INTERNALDATE");
+		if (v && v->type == IMAP_VALUE_STRING)
+			(void)imap_parse_internaldate(v->str);
 		(void)imap_value_is_atom(attrs, "NIL");
 	}
 	if (r->code.type == IMAP_VALUE_LIST && r->code.count > 1)

@@ -4,6 +4,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <setjmp.h>
+#include <stdio.h>
 #include <string.h>
 #include <cmocka.h>
 #include <glib.h>
@@ -914,6 +915,75 @@ static void test_uid_set(void **state)
 	assert_int_equal(imap_parse_uid_set("1:4294967295", &uids, &count, 1000000), -1);
 }
 
+/* INTERNALDATE by another road: the fields as sscanf finds them (the
+ * engine's first reader), the zone as a GTimeZone, the rest GDateTime's. */
+static int64_t internaldate_reference(const char *s)
+{
+	static const char *names[] = { "Jan", "Feb", "Mar", "Apr", "May", "Jun",
+	                               "Jul", "Aug", "Sep", "Oct", "Nov", "Dec" };
+	int f[6], zone, month = 0;
+	char mon[4], sign;
+
+	if (sscanf(s, " %d-%3s-%d %d:%d:%d %c%4d", &f[0], mon, &f[1], &f[2], &f[3], &f[4],
+	           &sign, &zone) != 8 || (sign != '+' && sign != '-'))
+		return -1;
+	for (int i = 0; i < 12; i++)
+		if (strcmp(mon, names[i]) == 0)
+			month = i + 1;
+	if (!month)
+		return -1;
+	GTimeZone *tz = g_time_zone_new_offset((sign == '-' ? -1 : 1) *
+	                                       ((zone / 100) * 3600 + (zone % 100) * 60));
+	GDateTime *dt = g_date_time_new(tz, f[1], month, f[0], f[2], f[3], f[4]);
+	int64_t t = dt ? g_date_time_to_unix(dt) : -1;
+
+	if (dt)
+		g_date_time_unref(dt);
+	g_time_zone_unref(tz);
+	return t;
+}
+
+static void test_internaldate(void **state)
+{
+	static const char *mons[] = { "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug",
+	                              "Sep", "Oct", "Nov", "Dec", "Foo", "jan", "Ja" };
+	GRand *r = g_rand_new_with_seed(7);
+	char buf[80];
+	(void)state;
+
+	assert_int_equal(imap_parse_internaldate("17-Jul-1996 02:44:25 -0700"), 837596665);
+	assert_int_equal(imap_parse_internaldate(" 1-Jan-1970 00:00:00 +0000"), 0);
+	assert_int_equal(imap_parse_internaldate("01-Jan-1970 01:00:00 +0100"), 0);
+	assert_int_equal(imap_parse_internaldate("29-Feb-2023 00:00:00 +0000"), -1);
+	assert_int_equal(imap_parse_internaldate("01-Jan-1970 00:00:00 -9959"), 99 * 3600 + 59 * 60);
+	assert_int_equal(imap_parse_internaldate("garbage"), -1);
+	assert_int_equal(imap_parse_internaldate(""), -1);
+	for (int i = 0; i < 40000; i++) {
+		int day = g_rand_int_range(r, 0, 33), year = g_rand_int_range(r, 0, 10001);
+		int hh = g_rand_int_range(r, 0, 25), mm = g_rand_int_range(r, 0, 61);
+		int ss = g_rand_int_range(r, 0, 61);
+		int zone = g_rand_int_range(r, 0, 24) * 100 + g_rand_int_range(r, 0, 60);
+		const char *mon = mons[g_rand_int_range(r, 0, G_N_ELEMENTS(mons))];
+		if (g_rand_int_range(r, 0, 4))
+			year = g_rand_int_range(r, 1960, 2100);
+		snprintf(buf, sizeof buf, g_rand_boolean(r) ? "%02d-%s-%04d %02d:%02d:%02d %c%04d"
+		                                            : "%2d-%s-%04d %02d:%02d:%02d %c%04d",
+		         day, mon, year, hh, mm, ss, g_rand_boolean(r) ? '+' : '-', zone);
+		if (g_rand_int_range(r, 0, 8) == 0) {  /* and broken ones */
+			size_t len = strlen(buf), at = (size_t)g_rand_int_range(r, 0, (gint32)len);
+			switch (g_rand_int_range(r, 0, 3)) {
+			case 0: buf[at] = "0 -:+x\t"[g_rand_int_range(r, 0, 7)]; break;
+			case 1: buf[at] = '\0'; break;
+			default: memmove(buf + at + 1, buf + at, len - at + 1); buf[at] = ' '; break;
+			}
+		}
+		int64_t want = internaldate_reference(buf), got = imap_parse_internaldate(buf);
+		if (want != got)
+			fail_msg("\"%s\": %" G_GINT64_FORMAT ", the reference %" G_GINT64_FORMAT, buf, got, want);
+	}
+	g_rand_free(r);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -940,6 +1010,7 @@ int main(void)
 		cmocka_unit_test(test_quote),
 		cmocka_unit_test(test_format),
 		cmocka_unit_test(test_uid_set),
+		cmocka_unit_test(test_internaldate),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
