@@ -134,6 +134,13 @@ enum mf_status store_folder_apply_sync(struct store *st, const struct store_sync
  * stored; NULL when the UIDs are not ascending (then the store's general
  * naming decides). g_strfreev. */
 char **store_names_for_new(const struct store_sync_message *added, size_t count);
+/* The same one at a time, in ascending UID order, for a listing shown as
+ * it arrives: NULL when uid is not above the last one named. The namer
+ * borrows each name it returns: free them after the namer. */
+struct store_namer;
+struct store_namer *store_namer_new_empty(void);
+char *store_namer_next(struct store_namer *n, uint32_t uid, const char *base_name);
+void store_namer_free(struct store_namer *n);
 
 /* Marks the folder as checked now without other changes. */
 enum mf_status store_folder_touch(struct store *st, int64_t folder_id, int64_t now);
@@ -161,11 +168,13 @@ enum mf_status store_messages_list(struct store *st, int64_t folder_id,
                                    int (*cb)(void *ctx, const struct store_message *m),
                                    void *ctx);
 
-/* Read-ahead candidates: messages after name (in name order) whose body
- * is not cached and whose size is at most max_size; at most limit. cb as
- * for store_messages_list. */
+/* Read-ahead candidates: messages after `after` (in name order, or in
+ * UID order: the order of a first listing) whose body is not cached and
+ * whose size is at most max_size; at most limit. cb as for
+ * store_messages_list. */
 enum mf_status store_messages_uncached_after(struct store *st, int64_t folder_id,
-                                             const char *name, uint64_t max_size, size_t limit,
+                                             const struct store_message *after, int by_uid,
+                                             uint64_t max_size, size_t limit,
                                              int (*cb)(void *ctx, const struct store_message *m),
                                              void *ctx);
 

@@ -20,9 +20,9 @@ struct sync_ctx {
 	GMutex lock;
 	GCond cond;
 	GHashTable *busy;              /* folder id -> 1 while a sync of it runs */
-	GHashTable *writing;           /* folder id -> 1 while a listing already
-	                                  shown is being stored */
-	int storing;                   /* threads storing such listings */
+	GHashTable *writing;           /* folder id -> 1 while its first listing,
+	                                  shown as it arrives, is not stored yet */
+	int storing;                   /* threads making such listings */
 	GHashTable *attempted;         /* folder id -> monotonic µs of the last try */
 	int folders_busy;
 	gint64 folders_attempted;      /* monotonic µs of the last LIST, 0 never */
@@ -31,7 +31,8 @@ struct sync_ctx {
 	uint64_t quota_used, quota_limit;
 	/* Read-ahead for sequential readers (tar, rsync, grep -r): */
 	int64_t ra_folder;             /* folder of the last miss */
-	char *ra_next;                 /* the uncached message a sequential reader opens next */
+	char *ra_next;                 /* the uncached message a sequential reader opens next, */
+	uint32_t ra_next_uid;          /* by name or by UID (0: none) */
 	int ra_streak;                 /* sequential misses in a row */
 };
 
@@ -49,15 +50,32 @@ enum mf_status sync_folders_if_stale(struct sync_ctx *s);
  * messages came or went. */
 enum mf_status sync_folder_if_stale(struct sync_ctx *s, int64_t folder_id, int force,
                                     int *changed);
-/* The same for a listing: when the folder is listed for the first time,
- * *listing (else NULL) gets its messages (struct store_message, by name;
- * free with sync_listing_free) before they are stored, and the store is
- * written behind. Until that is done, a sync of the folder waits, and so
- * must every other use of its messages: see sync_folder_settle. */
-enum mf_status sync_folder_listing(struct sync_ctx *s, int64_t folder_id, GArray **listing);
-void sync_listing_free(GArray *listing);
-/* Waits until the folder's messages are in the store. */
+/* A folder's first listing, shown while it arrives. */
+struct sync_live;
+struct sync_live_entry {
+	char *name;
+	uint32_t uid;
+	uint64_t size;
+	int64_t mtime;
+	int deleted;               /* \Deleted */
+};
+/* The same for a listing: when the folder was never listed, a thread of
+ * its own lists it and *live (else NULL) gets the listing, whose entries
+ * come in UID order as the server sends them, named as the store will
+ * name them. The store is written once it is complete; until then a sync
+ * of the folder waits, and so must every other use of its messages: see
+ * sync_folder_settle. */
+enum mf_status sync_folder_live(struct sync_ctx *s, int64_t folder_id, struct sync_live **live);
+/* Waits until the listing holds more than n entries or is complete, and
+ * puts entries n, n+1, ... in out (at most max; they live as long as the
+ * listing). *complete: no entry comes after these; *status: MF_OK, or
+ * why the listing failed. */
+size_t sync_live_wait(struct sync_live *live, size_t n, struct sync_live_entry **out,
+                      size_t max, int *complete, enum mf_status *status);
+void sync_live_unref(struct sync_live *live);
+/* Waits until the folder's messages are in the store; or every folder's. */
 void sync_folder_settle(struct sync_ctx *s, int64_t folder_id);
+void sync_settle_all(struct sync_ctx *s);
 /* An fd open on the message's body, downloading it into the body cache
  * first when needed. *size_changed (may be NULL): the real size differs
  * from what the cache said before. */

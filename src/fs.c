@@ -316,6 +316,7 @@ static int fs_getattr(const char *path, struct stat *st, struct fuse_file_info *
 struct fs_dir {
 	GPtrArray *names;     /* char *, owned; NULL until the first readdir */
 	GArray *stats;        /* struct stat, same order */
+	struct sync_live *live;  /* a first listing, after names (NULL: none) */
 };
 
 static void fs_dir_clear(struct fs_dir *d)
@@ -324,20 +325,16 @@ static void fs_dir_clear(struct fs_dir *d)
 		g_ptr_array_free(d->names, TRUE);
 	if (d->stats)
 		g_array_free(d->stats, TRUE);
+	sync_live_unref(d->live);
 	d->names = NULL;
 	d->stats = NULL;
-}
-
-/* name is the listing's from now on. */
-static void fs_dir_take(struct fs_dir *d, char *name, const struct stat *st)
-{
-	g_ptr_array_add(d->names, name);
-	g_array_append_val(d->stats, *st);
+	d->live = NULL;
 }
 
 static void fs_dir_add(struct fs_dir *d, const char *name, const struct stat *st)
 {
-	fs_dir_take(d, g_strdup(name), st);
+	g_ptr_array_add(d->names, g_strdup(name));
+	g_array_append_val(d->stats, *st);
 }
 
 struct fs_fill {
@@ -368,7 +365,6 @@ static int fs_fill_message(void *data, const struct store_message *m)
 
 static int fs_dir_snapshot(struct fs_ctx *ctx, const char *path, struct fs_dir *d)
 {
-	GArray *listing = NULL;
 	struct fs_fill fill;
 	struct fs_node n;
 	struct stat st;
@@ -393,24 +389,12 @@ static int fs_dir_snapshot(struct fs_ctx *ctx, const char *path, struct fs_dir *
 	                          fs_fill_folder, &fill);
 	if (s == MF_OK && n.kind == FS_FOLDER && !n.folder.noselect) {
 		/* A failure leaves the cache as it was: list what it holds. A
-		 * first listing comes from the sync itself, stored behind (so
-		 * the store is not asked for anything after it). */
-		sync_folder_listing(ctx->sync, n.folder.id, &listing);
+		 * first listing comes from the sync as it arrives. */
+		sync_folder_live(ctx->sync, n.folder.id, &d->live);
+		if (!d->live)
+			s = store_messages_list(ctx->store, n.folder.id, ctx->cfg->show_deleted,
+			                        fs_fill_message, &fill);
 	}
-	if (s == MF_OK && listing) {
-		for (guint i = 0; i < listing->len; i++) {
-			struct store_message *m = &g_array_index(listing, struct store_message, i);
-			if (ctx->cfg->show_deleted || !fs_flags_deleted(m->flags)) {
-				fs_message_stat(ctx, m, &st);
-				fs_dir_take(d, m->name, &st);
-				m->name = NULL;
-			}
-		}
-	} else if (s == MF_OK && n.kind == FS_FOLDER && !n.folder.noselect) {
-		s = store_messages_list(ctx->store, n.folder.id, ctx->cfg->show_deleted,
-		                        fs_fill_message, &fill);
-	}
-	sync_listing_free(listing);
 	fs_node_clear(&n);
 	if (s != MF_OK) {
 		fs_dir_clear(d);
@@ -425,6 +409,37 @@ static int fs_opendir(const char *path, struct fuse_file_info *fi)
 {
 	fi->fh = (uint64_t)(uintptr_t)g_new0(struct fs_dir, 1);
 	return 0;
+}
+
+/* The entries of a first listing from offset on, as they arrive: waits
+ * for one at least, then hands over what there is, so that ls works on
+ * the first names while the rest still come. */
+static int fs_readdir_live(struct fs_ctx *ctx, struct fs_dir *d, void *buf,
+                           fuse_fill_dir_t filler, off_t offset)
+{
+	struct sync_live_entry *batch[256];
+	size_t base = d->names->len, k = (size_t)offset > base ? (size_t)offset - base : 0;
+	int filled = 0, complete;
+	enum mf_status st;
+	struct stat sb;
+
+	for (;;) {
+		size_t got = sync_live_wait(d->live, k, batch, G_N_ELEMENTS(batch), &complete, &st);
+		for (size_t i = 0; i < got; i++, k++) {
+			const struct sync_live_entry *e = batch[i];
+			if (e->deleted && !ctx->cfg->show_deleted)
+				continue;
+			struct store_message m = { .size = e->size, .internaldate = e->mtime };
+			fs_message_stat(ctx, &m, &sb);
+			if (filler(buf, e->name, &sb, (off_t)(base + k + 1), FUSE_FILL_DIR_PLUS))
+				return 0;
+			filled = 1;
+		}
+		if (complete)
+			return filled || st == MF_OK ? 0 : fs_errno(st);
+		if (filled)
+			return 0;
+	}
 }
 
 static int fs_readdir(const char *path, void *buf, fuse_fill_dir_t filler, off_t offset,
@@ -445,9 +460,9 @@ static int fs_readdir(const char *path, void *buf, fuse_fill_dir_t filler, off_t
 		const char *name = g_ptr_array_index(d->names, i);
 		int plus = i >= 2 ? FUSE_FILL_DIR_PLUS : 0;
 		if (filler(buf, name, &g_array_index(d->stats, struct stat, i), (off_t)i + 1, plus))
-			break;
+			return 0;
 	}
-	return 0;
+	return d->live ? fs_readdir_live(ctx, d, buf, filler, offset) : 0;
 }
 
 static int fs_releasedir(const char *path, struct fuse_file_info *fi)
@@ -693,6 +708,7 @@ static int fs_getxattr(const char *path, const char *name, char *buf, size_t siz
 		return rc;
 	if (n.kind == FS_ROOT && strcmp(name, "user.mailfs.stats") == 0) {
 		GString *s = g_string_new(NULL);
+		sync_settle_all(ctx->sync);  /* a listing just shown counts once stored */
 		stats_format_json(s);
 		value = g_string_free(s, FALSE);
 	} else if (n.kind == FS_MESSAGE) {

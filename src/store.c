@@ -91,7 +91,7 @@ enum store_query {
 	Q_MSG_SIZE, Q_MSG_SET_SIZE, Q_MSG_NAME_HOLDER, Q_MSG_SET_USER_NAME,
 	Q_BODY_EXISTS, Q_BODY_OF_FOLDER, Q_BODY_UPSERT, Q_BODY_TOUCH,
 	Q_BODY_DELETE, Q_BODY_USAGE, Q_BODY_LRU, Q_FOLDER_RECOUNT, Q_BODY_SIZE,
-	Q_MSG_UNCACHED_AFTER, Q_MSG_NAME_WANTED, Q_MSG_NAME_OF, Q_FOLDER_COUNT_DOWN,
+	Q_MSG_UNCACHED_AFTER, Q_MSG_UNCACHED_AFTER_UID, Q_MSG_NAME_WANTED, Q_MSG_NAME_OF, Q_FOLDER_COUNT_DOWN,
 	Q_MSG_MAX_UID_OF,
 	Q_COUNT
 };
@@ -176,6 +176,9 @@ static const char *const store_query_sql[Q_COUNT] = {
 	[Q_MSG_UNCACHED_AFTER] = STORE_MESSAGE_COLUMNS
 		"WHERE m.folder_id = ?1 AND m.name > ?2 AND b.uid IS NULL AND m.size <= ?3"
 		" ORDER BY m.name LIMIT ?4",
+	[Q_MSG_UNCACHED_AFTER_UID] = STORE_MESSAGE_COLUMNS
+		"WHERE m.folder_id = ?1 AND m.uid > ?2 AND m.name IS NOT NULL AND b.uid IS NULL"
+		" AND m.size <= ?3 ORDER BY m.uid LIMIT ?4",
 	[Q_BODY_SIZE] = "SELECT size FROM bodies WHERE folder_id = ?1 AND uid = ?2",
 	[Q_FOLDER_RECOUNT] =
 		"UPDATE folders SET messages ="
@@ -1017,7 +1020,7 @@ static struct store_namer *store_namer_new(int64_t folder_id)
 	return n;
 }
 
-static void store_namer_free(struct store_namer *n)
+void store_namer_free(struct store_namer *n)
 {
 	if (!n)
 		return;
@@ -1059,41 +1062,47 @@ static int store_namer_fits(const struct store_namer *n, const struct store_sync
 	return 1;
 }
 
+/* The name of the next message (uid above every one named): base.eml
+ * when free, else the first free base~K.eml from K = 2 on. The namer
+ * borrows it. */
+static char *store_namer_one(struct store_namer *n, uint32_t uid, const char *base)
+{
+	char num[16];
+	size_t len;
+	char *cand;
+
+	if (!base || !*base) {
+		snprintf(num, sizeof num, "%" PRIu32, uid);
+		base = num;
+	}
+	len = strlen(base);
+	cand = g_malloc(len + sizeof ".eml");
+	memcpy(cand, base, len);
+	memcpy(cand + len, ".eml", sizeof ".eml");
+	if (g_hash_table_contains(n->taken, cand)) {
+		guint k = GPOINTER_TO_UINT(g_hash_table_lookup(n->next_suffix, base));
+		for (k = k ? k : 2;; k++) {
+			g_free(cand);
+			cand = g_strdup_printf("%s~%u.eml", base, k);
+			if (!g_hash_table_contains(n->taken, cand))
+				break;
+		}
+		g_hash_table_replace(n->next_suffix, g_strdup(base), GUINT_TO_POINTER(k + 1));
+	}
+	g_hash_table_add(n->taken, cand);
+	n->max_uid = uid;
+	return cand;
+}
+
 /* Names for added[0..count) (store_namer_fits holds), g_strfreev; they
- * must outlive the namer. base.eml when free, else the first free
- * base~K.eml from K = 2 on. */
+ * must outlive the namer. */
 static char **store_namer_assign(struct store_namer *n, const struct store_sync_message *added,
                                  size_t count)
 {
 	char **names = g_new0(char *, count + 1);
-	char num[16];
 
-	for (size_t i = 0; i < count; i++) {
-		const char *b = added[i].base_name;
-		size_t len;
-		char *cand;
-		if (!b || !*b) {
-			snprintf(num, sizeof num, "%" PRIu32, added[i].uid);
-			b = num;
-		}
-		len = strlen(b);
-		cand = g_malloc(len + sizeof ".eml");
-		memcpy(cand, b, len);
-		memcpy(cand + len, ".eml", sizeof ".eml");
-		if (g_hash_table_contains(n->taken, cand)) {
-			guint k = GPOINTER_TO_UINT(g_hash_table_lookup(n->next_suffix, b));
-			for (k = k ? k : 2;; k++) {
-				g_free(cand);
-				cand = g_strdup_printf("%s~%u.eml", b, k);
-				if (!g_hash_table_contains(n->taken, cand))
-					break;
-			}
-			g_hash_table_replace(n->next_suffix, g_strdup(b), GUINT_TO_POINTER(k + 1));
-		}
-		names[i] = cand;
-		g_hash_table_add(n->taken, cand);
-		n->max_uid = added[i].uid;
-	}
+	for (size_t i = 0; i < count; i++)
+		names[i] = store_namer_one(n, added[i].uid, added[i].base_name);
 	return names;
 }
 
@@ -1145,6 +1154,18 @@ static enum mf_status store_insert_messages(struct store *st, int64_t folder_id,
 		rc = store_run(q);
 	}
 	return rc;
+}
+
+struct store_namer *store_namer_new_empty(void)
+{
+	return store_namer_new(0);
+}
+
+char *store_namer_next(struct store_namer *n, uint32_t uid, const char *base_name)
+{
+	if (uid == 0 || uid <= n->max_uid)
+		return NULL;
+	return store_namer_one(n, uid, base_name);
 }
 
 char **store_names_for_new(const struct store_sync_message *added, size_t count)
@@ -1862,7 +1883,8 @@ enum mf_status store_message_remove(struct store *st, int64_t folder_id, uint32_
 }
 
 enum mf_status store_messages_uncached_after(struct store *st, int64_t folder_id,
-                                             const char *name, uint64_t max_size, size_t limit,
+                                             const struct store_message *after, int by_uid,
+                                             uint64_t max_size, size_t limit,
                                              int (*cb)(void *ctx, const struct store_message *m),
                                              void *ctx)
 {
@@ -1870,9 +1892,12 @@ enum mf_status store_messages_uncached_after(struct store *st, int64_t folder_id
 	sqlite3_stmt *q;
 
 	pthread_mutex_lock(&st->lock);
-	q = store_query(st, Q_MSG_UNCACHED_AFTER);
+	q = store_query(st, by_uid ? Q_MSG_UNCACHED_AFTER_UID : Q_MSG_UNCACHED_AFTER);
 	sqlite3_bind_int64(q, 1, folder_id);
-	sqlite3_bind_text(q, 2, name, -1, SQLITE_STATIC);
+	if (by_uid)
+		sqlite3_bind_int64(q, 2, after->uid);
+	else
+		sqlite3_bind_text(q, 2, after->name, -1, SQLITE_STATIC);
 	sqlite3_bind_int64(q, 3, (sqlite3_int64)(max_size > INT64_MAX ? INT64_MAX : max_size));
 	sqlite3_bind_int64(q, 4, (sqlite3_int64)limit);
 	rc = store_each_message(q, 1, cb, ctx);

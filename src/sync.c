@@ -2,8 +2,9 @@
  * contents (new, vanished, flags, UIDVALIDITY), bodies on first read.
  *
  * Network work happens outside any store call; each result is written to
- * the store in one transaction afterwards (a folder's first listing by a
- * thread of its own, once readdir has it). Must not: hold a lock across
+ * the store in one transaction afterwards (a folder's first listing is
+ * made by a thread of its own, which hands readdir each message as it
+ * arrives, and stores them all at the end). Must not: hold a lock across
  * network I/O, or download a body to answer a listing. */
 #include <errno.h>
 #include <string.h>
@@ -36,10 +37,7 @@ void sync_init(struct sync_ctx *s, const struct mf_config *cfg, struct store *st
 
 void sync_clear(struct sync_ctx *s)
 {
-	g_mutex_lock(&s->lock);
-	while (s->storing)
-		g_cond_wait(&s->cond, &s->lock);
-	g_mutex_unlock(&s->lock);
+	sync_settle_all(s);
 	g_hash_table_destroy(s->writing);
 	g_free(s->ra_next);
 	g_hash_table_destroy(s->busy);
@@ -131,8 +129,27 @@ struct sync_parse_job {
 	uint64_t size;
 	int64_t internaldate;
 	uint32_t uid;
+	int parsed;               /* with a live listing: set under its lock */
 	struct mime_header_info info;
 	char *name;
+};
+
+/* A folder's first listing, shown while it arrives: the parsed messages
+ * are named in UID order (as the store will name them) and appended here,
+ * where readdir takes them. Shared by the sync and each reader. */
+struct sync_live {
+	gint refs;
+	GMutex lock;
+	GCond cond;
+	GPtrArray *entries;       /* struct sync_live_entry *, owned */
+	int complete;
+	enum mf_status status;    /* once complete */
+	/* The sync's side (under lock): */
+	struct store_namer *namer;
+	GPtrArray *jobs;          /* the parser's jobs, grown under lock */
+	guint next;               /* jobs[0..next) are named or skipped */
+	uint32_t named_uid;       /* the highest UID shown */
+	int naming;               /* parsed jobs are named as they come */
 };
 
 struct sync_parser {
@@ -140,11 +157,50 @@ struct sync_parser {
 	GThreadPool *pool;
 	GPtrArray *jobs;          /* struct sync_parse_job *, in added order */
 	guint queued;             /* jobs[0..queued) are in the pool */
+	struct sync_live *live;   /* NULL: no listing is shown before the end */
 };
 
 /* Jobs go to the pool in batches: a wake-up per message costs more than
  * parsing it. */
 #define SYNC_PARSE_BATCH 32
+
+static int64_t sync_mtime_of(const struct sync_parse_job *j)
+{
+	if (j->internaldate != MAILBOX_NO_DATE)
+		return j->internaldate;
+	return j->info.date != MIME_NO_DATE ? j->info.date : 0;
+}
+
+/* Shows job j, parsed, unless a message at or below its UID is shown
+ * already (a retried listing sends them again). Lock held. */
+static void sync_live_show(struct sync_live *l, const struct sync_parse_job *j)
+{
+	struct sync_live_entry *e;
+	char *name;
+
+	if (j->uid <= l->named_uid || !(name = store_namer_next(l->namer, j->uid, j->name)))
+		return;
+	e = g_new(struct sync_live_entry, 1);
+	e->name = name;
+	e->uid = j->uid;
+	e->size = j->size;
+	e->mtime = sync_mtime_of(j);
+	e->deleted = j->flags && strstr(j->flags, "\\Deleted") != NULL;
+	g_ptr_array_add(l->entries, e);
+	l->named_uid = j->uid;
+}
+
+/* Names the parsed jobs that are next in line. Lock held. */
+static void sync_live_advance(struct sync_live *l)
+{
+	guint before = l->entries->len;
+
+	while (l->naming && l->next < l->jobs->len &&
+	       ((struct sync_parse_job *)l->jobs->pdata[l->next])->parsed)
+		sync_live_show(l, l->jobs->pdata[l->next++]);
+	if (l->entries->len != before)
+		g_cond_broadcast(&l->cond);
+}
 
 static void sync_parse_one(const struct mf_config *cfg, struct sync_parse_job *j)
 {
@@ -166,19 +222,22 @@ static void sync_parse_run(gpointer data, gpointer user)
 
 	for (struct sync_parse_job **j = batch; *j; j++)
 		sync_parse_one(p->s->cfg, *j);
+	if (p->live) {
+		g_mutex_lock(&p->live->lock);
+		for (struct sync_parse_job **j = batch; *j; j++)
+			(*j)->parsed = 1;
+		sync_live_advance(p->live);
+		g_mutex_unlock(&p->live->lock);
+	}
 	g_free(batch);
 }
 
 static struct store_sync_message sync_row_of(const struct sync_parse_job *j,
                                              const char *remote_id)
 {
-	int64_t mtime = j->internaldate;
-
-	if (mtime == MAILBOX_NO_DATE)
-		mtime = j->info.date != MIME_NO_DATE ? j->info.date : 0;
 	return (struct store_sync_message){
 		.uid = j->uid, .remote_id = remote_id, .flags = j->flags,
-		.size = j->size, .internaldate = mtime, .base_name = j->name,
+		.size = j->size, .internaldate = sync_mtime_of(j), .base_name = j->name,
 		.subject = j->info.subject, .from_raw = j->info.from_raw,
 		.message_id = j->info.message_id, .date_raw = j->info.date_raw,
 	};
@@ -224,7 +283,11 @@ static void sync_parse_push(struct sync_parser *p, const struct mailbox_message 
 	j->size = m->size;
 	j->internaldate = m->internaldate;
 	j->uid = m->uid;
+	if (p->live)
+		g_mutex_lock(&p->live->lock);
 	g_ptr_array_add(p->jobs, j);
+	if (p->live)
+		g_mutex_unlock(&p->live->lock);
 	if (p->jobs->len - p->queued >= SYNC_PARSE_BATCH)
 		sync_parse_flush(p);
 }
@@ -244,11 +307,17 @@ static void sync_parse_wait(struct sync_parser *p)
 
 /* Waits for the jobs, then makes them match added one for one: what did
  * not come through on_added (or came from an attempt the driver retried)
- * is parsed now. added NULL: just wait. */
+ * is parsed now. added NULL: just wait. A live listing stops naming as
+ * they come: the jobs may be cut back here. */
 static void sync_parse_finish(struct sync_parser *p, GArray *added)
 {
 	guint i;
 
+	if (p->live) {
+		g_mutex_lock(&p->live->lock);
+		p->live->naming = 0;
+		g_mutex_unlock(&p->live->lock);
+	}
 	sync_parse_wait(p);
 	if (!added)
 		return;
@@ -263,53 +332,199 @@ static void sync_parse_finish(struct sync_parser *p, GArray *added)
 	sync_parse_wait(p);
 }
 
-/* One folder's sync result on its way to the store, with everything it
- * points into. */
-struct sync_outcome {
-	struct sync_ctx *s;
-	int64_t folder_id;
-	char *path;
-	int new_only;
-	struct store_sync out;
-	struct store_sync_message *added;
-	struct store_sync_flags *flags;
-	uint32_t *removed;
-	GPtrArray *jobs;
-	struct mailbox_sync_result res;
-	gint64 t_fetch, t_parse;  /* monotonic µs: the listing began, it was parsed */
-};
+/* ---------------------------------------------------------------- live listings */
 
-static void sync_outcome_free(struct sync_outcome *o)
+static struct sync_live *sync_live_new(void)
 {
-	g_free(o->path);
-	g_free(o->added);
-	g_free(o->flags);
-	g_free(o->removed);
-	if (o->jobs)
-		g_ptr_array_free(o->jobs, TRUE);
-	mailbox_sync_result_clear(&o->res);
-	g_free(o);
+	struct sync_live *l = g_new0(struct sync_live, 1);
+
+	l->refs = 1;
+	g_mutex_init(&l->lock);
+	g_cond_init(&l->cond);
+	l->entries = g_ptr_array_new();
+	l->namer = store_namer_new_empty();
+	l->naming = 1;
+	return l;
 }
 
-static enum mf_status sync_outcome_store(struct sync_outcome *o)
+void sync_live_unref(struct sync_live *l)
 {
-	gint64 t_store = g_get_monotonic_time();
+	if (!l || !g_atomic_int_dec_and_test(&l->refs))
+		return;
+	store_namer_free(l->namer);  /* before the names it borrows */
+	for (guint i = 0; i < l->entries->len; i++) {
+		struct sync_live_entry *e = l->entries->pdata[i];
+		g_free(e->name);
+		g_free(e);
+	}
+	g_ptr_array_free(l->entries, TRUE);
+	g_mutex_clear(&l->lock);
+	g_cond_clear(&l->cond);
+	g_free(l);
+}
+
+/* The end of a live listing: what is left is shown (a message that came
+ * some other way than as it arrived), and readers are told. jobs NULL: it
+ * failed with st. */
+static void sync_live_complete(struct sync_live *l, GPtrArray *jobs, enum mf_status st)
+{
+	g_mutex_lock(&l->lock);
+	if (jobs)
+		for (guint i = 0; i < jobs->len; i++)
+			sync_live_show(l, jobs->pdata[i]);
+	l->jobs = NULL;
+	l->complete = 1;
+	l->status = st;
+	g_cond_broadcast(&l->cond);
+	g_mutex_unlock(&l->lock);
+}
+
+size_t sync_live_wait(struct sync_live *l, size_t n, struct sync_live_entry **out, size_t max,
+                      int *complete, enum mf_status *status)
+{
+	size_t got = 0;
+
+	g_mutex_lock(&l->lock);
+	while (l->entries->len <= n && !l->complete)
+		g_cond_wait(&l->cond, &l->lock);
+	for (size_t i = n; i < l->entries->len && got < max; i++)
+		out[got++] = l->entries->pdata[i];
+	*complete = l->complete && n + got >= l->entries->len;
+	*status = l->status;
+	g_mutex_unlock(&l->lock);
+	return got;
+}
+
+/* ---------------------------------------------------------------- one folder */
+
+/* Talks to the server and writes the outcome; no locks held. live (may
+ * be NULL): a folder listed for the first time, shown as it arrives; it
+ * is completed before the store is written. */
+static enum mf_status sync_folder_now(struct sync_ctx *s, int64_t folder_id, int new_only,
+                                      int *changed, struct sync_live *live)
+{
+	struct store_folder f = { 0 };
+	struct mailbox_sync_request req = { 0 };
+	struct mailbox_sync_result res = { 0 };
+	struct store_sync out = { 0 };
+	struct store_sync_message *added = NULL;
+	struct store_sync_flags *flags = NULL;
+	struct sync_parser parser = { .s = s, .jobs = g_ptr_array_new_with_free_func(sync_parse_job_free),
+	                              .live = live };
+	uint32_t *known = NULL, *removed = NULL;
+	size_t n_known = 0, n_removed = 0, n_new = 0;
+	gint64 t_fetch, t_parse, t_store;
 	enum mf_status st;
 
-	if (o->res.reset)
-		log_info("UIDVALIDITY of %s changed: rebuilding its cache", o->path);
-	st = store_folder_apply_sync(o->s->store, &o->out);
-	log_debug("synced %s: %zu new, %zu gone, %zu flag updates; server %.0f ms, headers %.0f ms, cache %.0f ms",
-	          o->path, o->out.n_added, o->out.n_removed, o->out.n_flag_updates,
-	          (o->t_parse - o->t_fetch) / 1000.0, (t_store - o->t_parse) / 1000.0,
-	          (g_get_monotonic_time() - t_store) / 1000.0);
-	if (st == MF_OK)
+	if (live)
+		live->jobs = parser.jobs;
+	st = store_folder_by_id(s->store, folder_id, &f);
+	if (st != MF_OK)
+		goto out;
+	if (f.noselect)
+		goto out;
+	st = store_folder_uids(s->store, folder_id, &known, &n_known);
+	if (st != MF_OK)
+		goto out;
+	req.wire_name = f.wire_name;
+	req.uidvalidity = f.uidvalidity;
+	req.last_uid = n_known ? known[n_known - 1] : 0;
+	req.known_count = (uint32_t)n_known;
+	req.highestmodseq = f.highestmodseq;
+	req.new_only = new_only && f.uidvalidity;
+	req.on_added = sync_on_added;
+	req.on_added_ctx = &parser;
+	if (s->cfg->protocol == MF_PROTO_POP3) {
+		req.known_remote_ids = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
+		st = store_folder_remote_ids(s->store, folder_id, sync_note_remote_id,
+		                             req.known_remote_ids);
+		if (st != MF_OK)
+			goto out;
+	}
+
+	t_fetch = g_get_monotonic_time();
+	st = s->mb->ops->sync_folder(s->mb, &req, &res);
+	t_parse = g_get_monotonic_time();
+	sync_parse_finish(&parser, st == MF_OK ? res.added : NULL);
+	if (st != MF_OK) {
+		if (st == MF_ERR_NOTFOUND)  /* the folder is gone: re-list soon */
+			s->folders_attempted = 0;
+		goto out;
+	}
+
+	/* Vanished: known UIDs <= last_uid that the server no longer lists. */
+	if (!res.reset && n_known && !req.new_only && res.present_valid) {
+		removed = g_new(uint32_t, n_known);
+		for (size_t i = 0; i < n_known; i++) {
+			if (!bsearch(&known[i], res.present->data, res.present->len, sizeof(uint32_t),
+			             sync_uid_cmp))
+				removed[n_removed++] = known[i];
+		}
+	}
+
+	n_new = res.added->len;
+	added = g_new0(struct store_sync_message, n_new ? n_new : 1);
+	for (size_t i = 0; i < n_new; i++) {
+		const struct mailbox_message *m = &g_array_index(res.added, struct mailbox_message, i);
+		added[i] = sync_row_of(g_ptr_array_index(parser.jobs, i), m->remote_id);
+	}
+	flags = g_new0(struct store_sync_flags, res.flag_updates->len ? res.flag_updates->len : 1);
+	for (guint i = 0; i < res.flag_updates->len; i++) {
+		const struct mailbox_flag_update *u =
+			&g_array_index(res.flag_updates, struct mailbox_flag_update, i);
+		flags[i] = (struct store_sync_flags){ u->uid, u->flags };
+	}
+
+	out.folder_id = folder_id;
+	out.reset = res.reset;
+	out.uidvalidity = res.uidvalidity;
+	out.uidnext = res.uidnext;
+	/* A new-only sync has not seen other clients' flag changes: the
+	 * cache stays at the modseq of the last full check. */
+	out.highestmodseq = req.new_only ? f.highestmodseq : res.highestmodseq;
+	out.added = added;
+	out.n_added = n_new;
+	out.flag_updates = flags;
+	out.n_flag_updates = res.flag_updates->len;
+	out.removed = removed;
+	out.n_removed = n_removed;
+	/* Only a full check makes the folder fresh. */
+	out.now = req.new_only ? f.synced_at : g_get_real_time() / G_USEC_PER_SEC;
+	if (live) {
+		/* ls has all it needs: the store is written behind it. */
+		sync_live_complete(live, parser.jobs, MF_OK);
+		live = NULL;
+	}
+	if (res.reset)
+		log_info("UIDVALIDITY of %s changed: rebuilding its cache", f.path);
+	t_store = g_get_monotonic_time();
+	st = store_folder_apply_sync(s->store, &out);
+	log_debug("synced %s: %zu new, %zu gone, %u flag updates; server %.0f ms, headers %.0f ms, cache %.0f ms",
+	          f.path, n_new, n_removed, res.flag_updates->len, (t_parse - t_fetch) / 1000.0,
+	          (t_store - t_parse) / 1000.0, (g_get_monotonic_time() - t_store) / 1000.0);
+	if (st == MF_OK) {
 		stats_add(folders_synced, 1);
+		if (changed)
+			*changed = res.reset || n_new || n_removed;
+	}
+out:
+	sync_parse_wait(&parser);
+	if (live)  /* it failed before it was complete */
+		sync_live_complete(live, NULL, st != MF_OK ? st : MF_ERR_NOTFOUND);
+	g_ptr_array_free(parser.jobs, TRUE);
+	g_free(added);
+	g_free(flags);
+	g_free(known);
+	g_free(removed);
+	mailbox_sync_result_clear(&res);
+	if (req.known_remote_ids)
+		g_hash_table_destroy(req.known_remote_ids);
+	store_folder_clear(&f);
 	return st;
 }
 
-/* The end of a sync, once it is stored (lock not held): the folder is
- * free for the next, and a failure holds off retries for a while. */
+/* The end of a sync (lock not held): the folder is free for the next,
+ * and a failure holds off retries for a while. */
 static void sync_folder_done(struct sync_ctx *s, int64_t folder_id, int new_only,
                              enum mf_status st)
 {
@@ -331,14 +546,20 @@ static void sync_folder_done(struct sync_ctx *s, int64_t folder_id, int new_only
 	g_mutex_unlock(&s->lock);
 }
 
-static gpointer sync_outcome_run(gpointer data)
-{
-	struct sync_outcome *o = data;
-	struct sync_ctx *s = o->s;
-	enum mf_status st = sync_outcome_store(o);
+struct sync_live_run {
+	struct sync_ctx *s;
+	int64_t folder_id;
+	struct sync_live *live;
+};
 
-	sync_folder_done(s, o->folder_id, o->new_only, st);
-	sync_outcome_free(o);
+static gpointer sync_live_thread(gpointer data)
+{
+	struct sync_live_run *r = data;
+	struct sync_ctx *s = r->s;
+
+	sync_folder_done(s, r->folder_id, 0, sync_folder_now(s, r->folder_id, 0, NULL, r->live));
+	sync_live_unref(r->live);
+	g_free(r);
 	g_mutex_lock(&s->lock);
 	s->storing--;
 	g_cond_broadcast(&s->cond);
@@ -346,193 +567,24 @@ static gpointer sync_outcome_run(gpointer data)
 	return NULL;
 }
 
-static int sync_listing_cmp(const void *a, const void *b)
-{
-	return strcmp((*(const struct store_message *const *)a)->name,
-	              (*(const struct store_message *const *)b)->name);
-}
-
-/* The listing of a folder listed for the first time, as the store will
- * hold it (sorted by name, as the store lists it), or NULL when its names
- * cannot be known before it is stored. */
-static GArray *sync_listing_of(const struct sync_outcome *o)
-{
-	char **names = store_names_for_new(o->out.added, o->out.n_added);
-	size_t n = o->out.n_added;
-	struct store_message *msgs, **order;
-	GArray *l;
-
-	if (!names)
-		return NULL;
-	msgs = g_new(struct store_message, n ? n : 1);
-	order = g_new(struct store_message *, n ? n : 1);
-	for (size_t i = 0; i < n; i++) {
-		const struct store_sync_message *a = &o->out.added[i];
-		msgs[i] = (struct store_message){
-			.folder_id = o->folder_id, .uid = a->uid, .name = names[i],
-			.flags = g_strdup(a->flags ? a->flags : ""), .size = a->size,
-			.internaldate = a->internaldate,
-		};
-		order[i] = &msgs[i];
-	}
-	g_free(names);  /* the strings are the listing's now */
-	qsort(order, n, sizeof *order, sync_listing_cmp);
-	l = g_array_sized_new(FALSE, FALSE, sizeof(struct store_message), (guint)n);
-	for (size_t i = 0; i < n; i++)
-		g_array_append_vals(l, order[i], 1);
-	g_free(order);
-	g_free(msgs);
-	return l;
-}
-
-void sync_listing_free(GArray *listing)
-{
-	if (!listing)
-		return;
-	for (guint i = 0; i < listing->len; i++)
-		store_message_clear(&g_array_index(listing, struct store_message, i));
-	g_array_free(listing, TRUE);
-}
-
-/* Talks to the server and writes the outcome; no locks held. listing
- * (may be NULL): a folder seen for the first time is not written now but
- * by a thread of its own, and *listing gets its messages meanwhile; then
- * *deferred is set, and that thread ends the sync (sync_folder_done). */
-static enum mf_status sync_folder_now(struct sync_ctx *s, int64_t folder_id, int new_only,
-                                      int *changed, GArray **listing, int *deferred)
-{
-	struct store_folder f = { 0 };
-	struct mailbox_sync_request req = { 0 };
-	struct sync_parser parser = { .s = s, .jobs = g_ptr_array_new_with_free_func(sync_parse_job_free) };
-	struct sync_outcome *o = g_new0(struct sync_outcome, 1);
-	uint32_t *known = NULL;
-	size_t n_known = 0, n_new;
-	enum mf_status st;
-
-	o->s = s;
-	o->folder_id = folder_id;
-	o->new_only = new_only;
-	st = store_folder_by_id(s->store, folder_id, &f);
-	if (st != MF_OK)
-		goto out;
-	if (f.noselect)
-		goto out;
-	o->path = g_strdup(f.path);
-	st = store_folder_uids(s->store, folder_id, &known, &n_known);
-	if (st != MF_OK)
-		goto out;
-	req.wire_name = f.wire_name;
-	req.uidvalidity = f.uidvalidity;
-	req.last_uid = n_known ? known[n_known - 1] : 0;
-	req.known_count = (uint32_t)n_known;
-	req.highestmodseq = f.highestmodseq;
-	req.new_only = new_only && f.uidvalidity;
-	req.on_added = sync_on_added;
-	req.on_added_ctx = &parser;
-	if (s->cfg->protocol == MF_PROTO_POP3) {
-		req.known_remote_ids = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
-		st = store_folder_remote_ids(s->store, folder_id, sync_note_remote_id,
-		                             req.known_remote_ids);
-		if (st != MF_OK)
-			goto out;
-	}
-
-	o->t_fetch = g_get_monotonic_time();
-	st = s->mb->ops->sync_folder(s->mb, &req, &o->res);
-	o->t_parse = g_get_monotonic_time();
-	sync_parse_finish(&parser, st == MF_OK ? o->res.added : NULL);
-	if (st != MF_OK) {
-		if (st == MF_ERR_NOTFOUND)  /* the folder is gone: re-list soon */
-			s->folders_attempted = 0;
-		goto out;
-	}
-
-	/* Vanished: known UIDs <= last_uid that the server no longer lists. */
-	if (!o->res.reset && n_known && !req.new_only && o->res.present_valid) {
-		o->removed = g_new(uint32_t, n_known);
-		for (size_t i = 0; i < n_known; i++) {
-			if (!bsearch(&known[i], o->res.present->data, o->res.present->len,
-			             sizeof(uint32_t), sync_uid_cmp))
-				o->removed[o->out.n_removed++] = known[i];
-		}
-	}
-
-	n_new = o->res.added->len;
-	o->added = g_new0(struct store_sync_message, n_new ? n_new : 1);
-	for (size_t i = 0; i < n_new; i++) {
-		const struct mailbox_message *m = &g_array_index(o->res.added, struct mailbox_message, i);
-		o->added[i] = sync_row_of(g_ptr_array_index(parser.jobs, i), m->remote_id);
-	}
-	o->flags = g_new0(struct store_sync_flags, o->res.flag_updates->len ? o->res.flag_updates->len : 1);
-	for (guint i = 0; i < o->res.flag_updates->len; i++) {
-		const struct mailbox_flag_update *u =
-			&g_array_index(o->res.flag_updates, struct mailbox_flag_update, i);
-		o->flags[i] = (struct store_sync_flags){ u->uid, u->flags };
-	}
-
-	o->out.folder_id = folder_id;
-	o->out.reset = o->res.reset;
-	o->out.uidvalidity = o->res.uidvalidity;
-	o->out.uidnext = o->res.uidnext;
-	/* A new-only sync has not seen other clients' flag changes: the
-	 * cache stays at the modseq of the last full check. */
-	o->out.highestmodseq = req.new_only ? f.highestmodseq : o->res.highestmodseq;
-	o->out.added = o->added;
-	o->out.n_added = n_new;
-	o->out.flag_updates = o->flags;
-	o->out.n_flag_updates = o->res.flag_updates->len;
-	o->out.removed = o->removed;
-	/* Only a full check makes the folder fresh. */
-	o->out.now = req.new_only ? f.synced_at : g_get_real_time() / G_USEC_PER_SEC;
-	o->jobs = parser.jobs;
-	parser.jobs = NULL;
-	if (changed)
-		*changed = o->res.reset || n_new || o->out.n_removed;
-
-	/* A folder seen for the first time is shown before it is stored: the
-	 * store's work (a third of a first listing) no longer holds up ls. */
-	if (listing && n_known == 0 && s->cfg->protocol == MF_PROTO_IMAP &&
-	    (*listing = sync_listing_of(o)) != NULL) {
-		g_mutex_lock(&s->lock);
-		s->storing++;
-		g_hash_table_add(s->writing, g_memdup2(&folder_id, sizeof folder_id));
-		g_mutex_unlock(&s->lock);
-		g_thread_unref(g_thread_new("sync-store", sync_outcome_run, o));
-		*deferred = 1;
-		o = NULL;
-		goto out;
-	}
-	st = sync_outcome_store(o);
-out:
-	if (parser.jobs) {  /* (else the outcome has them) */
-		sync_parse_wait(&parser);
-		g_ptr_array_free(parser.jobs, TRUE);
-	}
-	if (o)
-		sync_outcome_free(o);
-	g_free(known);
-	if (req.known_remote_ids)
-		g_hash_table_destroy(req.known_remote_ids);
-	store_folder_clear(&f);
-	return st;
-}
-
 /* new_only: after our own change, fetch just the messages above the
  * cached UIDs (no flag refresh, no expunge check; the folder is not
- * marked fresh), so a write costs what it adds, not the folder's size. */
+ * marked fresh), so a write costs what it adds, not the folder's size.
+ * live (may be NULL): a folder that holds nothing yet is listed by a
+ * thread of its own and *live set (else NULL). */
 static enum mf_status sync_folder_run(struct sync_ctx *s, int64_t folder_id, int force,
-                                      int new_only, int *changed, GArray **listing)
+                                      int new_only, int *changed, struct sync_live **live)
 {
 	struct store_folder f = { 0 };
 	gint64 now_real = g_get_real_time() / G_USEC_PER_SEC;
 	gint64 *attempted;
 	enum mf_status st;
-	int deferred = 0;
+	int fresh, cold;
 
 	if (changed)
 		*changed = 0;
-	if (listing)
-		*listing = NULL;
+	if (live)
+		*live = NULL;
 	if (!s->mb)
 		return MF_OK;
 	g_mutex_lock(&s->lock);
@@ -547,21 +599,32 @@ static enum mf_status sync_folder_run(struct sync_ctx *s, int64_t folder_id, int
 		g_mutex_unlock(&s->lock);
 		return MF_OK;
 	}
-	if (!force) {
-		st = store_folder_by_id(s->store, folder_id, &f);
-		int fresh = st == MF_OK && f.synced_at && now_real - f.synced_at < s->cfg->refresh;
-		store_folder_clear(&f);
-		if (st != MF_OK || fresh) {
-			g_mutex_unlock(&s->lock);
-			return st;
-		}
+	st = store_folder_by_id(s->store, folder_id, &f);
+	fresh = st == MF_OK && f.synced_at && now_real - f.synced_at < s->cfg->refresh;
+	cold = st == MF_OK && !f.noselect && f.message_count == 0 && f.uidvalidity == 0;
+	store_folder_clear(&f);
+	if (st != MF_OK || (fresh && !force)) {
+		g_mutex_unlock(&s->lock);
+		return st;
 	}
 	g_hash_table_add(s->busy, g_memdup2(&folder_id, sizeof folder_id));
+	if (live && cold && !new_only && s->cfg->protocol == MF_PROTO_IMAP) {
+		struct sync_live_run *r = g_new(struct sync_live_run, 1);
+		/* Its names are shown before they are stored: every other use
+		 * waits (sync_folder_settle). */
+		g_hash_table_add(s->writing, g_memdup2(&folder_id, sizeof folder_id));
+		s->storing++;
+		*r = (struct sync_live_run){ s, folder_id, sync_live_new() };
+		*live = r->live;
+		g_atomic_int_inc(&r->live->refs);
+		g_mutex_unlock(&s->lock);
+		g_thread_unref(g_thread_new("sync-live", sync_live_thread, r));
+		return MF_OK;
+	}
 	g_mutex_unlock(&s->lock);
 
-	st = sync_folder_now(s, folder_id, new_only, changed, listing, &deferred);
-	if (!deferred)
-		sync_folder_done(s, folder_id, new_only, st);
+	st = sync_folder_now(s, folder_id, new_only, changed, NULL);
+	sync_folder_done(s, folder_id, new_only, st);
 	return st;
 }
 
@@ -571,9 +634,17 @@ enum mf_status sync_folder_if_stale(struct sync_ctx *s, int64_t folder_id, int f
 	return sync_folder_run(s, folder_id, force, 0, changed, NULL);
 }
 
-enum mf_status sync_folder_listing(struct sync_ctx *s, int64_t folder_id, GArray **listing)
+enum mf_status sync_folder_live(struct sync_ctx *s, int64_t folder_id, struct sync_live **live)
 {
-	return sync_folder_run(s, folder_id, 0, 0, NULL, listing);
+	return sync_folder_run(s, folder_id, 0, 0, NULL, live);
+}
+
+void sync_settle_all(struct sync_ctx *s)
+{
+	g_mutex_lock(&s->lock);
+	while (s->storing)
+		g_cond_wait(&s->cond, &s->lock);
+	g_mutex_unlock(&s->lock);
 }
 
 void sync_folder_settle(struct sync_ctx *s, int64_t folder_id)
@@ -616,22 +687,35 @@ static void sync_ra_free(gpointer p)
 
 static int sync_ra_first(void *ctx, const struct store_message *m)
 {
-	*(char **)ctx = g_strdup(m->name);
+	struct store_message *next = ctx;
+
+	next->name = g_strdup(m->name);
+	next->uid = m->uid;
 	return 1;
 }
 
-/* Who comes after this batch, for the sequential test of the next miss. */
-static void sync_ra_remember(struct sync_ctx *s, int64_t folder_id, const char *last, int streak)
+/* Who comes after this batch, for the sequential test of the next miss:
+ * in the order the reader went, or in both (name order: the store's
+ * listings; UID order: a first listing) before it went any. */
+static void sync_ra_remember(struct sync_ctx *s, int64_t folder_id,
+                             const struct store_message *last, int streak, int by_uid)
 {
-	char *next = NULL;
+	struct store_message by_name = { 0 }, by_number = { 0 };
 
-	store_messages_uncached_after(s->store, folder_id, last, UINT64_MAX, 1, sync_ra_first, &next);
+	if (streak < 2 || !by_uid)
+		store_messages_uncached_after(s->store, folder_id, last, 0, UINT64_MAX, 1,
+		                              sync_ra_first, &by_name);
+	if (streak < 2 || by_uid)
+		store_messages_uncached_after(s->store, folder_id, last, 1, UINT64_MAX, 1,
+		                              sync_ra_first, &by_number);
 	g_mutex_lock(&s->lock);
 	g_free(s->ra_next);
-	s->ra_next = next;
+	s->ra_next = by_name.name;
+	s->ra_next_uid = by_number.uid;
 	s->ra_folder = folder_id;
 	s->ra_streak = streak;
 	g_mutex_unlock(&s->lock);
+	g_free(by_number.name);
 }
 
 /* Downloads m's body into the cache, and with it the next uncached
@@ -644,15 +728,19 @@ static enum mf_status sync_fetch_into_cache(struct sync_ctx *s, const struct sto
 	struct sync_ra_pick pick = { g_ptr_array_new_with_free_func(sync_ra_free), 0 };
 	struct mailbox_body_request *reqs = NULL;
 	char **tmp = NULL;
-	const char *last;
+	const struct store_message *last;
 	uint64_t written = 0;
 	enum mf_status st;
-	int streak = 0;
+	int streak = 0, by_uid = 0;
 	size_t n = 1, n_alloc;
 
 	g_mutex_lock(&s->lock);
-	if (s->ra_folder == f->id && s->ra_next && strcmp(s->ra_next, m->name) == 0)
+	if (s->ra_folder == f->id && s->ra_next && strcmp(s->ra_next, m->name) == 0) {
 		streak = s->ra_streak + 1;
+	} else if (s->ra_folder == f->id && s->ra_next_uid && s->ra_next_uid == m->uid) {
+		streak = s->ra_streak + 1;
+		by_uid = 1;
+	}
 	g_mutex_unlock(&s->lock);
 
 	/* From the third message read in order on: 8, 16, 32, then 64 at once.
@@ -663,7 +751,7 @@ static enum mf_status sync_fetch_into_cache(struct sync_ctx *s, const struct sto
 		if (want > SYNC_RA_MAX_MESSAGES)
 			want = SYNC_RA_MAX_MESSAGES;
 		pick.bytes = m->size;
-		store_messages_uncached_after(s->store, f->id, m->name, SYNC_RA_MAX_SIZE, want - 1,
+		store_messages_uncached_after(s->store, f->id, m, by_uid, SYNC_RA_MAX_SIZE, want - 1,
 		                              sync_ra_collect, &pick);
 		n = 1 + pick.msgs->len;
 	}
@@ -709,8 +797,8 @@ static enum mf_status sync_fetch_into_cache(struct sync_ctx *s, const struct sto
 		*fd_out = reqs[0].fd;
 		reqs[0].fd = -1;
 	}
-	last = n > 1 ? ((struct store_message *)g_ptr_array_index(pick.msgs, n - 2))->name : m->name;
-	sync_ra_remember(s, f->id, last, streak);
+	last = n > 1 ? g_ptr_array_index(pick.msgs, n - 2) : m;
+	sync_ra_remember(s, f->id, last, streak, by_uid);
 out:
 	for (size_t i = 0; i < n; i++)
 		if (reqs[i].fd >= 0)

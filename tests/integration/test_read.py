@@ -9,6 +9,7 @@ import collections
 import hashlib
 import json
 import os
+import random
 import re
 
 import pytest
@@ -519,14 +520,26 @@ def test_debug_trace_uses_examine_and_peek(mount, account):
         len(bodies[large]))
 
 
-def test_sequential_reading_fetches_ahead(mount, account, tmp_path):
-    """tar, rsync and cp -r read a folder in name order: after a few such
-    reads the bodies that follow come in one UID FETCH of several UIDs, and
-    every copy is still byte-identical to the server's BODY[]."""
-    bodies = account.bodies("INBOX")
-    m = mount(options=["debug"])
+@pytest.mark.parametrize("tool", ["cp", "rsync"])
+def test_sequential_reading_fetches_ahead(mount, private_dovecot, tmp_path, tool):
+    """Backup tools read a folder in order: cp -r in the order its files
+    first appeared (a first listing shows them in UID order, as they
+    arrive), rsync in name order; here the two differ. Either way, after a
+    few such reads the bodies that follow come in one UID FETCH of several
+    UIDs, and every copy is still byte-identical to the server's BODY[]."""
+    dc = private_dovecot
+    raws = sample_mail.sample_messages(40, 11, tricky=False)
+    random.Random(11).shuffle(raws)  # names (dates first) out of UID order
+    dc.create_folder("alice", "Seq")
+    dc.append_many("alice", "Seq", [(raw, "", sample_mail.sample_internaldate(i, 11))
+                                    for i, raw in enumerate(raws)])
+    bodies = dc.fetch_bodies("alice", "Seq")
+    m = mount(options=["debug"], server=dc)
     dest = tmp_path / "copy"
-    run(["cp", "-r", m.p("INBOX"), str(dest)], timeout=120)
+    if tool == "cp":
+        run(["cp", "-r", m.p("Seq"), str(dest)], timeout=120)
+    else:
+        run(["rsync", "-r", m.p("Seq") + "/", str(dest) + "/"], timeout=120)
     stats = json.loads(getfattr(m.path, "user.mailfs.stats"))
     m.unmount()
     got = collections.Counter(sha((dest / n).read_bytes()) for n in os.listdir(dest))

@@ -1063,6 +1063,20 @@ static void test_names_for_new(void **state)
 	assert_null(names[N]);
 	assert_string_equal(names[2], "x~2.eml");
 	assert_string_equal(names[8], "x~2~2.eml");
+
+	/* One at a time, as a listing is shown while it arrives. */
+	struct store_namer *namer = store_namer_new_empty();
+	char *single[N];
+	for (int i = 0; i < N; i++) {
+		single[i] = store_namer_next(namer, added[i].uid, added[i].base_name);
+		assert_non_null(single[i]);
+		assert_string_equal(single[i], names[i]);
+	}
+	assert_null(store_namer_next(namer, added[N - 1].uid, "late"));
+	assert_null(store_namer_next(namer, 0, "none"));
+	store_namer_free(namer);
+	for (int i = 0; i < N; i++)
+		g_free(single[i]);
 	g_strfreev(names);
 
 	/* Not ascending, or a message without a UID: no names. */
