@@ -171,6 +171,17 @@ def test_server_stopped_while_mounted(mount, private_dovecot):
     assert listing(m.p("INBOX")) == names, "ls changed after the server stopped"
     run(["ls", "-l", m.p("INBOX")], timeout=30)
 
+    # A folder never listed has no contents to show: an error, not an
+    # empty directory (rsync --delete would take that for "all deleted"),
+    # and again while the next try is held off.
+    for attempt in range(2):
+        t0 = time.monotonic()
+        r = run(["ls", m.p("Other")], timeout=30, check=False)
+        assert r.returncode != 0 and b"Input/output error" in r.stderr, \
+            "ls of a never-listed folder with the server gone (try %d): %r %r" % (
+                attempt + 1, r.stdout, r.stderr)
+        assert time.monotonic() - t0 < 15
+
     err, data, secs = read_errno(m.p("INBOX", names[-1]), timeout=30)
     assert err is not None, "reading an uncached body hung (> 30 s) with the server gone"
     assert err == errno.EIO, "an uncached body with the server gone: errno %s, want EIO" % err
