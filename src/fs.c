@@ -155,9 +155,9 @@ static int fs_flags_deleted(const char *flags)
 }
 
 /* Finds what path names. may_sync: a name the cache does not know is
- * looked for on the server when the cached view is stale. Waits while the
- * folder's first listing is still being stored, so that every use sees
- * it whole. */
+ * looked for on the server when the cached view is stale. A message waits
+ * while its folder's first listing is not stored yet, so that every use
+ * sees it whole (for a folder, what changes it waits: sync_folder_settle). */
 static int fs_resolve(struct fs_ctx *ctx, const char *path, struct fs_node *n, int may_sync)
 {
 	const char *rel = path + 1;
@@ -176,7 +176,6 @@ static int fs_resolve(struct fs_ctx *ctx, const char *path, struct fs_node *n, i
 		st = store_folder_by_path(ctx->store, rel, &n->folder);
 	if (st == MF_OK) {
 		n->kind = FS_FOLDER;
-		sync_folder_settle(ctx->sync, n->folder.id);
 		return 0;
 	}
 	if (st != MF_ERR_NOTFOUND)
@@ -903,6 +902,7 @@ static int fs_rmdir(const char *path)
 		fs_node_clear(&n);
 		return -EBUSY;
 	}
+	sync_folder_settle(ctx->sync, n.folder.id);
 	store_folder_children(ctx->store, n.folder.path, fs_has_child, &children);
 	st = children ? MF_ERR_NOTEMPTY : sync_delete_folder(ctx->sync, n.folder.id);
 	fs_node_clear(&n);
@@ -995,6 +995,7 @@ static int fs_rename(const char *from, const char *to, unsigned int flags)
 		rc = fs_parent_folder(ctx, to, &parent, &name);
 		if (rc >= 0) {
 			store_folder_clear(&parent);
+			sync_folder_settle(ctx->sync, n.folder.id);
 			rc = fs_errno(sync_rename_folder(ctx->sync, n.folder.id, to + 1));
 		}
 	}

@@ -13,6 +13,10 @@ command matching a regular expression, cuts the connection:
              command and the client never hears so.
     sent     the command is forwarded and both sockets are closed at once
              (the server may or may not get to run it).
+    hold     the command is forwarded, and so is everything the server
+             sends up to its tagged answer; the answer (and what follows)
+             waits until release() (or answer_timeout), then flows on.  So
+             the client has every reply of the command but not its end.
 
 Connections opened after the cut are forwarded untouched (a trigger fires
 once).  Every command line seen is recorded (credentials redacted).
@@ -82,8 +86,8 @@ class FaultProxy:
 
     def __init__(self, target, pattern=None, mode="after", nth=1, answer_timeout=10.0,
                  host="127.0.0.1"):
-        if mode not in ("before", "after", "sent"):
-            raise ValueError("mode must be before, after or sent")
+        if mode not in ("before", "after", "sent", "hold"):
+            raise ValueError("mode must be before, after, sent or hold")
         self.target = target
         self.regex = re.compile(pattern.encode() if isinstance(pattern, str) else pattern,
                                 re.IGNORECASE) if pattern else None
@@ -95,6 +99,8 @@ class FaultProxy:
         self.lock = threading.Lock()
         self.matches = 0
         self.fired = threading.Event()
+        self.holding = threading.Event()    # "hold": the answer is held back
+        self._released = threading.Event()
         self.fired_line = None
         self.answer = None          # the withheld tagged answer ("after")
         self.commands = []          # (connection number, command line)
@@ -119,6 +125,7 @@ class FaultProxy:
 
     def stop(self):
         self._stopping = True
+        self._released.set()
         if self._listener is not None:
             try:
                 self._listener.close()
@@ -130,6 +137,10 @@ class FaultProxy:
             c.cut()
         for t in self._threads:
             t.join(timeout=5)
+
+    def release(self):
+        """Lets a held answer go on (mode "hold")."""
+        self._released.set()
 
     def __enter__(self):
         return self.start()
@@ -202,7 +213,8 @@ class _Connection:
         self.client = client
         self.server = server
         self.closed = False
-        self.withhold_tag = None     # "after": the tag whose answer ends it
+        self.withhold_tag = None     # "after", "hold": the tag whose answer ends it
+        self.hold = False
         self.deadline = None
         for s in (client, server):
             s.settimeout(0.2)
@@ -254,7 +266,8 @@ class _Connection:
                     if mode == "before":
                         self.cut()
                         return
-                    if mode == "after":
+                    if mode in ("after", "hold"):
+                        self.hold = mode == "hold"
                         self.withhold_tag = chunk.split(b" ", 1)[0]
                         self.deadline = time.monotonic() + self.proxy.answer_timeout
                     if not self._send(self.server, chunk):
@@ -279,7 +292,17 @@ class _Connection:
             for kind, chunk in stream.feed(data):
                 if kind == "line" and self.withhold_tag is not None:
                     m = _TAGGED.match(chunk)
-                    if m and m.group(1) == self.withhold_tag:
+                    if m and m.group(1) == self.withhold_tag and self.hold:
+                        # Forward what came before the answer, hold it.
+                        if out and not self._send(self.client, b"".join(out)):
+                            self.cut()
+                            return
+                        out = []
+                        self.deadline = None
+                        self.withhold_tag = None
+                        self.proxy.holding.set()
+                        self.proxy._released.wait(self.proxy.answer_timeout)
+                    elif m and m.group(1) == self.withhold_tag:
                         # Forward what came before the answer, then cut.
                         self._send(self.client, b"".join(out))
                         with self.proxy.lock:

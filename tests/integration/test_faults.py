@@ -23,6 +23,7 @@ import os
 import re
 import shutil
 import tempfile
+import threading
 import time
 
 import pytest
@@ -339,3 +340,42 @@ def test_first_listing_used_at_once(mount, servers):
     assert len(server) == len(raws)
     assert sample_mail.message_id(body) == got[names[-1]][1]
     m.unmount()
+
+
+def test_first_listing_streams(mount, servers):
+    """readdir hands a folder's first listing over as it arrives: with every
+    message of the listing's UID FETCH delivered but the command's tagged OK
+    held back, a reader already has names, and is still waiting for the
+    rest (no early end of the directory); once the OK goes, it has every
+    message once, and the names a fresh mount shows."""
+    dc = servers("move")
+    raws = sample_mail.sample_messages(300, "streams-%s" % next(_seq), tricky=False)
+    a = new_folder(dc, "Stream", raws)
+    with FaultProxy(("127.0.0.1", dc.imap_port), r"^\S+ UID FETCH 1:\* ", "hold",
+                    answer_timeout=TIMEOUT / 2) as px:
+        m = mount_through(mount, dc, px)
+        got, errors = [], []
+
+        def reader():
+            try:
+                with os.scandir(m.p(a)) as it:
+                    for e in it:
+                        got.append(e.name)
+            except OSError as e:
+                errors.append(e)
+
+        t = threading.Thread(target=reader, daemon=True)
+        t.start()
+        wait_for(px.holding.is_set, TIMEOUT, what="the proxy to hold the listing's OK back")
+        wait_for(lambda: len(got) > 0, TIMEOUT / 4,
+                 what="names from readdir while the listing's OK is held back")
+        assert t.is_alive() and not errors, \
+            "the directory ended before the listing did: %d names, %r" % (len(got), errors)
+        px.release()
+        t.join(TIMEOUT)
+        assert not t.is_alive() and not errors, errors
+        fresh = mount(server=dc)
+        assert sorted(got) == listing(fresh.p(a))
+        assert len(got) == len(raws) == len(set(got))
+        m.unmount()
+        fresh.unmount()
