@@ -129,14 +129,10 @@ struct store_sync {
  * disappears. Removed messages lose their cached bodies. */
 enum mf_status store_folder_apply_sync(struct store *st, const struct store_sync *s);
 
-/* The names store_folder_apply_sync() gives added[0..count) in a folder
- * that holds no message yet, so a first listing can be shown before it is
- * stored; NULL when the UIDs are not ascending (then the store's general
- * naming decides). g_strfreev. */
-char **store_names_for_new(const struct store_sync_message *added, size_t count);
-/* The same one at a time, in ascending UID order, for a listing shown as
- * it arrives: NULL when uid is not above the last one named. The namer
- * borrows each name it returns: free them after the namer. */
+/* The names store_folder_apply_sync() gives the messages of a folder that
+ * holds none yet, one at a time in ascending UID order, so that a first
+ * listing can be shown as it arrives: NULL when uid is not above the last
+ * one named. The namer borrows each name it returns: free them after it. */
 struct store_namer;
 struct store_namer *store_namer_new_empty(void);
 char *store_namer_next(struct store_namer *n, uint32_t uid, const char *base_name);

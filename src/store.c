@@ -1168,16 +1168,6 @@ char *store_namer_next(struct store_namer *n, uint32_t uid, const char *base_nam
 	return store_namer_one(n, uid, base_name);
 }
 
-char **store_names_for_new(const struct store_sync_message *added, size_t count)
-{
-	struct store_namer *n = store_namer_new(0);
-	char **names = NULL;
-
-	if (store_namer_fits(n, added, count))
-		names = store_namer_assign(n, added, count);
-	store_namer_free(n);
-	return names;
-}
 
 enum mf_status store_folder_apply_sync(struct store *st, const struct store_sync *s)
 {
