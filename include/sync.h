@@ -59,8 +59,9 @@ struct sync_live_entry {
 	int64_t mtime;
 	int deleted;               /* \Deleted */
 };
-/* The same for a listing: when the folder was never listed, a thread of
- * its own lists it and *live (else NULL) gets the listing, whose entries
+/* Like sync_folder_if_stale, for readdir: when the folder was never
+ * listed, a thread of its own lists it and *live (else NULL) gets the
+ * listing (a reference: sync_live_unref), whose entries
  * come in UID order as the server sends them, named as the store will
  * name them. The store is written once it is complete; until then a sync
  * of the folder waits, and so must every other use of its messages: see
