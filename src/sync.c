@@ -178,7 +178,8 @@ static void sync_live_show(struct sync_live *l, const struct sync_parse_job *j)
 	struct sync_live_entry *e;
 	char *name;
 
-	if (j->uid <= l->named_uid || !(name = store_namer_next(l->namer, j->uid, j->name)))
+	if (!l->namer || j->uid <= l->named_uid ||
+	    !(name = store_namer_next(l->namer, j->uid, j->name)))
 		return;
 	e = g_new(struct sync_live_entry, 1);
 	e->name = name;
@@ -351,7 +352,7 @@ void sync_live_unref(struct sync_live *l)
 {
 	if (!l || !g_atomic_int_dec_and_test(&l->refs))
 		return;
-	store_namer_free(l->namer);  /* before the names it borrows */
+	store_namer_free(l->namer);  /* (NULL once complete) before the names it borrows */
 	for (guint i = 0; i < l->entries->len; i++) {
 		struct sync_live_entry *e = l->entries->pdata[i];
 		g_free(e->name);
@@ -373,6 +374,8 @@ static void sync_live_complete(struct sync_live *l, GPtrArray *jobs, enum mf_sta
 		for (guint i = 0; i < jobs->len; i++)
 			sync_live_show(l, jobs->pdata[i]);
 	l->jobs = NULL;
+	store_namer_free(l->namer);  /* it borrows the names: they stay */
+	l->namer = NULL;
 	l->complete = 1;
 	l->status = st;
 	g_cond_broadcast(&l->cond);
