@@ -364,13 +364,16 @@ static int fs_fill_message(void *data, const struct store_message *m)
 
 /* Whether the cache holds a listing of the folder: one that was never
  * listed (the server was away, or the mount is offline) has no contents
- * to show, not an empty one. */
-static int fs_folder_ever_listed(struct fs_ctx *ctx, int64_t folder_id)
+ * to show, not an empty one. before: the folder as it was before the
+ * sync; only a folder never listed then is looked up again. */
+static int fs_folder_ever_listed(struct fs_ctx *ctx, const struct store_folder *before)
 {
 	struct store_folder f;
 	int listed;
 
-	if (store_folder_by_id(ctx->store, folder_id, &f) != MF_OK)
+	if (before->synced_at != 0 || before->message_count != 0)
+		return 1;
+	if (store_folder_by_id(ctx->store, before->id, &f) != MF_OK)
 		return 1;  /* gone: what follows reports it */
 	listed = f.synced_at != 0 || f.message_count != 0;
 	store_folder_clear(&f);
@@ -405,7 +408,7 @@ static int fs_dir_snapshot(struct fs_ctx *ctx, const char *path, struct fs_dir *
 		/* A failure leaves the cache as it was: list what it holds. A
 		 * first listing comes from the sync as it arrives. */
 		sync_folder_live(ctx->sync, n.folder.id, &d->live);
-		if (!d->live && !fs_folder_ever_listed(ctx, n.folder.id))
+		if (!d->live && !fs_folder_ever_listed(ctx, &n.folder))
 			s = MF_ERR_IO;  /* an empty directory would be a lie (rsync --delete) */
 		else if (!d->live)
 			s = store_messages_list(ctx->store, n.folder.id, ctx->cfg->show_deleted,

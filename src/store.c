@@ -1168,7 +1168,6 @@ char *store_namer_next(struct store_namer *n, uint32_t uid, const char *base_nam
 	return store_namer_one(n, uid, base_name);
 }
 
-
 enum mf_status store_folder_apply_sync(struct store *st, const struct store_sync *s)
 {
 	char **names = NULL;

@@ -183,7 +183,6 @@ static void sync_live_show(struct sync_live *l, const struct sync_parse_job *j)
 		return;
 	e = g_new(struct sync_live_entry, 1);
 	e->name = name;
-	e->uid = j->uid;
 	e->size = j->size;
 	e->mtime = sync_mtime_of(j);
 	e->deleted = j->flags && strstr(j->flags, "\\Deleted") != NULL;
@@ -970,7 +969,7 @@ enum mf_status sync_append(struct sync_ctx *s, int64_t folder_id, const char *na
 		st = MF_ERR_INVAL;
 		goto fail;
 	}
-	mime_parse_headers(data + skip, size - skip, &info);
+	mime_parse_headers_lazy(data + skip, size - skip, &info);  /* for its Message-ID */
 	g_clear_pointer(&data, g_free);
 	before = sync_max_uid(s, folder_id);
 	st = s->mb->ops->append(s->mb, f.wire_name, fd, skip, size - skip, internaldate, &uid);
