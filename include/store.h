@@ -59,6 +59,9 @@ void store_close(struct store *st);
 
 void store_folder_clear(struct store_folder *f);
 void store_message_clear(struct store_message *m);
+/* 1 when space-separated flags hold \Deleted (IMAP flag names are
+ * case-insensitive): what a listing hides unless show_deleted. */
+int store_flags_deleted(const char *flags);
 
 /* ---- folders ---- */
 

@@ -149,11 +149,6 @@ static int fs_parent_folder(struct fs_ctx *ctx, const char *path, struct store_f
 	return 0;
 }
 
-static int fs_flags_deleted(const char *flags)
-{
-	return flags && strstr(flags, "\\Deleted") != NULL;
-}
-
 /* Finds what path names. may_sync: a name the cache does not know is
  * looked for on the server when the cached view is stale. A message waits
  * while its folder's first listing is not stored yet, so that every use
@@ -203,7 +198,7 @@ static int fs_resolve(struct fs_ctx *ctx, const char *path, struct fs_node *n, i
 		fs_node_clear(n);
 		return fs_errno(st);
 	}
-	if (!ctx->cfg->show_deleted && fs_flags_deleted(n->msg.flags)) {
+	if (!ctx->cfg->show_deleted && store_flags_deleted(n->msg.flags)) {
 		fs_node_clear(n);
 		return -ENOENT;
 	}

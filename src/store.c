@@ -1402,9 +1402,7 @@ enum mf_status store_message_by_uid(struct store *st, int64_t folder_id,
 	return rc;
 }
 
-/* 1 when the space-separated flags hold \Deleted as a whole word (IMAP
- * flag names are case-insensitive). */
-static int store_flags_deleted(const char *flags)
+int store_flags_deleted(const char *flags)
 {
 	static const char word[] = "\\Deleted";
 	const size_t len = sizeof word - 1;

@@ -185,7 +185,7 @@ static void sync_live_show(struct sync_live *l, const struct sync_parse_job *j)
 	e->name = name;
 	e->size = j->size;
 	e->mtime = sync_mtime_of(j);
-	e->deleted = j->flags && strstr(j->flags, "\\Deleted") != NULL;
+	e->deleted = store_flags_deleted(j->flags);
 	g_ptr_array_add(l->entries, e);
 	l->named_uid = j->uid;
 }

@@ -674,6 +674,11 @@ static void test_show_deleted(void **state)
 		msg(6, "m6", "\\Flagged  \\DELETED "),
 	};
 
+	/* The test the store lists by is the one a first listing, shown
+	 * before it is stored, and a lookup use. */
+	static const int deleted[] = { 0, 1, 1, 0, 0, 1 };
+	for (size_t i = 0; i < G_N_ELEMENTS(added); i++)
+		assert_int_equal(store_flags_deleted(added[i].flags), deleted[i]);
 	sync_add(fx->st, fid, added, G_N_ELEMENTS(added));
 	assert_list(fx->st, fid, 0, "m1.eml,m4.eml,m5.eml");
 	assert_list(fx->st, fid, 1, "m1.eml,m2.eml,m3.eml,m4.eml,m5.eml,m6.eml");
