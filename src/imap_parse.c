@@ -791,21 +791,9 @@ static int64_t imap_internaldate_slow(const char *s)
 	return sign == '+' ? t - offset : t + offset;
 }
 
-static int imap_digits(const char *p, int n, int *value)
-{
-	*value = 0;
-	for (int i = 0; i < n; i++) {
-		if (p[i] < '0' || p[i] > '9')
-			return 0;
-		*value = *value * 10 + (p[i] - '0');
-	}
-	return 1;
-}
-
 int64_t imap_parse_internaldate(const char *s)
 {
-	static const char months[] = "JanFebMarAprMayJunJulAugSepOctNovDec";
-	int day, month = 0, year, hh, mm, ss, zh, zm;
+	int day, month, year, hh, mm, ss, zh, zm;
 	const char *p = s;
 
 	/* What servers send: "DD-Mon-YYYY HH:MM:SS +HHMM", the day maybe
@@ -814,17 +802,15 @@ int64_t imap_parse_internaldate(const char *s)
 	if (p[0] == ' ')
 		p++;
 	int n = p[0] && p[1] == '-' ? 1 : 2;
-	if (!imap_digits(p, n, &day) || p[n] != '-')
+	if (!civil_digits(p, n, &day) || p[n] != '-')
 		return imap_internaldate_slow(s);
 	p += n + 1;
-	for (int i = 0; i < 12 && !month; i++)
-		if (strncmp(p, months + 3 * i, 3) == 0)
-			month = i + 1;
-	if (!month || p[3] != '-' || !imap_digits(p + 4, 4, &year) || p[8] != ' ' ||
-	    !imap_digits(p + 9, 2, &hh) || p[11] != ':' || !imap_digits(p + 12, 2, &mm) ||
-	    p[14] != ':' || !imap_digits(p + 15, 2, &ss) || p[17] != ' ' ||
-	    (p[18] != '+' && p[18] != '-') || !imap_digits(p + 19, 2, &zh) ||
-	    !imap_digits(p + 21, 2, &zm) || p[23] != '\0' ||
+	month = civil_month(p);
+	if (!month || p[3] != '-' || !civil_digits(p + 4, 4, &year) || p[8] != ' ' ||
+	    !civil_digits(p + 9, 2, &hh) || p[11] != ':' || !civil_digits(p + 12, 2, &mm) ||
+	    p[14] != ':' || !civil_digits(p + 15, 2, &ss) || p[17] != ' ' ||
+	    (p[18] != '+' && p[18] != '-') || !civil_digits(p + 19, 2, &zh) ||
+	    !civil_digits(p + 21, 2, &zm) || p[23] != '\0' ||
 	    year < 1 || day < 1 || day > civil_days_in_month(year, month) || hh > 23 || mm > 59 ||
 	    ss > 59)
 		return imap_internaldate_slow(s);

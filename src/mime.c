@@ -428,17 +428,6 @@ static gboolean mime_is_plain(const char *s)
 	return TRUE;
 }
 
-static gboolean mime_digits(const char *p, int n, int *value)
-{
-	*value = 0;
-	for (int i = 0; i < n; i++) {
-		if (!g_ascii_isdigit(p[i]))
-			return FALSE;
-		*value = *value * 10 + (p[i] - '0');
-	}
-	return TRUE;
-}
-
 /* The RFC 5322 date of nearly every message, "[Www, ]D[D] Mon YYYY
  * HH:MM[:SS] +HHMM[ (comment)]" with single spaces, as Unix time; FALSE
  * for anything else, which GMime then reads with its own leniencies (two-
@@ -446,9 +435,8 @@ static gboolean mime_digits(const char *p, int n, int *value)
  * form both agree; a unit test compares them. */
 static gboolean mime_date_fast(const char *s, int64_t *out)
 {
-	static const char months[] = "JanFebMarAprMayJunJulAugSepOctNovDec";
 	static const char wdays[] = "MonTueWedThuFriSatSun";
-	int day, month = 0, year, hour, minute, second = 0, zh, zm, sign;
+	int day, month, year, hour, minute, second = 0, zh, zm, sign;
 	const char *p = s;
 	size_t n;
 
@@ -461,29 +449,27 @@ static gboolean mime_date_fast(const char *s, int64_t *out)
 			return FALSE;
 		p += 5;
 	}
-	n = g_ascii_isdigit(p[1]) ? 2 : 1;
-	if (!mime_digits(p, (int)n, &day) || p[n] != ' ')
+	n = p[0] && g_ascii_isdigit(p[1]) ? 2 : 1;  /* p[1] only past a non-NUL */
+	if (!civil_digits(p, (int)n, &day) || p[n] != ' ')
 		return FALSE;
 	p += n + 1;
-	for (int i = 0; i < 12; i++)
-		if (strncmp(p, months + 3 * i, 3) == 0)
-			month = i + 1;
+	month = civil_month(p);
 	if (!month || p[3] != ' ')
 		return FALSE;
 	p += 4;
-	if (!mime_digits(p, 4, &year) || p[4] != ' ' || year < 1970)
+	if (!civil_digits(p, 4, &year) || p[4] != ' ' || year < 1970)
 		return FALSE;
 	p += 5;
-	if (!mime_digits(p, 2, &hour) || p[2] != ':' || !mime_digits(p + 3, 2, &minute))
+	if (!civil_digits(p, 2, &hour) || p[2] != ':' || !civil_digits(p + 3, 2, &minute))
 		return FALSE;
 	p += 5;
 	if (p[0] == ':') {
-		if (!mime_digits(p + 1, 2, &second))
+		if (!civil_digits(p + 1, 2, &second))
 			return FALSE;
 		p += 3;
 	}
-	if (p[0] != ' ' || (p[1] != '+' && p[1] != '-') || !mime_digits(p + 2, 2, &zh) ||
-	    !mime_digits(p + 4, 2, &zm))
+	if (p[0] != ' ' || (p[1] != '+' && p[1] != '-') || !civil_digits(p + 2, 2, &zh) ||
+	    !civil_digits(p + 4, 2, &zm))
 		return FALSE;
 	sign = p[1] == '-' ? -1 : 1;
 	p += 6;
@@ -777,21 +763,6 @@ static gboolean mime_h8_is_valid(const char *h8)
 	return h8[8] == '\0';
 }
 
-/* y-m-d of the proleptic Gregorian calendar, days after 1970-01-01. */
-static void mime_civil_from_days(int64_t z, int64_t *y, int *m, int *d)
-{
-	z += 719468;
-	int64_t era = (z >= 0 ? z : z - 146096) / 146097;
-	int64_t doe = z - era * 146097;
-	int64_t yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
-	int64_t doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-	int64_t mp = (5 * doy + 2) / 153;
-
-	*d = (int)(doy - (153 * mp + 2) / 5 + 1);
-	*m = (int)(mp < 10 ? mp + 3 : mp - 9);
-	*y = yoe + era * 400 + (*m <= 2);
-}
-
 /* "YYYYMMDD-HHMM" of t in UTC, or NULL outside the years 1..9999 (those
  * of GDateTime, which this once used). */
 static char *mime_format_date(int64_t t)
@@ -803,7 +774,7 @@ static char *mime_format_date(int64_t t)
 		return NULL;
 	days = t / 86400 - (t % 86400 < 0);
 	secs = t - days * 86400;
-	mime_civil_from_days(days, &year, &month, &day);
+	civil_from_days(days, &year, &month, &day);
 	if (year < 1 || year > 9999)
 		return NULL;
 	return g_strdup_printf("%04d%02d%02d-%02d%02d", (int)year, month, day,
