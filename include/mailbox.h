@@ -16,6 +16,16 @@ struct mailbox;
 
 #define MAILBOX_NO_DATE INT64_MIN
 
+/* What a driver's protocol offers, in mailbox_ops.caps. */
+enum mailbox_cap {
+	/* The server names each message by a UID of its own (IMAP), known
+	 * as soon as the message is listed. Without it (POP3) a message is
+	 * known by remote_id alone: the caller gives it a local uid, fills
+	 * mailbox_sync_request.known_remote_ids, and names by uid are not
+	 * offered. */
+	MAILBOX_CAP_SERVER_UIDS = 1 << 0,
+};
+
 struct mailbox_folder {
 	char *path;       /* UTF-8, components joined by '/' */
 	char *wire_name;  /* as the server names it */
@@ -80,6 +90,8 @@ struct mailbox_body_request {
 };
 
 struct mailbox_ops {
+	unsigned caps;            /* enum mailbox_cap bits */
+
 	/* All folders, as struct mailbox_folder in a GPtrArray the caller
 	 * frees with mailbox_folders_free(). */
 	enum mf_status (*list_folders)(struct mailbox *mb, GPtrArray **out);
@@ -153,6 +165,10 @@ enum mf_status imap_mailbox_open(const struct mf_config *cfg,
 /* Opens the POP3 driver (read-only): connects and logs in once now. */
 enum mf_status pop3_mailbox_open(const struct mf_config *cfg,
                                  struct mailbox **out, char **err);
+
+/* 1 when space-separated flags hold \\Deleted (IMAP flag names are
+ * case-insensitive): what a listing hides unless -o show_deleted. */
+int mailbox_flags_deleted(const char *flags);
 
 void mailbox_folders_free(GPtrArray *folders);
 void mailbox_sync_result_init(struct mailbox_sync_result *r);

@@ -1,5 +1,22 @@
 /* mailbox.c — helpers shared by the mailbox drivers' callers. */
+#include <string.h>
 #include "mailbox.h"
+
+int mailbox_flags_deleted(const char *flags)
+{
+	static const char word[] = "\\Deleted";
+	const size_t len = sizeof word - 1;
+
+	for (const char *p = flags; p && *p;) {
+		while (*p == ' ')
+			p++;
+		size_t n = strcspn(p, " ");
+		if (n == len && g_ascii_strncasecmp(p, word, len) == 0)
+			return 1;
+		p += n;
+	}
+	return 0;
+}
 
 static void mailbox_folder_free(gpointer p)
 {
