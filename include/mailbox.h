@@ -166,7 +166,7 @@ enum mf_status imap_mailbox_open(const struct mf_config *cfg,
 enum mf_status pop3_mailbox_open(const struct mf_config *cfg,
                                  struct mailbox **out, char **err);
 
-/* 1 when space-separated flags hold \\Deleted (IMAP flag names are
+/* 1 when space-separated flags hold \Deleted (IMAP flag names are
  * case-insensitive): what a listing hides unless -o show_deleted. */
 int mailbox_flags_deleted(const char *flags);
 
