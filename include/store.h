@@ -37,8 +37,8 @@ struct store_folder {
 
 struct store_message {
 	int64_t folder_id;
-	uint32_t uid;        /* IMAP UID; POP3: a local id assigned by the store */
-	char *remote_id;     /* POP3 UIDL, NULL for IMAP */
+	uint32_t uid;        /* the server's UID, or a local id (POP3) */
+	char *remote_id;     /* the driver's own id (POP3 UIDL), NULL for IMAP */
 	char *name;          /* file name including ".eml" */
 	char *flags;         /* space-separated, as IMAP spells them; "" none */
 	uint64_t size;       /* the real size once the body was read, else the server's */
@@ -59,9 +59,6 @@ void store_close(struct store *st);
 
 void store_folder_clear(struct store_folder *f);
 void store_message_clear(struct store_message *m);
-/* 1 when space-separated flags hold \Deleted (IMAP flag names are
- * case-insensitive): what a listing hides unless show_deleted. */
-int store_flags_deleted(const char *flags);
 
 /* ---- folders ---- */
 
@@ -97,8 +94,9 @@ enum mf_status store_folder_count(struct store *st, size_t *n);
 /* ---- messages ---- */
 
 struct store_sync_message {  /* input: a message new to the cache */
-	uint32_t uid;            /* IMAP UID; 0 for POP3 (the store assigns one) */
-	const char *remote_id;   /* POP3 UIDL; NULL for IMAP */
+	uint32_t uid;            /* never 0: the server's UID, or one the caller
+	                            gave a message known by remote_id alone */
+	const char *remote_id;   /* the driver's own id (POP3 UIDL); may be NULL */
 	const char *flags;
 	uint64_t size;
 	int64_t internaldate;
@@ -159,11 +157,10 @@ enum mf_status store_message_by_name(struct store *st, int64_t folder_id,
                                      const char *name, struct store_message *out);
 enum mf_status store_message_by_uid(struct store *st, int64_t folder_id,
                                     uint32_t uid, struct store_message *out);
-/* Calls cb for each message of the folder in name order; when
- * show_deleted is 0, messages whose flags hold \Deleted are skipped. The
- * message passed is borrowed for the call. cb returns non-zero to stop. */
+/* Calls cb for each message of the folder in name order (what to hide
+ * is the caller's business). The message passed is borrowed for the
+ * call. cb returns non-zero to stop. */
 enum mf_status store_messages_list(struct store *st, int64_t folder_id,
-                                   int show_deleted,
                                    int (*cb)(void *ctx, const struct store_message *m),
                                    void *ctx);
 

@@ -40,6 +40,10 @@ void sync_init(struct sync_ctx *s, const struct mf_config *cfg, struct store *st
                struct mailbox *mb);
 void sync_clear(struct sync_ctx *s);
 
+/* Whether a message with these flags is left out of listings: \Deleted
+ * ones are, unless -o show_deleted. */
+int sync_hidden(const struct sync_ctx *s, const char *flags);
+
 /* LIST now, and make the folder table match. */
 enum mf_status sync_folders(struct sync_ctx *s);
 /* The same when the last LIST is older than the refresh interval. */
@@ -56,7 +60,7 @@ struct sync_live_entry {
 	char *name;
 	uint64_t size;
 	int64_t mtime;
-	int deleted;               /* \Deleted */
+	int hidden;                /* not listed (see sync_hidden) */
 };
 /* Like sync_folder_if_stale, for readdir: when the folder was never
  * listed, a thread of its own lists it and *live (else NULL) gets the

@@ -198,7 +198,7 @@ static int fs_resolve(struct fs_ctx *ctx, const char *path, struct fs_node *n, i
 		fs_node_clear(n);
 		return fs_errno(st);
 	}
-	if (!ctx->cfg->show_deleted && store_flags_deleted(n->msg.flags)) {
+	if (sync_hidden(ctx->sync, n->msg.flags)) {
 		fs_node_clear(n);
 		return -ENOENT;
 	}
@@ -352,6 +352,8 @@ static int fs_fill_message(void *data, const struct store_message *m)
 	struct fs_fill *fill = data;
 	struct stat st;
 
+	if (sync_hidden(fill->ctx->sync, m->flags))
+		return 0;
 	fs_message_stat(fill->ctx, m, &st);
 	fs_dir_add(fill->dir, m->name, &st);
 	return 0;
@@ -406,8 +408,7 @@ static int fs_dir_snapshot(struct fs_ctx *ctx, const char *path, struct fs_dir *
 		if (!d->live && !fs_folder_ever_listed(ctx, &n.folder))
 			s = MF_ERR_IO;  /* an empty directory would be a lie (rsync --delete) */
 		else if (!d->live)
-			s = store_messages_list(ctx->store, n.folder.id, ctx->cfg->show_deleted,
-			                        fs_fill_message, &fill);
+			s = store_messages_list(ctx->store, n.folder.id, fs_fill_message, &fill);
 	}
 	fs_node_clear(&n);
 	if (s != MF_OK) {
@@ -441,7 +442,7 @@ static int fs_readdir_live(struct fs_ctx *ctx, struct fs_dir *d, void *buf,
 		size_t got = sync_live_wait(d->live, k, batch, G_N_ELEMENTS(batch), &complete, &st);
 		for (size_t i = 0; i < got; i++, k++) {
 			const struct sync_live_entry *e = batch[i];
-			if (e->deleted && !ctx->cfg->show_deleted)
+			if (e->hidden)
 				continue;
 			struct store_message m = { .size = e->size, .internaldate = e->mtime };
 			fs_message_stat(ctx, &m, &sb);

@@ -86,7 +86,7 @@ enum store_query {
 	Q_FOLDER_EXISTS, Q_FOLDER_UPSERT, Q_FOLDER_UPSERT_IMPLIED, Q_FOLDER_ALL,
 	Q_FOLDER_DELETE, Q_FOLDER_SET_SYNC, Q_FOLDER_TOUCH,
 	Q_MSG_BY_NAME, Q_MSG_BY_UID, Q_MSG_LIST, Q_MSG_UIDS, Q_MSG_REMOTE_IDS,
-	Q_MSG_MAX_UID, Q_MSG_UID_BY_REMOTE, Q_MSG_UPSERT, Q_MSG_SET_FLAGS,
+	Q_MSG_UPSERT, Q_MSG_SET_FLAGS,
 	Q_MSG_DELETE, Q_MSG_DELETE_FOLDER, Q_MSG_NAMES, Q_MSG_SET_NAME,
 	Q_MSG_SIZE, Q_MSG_SET_SIZE, Q_MSG_NAME_HOLDER, Q_MSG_SET_USER_NAME,
 	Q_BODY_EXISTS, Q_BODY_OF_FOLDER, Q_BODY_UPSERT, Q_BODY_TOUCH,
@@ -127,9 +127,6 @@ static const char *const store_query_sql[Q_COUNT] = {
 	[Q_MSG_REMOTE_IDS] =
 		"SELECT uid, remote_id FROM messages WHERE folder_id = ?1"
 		" AND remote_id IS NOT NULL ORDER BY uid",
-	[Q_MSG_MAX_UID] = "SELECT coalesce(max(uid), 0) FROM messages WHERE folder_id = ?1",
-	[Q_MSG_UID_BY_REMOTE] =
-		"SELECT uid FROM messages WHERE folder_id = ?1 AND remote_id = ?2",
 	[Q_MSG_UPSERT] =
 		"INSERT INTO messages(folder_id, uid, remote_id, base_name, flags, size,"
 		" size_known, internaldate, subject, from_raw, message_id, date_raw, name)"
@@ -951,43 +948,6 @@ static enum mf_status store_delete_message(struct store *st, int64_t folder_id, 
 	return store_run(q);
 }
 
-/* POP3: the uid of a message already stored under remote_id, else a new
- * one above every uid of the folder. */
-static enum mf_status store_pop3_uid(struct store *st, int64_t folder_id, const char *remote_id,
-                                     int64_t *next_uid, uint32_t *uid)
-{
-	sqlite3_stmt *q;
-	int src;
-
-	if (remote_id) {
-		q = store_query(st, Q_MSG_UID_BY_REMOTE);
-		sqlite3_bind_int64(q, 1, folder_id);
-		sqlite3_bind_text(q, 2, remote_id, -1, SQLITE_STATIC);
-		src = sqlite3_step(q);
-		if (src == SQLITE_ROW)
-			*uid = (uint32_t)sqlite3_column_int64(q, 0);
-		sqlite3_reset(q);
-		if (src == SQLITE_ROW)
-			return MF_OK;
-		if (src != SQLITE_DONE)
-			return store_db_status(src);
-	}
-	if (*next_uid == 0) {
-		q = store_query(st, Q_MSG_MAX_UID);
-		sqlite3_bind_int64(q, 1, folder_id);
-		src = sqlite3_step(q);
-		if (src == SQLITE_ROW)
-			*next_uid = sqlite3_column_int64(q, 0) + 1;
-		sqlite3_reset(q);
-		if (src != SQLITE_ROW)
-			return store_db_status(src);
-	}
-	if (*next_uid > UINT32_MAX)
-		return MF_ERR_INVAL;
-	*uid = (uint32_t)(*next_uid)++;
-	return MF_OK;
-}
-
 static void store_bind_text_or_null(sqlite3_stmt *q, int col, const char *s)
 {
 	if (s)
@@ -1125,7 +1085,7 @@ static char **store_names_for_appended(struct store *st, const struct store_sync
 /* Inserts added[0..count) named by names (or unnamed), lock held. */
 static enum mf_status store_insert_messages(struct store *st, int64_t folder_id,
                                             const struct store_sync_message *added, size_t count,
-                                            char **names, int64_t *next_uid)
+                                            char **names)
 {
 	enum mf_status rc = MF_OK;
 
@@ -1133,11 +1093,8 @@ static enum mf_status store_insert_messages(struct store *st, int64_t folder_id,
 		const struct store_sync_message *a = &added[i];
 		uint32_t uid = a->uid;
 		sqlite3_stmt *q;
-		if (uid == 0) {
-			rc = store_pop3_uid(st, folder_id, a->remote_id, next_uid, &uid);
-			if (rc != MF_OK)
-				break;
-		}
+		if (uid == 0)
+			return MF_ERR_INVAL;
 		q = store_query(st, Q_MSG_UPSERT);
 		sqlite3_bind_int64(q, 1, folder_id);
 		sqlite3_bind_int64(q, 2, uid);
@@ -1172,7 +1129,6 @@ enum mf_status store_folder_apply_sync(struct store *st, const struct store_sync
 {
 	char **names = NULL;
 	GPtrArray *doomed = g_ptr_array_new_with_free_func(g_free);
-	int64_t next_uid = 0; /* POP3 uids: 0 until first needed */
 	enum mf_status rc;
 	sqlite3_stmt *q;
 
@@ -1197,7 +1153,7 @@ enum mf_status store_folder_apply_sync(struct store *st, const struct store_sync
 	}
 
 	names = store_names_for_appended(st, s);
-	rc = store_insert_messages(st, s->folder_id, s->added, s->n_added, names, &next_uid);
+	rc = store_insert_messages(st, s->folder_id, s->added, s->n_added, names);
 	if (rc != MF_OK)
 		goto out;
 
@@ -1402,27 +1358,10 @@ enum mf_status store_message_by_uid(struct store *st, int64_t folder_id,
 	return rc;
 }
 
-int store_flags_deleted(const char *flags)
-{
-	static const char word[] = "\\Deleted";
-	const size_t len = sizeof word - 1;
-
-	for (const char *p = flags; p && *p;) {
-		while (*p == ' ')
-			p++;
-		size_t n = strcspn(p, " ");
-		if (n == len && g_ascii_strncasecmp(p, word, len) == 0)
-			return 1;
-		p += n;
-	}
-	return 0;
-}
-
 /* Steps q (bound, ready) over message rows, calling cb with each (the
- * borrowed row) until it returns non-zero; \Deleted rows are skipped
- * unless show_deleted. Called with the mutex held, which stays held
+ * borrowed row) until it returns non-zero. Called with the mutex held, which stays held
  * while cb runs: the statement is mid-step. */
-static enum mf_status store_each_message(sqlite3_stmt *q, int show_deleted,
+static enum mf_status store_each_message(sqlite3_stmt *q,
                                          int (*cb)(void *ctx, const struct store_message *m),
                                          void *ctx)
 {
@@ -1431,8 +1370,6 @@ static enum mf_status store_each_message(sqlite3_stmt *q, int show_deleted,
 	while ((src = sqlite3_step(q)) == SQLITE_ROW) {
 		struct store_message m;
 		store_message_from_row(q, &m, 0);
-		if (!show_deleted && store_flags_deleted(m.flags))
-			continue;
 		if (cb(ctx, &m) != 0) {
 			src = SQLITE_DONE;
 			break;
@@ -1443,7 +1380,6 @@ static enum mf_status store_each_message(sqlite3_stmt *q, int show_deleted,
 }
 
 enum mf_status store_messages_list(struct store *st, int64_t folder_id,
-                                   int show_deleted,
                                    int (*cb)(void *ctx, const struct store_message *m),
                                    void *ctx)
 {
@@ -1455,7 +1391,7 @@ enum mf_status store_messages_list(struct store *st, int64_t folder_id,
 	if (rc == MF_OK) {
 		q = store_query(st, Q_MSG_LIST);
 		sqlite3_bind_int64(q, 1, folder_id);
-		rc = store_each_message(q, show_deleted, cb, ctx);
+		rc = store_each_message(q, cb, ctx);
 	}
 	pthread_mutex_unlock(&st->lock);
 	return rc;
@@ -1887,7 +1823,7 @@ enum mf_status store_messages_uncached_after(struct store *st, int64_t folder_id
 		sqlite3_bind_text(q, 2, after->name, -1, SQLITE_STATIC);
 	sqlite3_bind_int64(q, 3, (sqlite3_int64)(max_size > INT64_MAX ? INT64_MAX : max_size));
 	sqlite3_bind_int64(q, 4, (sqlite3_int64)limit);
-	rc = store_each_message(q, 1, cb, ctx);
+	rc = store_each_message(q, cb, ctx);
 	pthread_mutex_unlock(&st->lock);
 	return rc;
 }

@@ -46,6 +46,11 @@ void sync_clear(struct sync_ctx *s)
 	g_cond_clear(&s->cond);
 }
 
+int sync_hidden(const struct sync_ctx *s, const char *flags)
+{
+	return !s->cfg->show_deleted && mailbox_flags_deleted(flags);
+}
+
 static gint64 sync_refresh_us(const struct sync_ctx *s)
 {
 	return (gint64)s->cfg->refresh * G_USEC_PER_SEC;
@@ -120,6 +125,33 @@ static int sync_note_remote_id(void *ctx, uint32_t uid, const char *remote_id)
 	return 0;
 }
 
+/* Messages known by remote_id alone (no server UIDs) get a local uid:
+ * the one known for their remote_id (known: remote_id -> uid, which
+ * learns the new ones), else the next above last_uid; after a reset the
+ * folder starts again at 1. */
+static enum mf_status sync_local_uids(struct store_sync_message *added, size_t n,
+                                      GHashTable *known, uint32_t last_uid, int reset)
+{
+	uint64_t next = (reset ? 0 : (uint64_t)last_uid) + 1;
+	gpointer uid;
+
+	if (reset)
+		g_hash_table_remove_all(known);
+	for (size_t i = 0; i < n; i++) {
+		const char *id = added[i].remote_id;
+		if (id && g_hash_table_lookup_extended(known, id, NULL, &uid)) {
+			added[i].uid = GPOINTER_TO_UINT(uid);
+			continue;
+		}
+		if (next > UINT32_MAX)
+			return MF_ERR_INVAL;
+		added[i].uid = (uint32_t)next++;
+		if (id)
+			g_hash_table_insert(known, g_strdup(id), GUINT_TO_POINTER(added[i].uid));
+	}
+	return MF_OK;
+}
+
 /* Header parsing and name derivation of new messages, on a pool of
  * threads, while the rest of the listing is still arriving. */
 struct sync_parse_job {
@@ -150,6 +182,7 @@ struct sync_live {
 	guint next;               /* jobs[0..next) are named or skipped */
 	uint32_t named_uid;       /* the highest UID shown */
 	int naming;               /* parsed jobs are named as they come */
+	int hide_deleted;         /* \Deleted entries are hidden */
 };
 
 struct sync_parser {
@@ -185,7 +218,7 @@ static void sync_live_show(struct sync_live *l, const struct sync_parse_job *j)
 	e->name = name;
 	e->size = j->size;
 	e->mtime = sync_mtime_of(j);
-	e->deleted = store_flags_deleted(j->flags);
+	e->hidden = l->hide_deleted && mailbox_flags_deleted(j->flags);
 	g_ptr_array_add(l->entries, e);
 	l->named_uid = j->uid;
 }
@@ -202,13 +235,13 @@ static void sync_live_advance(struct sync_live *l)
 		g_cond_broadcast(&l->cond);
 }
 
-static void sync_parse_one(const struct mf_config *cfg, struct sync_parse_job *j)
+static void sync_parse_one(const struct mf_config *cfg, unsigned caps, struct sync_parse_job *j)
 {
 	/* From and Date are decoded for display only when asked (xattrs). */
 	mime_parse_headers_lazy(j->headers, j->headers_len, &j->info);
-	/* POP3 has no INTERNALDATE and no stable number: the Date header
-	 * gives the time, and names are always subject names. */
-	if (cfg->names_uid && cfg->protocol == MF_PROTO_IMAP)
+	/* Without server UIDs (POP3) there is no stable number to name by;
+	 * without INTERNALDATE the Date header gives the time. */
+	if (cfg->names_uid && (caps & MAILBOX_CAP_SERVER_UIDS))
 		j->name = g_strdup_printf("%u", j->uid);
 	else
 		j->name = mime_name_base(&j->info, j->internaldate == MAILBOX_NO_DATE
@@ -221,7 +254,7 @@ static void sync_parse_run(gpointer data, gpointer user)
 	struct sync_parser *p = user;
 
 	for (struct sync_parse_job **j = batch; *j; j++)
-		sync_parse_one(p->s->cfg, *j);
+		sync_parse_one(p->s->cfg, p->s->mb->ops->caps, *j);
 	if (p->live) {
 		g_mutex_lock(&p->live->lock);
 		for (struct sync_parse_job **j = batch; *j; j++)
@@ -334,7 +367,7 @@ static void sync_parse_finish(struct sync_parser *p, GArray *added)
 
 /* ---------------------------------------------------------------- live listings */
 
-static struct sync_live *sync_live_new(void)
+static struct sync_live *sync_live_new(int hide_deleted)
 {
 	struct sync_live *l = g_new0(struct sync_live, 1);
 
@@ -344,6 +377,7 @@ static struct sync_live *sync_live_new(void)
 	l->entries = g_ptr_array_new();
 	l->namer = store_namer_new_empty();
 	l->naming = 1;
+	l->hide_deleted = hide_deleted;
 	return l;
 }
 
@@ -436,7 +470,7 @@ static enum mf_status sync_folder_now(struct sync_ctx *s, int64_t folder_id, int
 	req.new_only = new_only && f.uidvalidity;
 	req.on_added = sync_on_added;
 	req.on_added_ctx = &parser;
-	if (s->cfg->protocol == MF_PROTO_POP3) {
+	if (!(s->mb->ops->caps & MAILBOX_CAP_SERVER_UIDS)) {
 		req.known_remote_ids = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
 		st = store_folder_remote_ids(s->store, folder_id, sync_note_remote_id,
 		                             req.known_remote_ids);
@@ -469,6 +503,11 @@ static enum mf_status sync_folder_now(struct sync_ctx *s, int64_t folder_id, int
 	for (size_t i = 0; i < n_new; i++) {
 		const struct mailbox_message *m = &g_array_index(res.added, struct mailbox_message, i);
 		added[i] = sync_row_of(g_ptr_array_index(parser.jobs, i), m->remote_id);
+	}
+	if (req.known_remote_ids) {
+		st = sync_local_uids(added, n_new, req.known_remote_ids, req.last_uid, res.reset);
+		if (st != MF_OK)
+			goto out;
 	}
 	flags = g_new0(struct store_sync_flags, res.flag_updates->len ? res.flag_updates->len : 1);
 	for (guint i = 0; i < res.flag_updates->len; i++) {
@@ -610,13 +649,14 @@ static enum mf_status sync_folder_run(struct sync_ctx *s, int64_t folder_id, int
 		return st;
 	}
 	g_hash_table_add(s->busy, g_memdup2(&folder_id, sizeof folder_id));
-	if (live && cold && !new_only && s->cfg->protocol == MF_PROTO_IMAP) {
+	/* Names shown as they arrive need UIDs as they arrive. */
+	if (live && cold && !new_only && (s->mb->ops->caps & MAILBOX_CAP_SERVER_UIDS)) {
 		struct sync_live_run *r = g_new(struct sync_live_run, 1);
 		/* Its names are shown before they are stored: every other use
 		 * waits (sync_folder_settle). */
 		g_hash_table_add(s->writing, g_memdup2(&folder_id, sizeof folder_id));
 		s->storing++;
-		*r = (struct sync_live_run){ s, folder_id, sync_live_new() };
+		*r = (struct sync_live_run){ s, folder_id, sync_live_new(!s->cfg->show_deleted) };
 		*live = r->live;
 		g_atomic_int_inc(&r->live->refs);
 		g_mutex_unlock(&s->lock);

@@ -25,6 +25,7 @@
 #include <glib.h>
 #include <sqlite3.h>
 
+#include "mailbox.h"
 #include "store.h"
 
 struct fixture {
@@ -134,13 +135,21 @@ static int collect_message_names(void *ctx, const struct store_message *m)
 	return 0;
 }
 
-/* The listed names joined by ',' (g_free). */
+/* As a listing filters the store's rows (sync_hidden). */
+static int collect_shown_names(void *ctx, const struct store_message *m)
+{
+	return mailbox_flags_deleted(m->flags) ? 0 : collect_message_names(ctx, m);
+}
+
+/* The listed names joined by ',' (g_free); \Deleted ones too when
+ * show_deleted. */
 static char *list_names(struct store *st, int64_t fid, int show_deleted)
 {
 	GPtrArray *a = g_ptr_array_new_with_free_func(g_free);
 	char *joined;
 
-	assert_int_equal(store_messages_list(st, fid, show_deleted, collect_message_names, a), MF_OK);
+	assert_int_equal(store_messages_list(st, fid, show_deleted ? collect_message_names
+	                                                          : collect_shown_names, a), MF_OK);
 	g_ptr_array_add(a, NULL);
 	joined = g_strjoinv(",", (char **)a->pdata);
 	g_ptr_array_free(a, TRUE);
@@ -674,11 +683,12 @@ static void test_show_deleted(void **state)
 		msg(6, "m6", "\\Flagged  \\DELETED "),
 	};
 
-	/* The test the store lists by is the one a first listing, shown
-	 * before it is stored, and a lookup use. */
+	/* The one test of \Deleted: a listing, a first listing shown
+	 * before it is stored, and a lookup all use it (sync_hidden). The
+	 * store itself lists every message. */
 	static const int deleted[] = { 0, 1, 1, 0, 0, 1 };
 	for (size_t i = 0; i < G_N_ELEMENTS(added); i++)
-		assert_int_equal(store_flags_deleted(added[i].flags), deleted[i]);
+		assert_int_equal(mailbox_flags_deleted(added[i].flags), deleted[i]);
 	sync_add(fx->st, fid, added, G_N_ELEMENTS(added));
 	assert_list(fx->st, fid, 0, "m1.eml,m4.eml,m5.eml");
 	assert_list(fx->st, fid, 1, "m1.eml,m2.eml,m3.eml,m4.eml,m5.eml,m6.eml");
@@ -717,7 +727,7 @@ static void test_lookup(void **state)
 	assert_int_equal(store_folder_by_id(fx->st, fid, &f), MF_OK);
 	assert_string_equal(f.path, "INBOX");
 	store_folder_clear(&f);
-	assert_int_equal(store_messages_list(fx->st, fid + 1, 1, collect_message_names, NULL),
+	assert_int_equal(store_messages_list(fx->st, fid + 1, collect_message_names, NULL),
 	                 MF_ERR_NOTFOUND);
 }
 
@@ -737,15 +747,17 @@ static void assert_remote_ids(struct store *st, int64_t fid, const char *want)
 	g_string_free(g, TRUE);
 }
 
-static void test_pop3(void **state)
+static void test_remote_ids(void **state)
 {
 	struct fixture *fx = *state;
 	int64_t fid = make_folder(fx->st, "INBOX");
 	struct store_sync_message added[3];
 	const char *ids[] = { "uidl-a", "uidl-b", "uidl-c" };
 
+	/* The caller gives messages known by remote_id alone their uids
+	 * (sync_local_uids); the store keeps the pair. */
 	for (int i = 0; i < 3; i++) {
-		added[i] = msg(0, "pop", "");
+		added[i] = msg((uint32_t)i + 1, "pop", "");
 		added[i].remote_id = ids[i];
 	}
 	sync_add(fx->st, fid, added, 3);
@@ -754,29 +766,25 @@ static void test_pop3(void **state)
 	assert_name(fx->st, fid, 1, "pop.eml");
 	assert_name(fx->st, fid, 3, "pop~3.eml");
 
-	/* A known UIDL keeps its uid; a new one gets max + 1. */
-	struct store_sync_message again[2] = { msg(0, "pop", ""), msg(0, "pop", "") };
-	again[0].remote_id = "uidl-d";
-	again[1].remote_id = "uidl-b";
-	sync_add(fx->st, fid, again, 2);
-	assert_remote_ids(fx->st, fid, "1=uidl-a,2=uidl-b,3=uidl-c,4=uidl-d");
-
 	uint32_t gone = 1;
 	sync_remove(fx->st, fid, &gone, 1);
-	struct store_sync_message e = msg(0, "e", "");
+	struct store_sync_message e = msg(5, "e", "");
 	e.remote_id = "uidl-e";
 	sync_add(fx->st, fid, &e, 1);
-	assert_remote_ids(fx->st, fid, "2=uidl-b,3=uidl-c,4=uidl-d,5=uidl-e");
+	assert_remote_ids(fx->st, fid, "2=uidl-b,3=uidl-c,5=uidl-e");
 
 	struct store_message m;
 	assert_int_equal(store_message_by_uid(fx->st, fid, 5, &m), MF_OK);
 	assert_string_equal(m.remote_id, "uidl-e");
 	store_message_clear(&m);
 
-	/* After a reset numbering starts again at 1. */
+	/* A message without a uid is refused, and nothing of its sync is kept. */
 	struct store_sync_message x = msg(0, "x", "");
 	x.remote_id = "uidl-x";
 	struct store_sync s = { .folder_id = fid, .reset = 1, .added = &x, .n_added = 1 };
+	assert_int_equal(store_folder_apply_sync(fx->st, &s), MF_ERR_INVAL);
+	assert_remote_ids(fx->st, fid, "2=uidl-b,3=uidl-c,5=uidl-e");
+	x.uid = 1;
 	assert_int_equal(store_folder_apply_sync(fx->st, &s), MF_OK);
 	assert_remote_ids(fx->st, fid, "1=uidl-x");
 }
@@ -1020,7 +1028,7 @@ static void test_sync_10000(void **state)
 
 	GPtrArray *names = g_ptr_array_new_with_free_func(g_free);
 	t0 = now_seconds();
-	assert_int_equal(store_messages_list(fx->st, fid, 0, collect_message_names, names), MF_OK);
+	assert_int_equal(store_messages_list(fx->st, fid, collect_message_names, names), MF_OK);
 	t1 = now_seconds();
 	print_message("    list of %u messages: %.3f s\n", names->len, t1 - t0);
 	assert_int_equal(names->len, N);
@@ -1102,7 +1110,7 @@ static void *reader(void *arg)
 		int n = 0;
 		if (store_message_by_uid(rc->st, rc->fid, 1, &m) == MF_OK)
 			store_message_clear(&m);
-		store_messages_list(rc->st, rc->fid, 0, count_cb, &n);
+		store_messages_list(rc->st, rc->fid, count_cb, &n);
 		int fd = store_body_open(rc->st, rc->fid, 1);
 		if (fd >= 0)
 			close(fd);
@@ -1129,7 +1137,7 @@ static void test_threads(void **state)
 	for (int i = 0; i < 4; i++)
 		pthread_join(t[i], NULL);
 	int n = 0;
-	assert_int_equal(store_messages_list(fx->st, fid, 0, count_cb, &n), MF_OK);
+	assert_int_equal(store_messages_list(fx->st, fid, count_cb, &n), MF_OK);
 	assert_int_equal(n, 199);
 	assert_name(fx->st, fid, 2, "even.eml");
 	assert_name(fx->st, fid, 199, "odd~99.eml");
@@ -1147,7 +1155,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_names_of_appended_mail, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_show_deleted, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_lookup, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_pop3, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_remote_ids, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_body_roundtrip, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_body_commit_vanished, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_lru_eviction, setup, teardown),
