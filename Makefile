@@ -20,6 +20,15 @@ FUZZ_SECONDS ?= 60
 FUZZ_OTHER_SECONDS ?= 30
 
 PKGS       := fuse3 libcurl gmime-3.0 sqlite3
+# A library pkg-config cannot find stops the build here, with its name,
+# not with a compiler error about a missing header. (Not for clean and
+# the targets that install the libraries' packages.)
+ifneq ($(filter-out clean demo-stop uninstall,$(or $(MAKECMDGOALS),all)),)
+PKG_MISSING := $(foreach p,$(PKGS),$(if $(shell $(PKG_CONFIG) --exists $(p) 2>/dev/null && echo y),,$(p)))
+ifneq ($(PKG_MISSING),)
+$(error $(PKG_CONFIG) cannot find: $(PKG_MISSING) (packaging/deps.sh installs them))
+endif
+endif
 PKG_CFLAGS := $(shell $(PKG_CONFIG) --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   := $(shell $(PKG_CONFIG) --libs $(PKGS) 2>/dev/null)
 
@@ -27,6 +36,8 @@ CFLAGS     ?= -O2 -g
 WARN       := -Wall -Wextra -Wno-unused-parameter -Wno-sign-compare -Wshadow -Wformat=2
 ALL_CFLAGS := -std=gnu11 $(WARN) -Iinclude -D_FILE_OFFSET_BITS=64 -D_GNU_SOURCE \
               -DMAILFS_VERSION='"$(VERSION)"' $(PKG_CFLAGS) $(CFLAGS)
+# Each object and test records the headers it includes (build/**/*.d).
+DEPFLAGS   := -MMD -MP
 LIBS       := $(PKG_LIBS) -lpthread
 
 SRCS       := $(wildcard src/*.c)
@@ -37,16 +48,21 @@ UNIT_BINS  := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRCS))
 FUZZ_SRCS  := $(wildcard tests/fuzz/fuzz_*.c)
 FUZZ_BINS  := $(patsubst tests/fuzz/%.c,build-fuzz/%,$(FUZZ_SRCS))
 HEADERS    := $(wildcard include/*.h)
+# The fuzz targets: each links the parser it drives and nothing else.
+FUZZ_LINK_fuzz_imap_response := src/imap_parse.c
+FUZZ_LINK_fuzz_pop3_reply    := src/pop3_parse.c
+FUZZ_LINK_fuzz_mime_headers  := src/mime.c
+FUZZ_LINK_fuzz_utf7          := src/utf7.c
 
 CORPUS_DIR ?= $(abspath ../shared/corpus)
 export CORPUS_DIR
 
-.PHONY: all check unit integration fuzz asan demo demo-stop install uninstall clean bench
+.PHONY: all check layers unit integration fuzz asan demo demo-stop install uninstall clean bench
 
 all: $(BUILD)/mailfs
 
-$(BUILD)/obj/%.o: src/%.c $(HEADERS) | $(BUILD)/obj
-	$(CC) $(ALL_CFLAGS) -c -o $@ $<
+$(BUILD)/obj/%.o: src/%.c | $(BUILD)/obj
+	$(CC) $(ALL_CFLAGS) $(DEPFLAGS) -c -o $@ $<
 
 $(BUILD)/obj $(BUILD)/tests build-fuzz:
 	mkdir -p $@
@@ -57,8 +73,8 @@ $(BUILD)/libmailfs.a: $(LIB_OBJS)
 $(BUILD)/mailfs: $(BUILD)/obj/main.o $(BUILD)/libmailfs.a
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LIBS)
 
-$(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libmailfs.a $(HEADERS) | $(BUILD)/tests
-	$(CC) $(ALL_CFLAGS) $(LDFLAGS) -o $@ $< $(BUILD)/libmailfs.a $(LIBS) -lcmocka
+$(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libmailfs.a | $(BUILD)/tests
+	$(CC) $(ALL_CFLAGS) $(DEPFLAGS) $(LDFLAGS) -o $@ $< $(BUILD)/libmailfs.a $(LIBS) -lcmocka
 
 # Unit tests (cmocka). Each binary prints cmocka's summary.
 unit: $(UNIT_BINS)
@@ -69,10 +85,11 @@ integration: $(BUILD)/mailfs
 	MAILFS_BIN=$(abspath $(BUILD)/mailfs) $(PYTHON) -m pytest -q -p no:cacheprovider tests/integration
 
 # libFuzzer targets, each run for FUZZ_SECONDS.
-build-fuzz/%: tests/fuzz/%.c $(LIB_SRCS) $(HEADERS) | build-fuzz
+.SECONDEXPANSION:
+build-fuzz/%: tests/fuzz/%.c $$(FUZZ_LINK_$$*) $(HEADERS) | build-fuzz
 	clang -std=gnu11 -g -O1 -fsanitize=fuzzer,address,undefined -Iinclude \
 	  -D_FILE_OFFSET_BITS=64 -D_GNU_SOURCE -DMAILFS_VERSION='"$(VERSION)"' $(PKG_CFLAGS) \
-	  -o $@ $< $(LIB_SRCS) $(LIBS)
+	  -o $@ $< $(FUZZ_LINK_$*) $(PKG_LIBS)
 
 fuzz: $(FUZZ_BINS)
 	@set -e; for f in $(FUZZ_BINS); do \
@@ -92,7 +109,11 @@ asan:
 	$(MAKE) BUILD=build-asan CFLAGS="-O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" \
 	  LDFLAGS="-fsanitize=address,undefined" unit integration
 
-check: all unit integration fuzz asan
+# The layer rules (README, "Inside mailfs"), checked on the includes.
+layers:
+	@tests/layers.sh
+
+check: all layers unit integration fuzz asan
 
 demo: $(BUILD)/mailfs
 	MAILFS_BIN=$(abspath $(BUILD)/mailfs) $(PYTHON) tests/demo.py start
@@ -113,3 +134,5 @@ uninstall:
 
 clean:
 	rm -rf build build-asan build-fuzz
+
+-include $(wildcard $(BUILD)/obj/*.d $(BUILD)/tests/*.d)

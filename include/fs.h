@@ -1,5 +1,6 @@
 /* fs.h — the FUSE operations. They turn paths into store and sync calls
- * and statuses into -errno; they know nothing of IMAP or SQLite. */
+ * and statuses into -errno; they know nothing of IMAP, POP3, the mailbox
+ * drivers or SQLite. */
 #ifndef MAILFS_FS_H
 #define MAILFS_FS_H
 
@@ -10,25 +11,20 @@
 #include <time.h>
 #include "config.h"
 #include "store.h"
-#include "sync.h"
 
-struct fs_ctx {
-	const struct mf_config *cfg;
-	struct store *store;
-	struct sync_ctx *sync;
-	uid_t uid;
-	gid_t gid;
-	time_t mounted_at;
-	/* Owned by fs.c from init to destroy: */
-	struct fuse *fuse;
-	GMutex staged_lock;
-	GHashTable *staged;      /* path -> struct fs_staged: files being written */
-	GAsyncQueue *invalidate; /* paths whose kernel caches must be dropped */
-	GThread *invalidator;
-};
+struct fs_ctx;
+struct sync_ctx;
 
-/* The operations table; private_data passed to fuse_new must be a
- * struct fs_ctx that outlives the mount. */
+/* The mount's state; cfg is borrowed and must outlive it. Give it to
+ * fuse_new as private_data, then attach the store and sync (borrowed)
+ * before the mount starts. */
+struct fs_ctx *fs_new(const struct mf_config *cfg);
+void fs_attach(struct fs_ctx *ctx, struct store *store, struct sync_ctx *sync);
+void fs_free(struct fs_ctx *ctx);
+
+
+/* The operations table; private_data passed to fuse_new must be an
+ * fs_ctx that outlives the mount. */
 const struct fuse_operations *fs_operations(void);
 
 #endif

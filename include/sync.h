@@ -1,50 +1,37 @@
-/* sync.h — the store layer's link to the mailbox driver: keeps the cache
- * in step with the server (folder list, folder contents, bodies).
+/* sync.h — the layer between fs and the store and mailbox drivers: keeps
+ * the cache in step with the server (folder list, folder contents,
+ * bodies) and turns writes into driver calls, then store changes.
  *
- * The fs layer calls only these and store.h. Network errors are returned,
- * and the cache is left as it was: the caller serves what it holds. */
+ * The fs layer calls only these and store.h (reads); it never sees a
+ * driver. Network errors are returned, and the cache is left as it was:
+ * the caller serves what it holds. */
 #ifndef MAILFS_SYNC_H
 #define MAILFS_SYNC_H
 
 #include <stdint.h>
 #include <glib.h>
 #include "config.h"
-#include "mailbox.h"
 #include "status.h"
 #include "store.h"
 
-struct sync_ctx {
-	const struct mf_config *cfg;   /* borrowed */
-	struct store *store;           /* borrowed */
-	struct mailbox *mb;            /* borrowed; NULL when offline */
-	GMutex lock;
-	GCond cond;
-	GHashTable *busy;              /* folder id -> 1 while a sync of it runs */
-	GHashTable *writing;           /* folder id -> 1 while its first listing,
-	                                  shown as it arrives, is not stored yet */
-	int storing;                   /* threads making such listings */
-	GHashTable *attempted;         /* folder id -> monotonic µs of the last try */
-	int folders_busy;
-	gint64 folders_attempted;      /* monotonic µs of the last LIST, 0 never */
-	gint64 quota_at;               /* monotonic µs of the last quota answer */
-	enum mf_status quota_status;
-	uint64_t quota_used, quota_limit;
-	/* Read-ahead for sequential readers (tar, rsync, grep -r): */
-	int64_t ra_folder;             /* folder of the last miss */
-	char *ra_next;                 /* the uncached message a sequential reader opens next, */
-	uint32_t ra_next_uid;          /* by name or by UID (0: none) */
-	int ra_streak;                 /* sequential misses in a row */
-};
+struct sync_ctx;
+struct mailbox;
 
-void sync_init(struct sync_ctx *s, const struct mf_config *cfg, struct store *store,
-               struct mailbox *mb);
-void sync_clear(struct sync_ctx *s);
+/* A date the caller does not know (a file written without utimens):
+ * the same value as the drivers' MAILBOX_NO_DATE. */
+#define SYNC_NO_DATE INT64_MIN
+
+/* cfg and store are borrowed; mb (NULL when offline) too. */
+struct sync_ctx *sync_new(const struct mf_config *cfg, struct store *store, struct mailbox *mb);
+/* Waits for listings still being stored, then frees. */
+void sync_free(struct sync_ctx *s);
 
 /* Whether a message with these flags is left out of listings: \Deleted
  * ones are, unless -o show_deleted. */
 int sync_hidden(const struct sync_ctx *s, const char *flags);
 
-/* LIST now, and make the folder table match. */
+/* LIST now, and make the folder table match; the folder list then
+ * counts as fresh. */
 enum mf_status sync_folders(struct sync_ctx *s);
 /* The same when the last LIST is older than the refresh interval. */
 enum mf_status sync_folders_if_stale(struct sync_ctx *s);
@@ -86,15 +73,13 @@ void sync_settle_all(struct sync_ctx *s);
 enum mf_status sync_body_open(struct sync_ctx *s, int64_t folder_id, uint32_t uid,
                               int *fd, int *size_changed);
 
-#endif
-
 /* ---- writes: each talks to the server first and changes the cache only
  * after the server confirmed; then the touched folders are re-synced. */
 
 /* Validates the staged message in tmp_path (fd open on it, size bytes)
  * and APPENDs it to the folder; the message then shows under name, and
  * the staged file becomes its cached body. internaldate:
- * MAILBOX_NO_DATE for none. Junk: MF_ERR_INVAL, nothing sent. */
+ * SYNC_NO_DATE for none. Junk: MF_ERR_INVAL, nothing sent. */
 enum mf_status sync_append(struct sync_ctx *s, int64_t folder_id, const char *name,
                            int fd, const char *tmp_path, uint64_t size,
                            int64_t internaldate);
@@ -116,3 +101,5 @@ enum mf_status sync_delete_folder(struct sync_ctx *s, int64_t folder_id);
 enum mf_status sync_rename_folder(struct sync_ctx *s, int64_t folder_id, const char *new_path);
 /* QUOTA usage and limit in bytes, asked at most once a minute. */
 enum mf_status sync_quota(struct sync_ctx *s, uint64_t *used, uint64_t *limit);
+
+#endif

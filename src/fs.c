@@ -1,7 +1,8 @@
 /* fs.c — the libfuse operations. Each one resolves a path to a folder or
  * a message through the store, calls sync when the server must be asked,
- * and maps statuses to -errno (status.c). Must not: include protocol or
- * SQLite headers, download a body for stat or readdir. */
+ * and maps statuses to -errno (status.c). Files being written are
+ * fs_staged.c's. Must not: include protocol, driver or SQLite headers
+ * (directly or through its own), download a body for stat or readdir. */
 #include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
@@ -10,7 +11,7 @@
 #include <sys/xattr.h>
 #include <unistd.h>
 #include <glib.h>
-#include "fs.h"
+#include "fs_int.h"
 #include "mime.h"
 #include "log.h"
 #include "stats.h"
@@ -21,84 +22,25 @@
  * loses nothing, as readdir hands over fresh attributes with each name. */
 #define FS_ATTR_TIMEOUT_MAX 1.0
 
-enum fs_kind { FS_ROOT, FS_FOLDER, FS_MESSAGE };
-
-struct fs_node {
-	enum fs_kind kind;
-	struct store_folder folder;   /* FS_FOLDER, and the parent of FS_MESSAGE */
-	struct store_message msg;     /* FS_MESSAGE */
-};
-
-static struct fs_ctx *fs_ctx(void)
+struct fs_ctx *fs_ctx(void)
 {
 	return fuse_get_context()->private_data;
 }
 
-static void fs_node_clear(struct fs_node *n)
+void fs_node_clear(struct fs_node *n)
 {
 	store_folder_clear(&n->folder);
 	store_message_clear(&n->msg);
 }
 
-static int fs_errno(enum mf_status st)
+int fs_errno(enum mf_status st)
 {
 	return -mf_status_to_errno(st);
 }
 
-/* A file being written into a folder (cp, rsync): staged in the cache's
- * tmp/ until its last close, then validated and APPENDed. */
-struct fs_staged {
-	char *path;          /* key in ctx->staged while not yet flushed */
-	int64_t folder_id;
-	char *name;
-	int fd;
-	char *tmp_path;      /* handed to sync_append, which consumes it */
-	int64_t mtime;       /* MAILBOX_NO_DATE until a utimens sets it */
-	int flushed;         /* the append was tried: never again */
-	int error;           /* its outcome, -errno */
-	int refs;
-};
-
-/* What fi->fh points to. */
-struct fs_handle {
-	int fd;
-	struct fs_staged *staged;  /* NULL for a message being read */
-};
-
-static void fs_staged_unref(struct fs_staged *sf)
-{
-	if (--sf->refs > 0)
-		return;
-	close(sf->fd);
-	g_free(sf->path);
-	g_free(sf->name);
-	g_free(sf->tmp_path);
-	g_free(sf);
-}
-
-/* The staged file at path, with a reference, or NULL. */
-static struct fs_staged *fs_staged_get(struct fs_ctx *ctx, const char *path)
-{
-	struct fs_staged *sf;
-
-	g_mutex_lock(&ctx->staged_lock);
-	sf = g_hash_table_lookup(ctx->staged, path);
-	if (sf)
-		sf->refs++;
-	g_mutex_unlock(&ctx->staged_lock);
-	return sf;
-}
-
-static void fs_staged_put(struct fs_ctx *ctx, struct fs_staged *sf)
-{
-	g_mutex_lock(&ctx->staged_lock);
-	fs_staged_unref(sf);
-	g_mutex_unlock(&ctx->staged_lock);
-}
-
 /* Asks the invalidator thread to drop the kernel's caches for path: not
  * from the operation itself, which may hold the locks the kernel needs. */
-static void fs_invalidate(struct fs_ctx *ctx, const char *path)
+void fs_invalidate(struct fs_ctx *ctx, const char *path)
 {
 	if (ctx->invalidate)
 		g_async_queue_push(ctx->invalidate, g_strdup(path));
@@ -129,7 +71,7 @@ static void fs_path_split(const char *path, char **parent, const char **name)
 
 /* The folder that will hold a new entry at path: "/" for the root. Waits
  * like fs_resolve. */
-static int fs_parent_folder(struct fs_ctx *ctx, const char *path, struct store_folder *out,
+int fs_parent_folder(struct fs_ctx *ctx, const char *path, struct store_folder *out,
                             const char **name)
 {
 	char *parent;
@@ -240,8 +182,7 @@ static void *fs_init(struct fuse_conn_info *conn, struct fuse_config *cfg)
 	cfg->negative_timeout = 0;
 	cfg->nullpath_ok = 0;
 	ctx->fuse = fuse_get_context()->fuse;
-	g_mutex_init(&ctx->staged_lock);
-	ctx->staged = g_hash_table_new(g_str_hash, g_str_equal);
+	fs_staged_init(ctx);
 	ctx->invalidate = g_async_queue_new();
 	ctx->invalidator = g_thread_new("invalidate", fs_invalidator, ctx);
 	return ctx;
@@ -255,41 +196,17 @@ static void fs_destroy(void *data)
 	g_thread_join(ctx->invalidator);
 	g_async_queue_unref(ctx->invalidate);
 	ctx->invalidate = NULL;
-	g_hash_table_destroy(ctx->staged);
-	g_mutex_clear(&ctx->staged_lock);
-}
-
-static int fs_staged_stat(struct fs_ctx *ctx, struct fs_staged *sf, struct stat *st)
-{
-	struct stat real;
-
-	if (fstat(sf->fd, &real) < 0)
-		return -errno;
-	memset(st, 0, sizeof *st);
-	st->st_mode = S_IFREG | 0644;
-	st->st_nlink = 1;
-	st->st_uid = ctx->uid;
-	st->st_gid = ctx->gid;
-	st->st_size = real.st_size;
-	st->st_blocks = real.st_blocks;
-	st->st_blksize = 4096;
-	st->st_mtime = st->st_ctime = st->st_atime =
-		sf->mtime != MAILBOX_NO_DATE ? (time_t)sf->mtime : real.st_mtime;
-	return 0;
+	fs_staged_clear(ctx);
 }
 
 static int fs_getattr(const char *path, struct stat *st, struct fuse_file_info *fi)
 {
 	struct fs_ctx *ctx = fs_ctx();
-	struct fs_staged *sf = fs_staged_get(ctx, path);
 	struct fs_node n;
 	int rc;
 
-	if (sf) {
-		rc = fs_staged_stat(ctx, sf, st);
-		fs_staged_put(ctx, sf);
+	if (fs_staged_getattr(ctx, path, st, &rc))
 		return rc;
-	}
 	rc = fs_resolve(ctx, path, &n, 1);
 
 	if (rc != 0)
@@ -492,21 +409,13 @@ static int fs_releasedir(const char *path, struct fuse_file_info *fi)
 static int fs_open(const char *path, struct fuse_file_info *fi)
 {
 	struct fs_ctx *ctx = fs_ctx();
-	struct fs_staged *sf = fs_staged_get(ctx, path);
 	struct fs_handle *h;
 	struct fs_node n;
 	int rc, fd = -1, size_changed = 0;
 	enum mf_status st;
 
-	if (sf) {
-		/* Another open of a file still being written: share it. */
-		h = g_new0(struct fs_handle, 1);
-		h->fd = sf->fd;
-		h->staged = sf;
-		fi->fh = (uint64_t)(uintptr_t)h;
-		fi->direct_io = 1;
+	if (fs_staged_open(ctx, path, fi))
 		return 0;
-	}
 	rc = fs_resolve(ctx, path, &n, 1);
 	if (rc != 0)
 		return rc;
@@ -536,7 +445,7 @@ static int fs_open(const char *path, struct fuse_file_info *fi)
 	return 0;
 }
 
-static struct fs_handle *fs_handle(struct fuse_file_info *fi)
+struct fs_handle *fs_handle(struct fuse_file_info *fi)
 {
 	return (struct fs_handle *)(uintptr_t)fi->fh;
 }
@@ -549,138 +458,6 @@ static int fs_read(const char *path, char *buf, size_t size, off_t off, struct f
 		n = pread(fs_handle(fi)->fd, buf, size, off);
 	while (n < 0 && errno == EINTR);
 	return n < 0 ? -errno : (int)n;
-}
-
-static int fs_write(const char *path, const char *buf, size_t size, off_t off,
-                    struct fuse_file_info *fi)
-{
-	struct fs_handle *h = fs_handle(fi);
-	ssize_t n;
-
-	/* Messages are immutable; a staged file once appended is one too. */
-	if (!h->staged || h->staged->flushed)
-		return -EPERM;
-	do
-		n = pwrite(h->fd, buf, size, off);
-	while (n < 0 && errno == EINTR);
-	return n < 0 ? -errno : (int)n;
-}
-
-/* The last close of a staged file: validate and APPEND it. close(2)
- * returns what this returns (release's answer reaches nobody). */
-static int fs_flush(const char *path, struct fuse_file_info *fi)
-{
-	struct fs_ctx *ctx = fs_ctx();
-	struct fs_handle *h = fs_handle(fi);
-	struct fs_staged *sf = h->staged;
-	struct stat real;
-	enum mf_status st;
-	char *tmp;
-	int first;
-
-	if (!sf)
-		return 0;
-	g_mutex_lock(&ctx->staged_lock);
-	first = !sf->flushed;
-	sf->flushed = 1;
-	if (first && sf->path)
-		g_hash_table_remove(ctx->staged, sf->path);
-	g_mutex_unlock(&ctx->staged_lock);
-	if (!first)
-		return sf->error;
-	if (fstat(sf->fd, &real) < 0) {
-		sf->error = -errno;
-		store_body_abort(ctx->store, sf->tmp_path);
-		return sf->error;
-	}
-	tmp = g_steal_pointer(&sf->tmp_path);
-	st = sync_append(ctx->sync, sf->folder_id, sf->name, sf->fd, tmp, (uint64_t)real.st_size,
-	                 sf->mtime);
-	g_free(tmp);
-	sf->error = fs_errno(st);
-	if (sf->path)
-		fs_invalidate(ctx, sf->path);
-	return sf->error;
-}
-
-static int fs_release(const char *path, struct fuse_file_info *fi)
-{
-	struct fs_ctx *ctx = fs_ctx();
-	struct fs_handle *h = fs_handle(fi);
-
-	if (h->staged) {
-		g_mutex_lock(&ctx->staged_lock);
-		if (h->staged->refs == 1 && !h->staged->flushed) {
-			/* Closed without a flush: nothing is appended. */
-			h->staged->flushed = 1;
-			g_hash_table_remove(ctx->staged, h->staged->path);
-			store_body_abort(ctx->store, h->staged->tmp_path);
-		}
-		fs_staged_unref(h->staged);
-		g_mutex_unlock(&ctx->staged_lock);
-	} else {
-		close(h->fd);
-	}
-	g_free(h);
-	return 0;
-}
-
-static int fs_create(const char *path, mode_t mode, struct fuse_file_info *fi)
-{
-	struct fs_ctx *ctx = fs_ctx();
-	struct store_folder f = { 0 };
-	struct store_message m = { 0 };
-	struct fs_staged *sf;
-	struct fs_handle *h;
-	const char *name;
-	int rc, fd;
-
-	if (ctx->cfg->readonly)
-		return -EROFS;
-	rc = fs_parent_folder(ctx, path, &f, &name);
-	if (rc == 1)
-		return -EPERM;  /* the root holds folders only */
-	if (rc < 0)
-		return rc;
-	if (f.noselect) {
-		store_folder_clear(&f);
-		return -EPERM;
-	}
-	if (store_message_by_name(ctx->store, f.id, name, &m) == MF_OK) {
-		store_message_clear(&m);
-		store_folder_clear(&f);
-		return -EEXIST;
-	}
-	sf = g_new0(struct fs_staged, 1);
-	fd = store_body_begin(ctx->store, &sf->tmp_path);
-	if (fd < 0) {
-		g_free(sf);
-		store_folder_clear(&f);
-		return -EIO;
-	}
-	sf->fd = fd;
-	sf->path = g_strdup(path);
-	sf->folder_id = f.id;
-	sf->name = g_strdup(name);
-	sf->mtime = MAILBOX_NO_DATE;
-	sf->refs = 1;
-	store_folder_clear(&f);
-	g_mutex_lock(&ctx->staged_lock);
-	if (g_hash_table_contains(ctx->staged, path)) {
-		g_mutex_unlock(&ctx->staged_lock);
-		store_body_abort(ctx->store, sf->tmp_path);
-		sf->refs = 0;
-		fs_staged_unref(sf);
-		return -EEXIST;
-	}
-	g_hash_table_insert(ctx->staged, sf->path, sf);
-	g_mutex_unlock(&ctx->staged_lock);
-	h = g_new0(struct fs_handle, 1);
-	h->fd = fd;
-	h->staged = sf;
-	fi->fh = (uint64_t)(uintptr_t)h;
-	fi->direct_io = 1;
-	return 0;
 }
 
 /* ---------------------------------------------------------------- xattrs */
@@ -833,27 +610,14 @@ static int fs_statfs(const char *path, struct statvfs *sv)
 static int fs_unlink(const char *path)
 {
 	struct fs_ctx *ctx = fs_ctx();
-	struct fs_staged *sf;
 	struct fs_node n;
 	enum mf_status st;
 	int rc;
 
 	if (ctx->cfg->readonly)
 		return -EROFS;
-	g_mutex_lock(&ctx->staged_lock);
-	sf = g_hash_table_lookup(ctx->staged, path);
-	if (sf) {
-		/* Removed before its last close (a temporary file): it will
-		 * never be appended, and its close is not an error. */
-		sf->flushed = 1;
-		sf->error = 0;
-		g_hash_table_remove(ctx->staged, path);
-		g_clear_pointer(&sf->path, g_free);
-		store_body_abort(ctx->store, sf->tmp_path);
-		g_mutex_unlock(&ctx->staged_lock);
+	if (fs_staged_unlink(ctx, path))
 		return 0;
-	}
-	g_mutex_unlock(&ctx->staged_lock);
 	rc = fs_resolve(ctx, path, &n, 0);
 	if (rc != 0)
 		return rc;
@@ -950,7 +714,6 @@ static int fs_rename(const char *from, const char *to, unsigned int flags)
 {
 	struct fs_ctx *ctx = fs_ctx();
 	struct store_folder parent = { 0 };
-	struct fs_staged *sf;
 	struct fs_node n;
 	const char *name;
 	int rc;
@@ -959,27 +722,8 @@ static int fs_rename(const char *from, const char *to, unsigned int flags)
 		return -EROFS;
 	if (flags & RENAME_EXCHANGE)
 		return -EINVAL;
-	g_mutex_lock(&ctx->staged_lock);
-	sf = g_hash_table_lookup(ctx->staged, from);
-	if (sf) {
-		/* Renamed while still open for writing: it keeps its data. */
-		rc = fs_parent_folder(ctx, to, &parent, &name);
-		if (rc == 0 && !parent.noselect && !g_hash_table_contains(ctx->staged, to)) {
-			g_hash_table_remove(ctx->staged, from);
-			g_free(sf->path);
-			g_free(sf->name);
-			sf->path = g_strdup(to);
-			sf->name = g_strdup(name);
-			sf->folder_id = parent.id;
-			g_hash_table_insert(ctx->staged, sf->path, sf);
-		} else {
-			rc = rc < 0 ? rc : -EPERM;
-		}
-		g_mutex_unlock(&ctx->staged_lock);
-		store_folder_clear(&parent);
+	if (fs_staged_rename(ctx, from, to, &rc))
 		return rc;
-	}
-	g_mutex_unlock(&ctx->staged_lock);
 
 	rc = fs_resolve(ctx, from, &n, 0);
 	if (rc != 0)
@@ -1000,43 +744,6 @@ static int fs_rename(const char *from, const char *to, unsigned int flags)
 	}
 	fs_node_clear(&n);
 	return rc;
-}
-
-static int fs_truncate(const char *path, off_t size, struct fuse_file_info *fi)
-{
-	struct fs_ctx *ctx = fs_ctx();
-	struct fs_staged *sf = fi ? fs_handle(fi)->staged : fs_staged_get(ctx, path);
-	int rc;
-
-	if (ctx->cfg->readonly)
-		return -EROFS;
-	if (!sf)
-		return -EPERM;  /* messages are immutable */
-	rc = sf->flushed ? -EPERM : ftruncate(sf->fd, size) < 0 ? -errno : 0;
-	if (!fi)
-		fs_staged_put(ctx, sf);
-	return rc;
-}
-
-/* Times: a staged file's mtime becomes the APPEND's INTERNALDATE (cp -p
- * sets it before close); a stored message's date cannot change, and
- * saying so would fail every rsync -t, so it is accepted as a no-op. */
-static int fs_utimens(const char *path, const struct timespec tv[2], struct fuse_file_info *fi)
-{
-	struct fs_ctx *ctx = fs_ctx();
-	struct fs_staged *sf = fi ? fs_handle(fi)->staged : fs_staged_get(ctx, path);
-
-	if (ctx->cfg->readonly)
-		return -EROFS;
-	if (!sf)
-		return 0;
-	if (tv[1].tv_nsec == UTIME_NOW)
-		sf->mtime = g_get_real_time() / G_USEC_PER_SEC;
-	else if (tv[1].tv_nsec != UTIME_OMIT)
-		sf->mtime = tv[1].tv_sec;
-	if (!fi)
-		fs_staged_put(ctx, sf);
-	return 0;
 }
 
 /* Modes and owners are fixed; cp -p and rsync -a set them anyway. */
@@ -1080,4 +787,26 @@ static const struct fuse_operations fs_ops = {
 const struct fuse_operations *fs_operations(void)
 {
 	return &fs_ops;
+}
+
+struct fs_ctx *fs_new(const struct mf_config *cfg)
+{
+	struct fs_ctx *ctx = g_new0(struct fs_ctx, 1);
+
+	ctx->cfg = cfg;
+	ctx->uid = getuid();
+	ctx->gid = getgid();
+	ctx->mounted_at = time(NULL);
+	return ctx;
+}
+
+void fs_attach(struct fs_ctx *ctx, struct store *store, struct sync_ctx *sync)
+{
+	ctx->store = store;
+	ctx->sync = sync;
+}
+
+void fs_free(struct fs_ctx *ctx)
+{
+	g_free(ctx);
 }

@@ -414,12 +414,12 @@ int main(int argc, char **argv)
 	struct mf_config cfg = { 0 };
 	struct store *store = NULL;
 	struct mailbox *mb = NULL;
-	struct sync_ctx sync;
-	struct fs_ctx fsctx = { 0 };
+	struct sync_ctx *sync = NULL;
+	struct fs_ctx *fsctx = NULL;
 	struct fuse *fuse = NULL;
 	char *err = NULL, *fsname = NULL;
 	int saved_stderr, pipefd[2];
-	int rc = 1, sync_ready = 0, mounted = 0;
+	int rc = 1, mounted = 0;
 	enum mf_status st;
 
 	signal(SIGPIPE, SIG_IGN);
@@ -473,7 +473,8 @@ int main(int argc, char **argv)
 	if (cmd.debug)
 		cmd.foreground = 1;
 	main_capture_stderr_begin(&saved_stderr, pipefd);
-	fuse = fuse_new(&args, fs_operations(), sizeof(struct fuse_operations), &fsctx);
+	fsctx = fs_new(&cfg);
+	fuse = fuse_new(&args, fs_operations(), sizeof(struct fuse_operations), fsctx);
 	err = main_capture_stderr_end(saved_stderr, pipefd);
 	if (!fuse) {
 		main_fail("bad option: %s", err ? err : "rejected by libfuse");
@@ -506,23 +507,16 @@ int main(int argc, char **argv)
 			goto out;
 		}
 	}
-	sync_init(&sync, &cfg, store, mb);
-	sync_ready = 1;
+	sync = sync_new(&cfg, store, mb);
 	if (mb) {
-		st = sync_folders(&sync);
+		st = sync_folders(sync);
 		if (st != MF_OK) {
 			main_fail("cannot list the folders of %s: %s", cfg.host, mf_status_str(st));
 			goto out;
 		}
-		sync.folders_attempted = g_get_monotonic_time();
 	}
 
-	fsctx.cfg = &cfg;
-	fsctx.store = store;
-	fsctx.sync = &sync;
-	fsctx.uid = getuid();
-	fsctx.gid = getgid();
-	fsctx.mounted_at = time(NULL);
+	fs_attach(fsctx, store, sync);
 
 	main_capture_stderr_begin(&saved_stderr, pipefd);
 	int mrc = fuse_mount(fuse, cmd.mountpoint);
@@ -556,8 +550,8 @@ out:
 		fuse_unmount(fuse);
 	if (fuse)
 		fuse_destroy(fuse);
-	if (sync_ready)
-		sync_clear(&sync);
+	sync_free(sync);
+	fs_free(fsctx);
 	if (mb)
 		mb->ops->destroy(mb);
 	if (store)

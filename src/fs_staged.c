@@ -1,0 +1,333 @@
+/* fs_staged.c — files being written into a folder (cp, rsync, shell
+ * redirection): created in the cache's tmp/, written, and at the last
+ * close validated and APPENDed through sync; the state machine
+ * create -> write/truncate/utimens -> flush -> release, and what unlink,
+ * rename, getattr and open do to a file still staged.
+ *
+ * Must not: APPEND a file twice, or hold staged_lock across a server
+ * operation that getattr would wait for. */
+#include <errno.h>
+#include <fcntl.h>
+#include <string.h>
+#include <unistd.h>
+#include <glib.h>
+#include "fs_int.h"
+
+/* A file being written into a folder (cp, rsync): staged in the cache's
+ * tmp/ until its last close, then validated and APPENDed. */
+struct fs_staged {
+	char *path;          /* key in ctx->staged while not yet flushed */
+	int64_t folder_id;
+	char *name;
+	int fd;
+	char *tmp_path;      /* handed to sync_append, which consumes it */
+	int64_t mtime;       /* SYNC_NO_DATE until a utimens sets it */
+	int flushed;         /* the append was tried: never again */
+	int error;           /* its outcome, -errno */
+	int refs;
+};
+
+static void fs_staged_unref(struct fs_staged *sf)
+{
+	if (--sf->refs > 0)
+		return;
+	close(sf->fd);
+	g_free(sf->path);
+	g_free(sf->name);
+	g_free(sf->tmp_path);
+	g_free(sf);
+}
+
+/* The staged file at path, with a reference, or NULL. */
+static struct fs_staged *fs_staged_get(struct fs_ctx *ctx, const char *path)
+{
+	struct fs_staged *sf;
+
+	g_mutex_lock(&ctx->staged_lock);
+	sf = g_hash_table_lookup(ctx->staged, path);
+	if (sf)
+		sf->refs++;
+	g_mutex_unlock(&ctx->staged_lock);
+	return sf;
+}
+
+static void fs_staged_put(struct fs_ctx *ctx, struct fs_staged *sf)
+{
+	g_mutex_lock(&ctx->staged_lock);
+	fs_staged_unref(sf);
+	g_mutex_unlock(&ctx->staged_lock);
+}
+
+void fs_staged_init(struct fs_ctx *ctx)
+{
+	g_mutex_init(&ctx->staged_lock);
+	ctx->staged = g_hash_table_new(g_str_hash, g_str_equal);
+}
+
+void fs_staged_clear(struct fs_ctx *ctx)
+{
+	g_hash_table_destroy(ctx->staged);
+	g_mutex_clear(&ctx->staged_lock);
+}
+
+static int fs_staged_stat(struct fs_ctx *ctx, struct fs_staged *sf, struct stat *st)
+{
+	struct stat real;
+
+	if (fstat(sf->fd, &real) < 0)
+		return -errno;
+	memset(st, 0, sizeof *st);
+	st->st_mode = S_IFREG | 0644;
+	st->st_nlink = 1;
+	st->st_uid = ctx->uid;
+	st->st_gid = ctx->gid;
+	st->st_size = real.st_size;
+	st->st_blocks = real.st_blocks;
+	st->st_blksize = 4096;
+	st->st_mtime = st->st_ctime = st->st_atime =
+		sf->mtime != SYNC_NO_DATE ? (time_t)sf->mtime : real.st_mtime;
+	return 0;
+}
+
+int fs_staged_getattr(struct fs_ctx *ctx, const char *path, struct stat *st, int *rc)
+{
+	struct fs_staged *sf = fs_staged_get(ctx, path);
+
+	if (!sf)
+		return 0;
+	*rc = fs_staged_stat(ctx, sf, st);
+	fs_staged_put(ctx, sf);
+	return 1;
+}
+
+int fs_staged_open(struct fs_ctx *ctx, const char *path, struct fuse_file_info *fi)
+{
+	struct fs_staged *sf = fs_staged_get(ctx, path);
+	struct fs_handle *h;
+
+	if (!sf)
+		return 0;
+	/* Another open of a file still being written: share it. */
+	h = g_new0(struct fs_handle, 1);
+	h->fd = sf->fd;
+	h->staged = sf;
+	fi->fh = (uint64_t)(uintptr_t)h;
+	fi->direct_io = 1;
+	return 1;
+}
+
+int fs_staged_unlink(struct fs_ctx *ctx, const char *path)
+{
+	struct fs_staged *sf;
+
+	g_mutex_lock(&ctx->staged_lock);
+	sf = g_hash_table_lookup(ctx->staged, path);
+	if (sf) {
+		/* Removed before its last close (a temporary file): it will
+		 * never be appended, and its close is not an error. */
+		sf->flushed = 1;
+		sf->error = 0;
+		g_hash_table_remove(ctx->staged, path);
+		g_clear_pointer(&sf->path, g_free);
+		store_body_abort(ctx->store, sf->tmp_path);
+	}
+	g_mutex_unlock(&ctx->staged_lock);
+	return sf != NULL;
+}
+
+int fs_staged_rename(struct fs_ctx *ctx, const char *from, const char *to, int *rc)
+{
+	struct store_folder parent = { 0 };
+	struct fs_staged *sf;
+	const char *name;
+
+	g_mutex_lock(&ctx->staged_lock);
+	sf = g_hash_table_lookup(ctx->staged, from);
+	if (sf) {
+		/* Renamed while still open for writing: it keeps its data. */
+		*rc = fs_parent_folder(ctx, to, &parent, &name);
+		if (*rc == 0 && !parent.noselect && !g_hash_table_contains(ctx->staged, to)) {
+			g_hash_table_remove(ctx->staged, from);
+			g_free(sf->path);
+			g_free(sf->name);
+			sf->path = g_strdup(to);
+			sf->name = g_strdup(name);
+			sf->folder_id = parent.id;
+			g_hash_table_insert(ctx->staged, sf->path, sf);
+		} else {
+			*rc = *rc < 0 ? *rc : -EPERM;
+		}
+	}
+	g_mutex_unlock(&ctx->staged_lock);
+	store_folder_clear(&parent);
+	return sf != NULL;
+}
+
+int fs_write(const char *path, const char *buf, size_t size, off_t off,
+                    struct fuse_file_info *fi)
+{
+	struct fs_handle *h = fs_handle(fi);
+	ssize_t n;
+
+	/* Messages are immutable; a staged file once appended is one too. */
+	if (!h->staged || h->staged->flushed)
+		return -EPERM;
+	do
+		n = pwrite(h->fd, buf, size, off);
+	while (n < 0 && errno == EINTR);
+	return n < 0 ? -errno : (int)n;
+}
+
+/* The last close of a staged file: validate and APPEND it. close(2)
+ * returns what this returns (release's answer reaches nobody). */
+int fs_flush(const char *path, struct fuse_file_info *fi)
+{
+	struct fs_ctx *ctx = fs_ctx();
+	struct fs_handle *h = fs_handle(fi);
+	struct fs_staged *sf = h->staged;
+	struct stat real;
+	enum mf_status st;
+	char *tmp;
+	int first;
+
+	if (!sf)
+		return 0;
+	g_mutex_lock(&ctx->staged_lock);
+	first = !sf->flushed;
+	sf->flushed = 1;
+	if (first && sf->path)
+		g_hash_table_remove(ctx->staged, sf->path);
+	g_mutex_unlock(&ctx->staged_lock);
+	if (!first)
+		return sf->error;
+	if (fstat(sf->fd, &real) < 0) {
+		sf->error = -errno;
+		store_body_abort(ctx->store, sf->tmp_path);
+		return sf->error;
+	}
+	tmp = g_steal_pointer(&sf->tmp_path);
+	st = sync_append(ctx->sync, sf->folder_id, sf->name, sf->fd, tmp, (uint64_t)real.st_size,
+	                 sf->mtime);
+	g_free(tmp);
+	sf->error = fs_errno(st);
+	if (sf->path)
+		fs_invalidate(ctx, sf->path);
+	return sf->error;
+}
+
+int fs_release(const char *path, struct fuse_file_info *fi)
+{
+	struct fs_ctx *ctx = fs_ctx();
+	struct fs_handle *h = fs_handle(fi);
+
+	if (h->staged) {
+		g_mutex_lock(&ctx->staged_lock);
+		if (h->staged->refs == 1 && !h->staged->flushed) {
+			/* Closed without a flush: nothing is appended. */
+			h->staged->flushed = 1;
+			g_hash_table_remove(ctx->staged, h->staged->path);
+			store_body_abort(ctx->store, h->staged->tmp_path);
+		}
+		fs_staged_unref(h->staged);
+		g_mutex_unlock(&ctx->staged_lock);
+	} else {
+		close(h->fd);
+	}
+	g_free(h);
+	return 0;
+}
+
+int fs_create(const char *path, mode_t mode, struct fuse_file_info *fi)
+{
+	struct fs_ctx *ctx = fs_ctx();
+	struct store_folder f = { 0 };
+	struct store_message m = { 0 };
+	struct fs_staged *sf;
+	struct fs_handle *h;
+	const char *name;
+	int rc, fd;
+
+	if (ctx->cfg->readonly)
+		return -EROFS;
+	rc = fs_parent_folder(ctx, path, &f, &name);
+	if (rc == 1)
+		return -EPERM;  /* the root holds folders only */
+	if (rc < 0)
+		return rc;
+	if (f.noselect) {
+		store_folder_clear(&f);
+		return -EPERM;
+	}
+	if (store_message_by_name(ctx->store, f.id, name, &m) == MF_OK) {
+		store_message_clear(&m);
+		store_folder_clear(&f);
+		return -EEXIST;
+	}
+	sf = g_new0(struct fs_staged, 1);
+	fd = store_body_begin(ctx->store, &sf->tmp_path);
+	if (fd < 0) {
+		g_free(sf);
+		store_folder_clear(&f);
+		return -EIO;
+	}
+	sf->fd = fd;
+	sf->path = g_strdup(path);
+	sf->folder_id = f.id;
+	sf->name = g_strdup(name);
+	sf->mtime = SYNC_NO_DATE;
+	sf->refs = 1;
+	store_folder_clear(&f);
+	g_mutex_lock(&ctx->staged_lock);
+	if (g_hash_table_contains(ctx->staged, path)) {
+		g_mutex_unlock(&ctx->staged_lock);
+		store_body_abort(ctx->store, sf->tmp_path);
+		sf->refs = 0;
+		fs_staged_unref(sf);
+		return -EEXIST;
+	}
+	g_hash_table_insert(ctx->staged, sf->path, sf);
+	g_mutex_unlock(&ctx->staged_lock);
+	h = g_new0(struct fs_handle, 1);
+	h->fd = fd;
+	h->staged = sf;
+	fi->fh = (uint64_t)(uintptr_t)h;
+	fi->direct_io = 1;
+	return 0;
+}
+
+int fs_truncate(const char *path, off_t size, struct fuse_file_info *fi)
+{
+	struct fs_ctx *ctx = fs_ctx();
+	struct fs_staged *sf = fi ? fs_handle(fi)->staged : fs_staged_get(ctx, path);
+	int rc;
+
+	if (ctx->cfg->readonly)
+		return -EROFS;
+	if (!sf)
+		return -EPERM;  /* messages are immutable */
+	rc = sf->flushed ? -EPERM : ftruncate(sf->fd, size) < 0 ? -errno : 0;
+	if (!fi)
+		fs_staged_put(ctx, sf);
+	return rc;
+}
+
+/* Times: a staged file's mtime becomes the APPEND's INTERNALDATE (cp -p
+ * sets it before close); a stored message's date cannot change, and
+ * saying so would fail every rsync -t, so it is accepted as a no-op. */
+int fs_utimens(const char *path, const struct timespec tv[2], struct fuse_file_info *fi)
+{
+	struct fs_ctx *ctx = fs_ctx();
+	struct fs_staged *sf = fi ? fs_handle(fi)->staged : fs_staged_get(ctx, path);
+
+	if (ctx->cfg->readonly)
+		return -EROFS;
+	if (!sf)
+		return 0;
+	if (tv[1].tv_nsec == UTIME_NOW)
+		sf->mtime = g_get_real_time() / G_USEC_PER_SEC;
+	else if (tv[1].tv_nsec != UTIME_OMIT)
+		sf->mtime = tv[1].tv_sec;
+	if (!fi)
+		fs_staged_put(ctx, sf);
+	return 0;
+}

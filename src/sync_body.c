@@ -1,0 +1,206 @@
+/* sync_body.c — message bodies: an open served from the body cache, or
+ * downloaded into it first; and read-ahead for readers that go through a
+ * folder in order (tar, rsync, cp -r, grep -r), in name order or in UID
+ * order.
+ *
+ * Must not: read ahead with -o mark_seen (it would mark unread mail
+ * read), or hold the context's lock across a download. */
+#include <string.h>
+#include <unistd.h>
+#include "log.h"
+#include "stats.h"
+#include "sync_int.h"
+
+#define SYNC_RA_MAX_MESSAGES 64                 /* read-ahead batch: at most so many */
+#define SYNC_RA_MAX_BYTES (16 * 1024 * 1024)    /* and so many bytes */
+#define SYNC_RA_MAX_SIZE (1024 * 1024)          /* larger bodies come alone, in ranges */
+
+/* ---------------------------------------------------------------- bodies */
+
+struct sync_ra_pick {
+	GPtrArray *msgs;     /* struct store_message *, owned */
+	uint64_t bytes;
+};
+
+static int sync_ra_collect(void *ctx, const struct store_message *m)
+{
+	struct sync_ra_pick *p = ctx;
+	struct store_message *copy;
+
+	if (p->bytes + m->size > SYNC_RA_MAX_BYTES)
+		return 1;
+	copy = g_new0(struct store_message, 1);
+	copy->uid = m->uid;
+	copy->size = m->size;
+	copy->name = g_strdup(m->name);
+	copy->remote_id = g_strdup(m->remote_id);
+	g_ptr_array_add(p->msgs, copy);
+	p->bytes += m->size;
+	return 0;
+}
+
+static void sync_ra_free(gpointer p)
+{
+	store_message_clear(p);
+	g_free(p);
+}
+
+static int sync_ra_first(void *ctx, const struct store_message *m)
+{
+	struct store_message *next = ctx;
+
+	next->name = g_strdup(m->name);
+	next->uid = m->uid;
+	return 1;
+}
+
+/* Who comes after this batch, for the sequential test of the next miss:
+ * in the order the reader went, or in both (name order: the store's
+ * listings; UID order: a first listing) before it went any. */
+static void sync_ra_remember(struct sync_ctx *s, int64_t folder_id,
+                             const struct store_message *last, int streak, int by_uid)
+{
+	struct store_message by_name = { 0 }, by_number = { 0 };
+
+	if (streak < 2 || !by_uid)
+		store_messages_uncached_after(s->store, folder_id, last, 0, UINT64_MAX, 1,
+		                              sync_ra_first, &by_name);
+	if (streak < 2 || by_uid)
+		store_messages_uncached_after(s->store, folder_id, last, 1, UINT64_MAX, 1,
+		                              sync_ra_first, &by_number);
+	g_mutex_lock(&s->lock);
+	g_free(s->ra_next);
+	s->ra_next = by_name.name;
+	s->ra_next_uid = by_number.uid;
+	s->ra_folder = folder_id;
+	s->ra_streak = streak;
+	g_mutex_unlock(&s->lock);
+	g_free(by_number.name);
+}
+
+/* Downloads m's body into the cache, and with it the next uncached
+ * messages when the reader goes through the folder in order. Returns an
+ * fd on m's body in *fd_out. */
+static enum mf_status sync_fetch_into_cache(struct sync_ctx *s, const struct store_folder *f,
+                                            const struct store_message *m, int *fd_out,
+                                            int *size_changed)
+{
+	struct sync_ra_pick pick = { g_ptr_array_new_with_free_func(sync_ra_free), 0 };
+	struct mailbox_body_request *reqs = NULL;
+	char **tmp = NULL;
+	const struct store_message *last;
+	uint64_t written = 0;
+	enum mf_status st;
+	int streak = 0, by_uid = 0;
+	size_t n = 1, n_alloc;
+
+	g_mutex_lock(&s->lock);
+	if (s->ra_folder == f->id && s->ra_next && strcmp(s->ra_next, m->name) == 0) {
+		streak = s->ra_streak + 1;
+	} else if (s->ra_folder == f->id && s->ra_next_uid && s->ra_next_uid == m->uid) {
+		streak = s->ra_streak + 1;
+		by_uid = 1;
+	}
+	g_mutex_unlock(&s->lock);
+
+	/* From the third message read in order on: 8, 16, 32, then 64 at once.
+	 * Not with mark_seen: messages nobody read would be marked read. */
+	if (streak >= 2 && s->mb->ops->fetch_bodies && m->size <= SYNC_RA_MAX_SIZE &&
+	    !s->cfg->mark_seen) {
+		size_t want = (size_t)4 << (streak - 1 < 4 ? streak - 1 : 4);
+		if (want > SYNC_RA_MAX_MESSAGES)
+			want = SYNC_RA_MAX_MESSAGES;
+		pick.bytes = m->size;
+		store_messages_uncached_after(s->store, f->id, m, by_uid, SYNC_RA_MAX_SIZE, want - 1,
+		                              sync_ra_collect, &pick);
+		n = 1 + pick.msgs->len;
+	}
+	n_alloc = n;
+	reqs = g_new0(struct mailbox_body_request, n);
+	tmp = g_new0(char *, n);
+	for (size_t i = 0; i < n; i++) {
+		const struct store_message *x = i == 0 ? m : g_ptr_array_index(pick.msgs, i - 1);
+		reqs[i].uid = x->uid;
+		reqs[i].remote_id = x->remote_id;
+		reqs[i].size_hint = x->size;
+		reqs[i].fd = store_body_begin(s->store, &tmp[i]);
+		if (reqs[i].fd < 0) {
+			n = i;  /* fetch what has a file; m at least, or nothing */
+			break;
+		}
+	}
+	if (n == 0) {
+		st = MF_ERR_IO;
+		goto out;
+	}
+	if (n == 1) {
+		st = s->mb->ops->fetch_body(s->mb, f->wire_name, f->uidvalidity, m->uid, m->remote_id,
+		                            m->size, reqs[0].fd, &written);
+		reqs[0].status = st;
+	} else {
+		st = s->mb->ops->fetch_bodies(s->mb, f->wire_name, f->uidvalidity, reqs, n);
+		if (st == MF_OK)
+			st = reqs[0].status;
+	}
+	for (size_t i = 1; i < n; i++) {
+		if (reqs[i].status != MF_OK || store_body_commit(s->store, f->id, reqs[i].uid, tmp[i],
+		                                                 NULL) != MF_OK)
+			store_body_abort(s->store, tmp[i]);
+	}
+	if (st == MF_OK)
+		st = store_body_commit(s->store, f->id, m->uid, tmp[0], size_changed);
+	else
+		store_body_abort(s->store, tmp[0]);
+	if (st == MF_OK) {
+		/* The download's own fd still names the file after the rename,
+		 * and even after an eviction racing with us. */
+		*fd_out = reqs[0].fd;
+		reqs[0].fd = -1;
+	}
+	last = n > 1 ? g_ptr_array_index(pick.msgs, n - 2) : m;
+	sync_ra_remember(s, f->id, last, streak, by_uid);
+out:
+	for (size_t i = 0; i < n; i++)
+		if (reqs[i].fd >= 0)
+			close(reqs[i].fd);
+	for (size_t i = 0; i < n_alloc; i++)
+		g_free(tmp[i]);
+	g_free(tmp);
+	g_free(reqs);
+	g_ptr_array_free(pick.msgs, TRUE);
+	return st;
+}
+
+enum mf_status sync_body_open(struct sync_ctx *s, int64_t folder_id, uint32_t uid,
+                              int *fd_out, int *size_changed)
+{
+	struct store_folder f = { 0 };
+	struct store_message m = { 0 };
+	enum mf_status st;
+	int fd;
+
+	if (size_changed)
+		*size_changed = 0;
+	fd = store_body_open(s->store, folder_id, uid);
+	if (fd >= 0) {
+		stats_add(cache_hits, 1);
+		*fd_out = fd;
+		return MF_OK;
+	}
+	stats_add(cache_misses, 1);
+	if (!s->mb)
+		return MF_ERR_OFFLINE;
+	st = store_folder_by_id(s->store, folder_id, &f);
+	if (st == MF_OK)
+		st = store_message_by_uid(s->store, folder_id, uid, &m);
+	if (st == MF_OK)
+		st = sync_fetch_into_cache(s, &f, &m, fd_out, size_changed);
+	if (st == MF_ERR_NOTFOUND)
+		log_warn("message %u of %s is gone from the server", uid, f.path ? f.path : "?");
+	else if (st != MF_OK)
+		log_warn("cannot fetch message %u of %s: %s", uid, f.path ? f.path : "?",
+		         mf_status_str(st));
+	store_message_clear(&m);
+	store_folder_clear(&f);
+	return st;
+}

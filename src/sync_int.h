@@ -1,0 +1,114 @@
+/* sync_int.h — what the sync layer's files share; nothing outside
+ * src/sync*.c includes it.
+ *
+ *   sync.c        the context, the folder list, one folder's re-check and
+ *                 who waits for it (freshness, settle), local uids
+ *   sync_live.c   parse jobs for new messages, a first listing shown as
+ *                 it arrives
+ *   sync_body.c   bodies on first read, read-ahead
+ *   sync_write.c  APPEND, move, remove, flags, folder create/delete/rename,
+ *                 quota
+ *
+ * sync is the layer between fs and the store and mailbox drivers: it is
+ * the only one that sees both. It asks a driver what it can do through
+ * mailbox_ops.caps, never which protocol it speaks. */
+#ifndef MAILFS_SYNC_INT_H
+#define MAILFS_SYNC_INT_H
+
+#include "mailbox.h"
+#include "mime.h"
+#include "sync.h"
+
+_Static_assert(SYNC_NO_DATE == MAILBOX_NO_DATE, "one 'no date' for fs and the drivers");
+
+#define SYNC_RETRY_MIN_US (5 * G_USEC_PER_SEC)  /* after a failure, wait this long at least */
+
+struct sync_ctx {
+	const struct mf_config *cfg;   /* borrowed */
+	struct store *store;           /* borrowed */
+	struct mailbox *mb;            /* borrowed; NULL when offline */
+	GMutex lock;
+	GCond cond;
+	GHashTable *busy;              /* folder id -> 1 while a sync of it runs */
+	GHashTable *writing;           /* folder id -> 1 while its first listing,
+	                                  shown as it arrives, is not stored yet */
+	int storing;                   /* threads making such listings */
+	GHashTable *attempted;         /* folder id -> monotonic µs of the last try */
+	int folders_busy;
+	gint64 folders_attempted;      /* monotonic µs of the last LIST, 0 never */
+	gint64 quota_at;               /* monotonic µs of the last quota answer */
+	enum mf_status quota_status;
+	uint64_t quota_used, quota_limit;
+	/* Read-ahead for sequential readers (tar, rsync, grep -r): */
+	int64_t ra_folder;             /* folder of the last miss */
+	char *ra_next;                 /* the uncached message a sequential reader opens next, */
+	uint32_t ra_next_uid;          /* by name or by UID (0: none) */
+	int ra_streak;                 /* sequential misses in a row */
+};
+
+/* new_only: after our own change, fetch just the messages above the
+ * cached UIDs; live: see sync_folder_live (sync.c). */
+enum mf_status sync_folder_run(struct sync_ctx *s, int64_t folder_id, int force,
+                               int new_only, int *changed, struct sync_live **live);
+
+/* ---- sync_live.c */
+
+/* Header parsing and name derivation of new messages, on a pool of
+ * threads, while the rest of the listing is still arriving. */
+struct sync_parse_job {
+	char *headers;            /* copies: a retried sync frees the first attempt's */
+	size_t headers_len;
+	char *flags;
+	uint64_t size;
+	int64_t internaldate;
+	uint32_t uid;
+	int parsed;               /* with a live listing: set under its lock */
+	struct mime_header_info info;
+	char *name;
+};
+
+/* A folder's first listing, shown while it arrives: the parsed messages
+ * are named in UID order (as the store will name them) and appended here,
+ * where readdir takes them. Shared by the sync and each reader. */
+struct sync_live {
+	gint refs;
+	GMutex lock;
+	GCond cond;
+	GPtrArray *entries;       /* struct sync_live_entry *, owned */
+	int complete;
+	enum mf_status status;    /* once complete */
+	/* The sync's side (under lock): */
+	struct store_namer *namer;
+	GPtrArray *jobs;          /* the parser's jobs, grown under lock */
+	guint next;               /* jobs[0..next) are named or skipped */
+	uint32_t named_uid;       /* the highest UID shown */
+	int naming;               /* parsed jobs are named as they come */
+	int hide_deleted;         /* \Deleted entries are hidden */
+};
+
+struct sync_parser {
+	const struct sync_ctx *s;
+	GThreadPool *pool;
+	GPtrArray *jobs;          /* struct sync_parse_job *, in added order */
+	guint queued;             /* jobs[0..queued) are in the pool */
+	struct sync_live *live;   /* NULL: no listing is shown before the end */
+};
+
+/* Jobs go to the pool in batches: a wake-up per message costs more than
+ * parsing it. */
+#define SYNC_PARSE_BATCH 32
+
+
+struct sync_live *sync_live_new(int hide_deleted);
+/* The listing is complete: jobs (NULL on failure) were its messages, st
+ * why it ended. */
+void sync_live_complete(struct sync_live *l, GPtrArray *jobs, enum mf_status st);
+/* mailbox_sync_request.on_added for a struct sync_parser. */
+void sync_on_added(void *ctx, const struct mailbox_message *m);
+void sync_parse_wait(struct sync_parser *p);
+void sync_parse_finish(struct sync_parser *p, GArray *added);
+void sync_parse_job_free(gpointer data);
+/* The store's row for a parsed job. */
+struct store_sync_message sync_row_of(const struct sync_parse_job *j, const char *remote_id);
+
+#endif
