@@ -24,7 +24,7 @@ PKGS       := fuse3 libcurl gmime-3.0 sqlite3
 # not with a compiler error about a missing header. (Not for clean and
 # the targets that install the libraries' packages.)
 ifneq ($(filter-out clean demo-stop uninstall,$(or $(MAKECMDGOALS),all)),)
-PKG_MISSING := $(foreach p,$(PKGS),$(if $(shell $(PKG_CONFIG) --exists $(p) 2>/dev/null && echo y),,$(p)))
+PKG_MISSING := $(strip $(foreach p,$(PKGS),$(if $(shell $(PKG_CONFIG) --exists $(p) 2>/dev/null && echo y),,$(p))))
 ifneq ($(PKG_MISSING),)
 $(error $(PKG_CONFIG) cannot find: $(PKG_MISSING) (packaging/deps.sh installs them))
 endif
