@@ -9,6 +9,7 @@
  *                  reply, untagged state, SELECT/EXAMINE, FETCH helper
  *   imap_pool.c    the pool: open and free a connection, acquire a
  *                  spare one or a new one, release, with_conn (retry)
+ *                  and with_conn_once
  *   imap_read.c    LIST, folder sync (incl. SEARCH), bodies (ranges,
  *                  read-ahead)
  *   imap_write.c   APPEND, MOVE/COPY, EXPUNGE, flags,
@@ -94,6 +95,8 @@ enum mf_status imap_acquire(struct imap_driver *d, const char *folder,
 void imap_release(struct imap_driver *d, struct imap_conn *c);
 enum mf_status imap_with_conn(struct imap_driver *d, const char *folder,
                               imap_op_fn op, void *arg);
+enum mf_status imap_with_conn_once(struct imap_driver *d, const char *folder,
+                                   imap_op_fn op, void *arg);
 
 /* imap_read.c: SEARCH's UIDs, for sync and for expunge */
 struct imap_search_ctx {

@@ -207,3 +207,18 @@ enum mf_status imap_with_conn(struct imap_driver *d, const char *folder,
 	}
 	return st;
 }
+
+/* Runs op once on a pooled connection: for an operation that must not be
+ * repeated when its answer is lost. */
+enum mf_status imap_with_conn_once(struct imap_driver *d, const char *folder,
+                                   imap_op_fn op, void *arg)
+{
+	struct imap_conn *c;
+	enum mf_status st = imap_acquire(d, folder, &c);
+
+	if (st != MF_OK)
+		return st;
+	st = op(c, arg);
+	imap_release(d, c);
+	return st;
+}

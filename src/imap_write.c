@@ -266,15 +266,10 @@ enum mf_status imap_append(struct mailbox *mb, const char *wire_name, int fd,
 {
 	struct imap_driver *d = (struct imap_driver *)mb;
 	struct imap_append_ctx ac = { wire_name, fd, offset, size, internaldate, 0 };
-	struct imap_conn *c;
 	enum mf_status st;
 
 	/* Not retried: a lost answer could hide an APPEND that took place. */
-	st = imap_acquire(d, wire_name, &c);
-	if (st != MF_OK)
-		return st;
-	st = imap_append_op(c, &ac);
-	imap_release(d, c);
+	st = imap_with_conn_once(d, wire_name, imap_append_op, &ac);
 	*uid_out = ac.uid;
 	return st;
 }
