@@ -1,0 +1,293 @@
+/* imap_engine.c — the IMAP command engine: one connection's bytes in and
+ * out over net.c, several tagged commands in flight per connection,
+ * untagged responses noted (capabilities, EXISTS, UIDVALIDITY...) and
+ * handed to the command's caller; SELECT and EXAMINE.
+ *
+ * Parsing is imap_parse.c's job (pure); this file only moves bytes and
+ * interprets parsed responses. Must not: touch SQLite or FUSE, or wait
+ * without a bound. */
+#include <stdlib.h>
+#include <string.h>
+#include <glib.h>
+#include "imap_int.h"
+#include "log.h"
+
+static void imap_conn_note_capabilities(struct imap_conn *c, const struct imap_value *list)
+{
+	static const struct { const char *name; unsigned bit; } known[] = {
+		{ "LITERAL+", IMAP_CAP_LITERAL_PLUS }, { "LITERAL-", IMAP_CAP_LITERAL_MINUS },
+		{ "MOVE", IMAP_CAP_MOVE }, { "UIDPLUS", IMAP_CAP_UIDPLUS },
+		{ "CONDSTORE", IMAP_CAP_CONDSTORE }, { "QRESYNC", IMAP_CAP_QRESYNC },
+		{ "QUOTA", IMAP_CAP_QUOTA },
+	};
+	c->caps = 0;
+	for (size_t i = 0; i < list->count; i++)
+		for (size_t k = 0; k < G_N_ELEMENTS(known); k++)
+			if (imap_value_is_atom(&list->items[i], known[k].name))
+				c->caps |= known[k].bit;
+}
+
+/* State every command's untagged responses may carry, whoever waits. */
+static void imap_conn_note_untagged(struct imap_conn *c, const struct imap_response *r)
+{
+	uint64_t n;
+
+	if (r->kind != IMAP_RESPONSE_UNTAGGED || !r->keyword)
+		return;
+	if (r->has_number && strcmp(r->keyword, "EXISTS") == 0) {
+		c->exists = r->number;
+	} else if (r->has_number && strcmp(r->keyword, "EXPUNGE") == 0) {
+		if (c->exists)
+			c->exists--;
+	} else if (strcmp(r->keyword, "CAPABILITY") == 0) {
+		imap_conn_note_capabilities(c, &r->args);
+	} else if (strcmp(r->keyword, "BYE") == 0) {
+		c->broken = 1;
+	} else if (r->status == IMAP_STATUS_OK && r->code.type == IMAP_VALUE_LIST &&
+	           r->code.count >= 2 && imap_value_number(&r->code.items[1], &n) == 0) {
+		if (imap_value_is_atom(&r->code.items[0], "UIDVALIDITY"))
+			c->uidvalidity = (uint32_t)n;
+		else if (imap_value_is_atom(&r->code.items[0], "UIDNEXT"))
+			c->uidnext = (uint32_t)n;
+		else if (imap_value_is_atom(&r->code.items[0], "HIGHESTMODSEQ"))
+			c->highestmodseq = n;
+	}
+}
+
+static void imap_trace(const char *dir, const char *data, size_t len)
+{
+	if (!log_debug_enabled())
+		return;
+	while (len > 0 && (data[len - 1] == '\n' || data[len - 1] == '\r'))
+		len--;
+	log_debug("%s %.*s%s", dir, (int)(len > 300 ? 300 : len), data, len > 300 ? "..." : "");
+}
+
+/* Reads one whole response into *r. */
+static enum mf_status imap_read_response(struct imap_conn *c, struct imap_response *r)
+{
+	size_t want = 0;
+
+	for (;;) {
+		size_t avail = c->in_len - c->in_pos;
+		if (avail > 0 && avail >= want) {
+			size_t consumed = 0, need = 0;
+			enum imap_parse_result res = imap_parse_response(c->in + c->in_pos, avail,
+			                                                 &consumed, &need, r);
+			if (res == IMAP_PARSE_OK) {
+				imap_trace("S:", c->in + c->in_pos, consumed);
+				c->in_pos += consumed;
+				return MF_OK;
+			}
+			if (res == IMAP_PARSE_ERROR) {
+				log_error("malformed IMAP response: %.*s", (int)(consumed > 200 ? 200 : consumed),
+				          c->in + c->in_pos);
+				c->broken = 1;
+				return MF_ERR_PROTOCOL;
+			}
+			want = need > avail ? need : avail + 1;
+		}
+		if (c->in_pos > 0 && (c->in_pos == c->in_len || c->in_pos > c->in_cap / 2)) {
+			memmove(c->in, c->in + c->in_pos, c->in_len - c->in_pos);
+			c->in_len -= c->in_pos;
+			c->in_pos = 0;
+		}
+		size_t target = c->in_pos + (want > 65536 ? want : 65536);
+		if (c->in_cap < target) {
+			c->in_cap = target > c->in_cap * 2 ? target : c->in_cap * 2;
+			c->in = g_realloc(c->in, c->in_cap);
+		}
+		size_t got = 0;
+		enum mf_status st = net_recv(c->net, c->in + c->in_len, c->in_cap - c->in_len, &got);
+		if (st != MF_OK) {
+			if (!c->broken || st != MF_ERR_IO)
+				log_warn("IMAP connection lost: %s", mf_status_str(st));
+			c->broken = 1;
+			return st;
+		}
+		c->in_len += got;
+	}
+}
+
+/* Sends "<tag> <command>\r\n"; command is complete IMAP text (arguments
+ * already quoted). Returns the tag number, 0 when the connection failed. */
+unsigned imap_send(struct imap_conn *c, const char *command)
+{
+	unsigned tag = ++c->next_tag;
+	char *line = g_strdup_printf("M%u %s\r\n", tag, command);
+	enum mf_status st;
+
+	imap_trace("C:", line, strlen(line));
+	st = c->broken ? MF_ERR_IO : net_send(c->net, line, strlen(line));
+	g_free(line);
+	if (st != MF_OK) {
+		c->broken = 1;
+		return 0;
+	}
+	return tag;
+}
+
+static enum mf_status imap_status_of(const struct imap_response *r)
+{
+	if (r->status == IMAP_STATUS_OK)
+		return MF_OK;
+	if (r->code.type == IMAP_VALUE_LIST && r->code.count > 0 &&
+	    (imap_value_is_atom(&r->code.items[0], "OVERQUOTA") ||
+	     imap_value_is_atom(&r->code.items[0], "LIMIT")))
+		return MF_ERR_QUOTA;
+	if (r->code.type == IMAP_VALUE_LIST && r->code.count > 0 &&
+	    imap_value_is_atom(&r->code.items[0], "NONEXISTENT"))
+		return MF_ERR_NOTFOUND;
+	if (r->code.type == IMAP_VALUE_LIST && r->code.count > 0 &&
+	    imap_value_is_atom(&r->code.items[0], "ALREADYEXISTS"))
+		return MF_ERR_EXISTS;  /* RFC 5530: CREATE or RENAME onto a folder that is there */
+	return MF_ERR_REFUSED;
+}
+
+/* Reads responses until the completion of tag, passing untagged ones to
+ * fn (may be NULL). Completions of other tags are remembered for their
+ * own wait. Returns the tag's outcome; when final is not NULL it receives
+ * the tagged response itself (caller frees; zeroed when the outcome was
+ * read earlier or the connection failed). When continuation is not NULL,
+ * a "+" ends the wait too, with *continuation set to 1. */
+enum mf_status imap_wait_full(struct imap_conn *c, unsigned tag,
+                              imap_untagged_fn fn, void *ctx,
+                              struct imap_response *final, int *continuation)
+{
+	char want[16];
+
+	if (final)
+		memset(final, 0, sizeof *final);
+	if (tag == 0)
+		return MF_ERR_IO;
+	for (guint i = 0; i < c->done->len; i++) {
+		struct imap_done_tag *d = &g_array_index(c->done, struct imap_done_tag, i);
+		if (d->tag == tag) {
+			enum mf_status st = d->status;
+			g_array_remove_index_fast(c->done, i);
+			return st;
+		}
+	}
+	g_snprintf(want, sizeof want, "M%u", tag);
+	for (;;) {
+		struct imap_response r = { 0 };
+		enum mf_status st = imap_read_response(c, &r);
+		if (st != MF_OK)
+			return st;
+		if (r.kind == IMAP_RESPONSE_TAGGED) {
+			st = imap_status_of(&r);
+			if (st != MF_OK)
+				log_warn("server refused %s: %s %s", r.tag, r.keyword ? r.keyword : "",
+				         r.text ? r.text : "");
+			if (strcmp(r.tag, want) == 0) {
+				if (final)
+					*final = r;
+				else
+					imap_response_free(&r);
+				return st;
+			}
+			unsigned other = 0;
+			if (r.tag[0] == 'M')
+				other = (unsigned)strtoul(r.tag + 1, NULL, 10);
+			struct imap_done_tag d = { other, st };
+			g_array_append_val(c->done, d);
+		} else if (r.kind == IMAP_RESPONSE_UNTAGGED) {
+			imap_conn_note_untagged(c, &r);
+			if (fn)
+				fn(ctx, c, &r);
+		} else if (continuation) {
+			*continuation = 1;
+			imap_response_free(&r);
+			return MF_OK;
+		}
+		imap_response_free(&r);
+	}
+}
+
+enum mf_status imap_wait(struct imap_conn *c, unsigned tag,
+                         imap_untagged_fn fn, void *ctx)
+{
+	return imap_wait_full(c, tag, fn, ctx, NULL, NULL);
+}
+
+enum mf_status imap_command(struct imap_conn *c, const char *command,
+                            imap_untagged_fn fn, void *ctx)
+{
+	return imap_wait(c, imap_send(c, command), fn, ctx);
+}
+
+/* Appends a mailbox name argument: quoted, or as a LITERAL+ literal when
+ * it holds bytes a quoted string cannot. The name can never end the
+ * command early or start another. */
+enum mf_status imap_append_mailbox(struct imap_conn *c, GString *cmd, const char *name)
+{
+	if (imap_quote(cmd, name) == 0)
+		return MF_OK;
+	if (!(c->caps & IMAP_CAP_LITERAL_PLUS) || strchr(name, '\r') || strchr(name, '\n'))
+		return MF_ERR_INVAL;
+	g_string_append_printf(cmd, "{%zu+}\r\n%s", strlen(name), name);
+	return MF_OK;
+}
+
+/* SELECT (rw) or EXAMINE the folder, fresh. */
+static enum mf_status imap_select_mode(struct imap_conn *c, const char *wire_name, int rw)
+{
+	GString *cmd;
+	enum mf_status st;
+
+	g_clear_pointer(&c->selected, g_free);
+	c->exists = c->uidvalidity = c->uidnext = 0;
+	c->highestmodseq = 0;
+	cmd = g_string_new(rw ? "SELECT " : "EXAMINE ");
+	st = imap_append_mailbox(c, cmd, wire_name);
+	if (st == MF_OK) {
+		if (c->caps & IMAP_CAP_CONDSTORE)
+			g_string_append(cmd, " (CONDSTORE)");
+		st = imap_command(c, cmd->str, NULL, NULL);
+	}
+	g_string_free(cmd, TRUE);
+	if (st == MF_ERR_REFUSED)
+		st = MF_ERR_NOTFOUND;  /* the folder is gone, or not selectable */
+	if (st == MF_OK) {
+		c->selected = g_strdup(wire_name);
+		c->selected_rw = rw;
+	}
+	return st;
+}
+
+/* EXAMINE folder (read-only: no flag changes, no \Recent taken) unless it
+ * is already selected and fresh is 0. */
+enum mf_status imap_examine(struct imap_conn *c, const char *wire_name, int fresh)
+{
+	if (!fresh && c->selected && strcmp(c->selected, wire_name) == 0)
+		return MF_OK;
+	return imap_select_mode(c, wire_name, 0);
+}
+
+/* SELECTs folder for changes and checks that uidvalidity still holds. */
+enum mf_status imap_select_rw(struct imap_conn *c, const char *folder, uint32_t uidvalidity)
+{
+	enum mf_status st = MF_OK;
+
+	if (!(c->selected && c->selected_rw && strcmp(c->selected, folder) == 0))
+		st = imap_select_mode(c, folder, 1);
+	if (st == MF_OK && uidvalidity && c->uidvalidity != uidvalidity)
+		st = MF_ERR_NOTFOUND;
+	return st;
+}
+
+/* The attribute list of an untagged "* n FETCH (...)" that carries a
+ * UID, with the UID in *uid; NULL for anything else (an unsolicited
+ * FETCH without UID is none of ours). */
+const struct imap_value *imap_fetch_attributes(const struct imap_response *r, uint64_t *uid)
+{
+	const struct imap_value *list;
+
+	if (strcmp(r->keyword, "FETCH") != 0 || r->args.count < 1 ||
+	    r->args.items[0].type != IMAP_VALUE_LIST)
+		return NULL;
+	list = &r->args.items[0];
+	if (imap_value_number(imap_fetch_get(list, "UID"), uid) != 0 || *uid == 0 || *uid > UINT32_MAX)
+		return NULL;
+	return list;
+}

@@ -1,0 +1,137 @@
+/* imap_int.h — what the IMAP driver's files share, and nothing outside
+ * them includes (no public API here: that is imap_mailbox_open in
+ * mailbox.h). The driver is a command engine over net.c with several
+ * tagged commands in flight per connection, a pool of connections, and
+ * the mailbox operations built on it:
+ *
+ *   imap.c         the mailbox_ops table, imap_mailbox_open, destroy
+ *   imap_engine.c  the command engine: read, send, wait, status of a
+ *                  reply, untagged state, SELECT/EXAMINE, FETCH helper
+ *   imap_pool.c    the pool: open and free a connection, acquire a
+ *                  spare one or a new one, release, with_conn (retry)
+ *                  and with_conn_once
+ *   imap_read.c    LIST, folder sync (incl. SEARCH), bodies (ranges,
+ *                  read-ahead)
+ *   imap_write.c   APPEND, MOVE/COPY, EXPUNGE, flags,
+ *                  CREATE/RENAME/DELETE, quota
+ *
+ * Parsing is imap_parse.c's job (pure). */
+#ifndef MAILFS_IMAP_INT_H
+#define MAILFS_IMAP_INT_H
+
+#include <stdint.h>
+#include <glib.h>
+#include "imap_parse.h"
+#include "mailbox.h"
+#include "net.h"
+
+enum imap_capability {
+	IMAP_CAP_LITERAL_PLUS = 1 << 0,
+	IMAP_CAP_MOVE = 1 << 1,
+	IMAP_CAP_UIDPLUS = 1 << 2,
+	IMAP_CAP_CONDSTORE = 1 << 3,
+	IMAP_CAP_QRESYNC = 1 << 4,
+	IMAP_CAP_QUOTA = 1 << 5,
+	IMAP_CAP_LITERAL_MINUS = 1 << 6,
+};
+
+struct imap_done_tag {
+	unsigned tag;
+	enum mf_status status;
+};
+
+struct imap_conn {
+	struct net_conn *net;
+	char *in;              /* received bytes not yet parsed start at in_pos */
+	size_t in_pos, in_len, in_cap;
+	unsigned next_tag;
+	GArray *done;          /* struct imap_done_tag: completions read early */
+	unsigned caps;
+	int broken;            /* the connection is unusable: close, don't reuse */
+	int reused;            /* it served an earlier operation */
+	char *selected;        /* wire name of the selected folder, or NULL */
+	int selected_rw;       /* selected with SELECT (else EXAMINE) */
+	gint64 spare_since;    /* monotonic µs when it went back to the pool */
+	uint32_t exists, uidvalidity, uidnext;
+	uint64_t highestmodseq;
+};
+
+struct imap_driver {
+	struct mailbox base;
+	const struct mf_config *cfg;
+	GMutex lock;
+	GCond cond;
+	GPtrArray *spare;      /* struct imap_conn * ready for use */
+	int total;             /* open or opening connections */
+	int lost;              /* connections dropped, to count reconnects */
+	char delim;            /* hierarchy delimiter seen in LIST, 0 unknown */
+};
+
+typedef void (*imap_untagged_fn)(void *ctx, struct imap_conn *c,
+                                 const struct imap_response *r);
+
+/* An operation imap_with_conn runs on a pooled connection. */
+typedef enum mf_status (*imap_op_fn)(struct imap_conn *c, void *arg);
+
+/* imap_engine.c */
+unsigned imap_send(struct imap_conn *c, const char *command);
+enum mf_status imap_wait_full(struct imap_conn *c, unsigned tag,
+                              imap_untagged_fn fn, void *ctx,
+                              struct imap_response *final, int *continuation);
+enum mf_status imap_wait(struct imap_conn *c, unsigned tag,
+                         imap_untagged_fn fn, void *ctx);
+enum mf_status imap_command(struct imap_conn *c, const char *command,
+                            imap_untagged_fn fn, void *ctx);
+enum mf_status imap_append_mailbox(struct imap_conn *c, GString *cmd, const char *name);
+enum mf_status imap_examine(struct imap_conn *c, const char *wire_name, int fresh);
+enum mf_status imap_select_rw(struct imap_conn *c, const char *folder, uint32_t uidvalidity);
+const struct imap_value *imap_fetch_attributes(const struct imap_response *r, uint64_t *uid);
+
+/* imap_pool.c */
+enum mf_status imap_conn_open(const struct mf_config *cfg, struct imap_conn **out, char **err);
+void imap_conn_free(struct imap_conn *c);
+enum mf_status imap_acquire(struct imap_driver *d, const char *folder,
+                            struct imap_conn **out);
+void imap_release(struct imap_driver *d, struct imap_conn *c);
+enum mf_status imap_with_conn(struct imap_driver *d, const char *folder,
+                              imap_op_fn op, void *arg);
+enum mf_status imap_with_conn_once(struct imap_driver *d, const char *folder,
+                                   imap_op_fn op, void *arg);
+
+/* imap_read.c: SEARCH's UIDs, for sync and for expunge */
+struct imap_search_ctx {
+	GArray *uids;
+};
+
+void imap_search_untagged(void *ctx, struct imap_conn *c, const struct imap_response *r);
+
+/* imap_read.c: mailbox_ops */
+enum mf_status imap_list_folders(struct mailbox *mb, GPtrArray **out);
+enum mf_status imap_sync_folder(struct mailbox *mb, const struct mailbox_sync_request *req,
+                                struct mailbox_sync_result *out);
+enum mf_status imap_fetch_body(struct mailbox *mb, const char *wire_name,
+                               uint32_t uidvalidity, uint32_t uid,
+                               const char *remote_id, uint64_t size_hint,
+                               int fd, uint64_t *written);
+enum mf_status imap_fetch_bodies(struct mailbox *mb, const char *wire_name,
+                                 uint32_t uidvalidity,
+                                 struct mailbox_body_request *reqs, size_t n);
+
+/* imap_write.c: mailbox_ops */
+enum mf_status imap_append(struct mailbox *mb, const char *wire_name, int fd,
+                           uint64_t offset, uint64_t size, int64_t internaldate,
+                           uint32_t *uid_out);
+enum mf_status imap_move(struct mailbox *mb, const char *src_wire, uint32_t uidvalidity,
+                         uint32_t uid, uint64_t size, const char *message_id,
+                         const char *dst_wire, uint32_t *dst_uid);
+enum mf_status imap_expunge(struct mailbox *mb, const char *wire_name,
+                            uint32_t uidvalidity, uint32_t uid);
+enum mf_status imap_set_flags(struct mailbox *mb, const char *wire_name,
+                              uint32_t uidvalidity, uint32_t uid, const char *flags);
+enum mf_status imap_create_folder(struct mailbox *mb, const char *path);
+enum mf_status imap_delete_folder(struct mailbox *mb, const char *wire_name);
+enum mf_status imap_rename_folder(struct mailbox *mb, const char *old_wire,
+                                  const char *new_path);
+enum mf_status imap_quota(struct mailbox *mb, uint64_t *used, uint64_t *limit);
+
+#endif

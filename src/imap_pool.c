@@ -1,0 +1,224 @@
+/* imap_pool.c — the IMAP driver's pool of connections: opens them up to
+ * the configured number, hands one out (best one with the folder already
+ * selected), checks that a spare connection is still open before reuse,
+ * and retries an operation once on a fresh connection.
+ *
+ * Must not: hold the pool lock across I/O, or wait without a bound. */
+#include <string.h>
+#include <glib.h>
+#include "imap_int.h"
+#include "log.h"
+#include "stats.h"
+
+#define IMAP_SPARE_CHECK_US (20 * G_USEC_PER_SEC)
+
+void imap_conn_free(struct imap_conn *c)
+{
+	if (!c)
+		return;
+	if (c->net && !c->broken) {
+		/* curl sends no LOGOUT at cleanup (NOTES.md). */
+		imap_command(c, "LOGOUT", NULL, NULL);
+	}
+	net_close(c->net);
+	g_free(c->in);
+	g_array_free(c->done, TRUE);
+	g_free(c->selected);
+	g_free(c);
+}
+
+enum mf_status imap_conn_open(const struct mf_config *cfg, struct imap_conn **out, char **err)
+{
+	struct imap_conn *c = g_new0(struct imap_conn, 1);
+	enum mf_status st;
+
+	c->done = g_array_new(FALSE, FALSE, sizeof(struct imap_done_tag));
+	c->spare_since = g_get_monotonic_time();
+	st = net_connect(cfg, &c->net, err);
+	if (st != MF_OK) {
+		c->broken = 1;
+		imap_conn_free(c);
+		return st;
+	}
+	/* curl read the capabilities before login; those after may differ. */
+	st = imap_command(c, "CAPABILITY", NULL, NULL);
+	if (st != MF_OK) {
+		*err = g_strdup_printf("CAPABILITY failed: %s", mf_status_str(st));
+		c->broken = 1;
+		imap_conn_free(c);
+		return st;
+	}
+	*out = c;
+	return MF_OK;
+}
+
+/* Whether a spare connection was closed by the server (or the network)
+ * while it sat in the pool. Bytes it sent meanwhile (untagged news) are
+ * kept for the next command's reader. */
+static int imap_conn_closed_meanwhile(struct imap_conn *c)
+{
+	size_t got;
+
+	/* A "* BYE" may come before the close: read all that waits. */
+	do {
+		if (c->in_cap - c->in_len < 4096) {
+			c->in_cap = c->in_cap * 2 + 4096;
+			c->in = g_realloc(c->in, c->in_cap);
+		}
+		got = 0;
+		if (net_peek_closed(c->net, c->in + c->in_len, c->in_cap - c->in_len, &got)) {
+			c->broken = 1;
+			return 1;
+		}
+		c->in_len += got;
+	} while (got > 0);
+	return 0;
+}
+
+/* Takes a connection from the pool, preferring one that has folder
+ * selected; opens a new one when the pool has room; waits (bounded)
+ * otherwise. */
+enum mf_status imap_acquire(struct imap_driver *d, const char *folder,
+                            struct imap_conn **out)
+{
+	gint64 deadline = g_get_monotonic_time() + (gint64)d->cfg->timeout * G_USEC_PER_SEC;
+	struct imap_conn *c = NULL;
+	enum mf_status st;
+	char *err = NULL;
+	int counted_reconnect = 0;
+
+	g_mutex_lock(&d->lock);
+	for (;;) {
+		/* Best a spare connection on this folder, then one on no folder;
+		 * rather than make a spare one switch folders, open another while
+		 * there is room: each busy folder keeps a connection of its own
+		 * (a mv between two folders would SELECT back and forth). */
+		int pick = -1, blank = -1;
+		for (guint i = 0; i < d->spare->len; i++) {
+			struct imap_conn *ci = g_ptr_array_index(d->spare, i);
+			if (folder && ci->selected && strcmp(ci->selected, folder) == 0)
+				pick = (int)i;
+			else if (!ci->selected && blank < 0)
+				blank = (int)i;
+		}
+		if (pick < 0)
+			pick = blank;
+		if (pick < 0 && d->spare->len > 0 && (!folder || d->total >= d->cfg->connections))
+			pick = (int)d->spare->len - 1;
+		if (pick >= 0) {
+			c = g_ptr_array_steal_index_fast(d->spare, (guint)pick);
+			g_mutex_unlock(&d->lock);
+			c->reused = 1;
+			/* A server may drop a connection left unused: find out now,
+			 * not in the middle of a command that must not be repeated.
+			 * A close already seen costs nothing to notice; a long spell
+			 * as a spare is worth a NOOP. */
+			if (imap_conn_closed_meanwhile(c) ||
+			    (g_get_monotonic_time() - c->spare_since > IMAP_SPARE_CHECK_US &&
+			     imap_command(c, "NOOP", NULL, NULL) != MF_OK)) {
+				imap_release(d, c);
+				g_mutex_lock(&d->lock);
+				continue;
+			}
+			*out = c;
+			return MF_OK;
+		}
+		if (d->total < d->cfg->connections) {
+			d->total++;
+			if (d->lost > 0) {
+				d->lost--;
+				counted_reconnect = 1;
+			}
+			break;
+		}
+		if (!g_cond_wait_until(&d->cond, &d->lock, deadline)) {
+			g_mutex_unlock(&d->lock);
+			log_warn("no IMAP connection free within %d s", d->cfg->timeout);
+			return MF_ERR_TIMEOUT;
+		}
+	}
+	g_mutex_unlock(&d->lock);
+
+	st = imap_conn_open(d->cfg, &c, &err);
+	if (st != MF_OK) {
+		log_warn("cannot open an IMAP connection: %s", err ? err : mf_status_str(st));
+		g_free(err);
+		g_mutex_lock(&d->lock);
+		d->total--;
+		if (counted_reconnect)
+			d->lost++;
+		/* A server that allows no more connections: a spare one serves. */
+		if (d->spare->len > 0) {
+			c = g_ptr_array_steal_index_fast(d->spare, d->spare->len - 1);
+			g_mutex_unlock(&d->lock);
+			c->reused = 1;
+			*out = c;
+			return MF_OK;
+		}
+		g_cond_signal(&d->cond);
+		g_mutex_unlock(&d->lock);
+		return st;
+	}
+	if (counted_reconnect)
+		stats_add(reconnects, 1);
+	*out = c;
+	return MF_OK;
+}
+
+void imap_release(struct imap_driver *d, struct imap_conn *c)
+{
+	if (c->broken || c->done->len > 0) {
+		/* Unread completions mean a command's replies are still due:
+		 * the connection is out of step, don't reuse it. */
+		c->broken = 1;
+		imap_conn_free(c);
+		g_mutex_lock(&d->lock);
+		d->total--;
+		d->lost++;
+		g_cond_signal(&d->cond);
+		g_mutex_unlock(&d->lock);
+		return;
+	}
+	c->spare_since = g_get_monotonic_time();
+	g_mutex_lock(&d->lock);
+	g_ptr_array_add(d->spare, c);
+	g_cond_signal(&d->cond);
+	g_mutex_unlock(&d->lock);
+}
+
+/* Runs op on a pooled connection; retries once on a fresh connection when
+ * a reused one turns out to have been closed by the server meanwhile. */
+enum mf_status imap_with_conn(struct imap_driver *d, const char *folder,
+                              imap_op_fn op, void *arg)
+{
+	enum mf_status st = MF_ERR_IO;
+
+	for (int attempt = 0; attempt < 2; attempt++) {
+		struct imap_conn *c;
+		int reused;
+		st = imap_acquire(d, folder, &c);
+		if (st != MF_OK)
+			return st;
+		reused = c->reused;
+		st = op(c, arg);
+		imap_release(d, c);
+		if (!(st == MF_ERR_IO && reused))
+			break;
+	}
+	return st;
+}
+
+/* Runs op once on a pooled connection: for an operation that must not be
+ * repeated when its answer is lost. */
+enum mf_status imap_with_conn_once(struct imap_driver *d, const char *folder,
+                                   imap_op_fn op, void *arg)
+{
+	struct imap_conn *c;
+	enum mf_status st = imap_acquire(d, folder, &c);
+
+	if (st != MF_OK)
+		return st;
+	st = op(c, arg);
+	imap_release(d, c);
+	return st;
+}
