@@ -1,7 +1,7 @@
 /* imap_parse.h — the IMAP response parser: a pure function over bytes.
  *
  * No sockets, no globals, no allocation shared between calls. The engine
- * (imap.c) appends what it receives to a buffer and calls
+ * (imap_engine.c) appends what it receives to a buffer and calls
  * imap_parse_response() until it returns IMAP_PARSE_INCOMPLETE; fuzzers and
  * unit tests call it on arbitrary bytes. */
 #ifndef MAILFS_IMAP_PARSE_H

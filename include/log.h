@@ -1,5 +1,5 @@
 /* log.h — the daemon's log. Secrets never reach it: callers pass
- * redacted text (imap.c traces "LOGIN <redacted>"). */
+ * redacted text (imap_engine.c traces "LOGIN <redacted>"). */
 #ifndef MAILFS_LOG_H
 #define MAILFS_LOG_H
 
