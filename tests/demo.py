@@ -14,7 +14,6 @@ the way tests/dovecot.py starts it).
 
 import json
 import os
-import re
 import shlex
 import shutil
 import subprocess
@@ -27,6 +26,7 @@ sys.path.insert(0, HERE)
 
 import dovecot as dovecot_mod  # noqa: E402
 import sample_mail  # noqa: E402
+from sysutil import is_mounted, pid_alive, pids_with_cmdline, stop_pid  # noqa: E402
 
 DEMO = os.path.join(REPO, "demo")
 MNT = os.path.join(DEMO, "mnt")
@@ -48,13 +48,6 @@ def say(msg=""):
     print(msg, flush=True)
 
 
-def is_mounted(path):
-    path = os.path.realpath(path)
-    unescape = lambda s: re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), s)
-    with open("/proc/self/mountinfo") as f:
-        return any(len(line.split()) > 4 and unescape(line.split()[4]) == path for line in f)
-
-
 def mailfs_bin():
     return os.path.abspath(os.environ.get("MAILFS_BIN") or os.path.join(REPO, "build", "mailfs"))
 
@@ -66,20 +59,6 @@ def corpus_dir():
                 if os.path.isdir(d) and any(n.endswith(".eml") for n in os.listdir(d)):
                     return d
     return None
-
-
-def pids_with_cmdline(args):
-    want = b"\0".join(a.encode() for a in args) + b"\0"
-    pids = []
-    for d in os.listdir("/proc"):
-        if d.isdigit():
-            try:
-                with open("/proc/%s/cmdline" % d, "rb") as f:
-                    if f.read() == want:
-                        pids.append(int(d))
-            except OSError:
-                pass
-    return pids
 
 
 def read_state():
@@ -100,7 +79,7 @@ def stop():
             subprocess.run(["fusermount3", "-uz", MNT], capture_output=True)
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline and (is_mounted(MNT) or any(
-                dovecot_mod._pid_alive(p) for p in daemons)):
+                pid_alive(p) for p in daemons)):
             time.sleep(0.05)
         say("unmounted %s" % os.path.relpath(MNT))
         stopped = True
@@ -118,7 +97,7 @@ def stop():
         except OSError:
             cmd = b""
         if b"dovecot" in cmd and conf.encode() in cmd:   # our Dovecot, not a reused pid
-            dovecot_mod.stop_pid(pid)
+            stop_pid(pid)
             say("stopped Dovecot (pid %d)" % pid)
             stopped = True
         os.unlink(PIDFILE)

@@ -2,9 +2,16 @@
 
 Started as root from a fresh working directory, on free loopback ports,
 with TLS from a CA that is made here with openssl.  Used by the mount tests
-(tests/integration), the demo (tests/demo.py) and the benchmarks (bench/).
-It must never leave a process behind: stop() ends Dovecot by its own pid
-(TERM, a bounded wait, then KILL of its process group).
+(tests/integration, through tests/harness.py's PrivateServers), the demo
+(tests/demo.py) and the benchmarks (bench/).  It must never leave a process
+behind: stop() ends Dovecot by its own pid (TERM, a bounded wait, then KILL
+of its process group).
+
+This module is the launcher only (configuration, start/stop/restart, the
+CA, the ports, and the server log, whose in=/out= fields are Dovecot's).
+The client side is server-neutral: the imaplib helpers (create_folder,
+append, list_folders, messages, ...) come from tests/imap_helpers.py's
+ImapHelpers, the poplib ones are in tests/pop_helpers.py.
 
     with Dovecot(tmpdir) as dc:
         dc.create_folder("alice", "Entwürfe")
@@ -12,160 +19,26 @@ It must never leave a process behind: stop() ends Dovecot by its own pid
         imap = dc.imap("alice")          # imaplib.IMAP4_SSL, logged in
 """
 
-import base64
-import datetime
-import imaplib
 import os
+import pwd
 import re
 import shutil
-import signal
-import socket
-import ssl
 import subprocess
 import tempfile
 import time
 
+from imap_helpers import (ImapError, ImapHelpers, imap_quote, parse_internaldate,
+                          utf7_decode, utf7_encode)
+from sysutil import HOST, free_ports, pid_alive, port_accepts, read_text, stop_pid
+
+# The client helpers and the process helpers stay importable from here
+# (bench/ uses dovecot.imap_quote, dovecot.utf7_encode, dovecot.stop_pid).
+__all__ = ["DOVECOT_BIN", "Dovecot", "HOST", "ImapError", "free_ports", "imap_quote",
+           "make_ca", "parse_internaldate", "port_accepts", "stop_pid", "utf7_decode",
+           "utf7_encode"]
+_pid_alive = pid_alive   # the old private name
+
 DOVECOT_BIN = "/usr/sbin/dovecot"
-HOST = "127.0.0.1"
-
-
-# --- modified UTF-7 (RFC 3501 section 5.1.3) ------------------------------
-
-def utf7_encode(name):
-    """A folder name (str) in IMAP's modified UTF-7 (str, ASCII only)."""
-    out = []
-    run = []
-
-    def flush():
-        if run:
-            data = "".join(run).encode("utf-16-be")
-            b64 = base64.b64encode(data).decode("ascii").rstrip("=")
-            out.append("&" + b64.replace("/", ",") + "-")
-            run.clear()
-
-    for ch in name:
-        if 0x20 <= ord(ch) <= 0x7E:
-            flush()
-            out.append("&-" if ch == "&" else ch)
-        else:
-            run.append(ch)
-    flush()
-    return "".join(out)
-
-
-def utf7_decode(name):
-    """Modified UTF-7 (str or bytes) back to a str."""
-    if isinstance(name, bytes):
-        name = name.decode("ascii")
-    out = []
-    i = 0
-    while i < len(name):
-        ch = name[i]
-        if ch != "&":
-            out.append(ch)
-            i += 1
-            continue
-        end = name.index("-", i)
-        chunk = name[i + 1:end]
-        if chunk == "":
-            out.append("&")
-        else:
-            b64 = chunk.replace(",", "/")
-            b64 += "=" * (-len(b64) % 4)
-            out.append(base64.b64decode(b64).decode("utf-16-be"))
-        i = end + 1
-    return "".join(out)
-
-
-def imap_quote(s):
-    """An IMAP quoted string."""
-    return '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
-# --- small helpers ---------------------------------------------------------
-
-def free_ports(n):
-    """n distinct free TCP ports on loopback (bound to port 0, then closed)."""
-    socks = []
-    try:
-        for _ in range(n):
-            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            s.bind((HOST, 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
-
-
-def port_accepts(host, port, timeout=0.5):
-    try:
-        with socket.create_connection((host, port), timeout=timeout):
-            return True
-    except OSError:
-        return False
-
-
-def _pid_alive(pid):
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # A zombie child counts as gone.
-    try:
-        with open("/proc/%d/stat" % pid) as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
-
-
-def _group_alive(pgid):
-    try:
-        os.killpg(pgid, 0)
-        return True
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-
-
-def stop_pid(pid, timeout=10.0, group=True):
-    """TERM the process (and its group), wait bounded, then KILL.
-
-    Used for a Dovecot that this module started detached (the demo)."""
-    def send(sig, to_group):
-        try:
-            if to_group:
-                os.killpg(pid, sig)
-            else:
-                os.kill(pid, sig)
-        except (ProcessLookupError, PermissionError):
-            pass
-
-    def wait(cond, secs):
-        deadline = time.monotonic() + secs
-        while time.monotonic() < deadline:
-            try:
-                os.waitpid(pid, os.WNOHANG)
-            except ChildProcessError:
-                pass
-            if not cond():
-                return True
-            time.sleep(0.02)
-        return False
-
-    # TERM to the whole group at once: Dovecot's children (log, imap ...) notice
-    # a dead master only after about 10 s, and the log process outlives a TERM
-    # while others still write to it.
-    send(signal.SIGTERM, group)
-    alive = (lambda: _group_alive(pid)) if group else (lambda: _pid_alive(pid))
-    clean = wait(alive, timeout)
-    if not clean:
-        send(signal.SIGKILL, group)
-        wait(alive, 5.0)
-    return clean
 
 
 def _make_searchable(path):
@@ -211,31 +84,7 @@ def make_ca(tlsdir, cn="localhost"):
     return p("ca.crt"), p("server.crt"), p("server.key")
 
 
-_FETCH_META = re.compile(
-    rb"UID (?P<uid>\d+)|FLAGS \((?P<flags>[^)]*)\)|RFC822\.SIZE (?P<size>\d+)"
-    rb"|INTERNALDATE \"(?P<date>[^\"]+)\"")
-
-_LIST_LINE = re.compile(rb'^\((?P<flags>[^)]*)\) (?P<delim>"(?:[^"\\]|\\.)*"|NIL) (?P<name>.*)$')
-
-
-def parse_internaldate(s):
-    """'17-Jul-1996 02:44:25 -0700' -> aware datetime."""
-    if isinstance(s, bytes):
-        s = s.decode("ascii")
-    return datetime.datetime.strptime(s.strip(), "%d-%b-%Y %H:%M:%S %z")
-
-
-def _unquote(b):
-    if b.startswith(b'"') and b.endswith(b'"'):
-        return re.sub(rb'\\(.)', rb'\1', b[1:-1])
-    return b
-
-
-class ImapError(RuntimeError):
-    pass
-
-
-class Dovecot:
+class Dovecot(ImapHelpers):
     """A private Dovecot.  See the module docstring."""
 
     def __init__(self, workdir, users=None, capability=None, quota_storage_kb=None,
@@ -265,7 +114,6 @@ class Dovecot:
         self.imap_port, self.imaps_port, self.pop3_port, self.pop3s_port = free_ports(4)
         home = os.path.join(self.workdir, "home")
         os.makedirs(home, exist_ok=True)
-        import pwd
         dc = pwd.getpwnam("dovecot")
         os.chown(home, dc.pw_uid, dc.pw_gid)
         for user in self.users:
@@ -430,7 +278,7 @@ service lmtp {{
     def is_running(self):
         if self.proc is not None:
             return self.proc.poll() is None
-        return self.pid is not None and _pid_alive(self.pid)
+        return self.pid is not None and pid_alive(self.pid)
 
     def __enter__(self):
         return self.start()
@@ -450,19 +298,10 @@ service lmtp {{
     # --- the log -----------------------------------------------------------
 
     def _read(self, name):
-        try:
-            with open(os.path.join(self.workdir, name), "rb") as f:
-                return f.read().decode("utf-8", "replace")
-        except OSError:
-            return ""
+        return read_text(os.path.join(self.workdir, name))
 
     def log_text(self, since=0):
-        try:
-            with open(self.log_path, "rb") as f:
-                f.seek(since)
-                return f.read().decode("utf-8", "replace")
-        except OSError:
-            return ""
+        return read_text(self.log_path, since=since)
 
     def log_offset(self):
         """The log's current size: pass it as since= to look at later lines only."""
@@ -502,171 +341,3 @@ service lmtp {{
                 if user is None or "user=<%s>" % user in line:
                     lines.append(line)
         return lines
-
-    # --- an independent client (imaplib) ------------------------------------
-
-    def ssl_context(self):
-        return ssl.create_default_context(cafile=self.ca_file)
-
-    def imap(self, user="alice"):
-        """An imaplib.IMAP4_SSL logged in as user, verifying with the test CA."""
-        c = imaplib.IMAP4_SSL(self.host, self.imaps_port, ssl_context=self.ssl_context(),
-                              timeout=30)
-        c.login(user, self.users[user])
-        return c
-
-    def _session(self, user):
-        return _Session(self.imap(user))
-
-    def create_folder(self, user, name_utf8):
-        with self._session(user) as c:
-            _ok(c.create(imap_quote(utf7_encode(name_utf8))), "CREATE " + name_utf8)
-
-    def delete_folder(self, user, name_utf8):
-        with self._session(user) as c:
-            _ok(c.delete(imap_quote(utf7_encode(name_utf8))), "DELETE " + name_utf8)
-
-    def append(self, user, folder_utf8, raw_bytes, flags="", date_time=None):
-        """APPEND one message.  flags: '\\Seen \\Flagged' (no parentheses needed);
-        date_time: a datetime (aware), a Unix time, or None for now."""
-        return self.append_many(user, folder_utf8, [(raw_bytes, flags, date_time)])[0]
-
-    def append_many(self, user, folder_utf8, items):
-        """APPEND several (raw_bytes, flags, date_time) over one connection.
-
-        Returns the UID of each (from APPENDUID), None where the server refused."""
-        uids = []
-        with self._session(user) as c:
-            box = imap_quote(utf7_encode(folder_utf8))
-            for raw, flags, date_time in items:
-                fl = None
-                if flags:
-                    fl = flags if flags.startswith("(") else "(%s)" % flags
-                dt = imaplib.Time2Internaldate(date_time) if date_time is not None else None
-                try:
-                    typ, data = c.append(box, fl, dt, raw)
-                except imaplib.IMAP4.error:
-                    uids.append(None)
-                    continue
-                if typ != "OK":
-                    uids.append(None)
-                    continue
-                m = re.search(rb"APPENDUID \d+ (\d+)", data[0] or b"")
-                uids.append(int(m.group(1)) if m else None)
-        return uids
-
-    def list_folders(self, user="alice"):
-        """[(name_utf8, flags_set, delimiter)] for LIST "" "*"."""
-        with self._session(user) as c:
-            typ, data = c.list('""', '"*"')
-            _ok((typ, data), "LIST")
-        result = []
-        items = list(data)
-        i = 0
-        while i < len(items):
-            item = items[i]
-            i += 1
-            if item is None:
-                continue
-            if isinstance(item, tuple):  # a name sent as a literal
-                head, name = item
-                m = _LIST_LINE.match(head.rstrip())
-                line_name = name
-            else:
-                m = _LIST_LINE.match(item)
-                line_name = None
-            if not m:
-                raise ImapError("cannot parse LIST line %r" % (item,))
-            name = line_name if line_name is not None else _unquote(m.group("name"))
-            delim = m.group("delim")
-            delim = None if delim == b"NIL" else _unquote(delim).decode()
-            flags = set(m.group("flags").decode().split())
-            result.append((utf7_decode(name), flags, delim))
-        return result
-
-    def messages(self, user, folder_utf8):
-        """[{uid, flags (set), size, internaldate (aware datetime)}] in UID order."""
-        with self._session(user) as c:
-            typ, data = c.select(imap_quote(utf7_encode(folder_utf8)), readonly=True)
-            _ok((typ, data), "EXAMINE " + folder_utf8)
-            if int(data[0]) == 0:
-                return []
-            typ, data = c.uid("FETCH", "1:*", "(UID FLAGS RFC822.SIZE INTERNALDATE)")
-            _ok((typ, data), "UID FETCH")
-        result = []
-        for line in data:
-            if line is None:
-                continue
-            if isinstance(line, tuple):
-                line = line[0]
-            rec = {}
-            for m in _FETCH_META.finditer(line):
-                if m.group("uid"):
-                    rec["uid"] = int(m.group("uid"))
-                elif m.group("flags") is not None:
-                    rec["flags"] = set(m.group("flags").decode().split())
-                elif m.group("size"):
-                    rec["size"] = int(m.group("size"))
-                elif m.group("date"):
-                    rec["internaldate"] = parse_internaldate(m.group("date"))
-            if "uid" in rec:
-                rec.setdefault("flags", set())
-                result.append(rec)
-        result.sort(key=lambda r: r["uid"])
-        return result
-
-    def fetch_bodies(self, user, folder_utf8, uids=None):
-        """{uid: BODY[] bytes} fetched with BODY.PEEK[] (sets no flag)."""
-        bodies = {}
-        with self._session(user) as c:
-            typ, data = c.select(imap_quote(utf7_encode(folder_utf8)), readonly=True)
-            _ok((typ, data), "EXAMINE " + folder_utf8)
-            if uids is None:
-                if int(data[0]) == 0:
-                    return {}
-                typ, data = c.uid("SEARCH", "ALL")
-                _ok((typ, data), "UID SEARCH")
-                uids = [int(u) for u in data[0].split()]
-            for uid in uids:
-                typ, data = c.uid("FETCH", str(uid), "(UID BODY.PEEK[])")
-                _ok((typ, data), "UID FETCH %d BODY.PEEK[]" % uid)
-                for item in data:
-                    if isinstance(item, tuple) and b"BODY[]" in item[0]:
-                        bodies[uid] = item[1]
-        return bodies
-
-    def store_flags(self, user, folder_utf8, uid, how, flags):
-        """UID STORE uid how (flags); how is 'FLAGS', '+FLAGS' or '-FLAGS'."""
-        with self._session(user) as c:
-            _ok(c.select(imap_quote(utf7_encode(folder_utf8))), "SELECT " + folder_utf8)
-            _ok(c.uid("STORE", str(uid), how, "(%s)" % flags), "UID STORE")
-
-    def expunge_uids(self, user, folder_utf8, uids):
-        """Flag the UIDs \\Deleted and expunge them (UID EXPUNGE)."""
-        with self._session(user) as c:
-            _ok(c.select(imap_quote(utf7_encode(folder_utf8))), "SELECT " + folder_utf8)
-            s = ",".join(str(u) for u in uids)
-            _ok(c.uid("STORE", s, "+FLAGS.SILENT", "(\\Deleted)"), "UID STORE")
-            _ok(c.uid("EXPUNGE", s), "UID EXPUNGE")
-
-
-class _Session:
-    def __init__(self, conn):
-        self.conn = conn
-
-    def __enter__(self):
-        return self.conn
-
-    def __exit__(self, *exc):
-        try:
-            self.conn.logout()
-        except Exception:
-            pass
-        return False
-
-
-def _ok(result, what):
-    typ, data = result
-    if typ != "OK":
-        raise ImapError("%s: %s %r" % (what, typ, data))
-    return data

@@ -8,56 +8,14 @@ as a user would run it.
 import base64
 import errno
 import os
-import subprocess
 import sys
 import time
 
 import pytest
 
-from conftest import (CAROL_PASSWORD, PASSWORD, child_env, force_unmount, is_mounted,
-                      listing, read_errno, read_text, require_mailfs, run, sanitizer_reports)
-from dovecot import free_ports
-
-REFUSAL_BOUND = 15.0
-
-
-def refused(tmp_path, url, options=(), password=PASSWORD, env=None):
-    """Run mailfs (daemonizing) expecting a refusal; assert the refusal rules."""
-    binary = require_mailfs()
-    mnt = tmp_path / "mnt"
-    mnt.mkdir(exist_ok=True)
-    args = [binary]
-    if options:
-        args += ["-o", ",".join(options)]
-    args += [url, str(mnt)]
-    errpath = tmp_path / "stderr"
-    t0 = time.monotonic()
-    with open(errpath, "wb") as err:
-        proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                stderr=err, env=child_env(tmp_path, password=password, extra=env))
-        try:
-            rc = proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-            rc = None
-    elapsed = time.monotonic() - t0
-    mounted = is_mounted(str(mnt))
-    if mounted:
-        force_unmount(str(mnt))
-    stderr = read_text(errpath)
-    info = "command: %s\nexit: %s\nstderr: %r\n%s" % (" ".join(args), rc, stderr,
-                                                      sanitizer_reports(tmp_path))
-    assert not mounted, "the refused mount left something mounted\n" + info
-    assert rc is not None, "mailfs did not return within 60 s\n" + info
-    assert rc != 0, "mailfs exited 0\n" + info
-    lines = [line for line in stderr.split("\n") if line.strip()]
-    assert len(lines) == 1, "want exactly one line on stderr\n" + info
-    assert lines[0].startswith("mailfs:"), "the error must start with 'mailfs:'\n" + info
-    assert elapsed < REFUSAL_BOUND, "the refusal took %.1f s\n%s" % (elapsed, info)
-    for mark in ("AddressSanitizer", "LeakSanitizer", "runtime error:"):
-        assert mark not in stderr + sanitizer_reports(tmp_path), info
-    return lines[0]
+from harness import (CAROL_PASSWORD, PASSWORD, listing, read_errno, read_text, refused, run,
+                     server_url)
+from sysutil import free_ports
 
 
 def tree(path):
@@ -67,14 +25,9 @@ def tree(path):
     return sorted(line for line in r.stdout.decode("utf-8", "replace").split("\n") if line)
 
 
-
-def imaps_url(dc, user="alice"):
-    return "imaps://%s@%s:%d/" % (user, dc.host, dc.imaps_port)
-
-
 def test_wrong_password(tmp_path, session_dovecot):
     dc = session_dovecot
-    refused(tmp_path, imaps_url(dc), ["cafile=" + dc.ca_file, "cache_dir=%s" % (tmp_path / "c")],
+    refused(tmp_path, server_url(dc), ["cafile=" + dc.ca_file, "cache_dir=%s" % (tmp_path / "c")],
             password="not-the-password")
 
 
@@ -86,19 +39,19 @@ def test_unreachable_server(tmp_path, session_dovecot):
 
 def test_unverifiable_certificate(tmp_path, session_dovecot):
     # No cafile: the test CA is not among the system's CAs.
-    refused(tmp_path, imaps_url(session_dovecot), ["cache_dir=%s" % (tmp_path / "c")])
+    refused(tmp_path, server_url(session_dovecot), ["cache_dir=%s" % (tmp_path / "c")])
 
 
 def test_unverifiable_certificate_starttls(tmp_path, session_dovecot):
     dc = session_dovecot
-    refused(tmp_path, "imap://alice@%s:%d/" % (dc.host, dc.imap_port),
+    refused(tmp_path, server_url(dc, "imap"),
             ["cache_dir=%s" % (tmp_path / "c")])
 
 
 @pytest.mark.parametrize("option", ["nonsense=1", "tls=bogus"])
 def test_bad_option(tmp_path, session_dovecot, option):
     dc = session_dovecot
-    refused(tmp_path, imaps_url(dc), ["cafile=" + dc.ca_file, option])
+    refused(tmp_path, server_url(dc), ["cafile=" + dc.ca_file, option])
 
 
 def test_bad_url(tmp_path, session_dovecot):
@@ -110,7 +63,7 @@ def test_no_password_source(tmp_path, session_dovecot):
     dc = session_dovecot
     home = tmp_path / "home"
     home.mkdir()
-    refused(tmp_path, imaps_url(dc), ["cafile=" + dc.ca_file, "cache_dir=%s" % (tmp_path / "c")],
+    refused(tmp_path, server_url(dc), ["cafile=" + dc.ca_file, "cache_dir=%s" % (tmp_path / "c")],
             password=None, env={"HOME": str(home), "XDG_CACHE_HOME": str(home / ".cache")})
 
 
@@ -119,7 +72,7 @@ def test_group_readable_password_file_refused(tmp_path, session_dovecot):
     pw = tmp_path / "pw"
     pw.write_text(PASSWORD + "\n")
     os.chmod(pw, 0o640)
-    refused(tmp_path, imaps_url(dc), ["cafile=" + dc.ca_file, "password_file=%s" % pw,
+    refused(tmp_path, server_url(dc), ["cafile=" + dc.ca_file, "password_file=%s" % pw,
                                       "cache_dir=%s" % (tmp_path / "c")], password=None)
 
 
@@ -128,7 +81,7 @@ def test_password_never_in_log_or_ps(mount, session_dovecot, tmp_path):
     pw = tmp_path / "pw"
     pw.write_text(CAROL_PASSWORD + "\n")
     os.chmod(pw, 0o600)
-    m = mount(url=imaps_url(dc, "carol"), options=["password_file=%s" % pw, "debug"],
+    m = mount(url=server_url(dc, user="carol"), options=["password_file=%s" % pw, "debug"],
               password=None)
     assert listing(m.p("INBOX")), "carol's INBOX is empty"
     run(["cat"] + [m.p("INBOX", n) for n in listing(m.p("INBOX"))])

@@ -20,26 +20,24 @@ a search, a plain EXPUNGE).
 """
 
 import os
-import re
-import shutil
-import tempfile
 import threading
 import time
 
 import pytest
 
-from conftest import PASSWORD, listing, run, wait_for
 import sample_mail
-from dovecot import Dovecot, imap_quote, parse_internaldate, utf7_encode
+from harness import (SEQ, listing, name_of, new_folder, run, server_messages, server_url,
+                     wait_for)
 from tcp_proxy import FaultProxy
 
-USER = "alice"
 BASE_CAPABILITY = "IMAP4rev1 LITERAL+ SASL-IR ID ENABLE IDLE NAMESPACE CHILDREN"
 CAPABILITIES = {
     "move": None,                                # Dovecot's own: MOVE, UIDPLUS
     "uidplus": BASE_CAPABILITY + " UIDPLUS",     # no MOVE
     "plain": BASE_CAPABILITY,                    # neither MOVE nor UIDPLUS
 }
+# conftest's module-scoped `servers` (harness.PrivateServers) starts these.
+SERVER_KINDS = {kind: {"capability": cap} for kind, cap in CAPABILITIES.items()}
 TIMEOUT = 10      # mailfs -o timeout
 MV_BOUND = 60     # a mv must end within this (several timeouts at most)
 
@@ -69,68 +67,15 @@ SCENARIOS = [
     ("plain", EXPUNGE, "after"),
 ]
 
-_seq = iter(range(1, 1 << 30))
-
-
-@pytest.fixture(scope="module")
-def servers():
-    # Outside pytest's basetemp, whose mode another pytest run may reset.
-    base = tempfile.mkdtemp(prefix="mailfs-faults-")
-    running = {}
-
-    def get(kind):
-        if kind not in running:
-            dc = Dovecot(os.path.join(base, kind), users={USER: PASSWORD},
-                         capability=CAPABILITIES[kind])
-            dc.start()
-            running[kind] = dc
-        return running[kind]
-    try:
-        yield get
-    finally:
-        for dc in running.values():
-            dc.stop()
-        shutil.rmtree(base, ignore_errors=True)
-
-
 # --- the server, as imaplib sees it (directly, not through the proxy) ----------------
-
-def q(folder):
-    return imap_quote(utf7_encode(folder))
-
-
-def new_folder(dc, prefix, messages=()):
-    name = "%s%d" % (prefix, next(_seq))
-    dc.create_folder(USER, name)
-    if messages:
-        uids = dc.append_many(USER, name, [(raw, "", sample_mail.sample_internaldate(i, name))
-                                           for i, raw in enumerate(messages)])
-        assert None not in uids
-    return name
-
 
 def folder_state(dc, folder):
     """{Message-ID: [flag sets, one per copy]} of folder."""
-    c = dc.imap(USER)
-    try:
-        typ, data = c.select(q(folder), readonly=True)
-        assert typ == "OK", data
-        if int(data[0]) == 0:
-            return {}
-        typ, data = c.uid("FETCH", "1:*", "(UID FLAGS BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)])")
-        assert typ == "OK", data
-    finally:
-        try:
-            c.logout()
-        except Exception:
-            pass
+    messages = server_messages(dc, folder)
+    assert messages is not None, "cannot examine %s" % folder
     state = {}
-    for item in data:
-        if isinstance(item, tuple):
-            m = re.search(rb"FLAGS \(([^)]*)\)", item[0])
-            flags = set(m.group(1).decode().split()) - {"\\Recent"} if m else set()
-            mid = sample_mail.message_id(item[1] + b"\r\n")
-            state.setdefault(mid, []).append(flags)
+    for r in messages:
+        state.setdefault(r["mid"], []).append(r["flags"])
     return state
 
 
@@ -139,23 +84,18 @@ def live(state, mid):
     return sum(1 for flags in state.get(mid, []) if "\\Deleted" not in flags)
 
 
-def name_of(raw):
-    return sample_mail.expected_name(raw, 0)
-
-
 # --- the test ---------------------------------------------------------------------------
 
 def mount_through(mount, dc, proxy):
-    return mount(url="imap://%s@127.0.0.1:%d/" % (USER, proxy.port), server=dc, cafile=False,
+    return mount(url=server_url(dc, "imap", port=proxy.port), server=dc, cafile=False,
                  options=["tls=none", "timeout=%d" % TIMEOUT, "refresh=1", "debug"])
 
 
 def report(m, proxy, dc, a, b, extra=""):
-    lines = m.log_text().splitlines()
     return ("%s\nproxy fired on: %s (answer withheld: %s)\ncommands through the proxy:\n%s\n"
             "server: %s=%s\n        %s=%s\nmailfs log (tail):\n%s" % (
                 extra, proxy.fired_line, proxy.answer, proxy.transcript()[-3000:],
-                a, folder_state(dc, a), b, folder_state(dc, b), "\n".join(lines[-60:])))
+                a, folder_state(dc, a), b, folder_state(dc, b), m.log_tail(60)))
 
 
 def check_truthful(dc, m, proxy, a, b, raw, rc, stderr, all_mids, untouched, name=None):
@@ -188,8 +128,8 @@ def check_truthful(dc, m, proxy, a, b, raw, rc, stderr, all_mids, untouched, nam
 @pytest.mark.parametrize("kind,pattern,mode", SCENARIOS,
                          ids=["%s-%s-%s" % (k, mode, POINT[p]) for k, p, mode in SCENARIOS])
 def test_cut_during_mv(mount, servers, kind, pattern, mode):
-    dc = servers(kind)
-    raws = sample_mail.sample_messages(4, "fault-%s" % next(_seq), tricky=False)
+    dc = servers.get(kind)
+    raws = sample_mail.sample_messages(4, "fault-%s" % next(SEQ), tricky=False)
     a = new_folder(dc, "FaultA", raws[:3])
     b = new_folder(dc, "FaultB", raws[3:])
     all_mids = [sample_mail.message_id(r) for r in raws]
@@ -197,7 +137,7 @@ def test_cut_during_mv(mount, servers, kind, pattern, mode):
         m = mount_through(mount, dc, px)
         # A name of the user's own (a rename in one folder, local only): the
         # moved message must keep it.
-        given = "given %d.eml" % next(_seq)
+        given = "given %d.eml" % next(SEQ)
         run(["mv", m.p(a, name_of(raws[0])), m.p(a, given)])
         assert not px.fired.is_set(), "fired before the mv: %s" % px.fired_line
         t0 = time.monotonic()
@@ -222,8 +162,8 @@ def test_cut_during_mv(mount, servers, kind, pattern, mode):
 def test_cut_in_the_middle_of_a_mv_of_many(mount, servers, kind, pattern):
     """`mv A/* B/` of 6 messages with the connection cut at the 3rd message:
     none lost, and each file mv reports as failed is still in A."""
-    dc = servers(kind)
-    raws = sample_mail.sample_messages(6, "fault-many-%s" % next(_seq), tricky=False)
+    dc = servers.get(kind)
+    raws = sample_mail.sample_messages(6, "fault-many-%s" % next(SEQ), tricky=False)
     a = new_folder(dc, "ManyA", raws)
     b = new_folder(dc, "ManyB")
     with FaultProxy(("127.0.0.1", dc.imap_port), pattern, "after", nth=3) as px:
@@ -256,8 +196,8 @@ def test_cut_during_first_listing(mount, servers, mode):
     at its UID FETCH (before it, right after it, or with every message
     delivered but the OK withheld): once the mount has recovered, the
     folder lists exactly what a fresh mount lists, each message once."""
-    dc = servers("move")
-    raws = sample_mail.sample_messages(60, "first-listing-%s" % next(_seq))
+    dc = servers.get("move")
+    raws = sample_mail.sample_messages(60, "first-listing-%s" % next(SEQ))
     # Subjects that collide: names with ~2, ~3 must come out the same.
     raws += [r.replace(b"Subject:", b"X-Old-Subject:", 1).replace(
         b"\r\n\r\n", b"\r\nSubject: same\r\n\r\n", 1) for r in raws[:5]]
@@ -279,7 +219,7 @@ def test_cut_during_first_listing(mount, servers, mode):
             got = listing(m.p(a))
             raise AssertionError("%s\nextra: %s\nmissing: %s\n%s" % (
                 e, sorted(set(got) - set(want)), sorted(set(want) - set(got)),
-                "\n".join(m.log_text().splitlines()[-40:])))
+                m.log_tail(40)))
         m.unmount()
         fresh.unmount()
 
@@ -291,8 +231,8 @@ def test_first_listing_used_at_once(mount, servers):
     is the message the server has under that UID, with the size and date
     ls -l showed, collisions included; and xattrs and reads right after the
     listing find every name."""
-    dc = servers("move")
-    raws = sample_mail.sample_messages(3000, "at-once-%s" % next(_seq), tricky=False)
+    dc = servers.get("move")
+    raws = sample_mail.sample_messages(3000, "at-once-%s" % next(SEQ), tricky=False)
     raws += raws[:5]  # the same messages again: names with ~2
     a = new_folder(dc, "AtOnce", raws)
     m = mount(server=dc)
@@ -313,23 +253,8 @@ def test_first_listing_used_at_once(mount, servers):
         body = f.read()
     assert len(names) == len(raws) == len(set(names))
     assert sum(n.endswith("~2.eml") for n in names) >= 1
-    c = dc.imap(USER)
-    try:
-        typ, data = c.select(q(a), readonly=True)
-        assert typ == "OK", data
-        typ, data = c.uid("FETCH", "1:*", "(UID RFC822.SIZE INTERNALDATE"
-                          " BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)])")
-        assert typ == "OK", data
-    finally:
-        c.logout()
-    server = {}
-    for item in data:
-        if isinstance(item, tuple):
-            uid = int(re.search(rb"UID (\d+)", item[0]).group(1))
-            size = int(re.search(rb"RFC822.SIZE (\d+)", item[0]).group(1))
-            when = re.search(rb'INTERNALDATE "([^"]+)"', item[0]).group(1).decode()
-            server[uid] = (sample_mail.message_id(item[1] + b"\r\n"), size,
-                           int(parse_internaldate(when).timestamp()))
+    server = {r["uid"]: (r["mid"], r["size"], int(r["internaldate"].timestamp()))
+              for r in server_messages(dc, a)}
     bad = []
     for n, (uid, mid, size, mtime) in sorted(got.items()):
         if server.get(uid) != (mid, size, mtime):
@@ -348,8 +273,8 @@ def test_first_listing_streams(mount, servers):
     held back, a reader already has names, and is still waiting for the
     rest (no early end of the directory); once the OK goes, it has every
     message once, and the names a fresh mount shows."""
-    dc = servers("move")
-    raws = sample_mail.sample_messages(300, "streams-%s" % next(_seq), tricky=False)
+    dc = servers.get("move")
+    raws = sample_mail.sample_messages(300, "streams-%s" % next(SEQ), tricky=False)
     a = new_folder(dc, "Stream", raws)
     # Held for 8 s at most (mailfs gives up after TIMEOUT = 10 s); the
     # names must come within 6 s of that (in well under one, normally).

@@ -15,17 +15,11 @@ import re
 import pytest
 
 import sample_mail
-from conftest import (GENERATED, PASSWORD, getfattr, listing, run,
-                      unix_time, wait_for)
+from harness import (GENERATED, PASSWORD, append_samples, files_in, getfattr, listing, run,
+                     server_url, unix_time, wait_for)
 
 STATS_KEYS = ("bytes_received", "bytes_sent", "bodies_fetched", "body_bytes_fetched",
               "cache_hits", "cache_misses", "connections_open", "reconnects", "folders_synced")
-
-
-def files_in(path):
-    """Names of the regular files directly in path (find -type f)."""
-    r = run(["find", path, "-mindepth", "1", "-maxdepth", "1", "-type", "f", "-printf", "%f\\n"])
-    return sorted(n for n in r.stdout.decode("utf-8", "replace").split("\n") if n)
 
 
 def stat_files(path):
@@ -339,10 +333,9 @@ def live_folder(session_dovecot, request):
     name = "Live-" + request.node.name.replace("test_", "")[:30]
     dc = session_dovecot
     dc.create_folder("alice", name)
-    items = [(raw, "", sample_mail.sample_internaldate(i, 11))
-             for i, raw in enumerate(sample_mail.sample_messages(3, 11, tricky=False))]
-    uids = dc.append_many("alice", name, items)
-    yield name, uids, [it[0] for it in items]
+    raws = sample_mail.sample_messages(3, 11, tricky=False)
+    uids = append_samples(dc, name, raws, 11)
+    yield name, uids, raws
     dc.delete_folder("alice", name)
 
 
@@ -456,7 +449,7 @@ def test_root_stats_json(mount, account):
 def test_starttls_mount(mount, account, session_dovecot):
     dc = session_dovecot
     mark = dc.log_offset()
-    m = mount(url="imap://alice@%s:%d/" % (dc.host, dc.imap_port))
+    m = mount(url=server_url(dc, "imap"))
     assert "INBOX" in listing(m.path)
     assert len(files_in(m.p("INBOX"))) == len(account.meta("INBOX"))
     logins = dc.logins("alice", since=mark)
@@ -467,7 +460,7 @@ def test_starttls_mount(mount, account, session_dovecot):
 def test_tls_none_mount(mount, account, session_dovecot):
     dc = session_dovecot
     mark = dc.log_offset()
-    m = mount(url="imap://alice@%s:%d/" % (dc.host, dc.imap_port), options=["tls=none"],
+    m = mount(url=server_url(dc, "imap"), options=["tls=none"],
               cafile=False)
     assert len(files_in(m.p("INBOX"))) == len(account.meta("INBOX"))
     logins = dc.logins("alice", since=mark)
@@ -531,8 +524,7 @@ def test_sequential_reading_fetches_ahead(mount, private_dovecot, tmp_path, tool
     raws = sample_mail.sample_messages(40, 11, tricky=False)
     random.Random(11).shuffle(raws)  # names (dates first) out of UID order
     dc.create_folder("alice", "Seq")
-    dc.append_many("alice", "Seq", [(raw, "", sample_mail.sample_internaldate(i, 11))
-                                    for i, raw in enumerate(raws)])
+    append_samples(dc, "Seq", raws, 11)
     bodies = dc.fetch_bodies("alice", "Seq")
     m = mount(options=["debug"], server=dc)
     dest = tmp_path / "copy"

@@ -12,62 +12,28 @@ own, so the tests share the servers without seeing each other.
 
 import datetime
 import errno
-import itertools
 import os
 import re
 import shutil
-import tempfile
 
 import pytest
 
-from conftest import PASSWORD, corpus_messages_dir, getfattr, listing, run, wait_for
 import sample_mail
-from dovecot import Dovecot, imap_quote, parse_internaldate, utf7_encode
+from harness import (SEQ, USER, corpus_messages_dir, getfattr, listing, name_of, new_folder, run,
+                     server_messages, wait_for)
 
 NO_MOVE_CAPABILITY = "IMAP4rev1 LITERAL+ SASL-IR ID ENABLE IDLE NAMESPACE CHILDREN"
 QUOTA_KB = 300
-USER = "alice"
-
-_seq = itertools.count(1)
 
 
 # --- servers --------------------------------------------------------------------
 
-class Servers:
-    """Private Dovecots for this module, started on first use."""
-
-    def __init__(self, base):
-        self.base = base
-        self.running = {}
-
-    def get(self, kind):
-        if kind not in self.running:
-            kw = {}
-            if kind == "nomove":
-                kw["capability"] = NO_MOVE_CAPABILITY
-            elif kind == "quota":
-                kw["quota_storage_kb"] = QUOTA_KB
-            dc = Dovecot(os.path.join(self.base, kind), users={USER: PASSWORD}, **kw)
-            dc.start()
-            self.running[kind] = dc
-        return self.running[kind]
-
-    def stop(self):
-        for dc in self.running.values():
-            dc.stop()
-
-
-@pytest.fixture(scope="module")
-def servers():
-    # Not under pytest's basetemp: another pytest run resets its mode to 0700,
-    # and Dovecot's unprivileged processes must reach their files.
-    base = tempfile.mkdtemp(prefix="mailfs-write-")
-    s = Servers(base)
-    try:
-        yield s
-    finally:
-        s.stop()
-        shutil.rmtree(base, ignore_errors=True)
+# conftest's module-scoped `servers` (harness.PrivateServers) starts these.
+SERVER_KINDS = {
+    "move": {},
+    "nomove": {"capability": NO_MOVE_CAPABILITY},
+    "quota": {"quota_storage_kb": QUOTA_KB},
+}
 
 
 @pytest.fixture
@@ -88,62 +54,6 @@ def has_caps(dc):
 
 # --- the server as imaplib sees it ---------------------------------------------------
 
-def q(folder):
-    return imap_quote(utf7_encode(folder))
-
-
-def new_folder(dc, prefix, messages=(), flags=""):
-    """A fresh folder (a unique name) holding messages (raw bytes)."""
-    name = "%s%d" % (prefix, next(_seq))
-    dc.create_folder(USER, name)
-    if messages:
-        items = [(raw, flags, sample_mail.sample_internaldate(i, name))
-                 for i, raw in enumerate(messages)]
-        uids = dc.append_many(USER, name, items)
-        assert None not in uids, "the server refused a sample message"
-    return name
-
-
-_FETCH_HEAD = re.compile(rb"UID (\d+)|FLAGS \(([^)]*)\)|RFC822\.SIZE (\d+)|INTERNALDATE \"([^\"]+)\"")
-
-
-def server_messages(dc, folder):
-    """[{uid, flags, size, internaldate, mid}] of folder, \\Deleted ones too;
-    None when the folder does not exist."""
-    c = dc.imap(USER)
-    try:
-        typ, data = c.select(q(folder), readonly=True)
-        if typ != "OK":
-            return None
-        if int(data[0]) == 0:
-            return []
-        typ, data = c.uid("FETCH", "1:*", "(UID FLAGS RFC822.SIZE INTERNALDATE "
-                          "BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)])")
-        assert typ == "OK", data
-    finally:
-        try:
-            c.logout()
-        except Exception:
-            pass
-    result = []
-    for item in data:
-        if not isinstance(item, tuple):
-            continue
-        rec = {"flags": set()}
-        for m in _FETCH_HEAD.finditer(item[0]):
-            if m.group(1):
-                rec["uid"] = int(m.group(1))
-            elif m.group(2) is not None:
-                rec["flags"] = set(m.group(2).decode().split()) - {"\\Recent"}
-            elif m.group(3):
-                rec["size"] = int(m.group(3))
-            elif m.group(4):
-                rec["internaldate"] = parse_internaldate(m.group(4))
-        rec["mid"] = sample_mail.message_id(item[1] + b"\r\n")
-        result.append(rec)
-    return sorted(result, key=lambda r: r["uid"])
-
-
 def mids(dc, folder, deleted=True):
     """The Message-IDs in folder (a list, so duplicates show)."""
     return sorted(r["mid"] for r in server_messages(dc, folder) or []
@@ -160,17 +70,9 @@ def server_folders(dc):
 
 def raw_list(dc):
     """The raw LIST lines (to see the wire encoding of names)."""
-    c = dc.imap(USER)
-    try:
+    with dc.session(USER) as c:
         typ, data = c.list('""', '"*"')
-    finally:
-        c.logout()
     return b"\n".join(d if isinstance(d, bytes) else b"".join(d) for d in data if d)
-
-
-def name_of(raw):
-    """The file name of a sample message (they all have a Date header)."""
-    return sample_mail.expected_name(raw, 0)
 
 
 def msgs(n, tag):
@@ -182,17 +84,12 @@ def mount_of(mount, dc, options=()):
     return mount(server=dc, options=["debug"] + list(options))
 
 
-def log_tail(m, n=40):
-    lines = m.log_text().splitlines()
-    return "\n".join(lines[-n:])
-
-
 def assert_once_each(dc, folder, want_mids, m=None):
     got = mids(dc, folder)
     dups = sorted({x for x in got if got.count(x) > 1})
     missing = sorted(set(want_mids) - set(got))
     extra = sorted(set(got) - set(want_mids))
-    info = "" if m is None else "\nmailfs log (tail):\n" + log_tail(m)
+    info = "" if m is None else "\nmailfs log (tail):\n" + m.log_tail()
     assert not dups and not missing and not extra, (
         "%s on the server: %d duplicated %s, %d missing %s, %d unexpected %s%s" % (
             folder, len(dups), dups[:5], len(missing), missing[:5], len(extra), extra[:5],
@@ -211,7 +108,7 @@ def test_cp_appends_byte_identical_with_mtime_as_internaldate(mount, dc, tmp_pat
     os.utime(src, (when.timestamp(), when.timestamp()))
     run(["cp", "-p", str(src), m.p(folder, "given name.eml")])
     srv = server_messages(dc, folder)
-    assert len(srv) == 1, "cp -p must APPEND exactly one message: %s\n%s" % (srv, log_tail(m))
+    assert len(srv) == 1, "cp -p must APPEND exactly one message: %s\n%s" % (srv, m.log_tail())
     assert body_of(dc, folder, srv[0]["uid"]) == raw, "the appended message differs"
     assert srv[0]["internaldate"] == when, \
         "INTERNALDATE %s, want the file's mtime %s" % (srv[0]["internaldate"], when)
@@ -275,7 +172,7 @@ def test_cp_corpus_messages(mount, dc, tmp_path):
     if got != want:
         bad.append("the server holds %d messages, want the %d copied byte for byte" % (
             len(got), len(want)))
-    assert not bad, "\n".join(bad) + "\n" + log_tail(m)
+    assert not bad, "\n".join(bad) + "\n" + m.log_tail()
     assert listing(m.p(folder)) == sorted(n for n, _ in chosen)
     assert len(srv) == len(chosen)
 
@@ -297,7 +194,7 @@ def test_junk_is_refused_and_nothing_appended(mount, dc, tmp_path, kind):
     assert r.returncode != 0, "cp of %s data into the mount must fail" % kind
     assert "Invalid argument" in r.stderr.decode(errors="replace"), \
         "want EINVAL from close: %s" % r.stderr.decode(errors="replace")
-    assert mids(dc, folder) == before, "junk was appended:\n" + log_tail(m)
+    assert mids(dc, folder) == before, "junk was appended:\n" + m.log_tail()
     assert "junk.eml" not in listing(m.p(folder))
     # The errno, from close() itself.
     fd = os.open(m.p(folder, "junk2.eml"), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
@@ -321,7 +218,7 @@ def test_quota_refusal_is_edquot_and_nothing_appended(mount, servers, tmp_path):
     r = run(["cp", str(src), m.p(folder, "big.eml")], check=False)
     assert r.returncode != 0
     assert "Disk quota exceeded" in r.stderr.decode(errors="replace"), \
-        "want EDQUOT: %s\n%s" % (r.stderr.decode(errors="replace"), log_tail(m))
+        "want EDQUOT: %s\n%s" % (r.stderr.decode(errors="replace"), m.log_tail())
     assert server_messages(qdc, folder) == []
     fd = os.open(m.p(folder, "big2.eml"), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
     os.write(fd, big)
@@ -340,11 +237,8 @@ def test_quota_refusal_is_edquot_and_nothing_appended(mount, servers, tmp_path):
 def test_df_shows_the_quota(mount, servers):
     qdc = servers.get("quota")
     new_folder(qdc, "Df", msgs(10, "df"))
-    c = qdc.imap(USER)
-    try:
+    with qdc.session(USER) as c:
         typ, data = c.getquotaroot("INBOX")
-    finally:
-        c.logout()
     text = b" ".join(d for part in data for d in part if isinstance(d, bytes))
     used_kb, limit_kb = map(int, re.search(rb"STORAGE (\d+) (\d+)", text).groups())
     assert limit_kb == QUOTA_KB and used_kb > 0
@@ -368,10 +262,10 @@ def test_mv_to_another_folder(mount, anydc):
     run(["mv", m.p(a, name), m.p(b) + "/"])
     # The server: in B once, byte-identical; gone from A (expunged, not
     # left \Deleted, since nothing else in A is \Deleted).
-    assert mids(anydc, b) == sorted(before_b + [mid]), log_tail(m)
+    assert mids(anydc, b) == sorted(before_b + [mid]), m.log_tail()
     moved = [r for r in server_messages(anydc, b) if r["mid"] == mid][0]
     assert body_of(anydc, b, moved["uid"]) == raws[1]
-    assert mid not in mids(anydc, a), "the original is still in %s:\n%s" % (a, log_tail(m))
+    assert mid not in mids(anydc, a), "the original is still in %s:\n%s" % (a, m.log_tail())
     # The mount, at once: the name is kept.
     assert name in listing(m.p(b))
     assert name not in listing(m.p(a))
@@ -433,7 +327,7 @@ def test_rm_expunges(mount, anydc):
     m = mount_of(mount, anydc)
     run(["rm", m.p(a, name_of(raws[1]))])
     assert mids(anydc, a) == sorted(sample_mail.message_id(r) for r in (raws[0], raws[2])), \
-        "rm must expunge the message (and only it):\n" + log_tail(m)
+        "rm must expunge the message (and only it):\n" + m.log_tail()
     assert listing(m.p(a)) == sorted([name_of(raws[0]), name_of(raws[2])])
 
 
@@ -443,7 +337,7 @@ def test_rm_with_trash_moves_to_trash(mount, anydc):
     trash = new_folder(anydc, "Trash")
     m = mount_of(mount, anydc, ["trash=" + trash])
     run(["rm", m.p(a, name_of(raws[0]))])
-    assert mids(anydc, trash) == [sample_mail.message_id(raws[0])], log_tail(m)
+    assert mids(anydc, trash) == [sample_mail.message_id(raws[0])], m.log_tail()
     assert mids(anydc, a) == [sample_mail.message_id(raws[1])]
     assert listing(m.p(a)) == [name_of(raws[1])]
     assert listing(m.p(trash)) == [name_of(raws[0])]
@@ -462,7 +356,7 @@ def test_message_deleted_by_another_client_survives_mv_and_rm(mount, anydc):
     run("mv %s %s %s/" % (m.p(a, name_of(raws[3])), m.p(a, name_of(raws[4])), m.p(b)))
     srv = {r["mid"]: r for r in server_messages(anydc, a)}
     mid0 = sample_mail.message_id(raws[0])
-    assert mid0 in srv, "another client's \\Deleted message was expunged:\n" + log_tail(m)
+    assert mid0 in srv, "another client's \\Deleted message was expunged:\n" + m.log_tail()
     assert "\\Deleted" in srv[mid0]["flags"]
     assert_once_each(anydc, b, [sample_mail.message_id(r) for r in (raws[1], raws[3], raws[4])], m)
     # What we removed is gone, or (without UIDPLUS) left \Deleted and hidden.
@@ -533,7 +427,7 @@ def test_rsync_of_50_messages(mount, dc, tmp_path):
 
 def test_mkdir_of_a_folder_another_client_made_is_eexist(mount, dc):
     m = mount_of(mount, dc)
-    name = "Theirs%d" % next(_seq)
+    name = "Theirs%d" % next(SEQ)
     assert name not in listing(m.path)
     dc.create_folder(USER, name)
     r = run(["mkdir", m.p(name)], check=False)
@@ -544,7 +438,7 @@ def test_mkdir_of_a_folder_another_client_made_is_eexist(mount, dc):
 
 def test_mkdir_creates_folders(mount, dc):
     m = mount_of(mount, dc)
-    tag = next(_seq)
+    tag = next(SEQ)
     plain, deep, umlaut = "Plain%d" % tag, "Deep%d" % tag, "Entwürfe%d" % tag
     run(["mkdir", m.p(plain)])
     run(["mkdir", "-p", m.p(deep, "er", "nest")])
@@ -588,7 +482,7 @@ def test_rmdir(mount, dc):
 def test_mv_directory_renames_the_folder(mount, dc):
     raws = msgs(3, "rendir")
     a = new_folder(dc, "DirA", raws)
-    b = "DirB%d" % next(_seq)
+    b = "DirB%d" % next(SEQ)
     m = mount_of(mount, dc)
     run(["mv", m.p(a), m.p(b)])
     folders = server_folders(dc)
