@@ -10,7 +10,7 @@
  *   store_message.c message rows: a sync applied, lookups, listings,
  *                   read-ahead candidates, one message's name, flags or
  *                   removal
- *   store_names.c   file names: the collision rule, the recount of
+ *   store_names.c   file names: the collision rule (once), the recount of
  *                   a folder's names, the namer of a first listing
  *   store_body.c    the body cache: files under bodies/, staging in tmp/,
  *                   LRU eviction, the sweep of orphan files at open

@@ -1,6 +1,6 @@
 /* store_names.c — the file names of a folder's messages (DESIGN.md "File
- * names"): the collision rule, the recount of a
- * folder's names after a change; the namer that names new mail, and a
+ * names"): the collision rule, in store_name_pick() alone; the recount of
+ * a folder's names after a change; the namer that names new mail, and a
  * first listing before it is stored, the way the recount would.
  *
  * It must not know IMAP, POP3 or FUSE, must not do network I/O and must
@@ -13,6 +13,62 @@
 #include <sqlite3.h>
 
 #include "store_int.h"
+
+/* The names of a folder while new ones are picked. */
+struct store_name_set {
+	GHashTable *taken;        /* every name held; keys borrowed (from the
+	                             caller, or the names picked): they must
+	                             outlive the set */
+	GHashTable *next_suffix;  /* base -> the next suffix worth trying, once
+	                             base.eml is taken; owned keys */
+};
+
+static void store_name_set_init(struct store_name_set *ns)
+{
+	ns->taken = g_hash_table_new(g_str_hash, g_str_equal);
+	ns->next_suffix = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
+}
+
+static void store_name_set_clear(struct store_name_set *ns)
+{
+	g_hash_table_destroy(ns->taken);
+	g_hash_table_destroy(ns->next_suffix);
+}
+
+/* The collision rule: the name of message uid of base (its UID when the
+ * base is empty) is base.eml when free, else the first free base~K.eml
+ * from K = 2 on. The name is held from then on; the set borrows it. Both
+ * the recount and the namer name through here, so a name shown before a
+ * folder is stored is the name the store gives it. */
+static char *store_name_pick(struct store_name_set *ns, uint32_t uid, const char *base)
+{
+	char num[16];
+	size_t len;
+	char *cand;
+
+	if (!base || !*base) {
+		snprintf(num, sizeof num, "%" PRIu32, uid);
+		base = num;
+	}
+	len = strlen(base);
+	cand = g_malloc(len + sizeof ".eml");
+	memcpy(cand, base, len);
+	memcpy(cand + len, ".eml", sizeof ".eml");
+	if (g_hash_table_contains(ns->taken, cand)) {
+		/* Suffixes below next were taken when tried and stay taken, so
+		 * resuming there keeps many equal bases linear. */
+		guint k = GPOINTER_TO_UINT(g_hash_table_lookup(ns->next_suffix, base));
+		for (k = k ? k : 2;; k++) {
+			g_free(cand);
+			cand = g_strdup_printf("%s~%u.eml", base, k);
+			if (!g_hash_table_contains(ns->taken, cand))
+				break;
+		}
+		g_hash_table_replace(ns->next_suffix, g_strdup(base), GUINT_TO_POINTER(k + 1));
+	}
+	g_hash_table_add(ns->taken, cand);
+	return cand;
+}
 
 struct store_name_row {
 	uint32_t uid;
@@ -39,12 +95,12 @@ static void store_name_row_free(struct store_name_row *r)
 enum mf_status store_assign_names(struct store *st, int64_t folder_id)
 {
 	GArray *rows = g_array_new(FALSE, TRUE, sizeof(struct store_name_row));
-	GHashTable *taken = g_hash_table_new(g_str_hash, g_str_equal);
-	GHashTable *next_suffix = g_hash_table_new(g_str_hash, g_str_equal);
+	struct store_name_set ns;
 	enum mf_status rc = MF_OK;
 	sqlite3_stmt *q;
 	int src;
 
+	store_name_set_init(&ns);
 	q = store_query(st, Q_MSG_NAMES);
 	sqlite3_bind_int64(q, 1, folder_id);
 	while ((src = sqlite3_step(q)) == SQLITE_ROW) {
@@ -53,10 +109,6 @@ enum mf_status store_assign_names(struct store *st, int64_t folder_id)
 		r.base = store_column_dup(q, 1);
 		r.user = store_column_dup(q, 2);
 		r.name = store_column_dup(q, 3);
-		if (!r.base || !*r.base) {
-			g_free(r.base);
-			r.base = g_strdup_printf("%" PRIu32, r.uid);
-		}
 		g_array_append_val(rows, r);
 	}
 	sqlite3_reset(q);
@@ -69,33 +121,14 @@ enum mf_status store_assign_names(struct store *st, int64_t folder_id)
 	 * the lower UID keeps it and the other falls back to a derived name. */
 	for (guint i = 0; i < rows->len; i++) {
 		struct store_name_row *r = &g_array_index(rows, struct store_name_row, i);
-		if (r->user && *r->user && !g_hash_table_contains(taken, r->user)) {
-			g_hash_table_add(taken, r->user);
+		if (r->user && *r->user && !g_hash_table_contains(ns.taken, r->user)) {
+			g_hash_table_add(ns.taken, r->user);
 			r->user_ok = 1;
 		}
 	}
 	for (guint i = 0; i < rows->len; i++) {
 		struct store_name_row *r = &g_array_index(rows, struct store_name_row, i);
-		if (r->user_ok) {
-			r->new_name = g_strdup(r->user);
-			continue;
-		}
-		/* Suffixes below next were taken when tried and stay taken, so
-		 * resuming there keeps many equal bases linear. */
-		guint n = GPOINTER_TO_UINT(g_hash_table_lookup(next_suffix, r->base));
-		if (n == 0)
-			n = 1;
-		for (;; n++) {
-			char *cand = n == 1 ? g_strconcat(r->base, ".eml", NULL)
-			                    : g_strdup_printf("%s~%u.eml", r->base, n);
-			if (!g_hash_table_contains(taken, cand)) {
-				r->new_name = cand;
-				break;
-			}
-			g_free(cand);
-		}
-		g_hash_table_add(taken, r->new_name);
-		g_hash_table_insert(next_suffix, r->base, GUINT_TO_POINTER(n + 1));
+		r->new_name = r->user_ok ? g_strdup(r->user) : store_name_pick(&ns, r->uid, r->base);
 	}
 
 	for (int pass = 0; pass < 2; pass++) {
@@ -118,8 +151,7 @@ enum mf_status store_assign_names(struct store *st, int64_t folder_id)
 		}
 	}
 out:
-	g_hash_table_destroy(taken);
-	g_hash_table_destroy(next_suffix);
+	store_name_set_clear(&ns);
 	for (guint i = 0; i < rows->len; i++)
 		store_name_row_free(&g_array_index(rows, struct store_name_row, i));
 	g_array_free(rows, TRUE);
@@ -131,11 +163,9 @@ out:
  * lower one), so the new names follow from the stored ones. */
 struct store_namer {
 	int64_t folder_id;
-	GHashTable *taken;        /* every name held; keys borrowed from seeds or
-	                             from the names handed out (which outlive it) */
+	struct store_name_set names;  /* borrows from seeds, and from the names
+	                                 handed out (which outlive it) */
 	GStringChunk *seeds;      /* the stored names */
-	GHashTable *next_suffix;  /* base -> the next suffix worth trying, once
-	                             base.eml is taken; owned keys */
 	uint32_t max_uid;         /* the highest UID named */
 };
 
@@ -144,9 +174,8 @@ static struct store_namer *store_namer_new(int64_t folder_id)
 	struct store_namer *n = g_new0(struct store_namer, 1);
 
 	n->folder_id = folder_id;
-	n->taken = g_hash_table_new(g_str_hash, g_str_equal);
+	store_name_set_init(&n->names);
 	n->seeds = g_string_chunk_new(4096);
-	n->next_suffix = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
 	return n;
 }
 
@@ -154,9 +183,8 @@ void store_namer_free(struct store_namer *n)
 {
 	if (!n)
 		return;
-	g_hash_table_destroy(n->taken);
+	store_name_set_clear(&n->names);
 	g_string_chunk_free(n->seeds);
-	g_hash_table_destroy(n->next_suffix);
 	g_free(n);
 }
 
@@ -173,7 +201,7 @@ static enum mf_status store_namer_seed(struct store *st, struct store_namer *n)
 			n->max_uid = uid;
 		for (int col = 2; col <= 3; col++)
 			if (sqlite3_column_type(q, col) == SQLITE_TEXT)
-				g_hash_table_add(n->taken, g_string_chunk_insert(n->seeds,
+				g_hash_table_add(n->names.taken, g_string_chunk_insert(n->seeds,
 				                 (const char *)sqlite3_column_text(q, col)));
 	}
 	sqlite3_reset(q);
@@ -192,36 +220,12 @@ static int store_namer_fits(const struct store_namer *n, const struct store_sync
 	return 1;
 }
 
-/* The name of the next message (uid above every one named): base.eml
- * when free, else the first free base~K.eml from K = 2 on. The namer
+/* The name of the next message (uid above every one named). The namer
  * borrows it. */
 static char *store_namer_one(struct store_namer *n, uint32_t uid, const char *base)
 {
-	char num[16];
-	size_t len;
-	char *cand;
-
-	if (!base || !*base) {
-		snprintf(num, sizeof num, "%" PRIu32, uid);
-		base = num;
-	}
-	len = strlen(base);
-	cand = g_malloc(len + sizeof ".eml");
-	memcpy(cand, base, len);
-	memcpy(cand + len, ".eml", sizeof ".eml");
-	if (g_hash_table_contains(n->taken, cand)) {
-		guint k = GPOINTER_TO_UINT(g_hash_table_lookup(n->next_suffix, base));
-		for (k = k ? k : 2;; k++) {
-			g_free(cand);
-			cand = g_strdup_printf("%s~%u.eml", base, k);
-			if (!g_hash_table_contains(n->taken, cand))
-				break;
-		}
-		g_hash_table_replace(n->next_suffix, g_strdup(base), GUINT_TO_POINTER(k + 1));
-	}
-	g_hash_table_add(n->taken, cand);
 	n->max_uid = uid;
-	return cand;
+	return store_name_pick(&n->names, uid, base);
 }
 
 /* Names for added[0..count) (store_namer_fits holds), g_strfreev; they
