@@ -64,25 +64,20 @@ void store_unlink_all(GPtrArray *paths)
 enum mf_status store_collect_folder_bodies(struct store *st, int64_t folder_id,
                                            GPtrArray *doomed)
 {
-	sqlite3_stmt *q = store_query(st, Q_BODY_OF_FOLDER);
+	sqlite3_stmt *q = store_query_folder(st, Q_BODY_OF_FOLDER, folder_id);
 	int rc;
 
-	sqlite3_bind_int64(q, 1, folder_id);
 	while ((rc = sqlite3_step(q)) == SQLITE_ROW)
 		g_ptr_array_add(doomed, store_body_path(st, folder_id,
 		                                        (uint32_t)sqlite3_column_int64(q, 0)));
-	sqlite3_reset(q);
-	return rc == SQLITE_DONE ? MF_OK : store_db_status(rc);
+	return store_rows_done(q, rc);
 }
 
 int store_has_body(struct store *st, int64_t folder_id, uint32_t uid, enum mf_status *err)
 {
-	sqlite3_stmt *q = store_query(st, Q_BODY_EXISTS);
-	int rc;
+	sqlite3_stmt *q = store_query_message(st, Q_BODY_EXISTS, folder_id, uid);
+	int rc = sqlite3_step(q);
 
-	sqlite3_bind_int64(q, 1, folder_id);
-	sqlite3_bind_int64(q, 2, uid);
-	rc = sqlite3_step(q);
 	sqlite3_reset(q);
 	if (rc != SQLITE_ROW && rc != SQLITE_DONE)
 		*err = store_db_status(rc);
@@ -137,12 +132,10 @@ out:
 /* 1 when the file holds as many bytes as were recorded at commit. */
 static int store_body_size_ok(struct store *st, int64_t folder_id, uint32_t uid, int fd)
 {
-	sqlite3_stmt *q = store_query(st, Q_BODY_SIZE);
+	sqlite3_stmt *q = store_query_message(st, Q_BODY_SIZE, folder_id, uid);
 	struct stat sb;
 	int ok = 0;
 
-	sqlite3_bind_int64(q, 1, folder_id);
-	sqlite3_bind_int64(q, 2, uid);
 	if (sqlite3_step(q) == SQLITE_ROW && fstat(fd, &sb) == 0)
 		ok = sb.st_size == sqlite3_column_int64(q, 0);
 	sqlite3_reset(q);
@@ -153,7 +146,6 @@ int store_body_open(struct store *st, int64_t folder_id, uint32_t uid)
 {
 	enum mf_status rc = MF_OK;
 	char *path = store_body_path(st, folder_id, uid);
-	sqlite3_stmt *q;
 	int fd = -1;
 
 	pthread_mutex_lock(&st->lock);
@@ -171,17 +163,11 @@ int store_body_open(struct store *st, int64_t folder_id, uint32_t uid)
 		/* The row outlived its file (removed by hand, or a crash between
 		 * unlink and commit): forget it so the body is fetched again. */
 		st->body_total = -1;
-		q = store_query(st, Q_BODY_DELETE);
-		sqlite3_bind_int64(q, 1, folder_id);
-		sqlite3_bind_int64(q, 2, uid);
-		store_run(q);
+		store_run(store_query_message(st, Q_BODY_DELETE, folder_id, uid));
 		goto out;
 	}
 	/* A failed LRU bump only makes eviction slightly less exact. */
-	q = store_query(st, Q_BODY_TOUCH);
-	sqlite3_bind_int64(q, 1, folder_id);
-	sqlite3_bind_int64(q, 2, uid);
-	store_run(q);
+	store_run(store_query_message(st, Q_BODY_TOUCH, folder_id, uid));
 out:
 	pthread_mutex_unlock(&st->lock);
 	g_free(path);
@@ -203,6 +189,22 @@ int store_body_begin(struct store *st, char **tmp_path)
 	return fd;
 }
 
+/* The bytes and count of cached bodies, as the rows add them up (0 and 0
+ * when that fails). */
+static enum mf_status store_body_sum(struct store *st, uint64_t *bytes, uint64_t *count)
+{
+	sqlite3_stmt *q = store_query(st, Q_BODY_USAGE);
+	int src = sqlite3_step(q);
+
+	*bytes = 0;
+	*count = 0;
+	if (src == SQLITE_ROW) {
+		*bytes = (uint64_t)sqlite3_column_int64(q, 0);
+		*count = (uint64_t)sqlite3_column_int64(q, 1);
+	}
+	return store_rows_done(q, src);
+}
+
 /* Picks least recently used bodies (never the one just committed) until
  * the total fits under the cap, deletes their rows and queues their
  * files. Runs inside the caller's transaction. */
@@ -211,46 +213,34 @@ static enum mf_status store_evict(struct store *st, int64_t keep_folder, uint32_
 {
 	GArray *victims = g_array_new(FALSE, FALSE, sizeof(int64_t) * 2);
 	enum mf_status rc = MF_OK;
-	uint64_t total = 0;
+	uint64_t total = 0, count;
 	sqlite3_stmt *q;
 	int src;
 
 	if (st->body_total < 0) {
-		q = store_query(st, Q_BODY_USAGE);
-		src = sqlite3_step(q);
-		if (src == SQLITE_ROW)
-			st->body_total = sqlite3_column_int64(q, 0);
-		sqlite3_reset(q);
-		if (src != SQLITE_ROW) {
-			rc = store_db_status(src);
+		rc = store_body_sum(st, &total, &count);
+		if (rc != MF_OK)
 			goto out;
-		}
+		st->body_total = (int64_t)total;
 	}
 	total = (uint64_t)st->body_total;
 	if (total <= st->body_cap)
 		goto out;
 
-	q = store_query(st, Q_BODY_LRU);
-	sqlite3_bind_int64(q, 1, keep_folder);
-	sqlite3_bind_int64(q, 2, keep_uid);
+	q = store_query_message(st, Q_BODY_LRU, keep_folder, keep_uid);
 	while (total > st->body_cap && (src = sqlite3_step(q)) == SQLITE_ROW) {
 		int64_t v[2] = { sqlite3_column_int64(q, 0), sqlite3_column_int64(q, 1) };
 		uint64_t size = (uint64_t)sqlite3_column_int64(q, 2);
 		g_array_append_val(victims, v);
 		total = size < total ? total - size : 0;
 	}
-	sqlite3_reset(q);
-	if (src != SQLITE_ROW && src != SQLITE_DONE) {
-		rc = store_db_status(src);
+	rc = store_rows_done(q, src);
+	if (rc != MF_OK)
 		goto out;
-	}
 	/* Deleted after the scan: never change a table while stepping over it. */
 	for (guint i = 0; i < victims->len; i++) {
 		int64_t *v = &g_array_index(victims, int64_t, i * 2);
-		q = store_query(st, Q_BODY_DELETE);
-		sqlite3_bind_int64(q, 1, v[0]);
-		sqlite3_bind_int64(q, 2, v[1]);
-		rc = store_run(q);
+		rc = store_run(store_query_message(st, Q_BODY_DELETE, v[0], (uint32_t)v[1]));
 		if (rc != MF_OK)
 			goto out;
 		g_ptr_array_add(doomed, store_body_path(st, v[0], (uint32_t)v[1]));
@@ -265,6 +255,7 @@ enum mf_status store_body_commit(struct store *st, int64_t folder_id,
                                  uint32_t uid, const char *tmp_path,
                                  int *size_changed)
 {
+	static const enum store_query sized[] = { Q_BODY_UPSERT, Q_MSG_SET_SIZE };
 	GPtrArray *doomed = g_ptr_array_new_with_free_func(g_free);
 	char *dir = store_body_dir(st, folder_id);
 	char *path = store_body_path(st, folder_id, uid);
@@ -287,17 +278,14 @@ enum mf_status store_body_commit(struct store *st, int64_t folder_id,
 	if (rc != MF_OK)
 		goto out;
 
-	q = store_query(st, Q_MSG_SIZE);
-	sqlite3_bind_int64(q, 1, folder_id);
-	sqlite3_bind_int64(q, 2, uid);
+	q = store_query_message(st, Q_MSG_SIZE, folder_id, uid);
 	src = sqlite3_step(q);
 	if (src == SQLITE_ROW)
 		old_size = (uint64_t)sqlite3_column_int64(q, 0);
 	sqlite3_reset(q);
-	if (src != SQLITE_ROW) {
-		rc = src == SQLITE_DONE ? MF_ERR_NOTFOUND : store_db_status(src);
+	rc = store_found(src);
+	if (rc != MF_OK)
 		goto out;
-	}
 
 	if ((mkdir(dir, 0700) != 0 && errno != EEXIST) || rename(tmp_path, path) != 0) {
 		rc = MF_ERR_IO;
@@ -309,34 +297,20 @@ enum mf_status store_body_commit(struct store *st, int64_t folder_id,
 		st->body_total = -1;  /* replaced: sum again */
 	else if (st->body_total >= 0)
 		st->body_total += sb.st_size;
-	if (rc != MF_OK)
-		goto out;
-	q = store_query(st, Q_BODY_UPSERT);
-	sqlite3_bind_int64(q, 1, folder_id);
-	sqlite3_bind_int64(q, 2, uid);
-	sqlite3_bind_int64(q, 3, (sqlite3_int64)sb.st_size);
-	rc = store_run(q);
-	if (rc != MF_OK)
-		goto out;
-	q = store_query(st, Q_MSG_SET_SIZE);
-	sqlite3_bind_int64(q, 1, folder_id);
-	sqlite3_bind_int64(q, 2, uid);
-	sqlite3_bind_int64(q, 3, (sqlite3_int64)sb.st_size);
-	rc = store_run(q);
-	if (rc != MF_OK)
-		goto out;
-	rc = store_evict(st, folder_id, uid, doomed);
-	if (rc != MF_OK)
-		goto out;
-	rc = store_commit(st);
-	if (rc != MF_OK)
-		goto out;
-	store_unlink_all(doomed);
-	if (size_changed)
-		*size_changed = (uint64_t)sb.st_size != old_size;
+	/* The body's row, and its length as the message's real size: both
+	 * statements take (folder_id, uid, size). */
+	for (size_t i = 0; i < G_N_ELEMENTS(sized) && rc == MF_OK; i++) {
+		q = store_query_message(st, sized[i], folder_id, uid);
+		sqlite3_bind_int64(q, 3, (sqlite3_int64)sb.st_size);
+		rc = store_run(q);
+	}
+	if (rc == MF_OK)
+		rc = store_evict(st, folder_id, uid, doomed);
 out:
+	rc = store_end(st, rc, doomed);
+	if (rc == MF_OK && size_changed)
+		*size_changed = (uint64_t)sb.st_size != old_size;
 	if (rc != MF_OK) {
-		store_rollback(st);
 		/* Whichever name the file has now, it must not stay behind. */
 		unlink(renamed ? path : tmp_path);
 	}
@@ -358,22 +332,10 @@ void store_body_abort(struct store *st, const char *tmp_path)
 
 enum mf_status store_body_usage(struct store *st, uint64_t *bytes, uint64_t *count)
 {
-	enum mf_status rc = MF_OK;
-	sqlite3_stmt *q;
-	int src;
+	enum mf_status rc;
 
-	*bytes = 0;
-	*count = 0;
 	pthread_mutex_lock(&st->lock);
-	q = store_query(st, Q_BODY_USAGE);
-	src = sqlite3_step(q);
-	if (src == SQLITE_ROW) {
-		*bytes = (uint64_t)sqlite3_column_int64(q, 0);
-		*count = (uint64_t)sqlite3_column_int64(q, 1);
-	} else {
-		rc = store_db_status(src);
-	}
-	sqlite3_reset(q);
+	rc = store_body_sum(st, bytes, count);
 	pthread_mutex_unlock(&st->lock);
 	return rc;
 }

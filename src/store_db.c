@@ -191,6 +191,54 @@ enum mf_status store_run(sqlite3_stmt *q)
 	return rc == SQLITE_DONE || rc == SQLITE_ROW ? MF_OK : store_db_status(rc);
 }
 
+/* store_query() with ?1 bound to a folder's id. */
+sqlite3_stmt *store_query_folder(struct store *st, enum store_query id, int64_t folder_id)
+{
+	sqlite3_stmt *q = store_query(st, id);
+
+	sqlite3_bind_int64(q, 1, folder_id);
+	return q;
+}
+
+/* store_query() with ?1 and ?2 bound to a message's key. */
+sqlite3_stmt *store_query_message(struct store *st, enum store_query id, int64_t folder_id,
+                                  uint32_t uid)
+{
+	sqlite3_stmt *q = store_query_folder(st, id, folder_id);
+
+	sqlite3_bind_int64(q, 2, uid);
+	return q;
+}
+
+/* What a step that wants a row ended with: MF_OK on a row,
+ * MF_ERR_NOTFOUND when there is none. */
+enum mf_status store_found(int rc)
+{
+	return rc == SQLITE_DONE ? MF_ERR_NOTFOUND : store_db_status(rc);
+}
+
+/* Steps q (bound, ready) for its one row, which fill copies into out;
+ * MF_ERR_NOTFOUND when there is none. */
+enum mf_status store_fetch(sqlite3_stmt *q, void (*fill)(sqlite3_stmt *q, void *out, int copy),
+                           void *out)
+{
+	int rc = sqlite3_step(q);
+
+	if (rc == SQLITE_ROW)
+		fill(q, out, 1);
+	sqlite3_reset(q);
+	return store_found(rc);
+}
+
+/* Resets q, whose last step returned rc, and says how stepping went:
+ * SQLITE_DONE (every row read) and SQLITE_ROW (the caller stopped at a
+ * row) are MF_OK. */
+enum mf_status store_rows_done(sqlite3_stmt *q, int rc)
+{
+	sqlite3_reset(q);
+	return store_db_status(rc);
+}
+
 enum mf_status store_begin(struct store *st)
 {
 	return store_run(store_query(st, Q_BEGIN));
@@ -210,6 +258,21 @@ void store_rollback(struct store *st)
 	st->body_total = -1;
 	if (!sqlite3_get_autocommit(st->db))
 		store_run(store_query(st, Q_ROLLBACK));
+}
+
+/* Ends the transaction store_begin() opened: commits when rc is MF_OK,
+ * then unlinks the files doomed holds (may be NULL): after the commit, so
+ * a rollback never leaves rows without files because of us. Rolls back
+ * otherwise. Returns the outcome. */
+enum mf_status store_end(struct store *st, enum mf_status rc, GPtrArray *doomed)
+{
+	if (rc == MF_OK)
+		rc = store_commit(st);
+	if (rc == MF_OK)
+		store_unlink_all(doomed);
+	else
+		store_rollback(st);
+	return rc;
 }
 
 char *store_column_dup(sqlite3_stmt *q, int col)

@@ -15,15 +15,11 @@
 /* MF_OK when the folder row exists, MF_ERR_NOTFOUND when not. */
 enum mf_status store_folder_exists(struct store *st, int64_t folder_id)
 {
-	sqlite3_stmt *q = store_query(st, Q_FOLDER_EXISTS);
-	int rc;
+	sqlite3_stmt *q = store_query_folder(st, Q_FOLDER_EXISTS, folder_id);
+	int rc = sqlite3_step(q);
 
-	sqlite3_bind_int64(q, 1, folder_id);
-	rc = sqlite3_step(q);
 	sqlite3_reset(q);
-	if (rc == SQLITE_ROW)
-		return MF_OK;
-	return rc == SQLITE_DONE ? MF_ERR_NOTFOUND : store_db_status(rc);
+	return store_found(rc);
 }
 
 void store_folder_clear(struct store_folder *f)
@@ -35,10 +31,12 @@ void store_folder_clear(struct store_folder *f)
 	memset(f, 0, sizeof *f);
 }
 
-/* Fills f from a STORE_FOLDER_COLUMNS row; strings copied or borrowed. */
-static void store_folder_from_row(sqlite3_stmt *q, struct store_folder *f, int copy)
+/* Fills f (a struct store_folder) from a STORE_FOLDER_COLUMNS row;
+ * strings copied or borrowed. */
+static void store_folder_from_row(sqlite3_stmt *q, void *out, int copy)
 {
 	char *(*text)(sqlite3_stmt *, int) = copy ? store_column_dup : store_column_borrow;
+	struct store_folder *f = out;
 
 	f->id = sqlite3_column_int64(q, 0);
 	f->path = text(q, 1);
@@ -139,56 +137,31 @@ enum mf_status store_folders_replace(struct store *st,
 			g_array_append_val(gone, id);
 		}
 	}
-	sqlite3_reset(q);
-	if (src != SQLITE_DONE) {
-		rc = store_db_status(src);
+	rc = store_rows_done(q, src);
+	if (rc != MF_OK)
 		goto out;
-	}
 	for (guint i = 0; i < gone->len; i++) {
 		int64_t id = g_array_index(gone, int64_t, i);
 		rc = store_collect_folder_bodies(st, id, doomed);
 		if (rc != MF_OK)
 			goto out;
 		/* Messages and body rows go by ON DELETE CASCADE. */
-		q = store_query(st, Q_FOLDER_DELETE);
-		sqlite3_bind_int64(q, 1, id);
-		rc = store_run(q);
+		rc = store_run(store_query_folder(st, Q_FOLDER_DELETE, id));
 		if (rc != MF_OK)
 			goto out;
 	}
-	rc = store_commit(st);
-	if (rc != MF_OK)
-		goto out;
-	store_unlink_all(doomed);
-	for (guint i = 0; i < gone->len; i++) {
+out:
+	rc = store_end(st, rc, doomed);
+	for (guint i = 0; rc == MF_OK && i < gone->len; i++) {
 		char *d = store_body_dir(st, g_array_index(gone, int64_t, i));
 		store_empty_dir(d, 1);
 		g_free(d);
 	}
-out:
-	if (rc != MF_OK)
-		store_rollback(st);
 	pthread_mutex_unlock(&st->lock);
 	g_hash_table_destroy(wanted);
 	g_array_free(gone, TRUE);
 	g_ptr_array_free(doomed, TRUE);
 	return rc;
-}
-
-/* Runs a single-row folder query whose parameter 1 is already bound. */
-static enum mf_status store_folder_fetch(sqlite3_stmt *q, struct store_folder *out)
-{
-	int rc = sqlite3_step(q);
-	enum mf_status ret;
-
-	if (rc == SQLITE_ROW) {
-		store_folder_from_row(q, out, 1);
-		ret = MF_OK;
-	} else {
-		ret = rc == SQLITE_DONE ? MF_ERR_NOTFOUND : store_db_status(rc);
-	}
-	sqlite3_reset(q);
-	return ret;
 }
 
 enum mf_status store_folder_by_path(struct store *st, const char *path,
@@ -198,12 +171,11 @@ enum mf_status store_folder_by_path(struct store *st, const char *path,
 	sqlite3_stmt *q;
 
 	memset(out, 0, sizeof *out);
-	if (!path)
-		return MF_ERR_NOTFOUND;
 	pthread_mutex_lock(&st->lock);
 	q = store_query(st, Q_FOLDER_BY_PATH);
+	/* A NULL path binds NULL, which no row equals: MF_ERR_NOTFOUND. */
 	sqlite3_bind_text(q, 1, path, -1, SQLITE_STATIC);
-	rc = store_folder_fetch(q, out);
+	rc = store_fetch(q, store_folder_from_row, out);
 	pthread_mutex_unlock(&st->lock);
 	return rc;
 }
@@ -211,13 +183,10 @@ enum mf_status store_folder_by_path(struct store *st, const char *path,
 enum mf_status store_folder_by_id(struct store *st, int64_t id, struct store_folder *out)
 {
 	enum mf_status rc;
-	sqlite3_stmt *q;
 
 	memset(out, 0, sizeof *out);
 	pthread_mutex_lock(&st->lock);
-	q = store_query(st, Q_FOLDER_BY_ID);
-	sqlite3_bind_int64(q, 1, id);
-	rc = store_folder_fetch(q, out);
+	rc = store_fetch(store_query_folder(st, Q_FOLDER_BY_ID, id), store_folder_from_row, out);
 	pthread_mutex_unlock(&st->lock);
 	return rc;
 }
@@ -226,7 +195,7 @@ enum mf_status store_folder_children(struct store *st, const char *parent,
                                      int (*cb)(void *ctx, const struct store_folder *f),
                                      void *ctx)
 {
-	enum mf_status rc = MF_OK;
+	enum mf_status rc;
 	sqlite3_stmt *q;
 	int src;
 
@@ -239,14 +208,10 @@ enum mf_status store_folder_children(struct store *st, const char *parent,
 	while ((src = sqlite3_step(q)) == SQLITE_ROW) {
 		struct store_folder f;
 		store_folder_from_row(q, &f, 0);
-		if (cb(ctx, &f) != 0) {
-			src = SQLITE_DONE;
+		if (cb(ctx, &f) != 0)
 			break;
-		}
 	}
-	if (src != SQLITE_DONE)
-		rc = store_db_status(src);
-	sqlite3_reset(q);
+	rc = store_rows_done(q, src);
 	pthread_mutex_unlock(&st->lock);
 	return rc;
 }
@@ -276,8 +241,7 @@ enum mf_status store_folder_touch(struct store *st, int64_t folder_id, int64_t n
 	sqlite3_stmt *q;
 
 	pthread_mutex_lock(&st->lock);
-	q = store_query(st, Q_FOLDER_TOUCH);
-	sqlite3_bind_int64(q, 1, folder_id);
+	q = store_query_folder(st, Q_FOLDER_TOUCH, folder_id);
 	sqlite3_bind_int64(q, 2, now);
 	rc = store_run(q);
 	if (rc == MF_OK && sqlite3_changes(st->db) == 0)
@@ -293,8 +257,7 @@ enum mf_status store_folder_max_uid(struct store *st, int64_t folder_id, uint32_
 
 	*max = 0;
 	pthread_mutex_lock(&st->lock);
-	q = store_query(st, Q_MSG_MAX_UID_OF);
-	sqlite3_bind_int64(q, 1, folder_id);
+	q = store_query_folder(st, Q_MSG_MAX_UID_OF, folder_id);
 	src = sqlite3_step(q);
 	if (src == SQLITE_ROW)
 		*max = (uint32_t)sqlite3_column_int64(q, 0);
@@ -303,31 +266,52 @@ enum mf_status store_folder_max_uid(struct store *st, int64_t folder_id, uint32_
 	return src == SQLITE_ROW ? MF_OK : store_db_status(src);
 }
 
+/* Calls cb with the uid (and remote_id, when the query has one) of each
+ * row of query id (?1 = the folder), until it returns non-zero.
+ * MF_ERR_NOTFOUND when the folder does not exist. */
+static enum mf_status store_folder_each_uid(struct store *st, enum store_query id,
+                                            int64_t folder_id,
+                                            int (*cb)(void *ctx, uint32_t uid,
+                                                      const char *remote_id),
+                                            void *ctx)
+{
+	enum mf_status rc;
+	sqlite3_stmt *q;
+	int src;
+
+	pthread_mutex_lock(&st->lock);
+	rc = store_folder_exists(st, folder_id);
+	if (rc != MF_OK)
+		goto out;
+	q = store_query_folder(st, id, folder_id);
+	/* The mutex stays held while cb runs: the statement is mid-step. */
+	while ((src = sqlite3_step(q)) == SQLITE_ROW) {
+		const char *remote_id =
+			sqlite3_column_count(q) > 1 ? (const char *)sqlite3_column_text(q, 1) : NULL;
+		if (cb(ctx, (uint32_t)sqlite3_column_int64(q, 0), remote_id) != 0)
+			break;
+	}
+	rc = store_rows_done(q, src);
+out:
+	pthread_mutex_unlock(&st->lock);
+	return rc;
+}
+
+static int store_uid_append(void *ctx, uint32_t uid, const char *remote_id)
+{
+	g_array_append_val((GArray *)ctx, uid);
+	return 0;
+}
+
 enum mf_status store_folder_uids(struct store *st, int64_t folder_id,
                                  uint32_t **uids, size_t *count)
 {
 	GArray *a = g_array_new(FALSE, FALSE, sizeof(uint32_t));
 	enum mf_status rc;
-	sqlite3_stmt *q;
-	int src;
 
 	*uids = NULL;
 	*count = 0;
-	pthread_mutex_lock(&st->lock);
-	rc = store_folder_exists(st, folder_id);
-	if (rc != MF_OK)
-		goto out;
-	q = store_query(st, Q_MSG_UIDS);
-	sqlite3_bind_int64(q, 1, folder_id);
-	while ((src = sqlite3_step(q)) == SQLITE_ROW) {
-		uint32_t uid = (uint32_t)sqlite3_column_int64(q, 0);
-		g_array_append_val(a, uid);
-	}
-	sqlite3_reset(q);
-	if (src != SQLITE_DONE)
-		rc = store_db_status(src);
-out:
-	pthread_mutex_unlock(&st->lock);
+	rc = store_folder_each_uid(st, Q_MSG_UIDS, folder_id, store_uid_append, a);
 	if (rc == MF_OK) {
 		*count = a->len;
 		*uids = (uint32_t *)g_array_free(a, FALSE);
@@ -341,28 +325,5 @@ enum mf_status store_folder_remote_ids(struct store *st, int64_t folder_id,
                                        int (*cb)(void *ctx, uint32_t uid, const char *remote_id),
                                        void *ctx)
 {
-	enum mf_status rc;
-	sqlite3_stmt *q;
-	int src;
-
-	pthread_mutex_lock(&st->lock);
-	rc = store_folder_exists(st, folder_id);
-	if (rc != MF_OK)
-		goto out;
-	q = store_query(st, Q_MSG_REMOTE_IDS);
-	sqlite3_bind_int64(q, 1, folder_id);
-	/* The mutex stays held while cb runs: the statement is mid-step. */
-	while ((src = sqlite3_step(q)) == SQLITE_ROW) {
-		if (cb(ctx, (uint32_t)sqlite3_column_int64(q, 0),
-		       (const char *)sqlite3_column_text(q, 1)) != 0) {
-			src = SQLITE_DONE;
-			break;
-		}
-	}
-	sqlite3_reset(q);
-	if (src != SQLITE_DONE)
-		rc = store_db_status(src);
-out:
-	pthread_mutex_unlock(&st->lock);
-	return rc;
+	return store_folder_each_uid(st, Q_MSG_REMOTE_IDS, folder_id, cb, ctx);
 }

@@ -75,10 +75,18 @@ static inline sqlite3_stmt *store_query(struct store *st, enum store_query id)
 	return q;
 }
 
+sqlite3_stmt *store_query_folder(struct store *st, enum store_query id, int64_t folder_id);
+sqlite3_stmt *store_query_message(struct store *st, enum store_query id, int64_t folder_id,
+                                  uint32_t uid);
 enum mf_status store_run(sqlite3_stmt *q);
+enum mf_status store_found(int rc);
+enum mf_status store_fetch(sqlite3_stmt *q, void (*fill)(sqlite3_stmt *q, void *out, int copy),
+                           void *out);
+enum mf_status store_rows_done(sqlite3_stmt *q, int rc);
 enum mf_status store_begin(struct store *st);
 enum mf_status store_commit(struct store *st);
 void store_rollback(struct store *st);
+enum mf_status store_end(struct store *st, enum mf_status rc, GPtrArray *doomed);
 char *store_column_dup(sqlite3_stmt *q, int col);
 char *store_column_borrow(sqlite3_stmt *q, int col);
 void store_bind_text_or_null(sqlite3_stmt *q, int col, const char *s);

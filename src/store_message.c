@@ -34,7 +34,6 @@ static enum mf_status store_delete_message(struct store *st, int64_t folder_id, 
                                            GPtrArray *doomed)
 {
 	enum mf_status rc = MF_OK;
-	sqlite3_stmt *q;
 
 	if (store_has_body(st, folder_id, uid, &rc)) {
 		g_ptr_array_add(doomed, store_body_path(st, folder_id, uid));
@@ -42,9 +41,16 @@ static enum mf_status store_delete_message(struct store *st, int64_t folder_id, 
 	}
 	if (rc != MF_OK)
 		return rc;
-	q = store_query(st, Q_MSG_DELETE);
-	sqlite3_bind_int64(q, 1, folder_id);
-	sqlite3_bind_int64(q, 2, uid);
+	return store_run(store_query_message(st, Q_MSG_DELETE, folder_id, uid));
+}
+
+/* Stores the flags of one message ("" for none). */
+static enum mf_status store_set_flags(struct store *st, int64_t folder_id, uint32_t uid,
+                                      const char *flags)
+{
+	sqlite3_stmt *q = store_query_message(st, Q_MSG_SET_FLAGS, folder_id, uid);
+
+	sqlite3_bind_text(q, 3, flags ? flags : "", -1, SQLITE_STATIC);
 	return store_run(q);
 }
 
@@ -61,9 +67,7 @@ static enum mf_status store_insert_messages(struct store *st, int64_t folder_id,
 		sqlite3_stmt *q;
 		if (uid == 0)
 			return MF_ERR_INVAL;
-		q = store_query(st, Q_MSG_UPSERT);
-		sqlite3_bind_int64(q, 1, folder_id);
-		sqlite3_bind_int64(q, 2, uid);
+		q = store_query_message(st, Q_MSG_UPSERT, folder_id, uid);
 		store_bind_text_or_null(q, 3, a->remote_id);
 		store_bind_text_or_null(q, 4, a->base_name);
 		sqlite3_bind_text(q, 5, a->flags ? a->flags : "", -1, SQLITE_STATIC);
@@ -99,9 +103,7 @@ enum mf_status store_folder_apply_sync(struct store *st, const struct store_sync
 		rc = store_collect_folder_bodies(st, s->folder_id, doomed);
 		if (rc != MF_OK)
 			goto out;
-		q = store_query(st, Q_MSG_DELETE_FOLDER);
-		sqlite3_bind_int64(q, 1, s->folder_id);
-		rc = store_run(q);
+		rc = store_run(store_query_folder(st, Q_MSG_DELETE_FOLDER, s->folder_id));
 		if (rc != MF_OK)
 			goto out;
 	}
@@ -112,12 +114,8 @@ enum mf_status store_folder_apply_sync(struct store *st, const struct store_sync
 		goto out;
 
 	for (size_t i = 0; i < s->n_flag_updates; i++) {
-		q = store_query(st, Q_MSG_SET_FLAGS);
-		sqlite3_bind_int64(q, 1, s->folder_id);
-		sqlite3_bind_int64(q, 2, s->flag_updates[i].uid);
-		sqlite3_bind_text(q, 3, s->flag_updates[i].flags ? s->flag_updates[i].flags : "",
-		                  -1, SQLITE_STATIC);
-		rc = store_run(q);
+		rc = store_set_flags(st, s->folder_id, s->flag_updates[i].uid,
+		                     s->flag_updates[i].flags);
 		if (rc != MF_OK)
 			goto out;
 	}
@@ -128,8 +126,7 @@ enum mf_status store_folder_apply_sync(struct store *st, const struct store_sync
 			goto out;
 	}
 
-	q = store_query(st, Q_FOLDER_SET_SYNC);
-	sqlite3_bind_int64(q, 1, s->folder_id);
+	q = store_query_folder(st, Q_FOLDER_SET_SYNC, s->folder_id);
 	sqlite3_bind_int64(q, 2, s->uidvalidity);
 	sqlite3_bind_int64(q, 3, s->uidnext);
 	sqlite3_bind_int64(q, 4, (sqlite3_int64)s->highestmodseq);
@@ -140,31 +137,24 @@ enum mf_status store_folder_apply_sync(struct store *st, const struct store_sync
 
 	/* Flag changes alone never change a name, nor the count. */
 	if (s->reset || s->n_added || s->n_removed) {
-		q = store_query(st, Q_FOLDER_RECOUNT);
-		sqlite3_bind_int64(q, 1, s->folder_id);
-		rc = store_run(q);
+		rc = store_run(store_query_folder(st, Q_FOLDER_RECOUNT, s->folder_id));
 		if (rc == MF_OK && !names)
 			rc = store_assign_names(st, s->folder_id);
-		if (rc != MF_OK)
-			goto out;
 	}
-	rc = store_commit(st);
-	if (rc != MF_OK)
-		goto out;
-	store_unlink_all(doomed);
 out:
-	if (rc != MF_OK)
-		store_rollback(st);
+	rc = store_end(st, rc, doomed);
 	pthread_mutex_unlock(&st->lock);
 	g_ptr_array_free(doomed, TRUE);
 	g_strfreev(names);
 	return rc;
 }
 
-/* Fills m from a STORE_MESSAGE_COLUMNS row; strings copied or borrowed. */
-static void store_message_from_row(sqlite3_stmt *q, struct store_message *m, int copy)
+/* Fills m (a struct store_message) from a STORE_MESSAGE_COLUMNS row;
+ * strings copied or borrowed. */
+static void store_message_from_row(sqlite3_stmt *q, void *out, int copy)
 {
 	char *(*text)(sqlite3_stmt *, int) = copy ? store_column_dup : store_column_borrow;
+	struct store_message *m = out;
 
 	m->folder_id = sqlite3_column_int64(q, 0);
 	m->uid = (uint32_t)sqlite3_column_int64(q, 1);
@@ -183,21 +173,6 @@ static void store_message_from_row(sqlite3_stmt *q, struct store_message *m, int
 	m->body_cached = sqlite3_column_int(q, 12);
 }
 
-static enum mf_status store_message_fetch(sqlite3_stmt *q, struct store_message *out)
-{
-	int rc = sqlite3_step(q);
-	enum mf_status ret;
-
-	if (rc == SQLITE_ROW) {
-		store_message_from_row(q, out, 1);
-		ret = MF_OK;
-	} else {
-		ret = rc == SQLITE_DONE ? MF_ERR_NOTFOUND : store_db_status(rc);
-	}
-	sqlite3_reset(q);
-	return ret;
-}
-
 enum mf_status store_message_by_name(struct store *st, int64_t folder_id,
                                      const char *name, struct store_message *out)
 {
@@ -205,13 +180,11 @@ enum mf_status store_message_by_name(struct store *st, int64_t folder_id,
 	sqlite3_stmt *q;
 
 	memset(out, 0, sizeof *out);
-	if (!name)
-		return MF_ERR_NOTFOUND;
 	pthread_mutex_lock(&st->lock);
-	q = store_query(st, Q_MSG_BY_NAME);
-	sqlite3_bind_int64(q, 1, folder_id);
+	q = store_query_folder(st, Q_MSG_BY_NAME, folder_id);
+	/* A NULL name binds NULL, which no row equals: MF_ERR_NOTFOUND. */
 	sqlite3_bind_text(q, 2, name, -1, SQLITE_STATIC);
-	rc = store_message_fetch(q, out);
+	rc = store_fetch(q, store_message_from_row, out);
 	pthread_mutex_unlock(&st->lock);
 	return rc;
 }
@@ -224,10 +197,8 @@ enum mf_status store_message_by_uid(struct store *st, int64_t folder_id,
 
 	memset(out, 0, sizeof *out);
 	pthread_mutex_lock(&st->lock);
-	q = store_query(st, Q_MSG_BY_UID);
-	sqlite3_bind_int64(q, 1, folder_id);
-	sqlite3_bind_int64(q, 2, uid);
-	rc = store_message_fetch(q, out);
+	q = store_query_message(st, Q_MSG_BY_UID, folder_id, uid);
+	rc = store_fetch(q, store_message_from_row, out);
 	pthread_mutex_unlock(&st->lock);
 	return rc;
 }
@@ -244,13 +215,10 @@ static enum mf_status store_each_message(sqlite3_stmt *q,
 	while ((src = sqlite3_step(q)) == SQLITE_ROW) {
 		struct store_message m;
 		store_message_from_row(q, &m, 0);
-		if (cb(ctx, &m) != 0) {
-			src = SQLITE_DONE;
+		if (cb(ctx, &m) != 0)
 			break;
-		}
 	}
-	sqlite3_reset(q);
-	return src == SQLITE_DONE ? MF_OK : store_db_status(src);
+	return store_rows_done(q, src);
 }
 
 enum mf_status store_messages_list(struct store *st, int64_t folder_id,
@@ -258,15 +226,11 @@ enum mf_status store_messages_list(struct store *st, int64_t folder_id,
                                    void *ctx)
 {
 	enum mf_status rc;
-	sqlite3_stmt *q;
 
 	pthread_mutex_lock(&st->lock);
 	rc = store_folder_exists(st, folder_id);
-	if (rc == MF_OK) {
-		q = store_query(st, Q_MSG_LIST);
-		sqlite3_bind_int64(q, 1, folder_id);
-		rc = store_each_message(q, cb, ctx);
-	}
+	if (rc == MF_OK)
+		rc = store_each_message(store_query_folder(st, Q_MSG_LIST, folder_id), cb, ctx);
 	pthread_mutex_unlock(&st->lock);
 	return rc;
 }
@@ -284,8 +248,7 @@ enum mf_status store_message_set_user_name(struct store *st, int64_t folder_id, 
 		goto out;
 	/* A name held by another message, given or derived, is refused:
 	 * the caller removes that message first. */
-	q = store_query(st, Q_MSG_NAME_HOLDER);
-	sqlite3_bind_int64(q, 1, folder_id);
+	q = store_query_folder(st, Q_MSG_NAME_HOLDER, folder_id);
 	sqlite3_bind_text(q, 2, name, -1, SQLITE_STATIC);
 	sqlite3_bind_int64(q, 3, uid);
 	src = sqlite3_step(q);
@@ -299,9 +262,7 @@ enum mf_status store_message_set_user_name(struct store *st, int64_t folder_id, 
 		goto out;
 	}
 	recount = !name || store_name_wanted(st, folder_id, uid);
-	q = store_query(st, Q_MSG_SET_USER_NAME);
-	sqlite3_bind_int64(q, 1, folder_id);
-	sqlite3_bind_int64(q, 2, uid);
+	q = store_query_message(st, Q_MSG_SET_USER_NAME, folder_id, uid);
 	store_bind_text_or_null(q, 3, name);
 	rc = store_run(q);
 	if (rc == MF_OK && sqlite3_changes(st->db) == 0)
@@ -310,17 +271,12 @@ enum mf_status store_message_set_user_name(struct store *st, int64_t folder_id, 
 		rc = store_assign_names(st, folder_id);
 	} else if (rc == MF_OK) {
 		/* Nobody wants the old name, nobody holds the new one. */
-		q = store_query(st, Q_MSG_SET_NAME);
-		sqlite3_bind_int64(q, 1, folder_id);
-		sqlite3_bind_int64(q, 2, uid);
+		q = store_query_message(st, Q_MSG_SET_NAME, folder_id, uid);
 		sqlite3_bind_text(q, 3, name, -1, SQLITE_STATIC);
 		rc = store_run(q);
 	}
-	if (rc == MF_OK)
-		rc = store_commit(st);
 out:
-	if (rc != MF_OK)
-		store_rollback(st);
+	rc = store_end(st, rc, NULL);
 	pthread_mutex_unlock(&st->lock);
 	return rc;
 }
@@ -329,14 +285,9 @@ enum mf_status store_message_set_flags(struct store *st, int64_t folder_id, uint
                                        const char *flags)
 {
 	enum mf_status rc;
-	sqlite3_stmt *q;
 
 	pthread_mutex_lock(&st->lock);
-	q = store_query(st, Q_MSG_SET_FLAGS);
-	sqlite3_bind_int64(q, 1, folder_id);
-	sqlite3_bind_int64(q, 2, uid);
-	sqlite3_bind_text(q, 3, flags ? flags : "", -1, SQLITE_STATIC);
-	rc = store_run(q);
+	rc = store_set_flags(st, folder_id, uid, flags);
 	if (rc == MF_OK && sqlite3_changes(st->db) == 0)
 		rc = MF_ERR_NOTFOUND;
 	pthread_mutex_unlock(&st->lock);
@@ -355,19 +306,11 @@ enum mf_status store_message_remove(struct store *st, int64_t folder_id, uint32_
 	recount = rc == MF_OK && store_name_wanted(st, folder_id, uid);
 	if (rc == MF_OK)
 		rc = store_delete_message(st, folder_id, uid, doomed);
-	if (rc == MF_OK && sqlite3_changes(st->db) > 0) {
-		sqlite3_stmt *q = store_query(st, Q_FOLDER_COUNT_DOWN);
-		sqlite3_bind_int64(q, 1, folder_id);
-		rc = store_run(q);
-	}
+	if (rc == MF_OK && sqlite3_changes(st->db) > 0)
+		rc = store_run(store_query_folder(st, Q_FOLDER_COUNT_DOWN, folder_id));
 	if (rc == MF_OK && recount)
 		rc = store_assign_names(st, folder_id);
-	if (rc == MF_OK)
-		rc = store_commit(st);
-	if (rc == MF_OK)
-		store_unlink_all(doomed);
-	else
-		store_rollback(st);
+	rc = store_end(st, rc, doomed);
 	pthread_mutex_unlock(&st->lock);
 	g_ptr_array_free(doomed, TRUE);
 	return rc;
@@ -383,8 +326,8 @@ enum mf_status store_messages_uncached_after(struct store *st, int64_t folder_id
 	sqlite3_stmt *q;
 
 	pthread_mutex_lock(&st->lock);
-	q = store_query(st, by_uid ? Q_MSG_UNCACHED_AFTER_UID : Q_MSG_UNCACHED_AFTER);
-	sqlite3_bind_int64(q, 1, folder_id);
+	q = store_query_folder(st, by_uid ? Q_MSG_UNCACHED_AFTER_UID : Q_MSG_UNCACHED_AFTER,
+	                       folder_id);
 	if (by_uid)
 		sqlite3_bind_int64(q, 2, after->uid);
 	else

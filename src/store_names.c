@@ -101,8 +101,7 @@ enum mf_status store_assign_names(struct store *st, int64_t folder_id)
 	int src;
 
 	store_name_set_init(&ns);
-	q = store_query(st, Q_MSG_NAMES);
-	sqlite3_bind_int64(q, 1, folder_id);
+	q = store_query_folder(st, Q_MSG_NAMES, folder_id);
 	while ((src = sqlite3_step(q)) == SQLITE_ROW) {
 		struct store_name_row r = { 0 };
 		r.uid = (uint32_t)sqlite3_column_int64(q, 0);
@@ -111,11 +110,9 @@ enum mf_status store_assign_names(struct store *st, int64_t folder_id)
 		r.name = store_column_dup(q, 3);
 		g_array_append_val(rows, r);
 	}
-	sqlite3_reset(q);
-	if (src != SQLITE_DONE) {
-		rc = store_db_status(src);
+	rc = store_rows_done(q, src);
+	if (rc != MF_OK)
 		goto out;
-	}
 
 	/* User-given names are unique by construction; should two ever clash,
 	 * the lower UID keeps it and the other falls back to a derived name. */
@@ -191,10 +188,9 @@ void store_namer_free(struct store_namer *n)
 /* Reads the stored names (lock held). */
 static enum mf_status store_namer_seed(struct store *st, struct store_namer *n)
 {
-	sqlite3_stmt *q = store_query(st, Q_MSG_NAMES);
+	sqlite3_stmt *q = store_query_folder(st, Q_MSG_NAMES, n->folder_id);
 	int src;
 
-	sqlite3_bind_int64(q, 1, n->folder_id);
 	while ((src = sqlite3_step(q)) == SQLITE_ROW) {
 		uint32_t uid = (uint32_t)sqlite3_column_int64(q, 0);
 		if (uid > n->max_uid)
@@ -204,10 +200,7 @@ static enum mf_status store_namer_seed(struct store *st, struct store_namer *n)
 				g_hash_table_add(n->names.taken, g_string_chunk_insert(n->seeds,
 				                 (const char *)sqlite3_column_text(q, col)));
 	}
-	sqlite3_reset(q);
-	if (src != SQLITE_DONE)
-		return store_db_status(src);
-	return MF_OK;
+	return store_rows_done(q, src);
 }
 
 /* Whether added[0..count) are ascending and above every UID named. */
@@ -273,12 +266,10 @@ char *store_namer_next(struct store_namer *n, uint32_t uid, const char *base_nam
  * ("b.eml", "b~3.eml" from base "b"). If not, names need no recount. */
 int store_name_wanted(struct store *st, int64_t folder_id, uint32_t uid)
 {
-	sqlite3_stmt *q = store_query(st, Q_MSG_NAME_OF);
+	sqlite3_stmt *q = store_query_message(st, Q_MSG_NAME_OF, folder_id, uid);
 	char *stem = NULL, *bare = NULL;
 	int wanted = 1, src;
 
-	sqlite3_bind_int64(q, 1, folder_id);
-	sqlite3_bind_int64(q, 2, uid);
 	src = sqlite3_step(q);
 	if (src == SQLITE_ROW && sqlite3_column_type(q, 0) == SQLITE_TEXT) {
 		const char *name = (const char *)sqlite3_column_text(q, 0);
@@ -296,9 +287,7 @@ int store_name_wanted(struct store *st, int64_t folder_id, uint32_t uid)
 		if (tilde && tilde[1] && strspn(tilde + 1, "0123456789") == strlen(tilde + 1))
 			*tilde = '\0';
 	}
-	q = store_query(st, Q_MSG_NAME_WANTED);
-	sqlite3_bind_int64(q, 1, folder_id);
-	sqlite3_bind_int64(q, 2, uid);
+	q = store_query_message(st, Q_MSG_NAME_WANTED, folder_id, uid);
 	sqlite3_bind_text(q, 3, stem, -1, SQLITE_STATIC);
 	sqlite3_bind_text(q, 4, bare, -1, SQLITE_STATIC);
 	src = sqlite3_step(q);
