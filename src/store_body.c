@@ -215,7 +215,7 @@ static enum mf_status store_evict(struct store *st, int64_t keep_folder, uint32_
 	enum mf_status rc = MF_OK;
 	uint64_t total = 0, count;
 	sqlite3_stmt *q;
-	int src;
+	int src = SQLITE_DONE;
 
 	if (st->body_total < 0) {
 		rc = store_body_sum(st, &total, &count);
