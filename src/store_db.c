@@ -1,0 +1,459 @@
+/* store_db.c — the store's database: the schema, the query table, open
+ * and close, and the small helpers every file of the store uses to run a
+ * statement, a transaction or read a column (store_int.h maps the rest).
+ *
+ * It must not know IMAP, POP3 or FUSE, must not do network I/O, must not
+ * log (callers decide what to say), and must never build SQL from values:
+ * every value goes through a bound parameter of a statement prepared once
+ * at open, here. */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include <glib.h>
+#include <glib/gstdio.h>
+#include <sqlite3.h>
+
+#include "store_int.h"
+
+#define STORE_SCHEMA_VERSION 2
+
+static const char store_schema_sql[] =
+	"CREATE TABLE IF NOT EXISTS folders("
+	"  id INTEGER PRIMARY KEY AUTOINCREMENT," /* never reuse an id: body dirs are named by it */
+	"  path TEXT UNIQUE NOT NULL,"
+	"  parent TEXT NOT NULL,"                 /* path of the parent, '' at the top */
+	"  wire_name TEXT,"
+	"  delim INTEGER NOT NULL DEFAULT 0,"
+	"  noselect INTEGER NOT NULL DEFAULT 0,"
+	"  uidvalidity INTEGER NOT NULL DEFAULT 0,"
+	"  uidnext INTEGER NOT NULL DEFAULT 0,"
+	"  highestmodseq INTEGER NOT NULL DEFAULT 0,"
+	"  synced_at INTEGER NOT NULL DEFAULT 0,"
+	"  messages INTEGER NOT NULL DEFAULT 0);"  /* kept by every change: a lookup must not count */
+	"CREATE INDEX IF NOT EXISTS folders_parent ON folders(parent, path);"
+	"CREATE TABLE IF NOT EXISTS messages("
+	"  folder_id INTEGER NOT NULL REFERENCES folders(id) ON DELETE CASCADE,"
+	"  uid INTEGER NOT NULL,"
+	"  remote_id TEXT,"
+	"  base_name TEXT,"
+	"  user_name TEXT,"
+	"  name TEXT,"
+	"  flags TEXT NOT NULL DEFAULT '',"
+	"  size INTEGER NOT NULL DEFAULT 0,"
+	"  size_known INTEGER NOT NULL DEFAULT 0,"
+	"  internaldate INTEGER NOT NULL DEFAULT 0,"
+	"  subject TEXT, from_raw TEXT, message_id TEXT, date_raw TEXT,"
+	"  PRIMARY KEY(folder_id, uid)) WITHOUT ROWID;"
+	"CREATE UNIQUE INDEX IF NOT EXISTS messages_name ON messages(folder_id, name);"
+	/* Partial: IMAP rows have no remote_id and cost the index nothing. */
+	"CREATE INDEX IF NOT EXISTS messages_remote_id ON messages(folder_id, remote_id)"
+	"  WHERE remote_id IS NOT NULL;"
+	"CREATE TABLE IF NOT EXISTS bodies("
+	"  folder_id INTEGER NOT NULL,"
+	"  uid INTEGER NOT NULL,"
+	"  size INTEGER NOT NULL,"
+	"  last_used INTEGER NOT NULL,"           /* a counter, not a time: LRU must be exact */
+	"  PRIMARY KEY(folder_id, uid),"
+	"  FOREIGN KEY(folder_id, uid) REFERENCES messages(folder_id, uid) ON DELETE CASCADE"
+	") WITHOUT ROWID;"
+	"CREATE INDEX IF NOT EXISTS bodies_lru ON bodies(last_used);";
+
+#define STORE_FOLDER_COLUMNS \
+	"SELECT f.id, f.path, f.wire_name, f.delim, f.noselect, f.uidvalidity," \
+	" f.uidnext, f.highestmodseq, f.synced_at, f.messages FROM folders f "
+
+#define STORE_MESSAGE_COLUMNS \
+	"SELECT m.folder_id, m.uid, m.remote_id, m.name, m.flags, m.size," \
+	" m.size_known, m.internaldate, m.subject, m.from_raw, m.message_id," \
+	" m.date_raw, b.uid IS NOT NULL FROM messages m" \
+	" LEFT JOIN bodies b ON b.folder_id = m.folder_id AND b.uid = m.uid "
+
+/* The next LRU tick: strictly above every body's, so order is exact. */
+#define STORE_NEXT_TICK "(SELECT coalesce(max(last_used), 0) + 1 FROM bodies)"
+
+static const char *const store_query_sql[Q_COUNT] = {
+	[Q_BEGIN] = "BEGIN IMMEDIATE",
+	[Q_COMMIT] = "COMMIT",
+	[Q_ROLLBACK] = "ROLLBACK",
+	[Q_FOLDER_BY_PATH] = STORE_FOLDER_COLUMNS "WHERE f.path = ?1",
+	[Q_FOLDER_BY_ID] = STORE_FOLDER_COLUMNS "WHERE f.id = ?1",
+	[Q_FOLDER_CHILDREN] = STORE_FOLDER_COLUMNS "WHERE f.parent = ?1 ORDER BY f.path",
+	[Q_FOLDER_COUNT] = "SELECT count(*) FROM folders",
+	[Q_FOLDER_EXISTS] = "SELECT 1 FROM folders WHERE id = ?1",
+	[Q_FOLDER_UPSERT] =
+		"INSERT INTO folders(path, parent, wire_name, delim, noselect)"
+		" VALUES(?1, ?2, ?3, ?4, ?5) ON CONFLICT(path) DO UPDATE SET"
+		" wire_name = excluded.wire_name, delim = excluded.delim,"
+		" noselect = excluded.noselect",
+	[Q_FOLDER_UPSERT_IMPLIED] =
+		"INSERT INTO folders(path, parent, wire_name, delim, noselect)"
+		" VALUES(?1, ?2, NULL, ?3, 1) ON CONFLICT(path) DO UPDATE SET noselect = 1",
+	[Q_FOLDER_ALL] = "SELECT id, path FROM folders",
+	[Q_FOLDER_DELETE] = "DELETE FROM folders WHERE id = ?1",
+	[Q_FOLDER_SET_SYNC] =
+		"UPDATE folders SET uidvalidity = ?2, uidnext = ?3, highestmodseq = ?4,"
+		" synced_at = ?5 WHERE id = ?1",
+	[Q_FOLDER_TOUCH] = "UPDATE folders SET synced_at = ?2 WHERE id = ?1",
+	[Q_MSG_BY_NAME] = STORE_MESSAGE_COLUMNS "WHERE m.folder_id = ?1 AND m.name = ?2",
+	[Q_MSG_BY_UID] = STORE_MESSAGE_COLUMNS "WHERE m.folder_id = ?1 AND m.uid = ?2",
+	[Q_MSG_LIST] = STORE_MESSAGE_COLUMNS
+		"WHERE m.folder_id = ?1 AND m.name IS NOT NULL ORDER BY m.name",
+	[Q_MSG_UIDS] = "SELECT uid FROM messages WHERE folder_id = ?1 ORDER BY uid",
+	[Q_MSG_REMOTE_IDS] =
+		"SELECT uid, remote_id FROM messages WHERE folder_id = ?1"
+		" AND remote_id IS NOT NULL ORDER BY uid",
+	[Q_MSG_UPSERT] =
+		"INSERT INTO messages(folder_id, uid, remote_id, base_name, flags, size,"
+		" size_known, internaldate, subject, from_raw, message_id, date_raw, name)"
+		" VALUES(?1, ?2, ?3, ?4, ?5, ?6, 0, ?7, ?8, ?9, ?10, ?11, ?12)"
+		" ON CONFLICT(folder_id, uid) DO UPDATE SET"
+		" remote_id = excluded.remote_id, base_name = excluded.base_name,"
+		" flags = excluded.flags,"
+		" size = CASE WHEN size_known THEN size ELSE excluded.size END,"
+		" internaldate = excluded.internaldate, subject = excluded.subject,"
+		" from_raw = excluded.from_raw, message_id = excluded.message_id,"
+		" date_raw = excluded.date_raw",
+	[Q_MSG_SET_FLAGS] = "UPDATE messages SET flags = ?3 WHERE folder_id = ?1 AND uid = ?2",
+	[Q_MSG_DELETE] = "DELETE FROM messages WHERE folder_id = ?1 AND uid = ?2",
+	[Q_MSG_DELETE_FOLDER] = "DELETE FROM messages WHERE folder_id = ?1",
+	[Q_MSG_NAMES] =
+		"SELECT uid, base_name, user_name, name FROM messages"
+		" WHERE folder_id = ?1 ORDER BY uid",
+	[Q_MSG_SET_NAME] = "UPDATE messages SET name = ?3 WHERE folder_id = ?1 AND uid = ?2",
+	[Q_MSG_SIZE] = "SELECT size FROM messages WHERE folder_id = ?1 AND uid = ?2",
+	[Q_MSG_SET_SIZE] =
+		"UPDATE messages SET size = ?3, size_known = 1 WHERE folder_id = ?1 AND uid = ?2",
+	[Q_MSG_NAME_HOLDER] =
+		"SELECT 1 FROM messages WHERE folder_id = ?1 AND uid != ?3"
+		" AND (name = ?2 OR user_name = ?2)",
+	[Q_MSG_SET_USER_NAME] =
+		"UPDATE messages SET user_name = ?3 WHERE folder_id = ?1 AND uid = ?2",
+	[Q_BODY_EXISTS] = "SELECT 1 FROM bodies WHERE folder_id = ?1 AND uid = ?2",
+	[Q_BODY_OF_FOLDER] = "SELECT uid FROM bodies WHERE folder_id = ?1",
+	[Q_BODY_UPSERT] =
+		"INSERT INTO bodies(folder_id, uid, size, last_used)"
+		" VALUES(?1, ?2, ?3, " STORE_NEXT_TICK ")"
+		" ON CONFLICT(folder_id, uid) DO UPDATE SET"
+		" size = excluded.size, last_used = excluded.last_used",
+	[Q_BODY_TOUCH] =
+		"UPDATE bodies SET last_used = " STORE_NEXT_TICK
+		" WHERE folder_id = ?1 AND uid = ?2",
+	[Q_BODY_DELETE] = "DELETE FROM bodies WHERE folder_id = ?1 AND uid = ?2",
+	[Q_MSG_NAME_WANTED] =
+		"SELECT 1 FROM messages WHERE folder_id = ?1 AND uid != ?2 AND base_name IN (?3, ?4)"
+		" LIMIT 1",
+	[Q_MSG_NAME_OF] = "SELECT name FROM messages WHERE folder_id = ?1 AND uid = ?2",
+	[Q_FOLDER_COUNT_DOWN] = "UPDATE folders SET messages = messages - 1 WHERE id = ?1",
+	[Q_MSG_MAX_UID_OF] = "SELECT coalesce(max(uid), 0) FROM messages WHERE folder_id = ?1",
+	[Q_MSG_UNCACHED_AFTER] = STORE_MESSAGE_COLUMNS
+		"WHERE m.folder_id = ?1 AND m.name > ?2 AND b.uid IS NULL AND m.size <= ?3"
+		" ORDER BY m.name LIMIT ?4",
+	[Q_MSG_UNCACHED_AFTER_UID] = STORE_MESSAGE_COLUMNS
+		"WHERE m.folder_id = ?1 AND m.uid > ?2 AND m.name IS NOT NULL AND b.uid IS NULL"
+		" AND m.size <= ?3 ORDER BY m.uid LIMIT ?4",
+	[Q_BODY_SIZE] = "SELECT size FROM bodies WHERE folder_id = ?1 AND uid = ?2",
+	[Q_FOLDER_RECOUNT] =
+		"UPDATE folders SET messages ="
+		" (SELECT count(*) FROM messages WHERE folder_id = ?1) WHERE id = ?1",
+	[Q_BODY_USAGE] = "SELECT coalesce(sum(size), 0), count(*) FROM bodies",
+	[Q_BODY_LRU] =
+		"SELECT folder_id, uid, size FROM bodies"
+		" WHERE NOT (folder_id = ?1 AND uid = ?2) ORDER BY last_used",
+};
+
+/* ---- small helpers ---- */
+
+enum mf_status store_db_status(int rc)
+{
+	switch (rc & 0xff) {
+	case SQLITE_OK:
+	case SQLITE_ROW:
+	case SQLITE_DONE:
+		return MF_OK;
+	case SQLITE_NOMEM:
+		return MF_ERR_NOMEM;
+	case SQLITE_READONLY:
+		return MF_ERR_READONLY;
+	default:
+		return MF_ERR_IO;
+	}
+}
+
+/* Steps a statement that returns no rows, then resets it (so it holds no
+ * read transaction open). */
+enum mf_status store_run(sqlite3_stmt *q)
+{
+	int rc = sqlite3_step(q);
+
+	sqlite3_reset(q);
+	return rc == SQLITE_DONE || rc == SQLITE_ROW ? MF_OK : store_db_status(rc);
+}
+
+/* store_query() with ?1 bound to a folder's id. */
+sqlite3_stmt *store_query_folder(struct store *st, enum store_query id, int64_t folder_id)
+{
+	sqlite3_stmt *q = store_query(st, id);
+
+	sqlite3_bind_int64(q, 1, folder_id);
+	return q;
+}
+
+/* store_query() with ?1 and ?2 bound to a message's key. */
+sqlite3_stmt *store_query_message(struct store *st, enum store_query id, int64_t folder_id,
+                                  uint32_t uid)
+{
+	sqlite3_stmt *q = store_query_folder(st, id, folder_id);
+
+	sqlite3_bind_int64(q, 2, uid);
+	return q;
+}
+
+/* What a step that wants a row ended with: MF_OK on a row,
+ * MF_ERR_NOTFOUND when there is none. */
+enum mf_status store_found(int rc)
+{
+	return rc == SQLITE_DONE ? MF_ERR_NOTFOUND : store_db_status(rc);
+}
+
+/* Steps q (bound, ready) for its one row, which fill copies into out;
+ * MF_ERR_NOTFOUND when there is none. */
+enum mf_status store_fetch(sqlite3_stmt *q, void (*fill)(sqlite3_stmt *q, void *out, int copy),
+                           void *out)
+{
+	int rc = sqlite3_step(q);
+
+	if (rc == SQLITE_ROW)
+		fill(q, out, 1);
+	sqlite3_reset(q);
+	return store_found(rc);
+}
+
+/* Resets q, whose last step returned rc, and says how stepping went:
+ * SQLITE_DONE (every row read) and SQLITE_ROW (the caller stopped at a
+ * row) are MF_OK. */
+enum mf_status store_rows_done(sqlite3_stmt *q, int rc)
+{
+	sqlite3_reset(q);
+	return store_db_status(rc);
+}
+
+enum mf_status store_begin(struct store *st)
+{
+	return store_run(store_query(st, Q_BEGIN));
+}
+
+enum mf_status store_commit(struct store *st)
+{
+	enum mf_status rc = store_run(store_query(st, Q_COMMIT));
+
+	if (rc != MF_OK)
+		store_run(store_query(st, Q_ROLLBACK));
+	return rc;
+}
+
+void store_rollback(struct store *st)
+{
+	st->body_total = -1;
+	if (!sqlite3_get_autocommit(st->db))
+		store_run(store_query(st, Q_ROLLBACK));
+}
+
+/* Ends the transaction store_begin() opened: commits when rc is MF_OK,
+ * then unlinks the files doomed holds (may be NULL): after the commit, so
+ * a rollback never leaves rows without files because of us. Rolls back
+ * otherwise. Returns the outcome. */
+enum mf_status store_end(struct store *st, enum mf_status rc, GPtrArray *doomed)
+{
+	if (rc == MF_OK)
+		rc = store_commit(st);
+	if (rc == MF_OK)
+		store_unlink_all(doomed);
+	else
+		store_rollback(st);
+	return rc;
+}
+
+char *store_column_dup(sqlite3_stmt *q, int col)
+{
+	const unsigned char *s = sqlite3_column_text(q, col);
+
+	return s ? g_strdup((const char *)s) : NULL;
+}
+
+/* Borrowed text: valid until the statement steps again. */
+char *store_column_borrow(sqlite3_stmt *q, int col)
+{
+	return (char *)sqlite3_column_text(q, col);
+}
+
+void store_bind_text_or_null(sqlite3_stmt *q, int col, const char *s)
+{
+	if (s)
+		sqlite3_bind_text(q, col, s, -1, SQLITE_STATIC);
+	else
+		sqlite3_bind_null(q, col);
+}
+
+/* ---- open / close ---- */
+
+/* Creates dir (and parents) mode 0700; tightens an existing looser one. */
+static int store_make_private_dir(const char *dir, char **err)
+{
+	struct stat sb;
+
+	if (g_mkdir_with_parents(dir, 0700) != 0 || stat(dir, &sb) != 0) {
+		*err = g_strdup_printf("cannot create cache directory %s: %s", dir, g_strerror(errno));
+		return -1;
+	}
+	if (!S_ISDIR(sb.st_mode)) {
+		*err = g_strdup_printf("cache path %s is not a directory", dir);
+		return -1;
+	}
+	if ((sb.st_mode & 0077) != 0 && chmod(dir, 0700) != 0) {
+		*err = g_strdup_printf("cannot make cache directory %s private: %s", dir,
+		                       g_strerror(errno));
+		return -1;
+	}
+	return 0;
+}
+
+static int store_pragma_int(sqlite3 *db, const char *sql, int *value)
+{
+	sqlite3_stmt *q = NULL;
+	int rc = sqlite3_prepare_v2(db, sql, -1, &q, NULL);
+
+	if (rc == SQLITE_OK) {
+		rc = sqlite3_step(q);
+		if (rc == SQLITE_ROW) {
+			*value = sqlite3_column_int(q, 0);
+			rc = SQLITE_OK;
+		}
+	}
+	sqlite3_finalize(q);
+	return rc;
+}
+
+struct store *store_open(const char *dir, uint64_t body_cap, char **err)
+{
+	struct store *st = NULL;
+	char *sub = NULL, *dbpath = NULL, *msg = NULL;
+	int version = 0;
+	int rc;
+
+	if (!dir || !*dir) {
+		msg = g_strdup("no cache directory given");
+		goto fail;
+	}
+	if (store_make_private_dir(dir, &msg) != 0)
+		goto fail;
+	for (int i = 0; i < 2; i++) {
+		sub = g_build_filename(dir, i == 0 ? "bodies" : "tmp", NULL);
+		if (store_make_private_dir(sub, &msg) != 0)
+			goto fail;
+		g_free(sub);
+		sub = NULL;
+	}
+
+	st = g_new0(struct store, 1);
+	pthread_mutex_init(&st->lock, NULL);
+	st->dir = g_strdup(dir);
+	st->body_cap = body_cap;
+	st->body_total = -1;
+
+	dbpath = g_build_filename(dir, "cache.sqlite", NULL);
+	rc = sqlite3_open_v2(dbpath, &st->db,
+	                     SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX,
+	                     NULL);
+	if (rc != SQLITE_OK) {
+		msg = g_strdup_printf("cannot open %s: %s", dbpath,
+		                      st->db ? sqlite3_errmsg(st->db) : sqlite3_errstr(rc));
+		goto fail;
+	}
+	sqlite3_busy_timeout(st->db, 5000);
+	/* A 16 MiB page cache holds a 10,000-message folder while it is
+	 * written in one transaction. */
+	rc = sqlite3_exec(st->db, "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;"
+	                  " PRAGMA cache_size=-16384;"
+	                  " PRAGMA foreign_keys=ON;", NULL, NULL, NULL);
+	if (rc == SQLITE_OK)
+		rc = store_pragma_int(st->db, "PRAGMA user_version", &version);
+	if (rc != SQLITE_OK) {
+		msg = g_strdup_printf("cannot use %s: %s", dbpath, sqlite3_errmsg(st->db));
+		goto fail;
+	}
+	if (version == 0) {
+		rc = sqlite3_exec(st->db, "BEGIN IMMEDIATE", NULL, NULL, NULL);
+		if (rc == SQLITE_OK)
+			rc = sqlite3_exec(st->db, store_schema_sql, NULL, NULL, NULL);
+		if (rc == SQLITE_OK)
+			rc = sqlite3_exec(st->db, "PRAGMA user_version = "
+			                  G_STRINGIFY(STORE_SCHEMA_VERSION) "; COMMIT",
+			                  NULL, NULL, NULL);
+		if (rc != SQLITE_OK) {
+			msg = g_strdup_printf("cannot create the cache schema in %s: %s", dbpath,
+			                      sqlite3_errmsg(st->db));
+			goto fail;
+		}
+	} else if (version == 1) {
+		/* Version 1 kept From and Date decoded; version 2 keeps them as
+		 * sent and decodes on demand. A decoded value decodes to itself,
+		 * so the rows stay as they are. */
+		rc = sqlite3_exec(st->db, "BEGIN IMMEDIATE;"
+		                  " ALTER TABLE messages RENAME COLUMN from_addr TO from_raw;"
+		                  " ALTER TABLE messages RENAME COLUMN date_header TO date_raw;"
+		                  " PRAGMA user_version = 2; COMMIT", NULL, NULL, NULL);
+		if (rc != SQLITE_OK) {
+			msg = g_strdup_printf("cannot upgrade the cache schema in %s: %s", dbpath,
+			                      sqlite3_errmsg(st->db));
+			sqlite3_exec(st->db, "ROLLBACK", NULL, NULL, NULL);
+			goto fail;
+		}
+	} else if (version != STORE_SCHEMA_VERSION) {
+		msg = g_strdup_printf("%s has cache schema version %d; this mailfs knows %d"
+		                      " (remove the cache directory or use a newer mailfs)",
+		                      dbpath, version, STORE_SCHEMA_VERSION);
+		goto fail;
+	}
+	for (int i = 0; i < Q_COUNT; i++) {
+		rc = sqlite3_prepare_v3(st->db, store_query_sql[i], -1, SQLITE_PREPARE_PERSISTENT,
+		                        &st->q[i], NULL);
+		if (rc != SQLITE_OK) {
+			msg = g_strdup_printf("cannot prepare a cache query: %s", sqlite3_errmsg(st->db));
+			goto fail;
+		}
+	}
+
+	/* Downloads interrupted by a crash or kill leave files nobody will
+	 * commit. */
+	sub = g_build_filename(dir, "tmp", NULL);
+	store_empty_dir(sub, 0);
+	store_sweep_orphan_bodies(st);
+	goto out;
+
+fail:
+	if (st)
+		store_close(st);
+	st = NULL;
+	if (err)
+		*err = msg;
+	else
+		g_free(msg);
+out:
+	g_free(sub);
+	g_free(dbpath);
+	return st;
+}
+
+void store_close(struct store *st)
+{
+	if (!st)
+		return;
+	for (int i = 0; i < Q_COUNT; i++)
+		sqlite3_finalize(st->q[i]);
+	sqlite3_close(st->db);
+	pthread_mutex_destroy(&st->lock);
+	g_free(st->dir);
+	g_free(st);
+}

@@ -1,0 +1,329 @@
+/* store_folder.c — the store's folder table: the folder list replaced as
+ * a whole, lookups by path and id, children in path order, and the
+ * per-folder views the sync needs (UIDs, remote ids, the highest UID).
+ *
+ * It must not know IMAP, POP3 or FUSE, must not do network I/O and must
+ * not log. A callback runs with the store's mutex held and must never
+ * call back into the store. */
+#include <string.h>
+
+#include <glib.h>
+#include <sqlite3.h>
+
+#include "store_int.h"
+
+/* MF_OK when the folder row exists, MF_ERR_NOTFOUND when not. */
+enum mf_status store_folder_exists(struct store *st, int64_t folder_id)
+{
+	sqlite3_stmt *q = store_query_folder(st, Q_FOLDER_EXISTS, folder_id);
+	int rc = sqlite3_step(q);
+
+	sqlite3_reset(q);
+	return store_found(rc);
+}
+
+void store_folder_clear(struct store_folder *f)
+{
+	if (!f)
+		return;
+	g_free(f->path);
+	g_free(f->wire_name);
+	memset(f, 0, sizeof *f);
+}
+
+/* Fills f (a struct store_folder) from a STORE_FOLDER_COLUMNS row;
+ * strings copied or borrowed. */
+static void store_folder_from_row(sqlite3_stmt *q, void *out, int copy)
+{
+	char *(*text)(sqlite3_stmt *, int) = copy ? store_column_dup : store_column_borrow;
+	struct store_folder *f = out;
+
+	f->id = sqlite3_column_int64(q, 0);
+	f->path = text(q, 1);
+	f->wire_name = text(q, 2);
+	f->delim = (char)sqlite3_column_int(q, 3);
+	f->noselect = sqlite3_column_int(q, 4);
+	f->uidvalidity = (uint32_t)sqlite3_column_int64(q, 5);
+	f->uidnext = (uint32_t)sqlite3_column_int64(q, 6);
+	f->highestmodseq = (uint64_t)sqlite3_column_int64(q, 7);
+	f->synced_at = sqlite3_column_int64(q, 8);
+	f->message_count = (uint32_t)sqlite3_column_int64(q, 9);
+}
+
+/* A stored path is never "", never starts or ends with '/', never has an
+ * empty level. */
+static int store_path_valid(const char *path)
+{
+	size_t len = path ? strlen(path) : 0;
+
+	return len > 0 && path[0] != '/' && path[len - 1] != '/' && !strstr(path, "//");
+}
+
+/* The parent part of path ("" at the top), g_malloc'd. */
+static char *store_path_parent(const char *path)
+{
+	const char *slash = strrchr(path, '/');
+
+	return slash ? g_strndup(path, (gsize)(slash - path)) : g_strdup("");
+}
+
+enum mf_status store_folders_replace(struct store *st,
+                                     const struct store_folder_entry *entries,
+                                     size_t n)
+{
+	GHashTable *wanted;
+	GArray *gone;
+	GPtrArray *doomed;
+	enum mf_status rc;
+	sqlite3_stmt *q;
+	int src;
+
+	for (size_t i = 0; i < n; i++)
+		if (!store_path_valid(entries[i].path))
+			return MF_ERR_INVAL;
+
+	wanted = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
+	gone = g_array_new(FALSE, FALSE, sizeof(int64_t));
+	doomed = g_ptr_array_new_with_free_func(g_free);
+	pthread_mutex_lock(&st->lock);
+	st->body_total = -1;  /* deleted folders take their bodies along */
+	rc = store_begin(st);
+	if (rc != MF_OK)
+		goto out;
+
+	/* Listed folders first, so an implied parent never overrides a listed one. */
+	for (size_t i = 0; i < n; i++) {
+		char *parent = store_path_parent(entries[i].path);
+		q = store_query(st, Q_FOLDER_UPSERT);
+		sqlite3_bind_text(q, 1, entries[i].path, -1, SQLITE_STATIC);
+		sqlite3_bind_text(q, 2, parent, -1, SQLITE_STATIC);
+		sqlite3_bind_text(q, 3, entries[i].wire_name, -1, SQLITE_STATIC);
+		sqlite3_bind_int(q, 4, (unsigned char)entries[i].delim);
+		sqlite3_bind_int(q, 5, entries[i].noselect ? 1 : 0);
+		rc = store_run(q);
+		g_free(parent);
+		if (rc != MF_OK)
+			goto out;
+		g_hash_table_add(wanted, g_strdup(entries[i].path));
+	}
+	for (size_t i = 0; i < n; i++) {
+		char *path = g_strdup(entries[i].path);
+		char *slash;
+		while ((slash = strrchr(path, '/')) != NULL) {
+			*slash = '\0';
+			if (g_hash_table_contains(wanted, path))
+				continue;
+			char *parent = store_path_parent(path);
+			q = store_query(st, Q_FOLDER_UPSERT_IMPLIED);
+			sqlite3_bind_text(q, 1, path, -1, SQLITE_STATIC);
+			sqlite3_bind_text(q, 2, parent, -1, SQLITE_STATIC);
+			sqlite3_bind_int(q, 3, (unsigned char)entries[i].delim);
+			rc = store_run(q);
+			g_free(parent);
+			if (rc != MF_OK) {
+				g_free(path);
+				goto out;
+			}
+			g_hash_table_add(wanted, g_strdup(path));
+		}
+		g_free(path);
+	}
+
+	q = store_query(st, Q_FOLDER_ALL);
+	while ((src = sqlite3_step(q)) == SQLITE_ROW) {
+		const char *path = (const char *)sqlite3_column_text(q, 1);
+		if (!path || !g_hash_table_contains(wanted, path)) {
+			int64_t id = sqlite3_column_int64(q, 0);
+			g_array_append_val(gone, id);
+		}
+	}
+	rc = store_rows_done(q, src);
+	if (rc != MF_OK)
+		goto out;
+	for (guint i = 0; i < gone->len; i++) {
+		int64_t id = g_array_index(gone, int64_t, i);
+		rc = store_collect_folder_bodies(st, id, doomed);
+		if (rc != MF_OK)
+			goto out;
+		/* Messages and body rows go by ON DELETE CASCADE. */
+		rc = store_run(store_query_folder(st, Q_FOLDER_DELETE, id));
+		if (rc != MF_OK)
+			goto out;
+	}
+out:
+	rc = store_end(st, rc, doomed);
+	for (guint i = 0; rc == MF_OK && i < gone->len; i++) {
+		char *d = store_body_dir(st, g_array_index(gone, int64_t, i));
+		store_empty_dir(d, 1);
+		g_free(d);
+	}
+	pthread_mutex_unlock(&st->lock);
+	g_hash_table_destroy(wanted);
+	g_array_free(gone, TRUE);
+	g_ptr_array_free(doomed, TRUE);
+	return rc;
+}
+
+enum mf_status store_folder_by_path(struct store *st, const char *path,
+                                    struct store_folder *out)
+{
+	enum mf_status rc;
+	sqlite3_stmt *q;
+
+	memset(out, 0, sizeof *out);
+	pthread_mutex_lock(&st->lock);
+	q = store_query(st, Q_FOLDER_BY_PATH);
+	/* A NULL path binds NULL, which no row equals: MF_ERR_NOTFOUND. */
+	sqlite3_bind_text(q, 1, path, -1, SQLITE_STATIC);
+	rc = store_fetch(q, store_folder_from_row, out);
+	pthread_mutex_unlock(&st->lock);
+	return rc;
+}
+
+enum mf_status store_folder_by_id(struct store *st, int64_t id, struct store_folder *out)
+{
+	enum mf_status rc;
+
+	memset(out, 0, sizeof *out);
+	pthread_mutex_lock(&st->lock);
+	rc = store_fetch(store_query_folder(st, Q_FOLDER_BY_ID, id), store_folder_from_row, out);
+	pthread_mutex_unlock(&st->lock);
+	return rc;
+}
+
+enum mf_status store_folder_children(struct store *st, const char *parent,
+                                     int (*cb)(void *ctx, const struct store_folder *f),
+                                     void *ctx)
+{
+	enum mf_status rc;
+	sqlite3_stmt *q;
+	int src;
+
+	if (!parent)
+		parent = "";
+	pthread_mutex_lock(&st->lock);
+	q = store_query(st, Q_FOLDER_CHILDREN);
+	sqlite3_bind_text(q, 1, parent, -1, SQLITE_STATIC);
+	/* The mutex stays held while cb runs: the statement is mid-step. */
+	while ((src = sqlite3_step(q)) == SQLITE_ROW) {
+		struct store_folder f;
+		store_folder_from_row(q, &f, 0);
+		if (cb(ctx, &f) != 0)
+			break;
+	}
+	rc = store_rows_done(q, src);
+	pthread_mutex_unlock(&st->lock);
+	return rc;
+}
+
+enum mf_status store_folder_count(struct store *st, size_t *n)
+{
+	enum mf_status rc = MF_OK;
+	sqlite3_stmt *q;
+	int src;
+
+	*n = 0;
+	pthread_mutex_lock(&st->lock);
+	q = store_query(st, Q_FOLDER_COUNT);
+	src = sqlite3_step(q);
+	if (src == SQLITE_ROW)
+		*n = (size_t)sqlite3_column_int64(q, 0);
+	else
+		rc = store_db_status(src);
+	sqlite3_reset(q);
+	pthread_mutex_unlock(&st->lock);
+	return rc;
+}
+
+enum mf_status store_folder_touch(struct store *st, int64_t folder_id, int64_t now)
+{
+	enum mf_status rc;
+	sqlite3_stmt *q;
+
+	pthread_mutex_lock(&st->lock);
+	q = store_query_folder(st, Q_FOLDER_TOUCH, folder_id);
+	sqlite3_bind_int64(q, 2, now);
+	rc = store_run(q);
+	if (rc == MF_OK && sqlite3_changes(st->db) == 0)
+		rc = MF_ERR_NOTFOUND;
+	pthread_mutex_unlock(&st->lock);
+	return rc;
+}
+
+enum mf_status store_folder_max_uid(struct store *st, int64_t folder_id, uint32_t *max)
+{
+	sqlite3_stmt *q;
+	int src;
+
+	*max = 0;
+	pthread_mutex_lock(&st->lock);
+	q = store_query_folder(st, Q_MSG_MAX_UID_OF, folder_id);
+	src = sqlite3_step(q);
+	if (src == SQLITE_ROW)
+		*max = (uint32_t)sqlite3_column_int64(q, 0);
+	sqlite3_reset(q);
+	pthread_mutex_unlock(&st->lock);
+	return src == SQLITE_ROW ? MF_OK : store_db_status(src);
+}
+
+/* Calls cb with the uid (and remote_id, when the query has one) of each
+ * row of query id (?1 = the folder), until it returns non-zero.
+ * MF_ERR_NOTFOUND when the folder does not exist. */
+static enum mf_status store_folder_each_uid(struct store *st, enum store_query id,
+                                            int64_t folder_id,
+                                            int (*cb)(void *ctx, uint32_t uid,
+                                                      const char *remote_id),
+                                            void *ctx)
+{
+	enum mf_status rc;
+	sqlite3_stmt *q;
+	int src;
+
+	pthread_mutex_lock(&st->lock);
+	rc = store_folder_exists(st, folder_id);
+	if (rc != MF_OK)
+		goto out;
+	q = store_query_folder(st, id, folder_id);
+	/* The mutex stays held while cb runs: the statement is mid-step. */
+	while ((src = sqlite3_step(q)) == SQLITE_ROW) {
+		const char *remote_id =
+			sqlite3_column_count(q) > 1 ? (const char *)sqlite3_column_text(q, 1) : NULL;
+		if (cb(ctx, (uint32_t)sqlite3_column_int64(q, 0), remote_id) != 0)
+			break;
+	}
+	rc = store_rows_done(q, src);
+out:
+	pthread_mutex_unlock(&st->lock);
+	return rc;
+}
+
+static int store_uid_append(void *ctx, uint32_t uid, const char *remote_id)
+{
+	g_array_append_val((GArray *)ctx, uid);
+	return 0;
+}
+
+enum mf_status store_folder_uids(struct store *st, int64_t folder_id,
+                                 uint32_t **uids, size_t *count)
+{
+	GArray *a = g_array_new(FALSE, FALSE, sizeof(uint32_t));
+	enum mf_status rc;
+
+	*uids = NULL;
+	*count = 0;
+	rc = store_folder_each_uid(st, Q_MSG_UIDS, folder_id, store_uid_append, a);
+	if (rc == MF_OK) {
+		*count = a->len;
+		*uids = (uint32_t *)g_array_free(a, FALSE);
+	} else {
+		g_array_free(a, TRUE);
+	}
+	return rc;
+}
+
+enum mf_status store_folder_remote_ids(struct store *st, int64_t folder_id,
+                                       int (*cb)(void *ctx, uint32_t uid, const char *remote_id),
+                                       void *ctx)
+{
+	return store_folder_each_uid(st, Q_MSG_REMOTE_IDS, folder_id, cb, ctx);
+}

@@ -1,0 +1,115 @@
+/* store_int.h — what the files of the store share; private to them.
+ *
+ * Only src/store_*.c include it: the store's API is include/store.h, and
+ * nothing here is part of it. The store is one group of files:
+ *   store_db.c      the schema, the query table, open/close, and the small
+ *                   helpers every file uses (statements, transactions,
+ *                   columns)
+ *   store_folder.c  the folder table: replace, lookups, children, count,
+ *                   touch, UIDs, remote ids, the highest UID
+ *   store_message.c message rows: a sync applied, lookups, listings,
+ *                   read-ahead candidates, one message's name, flags or
+ *                   removal
+ *   store_names.c   file names: the collision rule (once), the recount of
+ *                   a folder's names, the namer of a first listing
+ *   store_body.c    the body cache: files under bodies/, staging in tmp/,
+ *                   LRU eviction, the sweep of orphan files at open
+ *
+ * Every file keeps the store's rules: it must not know IMAP, POP3 or
+ * FUSE, must not do network I/O, must not log (callers decide what to
+ * say), and must never build SQL from values: every value goes through a
+ * bound parameter of a statement prepared once at open. One pthread mutex
+ * serialises every public call; callbacks are called with it held (a
+ * statement is being stepped), so a callback must never call back into
+ * the store. The functions declared here never take the mutex: they run
+ * with it held, most inside the caller's transaction. */
+#ifndef MAILFS_STORE_INT_H
+#define MAILFS_STORE_INT_H
+
+#include <pthread.h>
+#include <stdint.h>
+
+#include <glib.h>
+#include <sqlite3.h>
+
+#include "store.h"
+
+/* One statement each, prepared at open; the SQL is in store_db.c. */
+enum store_query {
+	Q_BEGIN, Q_COMMIT, Q_ROLLBACK,
+	Q_FOLDER_BY_PATH, Q_FOLDER_BY_ID, Q_FOLDER_CHILDREN, Q_FOLDER_COUNT,
+	Q_FOLDER_EXISTS, Q_FOLDER_UPSERT, Q_FOLDER_UPSERT_IMPLIED, Q_FOLDER_ALL,
+	Q_FOLDER_DELETE, Q_FOLDER_SET_SYNC, Q_FOLDER_TOUCH,
+	Q_MSG_BY_NAME, Q_MSG_BY_UID, Q_MSG_LIST, Q_MSG_UIDS, Q_MSG_REMOTE_IDS,
+	Q_MSG_UPSERT, Q_MSG_SET_FLAGS,
+	Q_MSG_DELETE, Q_MSG_DELETE_FOLDER, Q_MSG_NAMES, Q_MSG_SET_NAME,
+	Q_MSG_SIZE, Q_MSG_SET_SIZE, Q_MSG_NAME_HOLDER, Q_MSG_SET_USER_NAME,
+	Q_BODY_EXISTS, Q_BODY_OF_FOLDER, Q_BODY_UPSERT, Q_BODY_TOUCH,
+	Q_BODY_DELETE, Q_BODY_USAGE, Q_BODY_LRU, Q_FOLDER_RECOUNT, Q_BODY_SIZE,
+	Q_MSG_UNCACHED_AFTER, Q_MSG_UNCACHED_AFTER_UID, Q_MSG_NAME_WANTED, Q_MSG_NAME_OF, Q_FOLDER_COUNT_DOWN,
+	Q_MSG_MAX_UID_OF,
+	Q_COUNT
+};
+
+struct store {
+	pthread_mutex_t lock;
+	sqlite3 *db;
+	char *dir;
+	uint64_t body_cap;
+	int64_t body_total;   /* bytes of cached bodies, -1 when it must be summed again */
+	sqlite3_stmt *q[Q_COUNT];
+};
+
+
+/* ---- store_db.c: statements, transactions, columns ---- */
+
+enum mf_status store_db_status(int rc);
+
+/* A cached statement, reset and unbound, ready for new parameters. */
+static inline sqlite3_stmt *store_query(struct store *st, enum store_query id)
+{
+	sqlite3_stmt *q = st->q[id];
+
+	sqlite3_reset(q);
+	sqlite3_clear_bindings(q);
+	return q;
+}
+
+sqlite3_stmt *store_query_folder(struct store *st, enum store_query id, int64_t folder_id);
+sqlite3_stmt *store_query_message(struct store *st, enum store_query id, int64_t folder_id,
+                                  uint32_t uid);
+enum mf_status store_run(sqlite3_stmt *q);
+enum mf_status store_found(int rc);
+enum mf_status store_fetch(sqlite3_stmt *q, void (*fill)(sqlite3_stmt *q, void *out, int copy),
+                           void *out);
+enum mf_status store_rows_done(sqlite3_stmt *q, int rc);
+enum mf_status store_begin(struct store *st);
+enum mf_status store_commit(struct store *st);
+void store_rollback(struct store *st);
+enum mf_status store_end(struct store *st, enum mf_status rc, GPtrArray *doomed);
+char *store_column_dup(sqlite3_stmt *q, int col);
+char *store_column_borrow(sqlite3_stmt *q, int col);
+void store_bind_text_or_null(sqlite3_stmt *q, int col, const char *s);
+
+/* ---- store_folder.c ---- */
+
+enum mf_status store_folder_exists(struct store *st, int64_t folder_id);
+
+/* ---- store_names.c ---- */
+
+enum mf_status store_assign_names(struct store *st, int64_t folder_id);
+char **store_names_for_appended(struct store *st, const struct store_sync *s);
+int store_name_wanted(struct store *st, int64_t folder_id, uint32_t uid);
+
+/* ---- store_body.c ---- */
+
+char *store_body_path(const struct store *st, int64_t folder_id, uint32_t uid);
+char *store_body_dir(const struct store *st, int64_t folder_id);
+void store_empty_dir(const char *dir, int rmdir_too);
+void store_unlink_all(GPtrArray *paths);
+enum mf_status store_collect_folder_bodies(struct store *st, int64_t folder_id,
+                                           GPtrArray *doomed);
+int store_has_body(struct store *st, int64_t folder_id, uint32_t uid, enum mf_status *err);
+void store_sweep_orphan_bodies(struct store *st);
+
+#endif
