@@ -110,12 +110,18 @@ struct mailbox_ops {
 	 * only after the server confirmed the change; a uid it cannot learn
 	 * is returned as 0 (the next sync finds the message). */
 
-	/* Adds the message held in fd (size bytes from offset) to the folder,
-	 * with INTERNALDATE when internaldate is not MAILBOX_NO_DATE. *uid_out
-	 * is 0 when the server has no UIDPLUS. Over quota: MF_ERR_QUOTA;
-	 * other refusals MF_ERR_REFUSED. */
+	/* Adds the message held in fd (size bytes from offset, sent in
+	 * pieces) to the folder, with INTERNALDATE when internaldate is not
+	 * MAILBOX_NO_DATE. *uid_out is 0 when the server has no UIDPLUS.
+	 * Over quota: MF_ERR_QUOTA; larger than the server takes:
+	 * MF_ERR_TOOBIG, nothing sent; other refusals MF_ERR_REFUSED. When
+	 * the answer is lost after the message went out, the driver looks
+	 * for it before it reports (message_id, may be NULL, and wire_size,
+	 * the size the server gives it, among UIDs above after_uid): MF_OK
+	 * when it landed, never a second APPEND. */
 	enum mf_status (*append)(struct mailbox *mb, const char *wire_name, int fd,
 	                         uint64_t offset, uint64_t size, int64_t internaldate,
+	                         const char *message_id, uint64_t wire_size, uint32_t after_uid,
 	                         uint32_t *uid_out);
 	/* Moves one message. The copy is confirmed before the original is
 	 * removed; an original that cannot be expunged without taking other

@@ -20,6 +20,7 @@ enum mf_status {
 	MF_ERR_OFFLINE,   /* offline mount: the network is never used */
 	MF_ERR_READONLY,
 	MF_ERR_PERM,
+	MF_ERR_TOOBIG,    /* larger than the server takes (APPENDLIMIT) */
 };
 
 /* Returns a positive errno value for the status (0 for MF_OK). */

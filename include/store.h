@@ -6,6 +6,7 @@
  * network I/O). Passwords never reach it.
  *
  * Layout of a cache directory (created mode 0700):
+ *   DIR/lock                     flock'ed by the one store that has it open
  *   DIR/cache.sqlite             the metadata
  *   DIR/bodies/<folder_id>/<uid> one file per cached body
  *   DIR/tmp/                     bodies being downloaded
@@ -55,6 +56,10 @@ struct store_message {
  * bodies (LRU eviction beyond it). On failure returns NULL and sets *err
  * (g_malloc'd message). */
 struct store *store_open(const char *dir, uint64_t body_cap, char **err);
+/* The cache is locked while a store has it open: a second store_open of
+ * the same directory fails, naming the holder's pid. After a fork that
+ * keeps the store (daemon mode), the process that stays claims it. */
+void store_claim(struct store *st);
 void store_close(struct store *st);
 
 void store_folder_clear(struct store_folder *f);
@@ -77,6 +82,10 @@ struct store_folder_entry {  /* input: one folder as LIST reported it */
 enum mf_status store_folders_replace(struct store *st,
                                      const struct store_folder_entry *entries,
                                      size_t n);
+/* The folder at old_path and every folder below it move to new_path,
+ * keeping their ids, messages, names given by hand and bodies (after the
+ * server renamed it). Whatever the cache held at new_path goes. */
+enum mf_status store_folder_rename(struct store *st, const char *old_path, const char *new_path);
 /* MF_ERR_NOTFOUND when no such folder. */
 enum mf_status store_folder_by_path(struct store *st, const char *path,
                                     struct store_folder *out);

@@ -76,13 +76,26 @@ enum mf_status sync_body_open(struct sync_ctx *s, int64_t folder_id, uint32_t ui
 /* ---- writes: each talks to the server first and changes the cache only
  * after the server confirmed; then the touched folders are re-synced. */
 
-/* Validates the staged message in tmp_path (fd open on it, size bytes)
- * and APPENDs it to the folder; the message then shows under name, and
- * the staged file becomes its cached body. internaldate:
- * SYNC_NO_DATE for none. Junk: MF_ERR_INVAL, nothing sent. */
+/* A version of a staged file that is on the server. */
+struct sync_appended {
+	int64_t folder_id;
+	uint32_t uid;             /* 0: none, or the server did not say which */
+	int exact;                /* the file holds the server's very bytes */
+};
+/* Validates the staged message (fd, size bytes; read in pieces, never
+ * whole) and APPENDs it to the folder, where it shows under name. prev
+ * (may be NULL or hold uid 0): an earlier version of the same file, on
+ * the server already: removed once the new one is confirmed. *out: the
+ * new version. internaldate: SYNC_NO_DATE for none. Junk: MF_ERR_INVAL,
+ * nothing sent. */
 enum mf_status sync_append(struct sync_ctx *s, int64_t folder_id, const char *name,
-                           int fd, const char *tmp_path, uint64_t size,
-                           int64_t internaldate);
+                           int fd, uint64_t size, int64_t internaldate,
+                           const struct sync_appended *prev, struct sync_appended *out);
+/* The staged file (tmp_path, consumed) becomes the cached body of v when
+ * it holds exactly the server's bytes. */
+void sync_append_keep(struct sync_ctx *s, const struct sync_appended *v, const char *tmp_path);
+/* Removes a version no longer wanted: expunged, never moved to the trash. */
+enum mf_status sync_append_drop(struct sync_ctx *s, const struct sync_appended *v);
 /* Moves a message to another folder, where it shows under name (NULL:
  * its derived name). replace_uid (0: none) is a message of the target
  * folder that the moved one replaces: removed once the move succeeded. */

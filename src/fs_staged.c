@@ -13,24 +13,42 @@
 #include <glib.h>
 #include "fs_int.h"
 
-/* A file being written into a folder (cp, rsync): staged in the cache's
- * tmp/ until its last close, then validated and APPENDed. */
+/* A file being written into a folder (cp, rsync, shell redirection):
+ * staged in the cache's tmp/ while any descriptor of it is open.
+ *
+ * The kernel sends a flush for every close(2) of every descriptor (the
+ * shell's own after a dup2, a forked child's at exit), and close returns
+ * what the flush returns. So each flush tells the truth about the
+ * content as it is then: a content not yet on the server is validated
+ * and APPENDed (the version appended before, if any, goes once the new
+ * one is confirmed); empty or junk content gets EINVAL and stays staged,
+ * for a writer may not be done yet. When the last descriptor goes
+ * (release), whatever the last flush could not put on the server leaves
+ * nothing there: an earlier version is removed. So the server ends with
+ * one message, holding the file's final content, or none. */
 struct fs_staged {
-	char *path;          /* key in ctx->staged while not yet flushed */
+	char *path;          /* key in ctx->staged until the last release
+	                        or an unlink; NULL after an unlink */
 	int64_t folder_id;
 	char *name;
 	int fd;
-	char *tmp_path;      /* handed to sync_append, which consumes it */
+	char *tmp_path;      /* the staging file; sync_append_keep consumes it */
 	int64_t mtime;       /* SYNC_NO_DATE until a utimens sets it */
-	int flushed;         /* the append was tried: never again */
-	int error;           /* its outcome, -errno */
-	int refs;
+	GMutex op;           /* one flush or final release at a time */
+	gint dirty;          /* written, truncated or re-dated since the last
+	                        flush looked at it */
+	gint unlinked;       /* removed: nothing more is appended */
+	int error;           /* the last flush's outcome for this content, -errno */
+	struct sync_appended on_server;  /* the version on the server (uid 0: none) */
+	int handles;         /* open fs_handles (under staged_lock) */
+	int refs;            /* handles and lookups in flight (under staged_lock) */
 };
 
 static void fs_staged_unref(struct fs_staged *sf)
 {
 	if (--sf->refs > 0)
 		return;
+	g_mutex_clear(&sf->op);
 	close(sf->fd);
 	g_free(sf->path);
 	g_free(sf->name);
@@ -107,7 +125,11 @@ int fs_staged_open(struct fs_ctx *ctx, const char *path, struct fuse_file_info *
 
 	if (!sf)
 		return 0;
-	/* Another open of a file still being written: share it. */
+	/* Another open of a file still being written: share it (the
+	 * reference taken above is the handle's). */
+	g_mutex_lock(&ctx->staged_lock);
+	sf->handles++;
+	g_mutex_unlock(&ctx->staged_lock);
 	h = g_new0(struct fs_handle, 1);
 	h->fd = sf->fd;
 	h->staged = sf;
@@ -123,13 +145,12 @@ int fs_staged_unlink(struct fs_ctx *ctx, const char *path)
 	g_mutex_lock(&ctx->staged_lock);
 	sf = g_hash_table_lookup(ctx->staged, path);
 	if (sf) {
-		/* Removed before its last close (a temporary file): it will
-		 * never be appended, and its close is not an error. */
-		sf->flushed = 1;
-		sf->error = 0;
+		/* Removed before its last close (a temporary file): nothing
+		 * more is appended, its close is not an error, and a version
+		 * already on the server goes at the last release. */
+		g_atomic_int_set(&sf->unlinked, 1);
 		g_hash_table_remove(ctx->staged, path);
 		g_clear_pointer(&sf->path, g_free);
-		store_body_abort(ctx->store, sf->tmp_path);
 	}
 	g_mutex_unlock(&ctx->staged_lock);
 	return sf != NULL;
@@ -147,6 +168,14 @@ int fs_staged_rename(struct fs_ctx *ctx, const char *from, const char *to, int *
 		/* Renamed while still open for writing: it keeps its data. */
 		*rc = fs_parent_folder(ctx, to, &parent, &name);
 		if (*rc == 0 && !parent.noselect && !g_hash_table_contains(ctx->staged, to)) {
+			/* A version on the server keeps up: in the same folder
+			 * it takes the new name now; in another, the next flush
+			 * or the last release appends it there (and removes it
+			 * here). */
+			if (sf->on_server.uid && parent.id == sf->on_server.folder_id)
+				sync_rename(ctx->sync, parent.id, sf->on_server.uid, name);
+			else if (sf->on_server.uid)
+				g_atomic_int_set(&sf->dirty, 1);
 			g_hash_table_remove(ctx->staged, from);
 			g_free(sf->path);
 			g_free(sf->name);
@@ -164,75 +193,113 @@ int fs_staged_rename(struct fs_ctx *ctx, const char *from, const char *to, int *
 }
 
 int fs_write(const char *path, const char *buf, size_t size, off_t off,
-                    struct fuse_file_info *fi)
+             struct fuse_file_info *fi)
 {
 	struct fs_handle *h = fs_handle(fi);
 	ssize_t n;
 
-	/* Messages are immutable; a staged file once appended is one too. */
-	if (!h->staged || h->staged->flushed)
+	/* Messages are immutable: only a file being written takes data. */
+	if (!h->staged)
 		return -EPERM;
 	do
 		n = pwrite(h->fd, buf, size, off);
 	while (n < 0 && errno == EINTR);
-	return n < 0 ? -errno : (int)n;
+	if (n < 0)
+		return -errno;
+	g_atomic_int_set(&h->staged->dirty, 1);
+	return (int)n;
 }
 
-/* The last close of a staged file: validate and APPEND it. close(2)
- * returns what this returns (release's answer reaches nobody). */
-int fs_flush(const char *path, struct fuse_file_info *fi)
+/* Puts the content as it is now on the server (sf->op held): validated
+ * and APPENDed, replacing the version appended before. Returns -errno. */
+static int fs_staged_append(struct fs_ctx *ctx, struct fs_staged *sf)
 {
-	struct fs_ctx *ctx = fs_ctx();
-	struct fs_handle *h = fs_handle(fi);
-	struct fs_staged *sf = h->staged;
+	struct sync_appended v;
 	struct stat real;
 	enum mf_status st;
-	char *tmp;
-	int first;
 
-	if (!sf)
-		return 0;
-	g_mutex_lock(&ctx->staged_lock);
-	first = !sf->flushed;
-	sf->flushed = 1;
-	if (first && sf->path)
-		g_hash_table_remove(ctx->staged, sf->path);
-	g_mutex_unlock(&ctx->staged_lock);
-	if (!first)
-		return sf->error;
-	if (fstat(sf->fd, &real) < 0) {
-		sf->error = -errno;
-		store_body_abort(ctx->store, sf->tmp_path);
-		return sf->error;
-	}
-	tmp = g_steal_pointer(&sf->tmp_path);
-	st = sync_append(ctx->sync, sf->folder_id, sf->name, sf->fd, tmp, (uint64_t)real.st_size,
-	                 sf->mtime);
-	g_free(tmp);
+	/* Cleared first: a write from now on makes it dirty again. */
+	g_atomic_int_set(&sf->dirty, 0);
+	if (fstat(sf->fd, &real) < 0)
+		return sf->error = -errno;
+	if (real.st_size == 0)  /* a shell's close after dup2, or : > f */
+		return sf->error = -EINVAL;
+	st = sync_append(ctx->sync, sf->folder_id, sf->name, sf->fd, (uint64_t)real.st_size,
+	                 sf->mtime, &sf->on_server, &v);
+	if (st == MF_OK)
+		sf->on_server = v;
 	sf->error = fs_errno(st);
 	if (sf->path)
 		fs_invalidate(ctx, sf->path);
 	return sf->error;
 }
 
+/* A close of a descriptor of a staged file: close(2) returns what this
+ * returns (release's answer reaches nobody). */
+int fs_flush(const char *path, struct fuse_file_info *fi)
+{
+	struct fs_ctx *ctx = fs_ctx();
+	struct fs_staged *sf = fs_handle(fi)->staged;
+	int rc;
+
+	if (!sf)
+		return 0;
+	g_mutex_lock(&sf->op);
+	if (g_atomic_int_get(&sf->unlinked))
+		rc = 0;
+	else if (g_atomic_int_get(&sf->dirty))
+		rc = fs_staged_append(ctx, sf);
+	else
+		rc = sf->error;
+	g_mutex_unlock(&sf->op);
+	return rc;
+}
+
+/* The last descriptor is gone: what the last flush put on the server
+ * stays, and becomes the cached body when it holds the server's bytes;
+ * anything else leaves nothing there. */
+static void fs_staged_finish(struct fs_ctx *ctx, struct fs_staged *sf)
+{
+	g_mutex_lock(&sf->op);
+	if (!g_atomic_int_get(&sf->unlinked) && g_atomic_int_get(&sf->dirty))
+		fs_staged_append(ctx, sf);  /* written after its last flush */
+	if (sf->on_server.uid && (sf->error || g_atomic_int_get(&sf->unlinked))) {
+		sync_append_drop(ctx->sync, &sf->on_server);
+		sf->on_server.uid = 0;
+	}
+	if (sf->on_server.uid)
+		sync_append_keep(ctx->sync, &sf->on_server, sf->tmp_path);
+	else
+		store_body_abort(ctx->store, sf->tmp_path);
+	g_mutex_unlock(&sf->op);
+}
+
 int fs_release(const char *path, struct fuse_file_info *fi)
 {
 	struct fs_ctx *ctx = fs_ctx();
 	struct fs_handle *h = fs_handle(fi);
+	struct fs_staged *sf = h->staged;
+	char *gone = NULL;
+	int last;
 
-	if (h->staged) {
-		g_mutex_lock(&ctx->staged_lock);
-		if (h->staged->refs == 1 && !h->staged->flushed) {
-			/* Closed without a flush: nothing is appended. */
-			h->staged->flushed = 1;
-			g_hash_table_remove(ctx->staged, h->staged->path);
-			store_body_abort(ctx->store, h->staged->tmp_path);
-		}
-		fs_staged_unref(h->staged);
-		g_mutex_unlock(&ctx->staged_lock);
-	} else {
+	if (!sf) {
 		close(h->fd);
+		g_free(h);
+		return 0;
 	}
+	g_mutex_lock(&ctx->staged_lock);
+	last = --sf->handles == 0;
+	if (last && sf->path && g_hash_table_lookup(ctx->staged, sf->path) == sf) {
+		g_hash_table_remove(ctx->staged, sf->path);
+		gone = g_strdup(sf->path);
+	}
+	g_mutex_unlock(&ctx->staged_lock);
+	if (last)
+		fs_staged_finish(ctx, sf);
+	if (gone)
+		fs_invalidate(ctx, gone);
+	g_free(gone);
+	fs_staged_put(ctx, sf);
 	g_free(h);
 	return 0;
 }
@@ -275,13 +342,16 @@ int fs_create(const char *path, mode_t mode, struct fuse_file_info *fi)
 	sf->folder_id = f.id;
 	sf->name = g_strdup(name);
 	sf->mtime = SYNC_NO_DATE;
+	g_mutex_init(&sf->op);
+	sf->dirty = 1;  /* even empty, the first close must say so */
+	sf->handles = 1;
 	sf->refs = 1;
 	store_folder_clear(&f);
 	g_mutex_lock(&ctx->staged_lock);
 	if (g_hash_table_contains(ctx->staged, path)) {
 		g_mutex_unlock(&ctx->staged_lock);
 		store_body_abort(ctx->store, sf->tmp_path);
-		sf->refs = 0;
+		sf->refs = 1;
 		fs_staged_unref(sf);
 		return -EEXIST;
 	}
@@ -305,7 +375,9 @@ int fs_truncate(const char *path, off_t size, struct fuse_file_info *fi)
 		return -EROFS;
 	if (!sf)
 		return -EPERM;  /* messages are immutable */
-	rc = sf->flushed ? -EPERM : ftruncate(sf->fd, size) < 0 ? -errno : 0;
+	rc = ftruncate(sf->fd, size) < 0 ? -errno : 0;
+	if (rc == 0)
+		g_atomic_int_set(&sf->dirty, 1);
 	if (!fi)
 		fs_staged_put(ctx, sf);
 	return rc;
@@ -323,6 +395,8 @@ int fs_utimens(const char *path, const struct timespec tv[2], struct fuse_file_i
 		return -EROFS;
 	if (!sf)
 		return 0;
+	/* The date of the next version appended (cp -p sets it before its
+	 * close); not a new version by itself: rsync -t sets it after. */
 	if (tv[1].tv_nsec == UTIME_NOW)
 		sf->mtime = g_get_real_time() / G_USEC_PER_SEC;
 	else if (tv[1].tv_nsec != UTIME_OMIT)

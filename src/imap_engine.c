@@ -21,10 +21,16 @@ static void imap_conn_note_capabilities(struct imap_conn *c, const struct imap_v
 		{ "QUOTA", IMAP_CAP_QUOTA },
 	};
 	c->caps = 0;
-	for (size_t i = 0; i < list->count; i++)
+	c->appendlimit = 0;
+	for (size_t i = 0; i < list->count; i++) {
+		const struct imap_value *v = &list->items[i];
 		for (size_t k = 0; k < G_N_ELEMENTS(known); k++)
-			if (imap_value_is_atom(&list->items[i], known[k].name))
+			if (imap_value_is_atom(v, known[k].name))
 				c->caps |= known[k].bit;
+		/* RFC 7889: APPENDLIMIT=n, the largest message it takes. */
+		if (v->type == IMAP_VALUE_ATOM && g_ascii_strncasecmp(v->str, "APPENDLIMIT=", 12) == 0)
+			c->appendlimit = g_ascii_strtoull(v->str + 12, NULL, 10);
+	}
 }
 
 /* State every command's untagged responses may carry, whoever waits. */

@@ -47,6 +47,7 @@ struct imap_conn {
 	unsigned next_tag;
 	GArray *done;          /* struct imap_done_tag: completions read early */
 	unsigned caps;
+	uint64_t appendlimit;  /* RFC 7889 APPENDLIMIT=n; 0 none said */
 	int broken;            /* the connection is unusable: close, don't reuse */
 	int reused;            /* it served an earlier operation */
 	char *selected;        /* wire name of the selected folder, or NULL */
@@ -120,6 +121,7 @@ enum mf_status imap_fetch_bodies(struct mailbox *mb, const char *wire_name,
 /* imap_write.c: mailbox_ops */
 enum mf_status imap_append(struct mailbox *mb, const char *wire_name, int fd,
                            uint64_t offset, uint64_t size, int64_t internaldate,
+                           const char *message_id, uint64_t wire_size, uint32_t after_uid,
                            uint32_t *uid_out);
 enum mf_status imap_move(struct mailbox *mb, const char *src_wire, uint32_t uidvalidity,
                          uint32_t uid, uint64_t size, const char *message_id,

@@ -186,6 +186,7 @@ struct imap_append_ctx {
 	uint64_t offset, size;
 	int64_t internaldate;
 	uint32_t uid;
+	int sent;          /* the whole literal went out: it may have landed */
 };
 
 static enum mf_status imap_send_file(struct imap_conn *c, int fd, uint64_t start, uint64_t size)
@@ -219,6 +220,12 @@ static enum mf_status imap_append_op(struct imap_conn *c, void *arg)
 	unsigned tag;
 
 	ac->uid = 0;
+	if (c->appendlimit && ac->size > c->appendlimit) {
+		log_warn("APPEND to %s: %" PRIu64 " bytes, the server takes %" PRIu64 " at most",
+		         ac->folder, ac->size, c->appendlimit);
+		st = MF_ERR_TOOBIG;
+		goto out;
+	}
 	st = imap_append_mailbox(c, cmd, ac->folder);
 	if (st != MF_OK)
 		goto out;
@@ -247,6 +254,7 @@ static enum mf_status imap_append_op(struct imap_conn *c, void *arg)
 		c->broken = 1;  /* half a literal went out: the connection is lost */
 		goto out;
 	}
+	ac->sent = 1;
 	st = imap_wait_full(c, tag, NULL, NULL, &final, NULL);
 done:
 	/* Without UIDPLUS the caller finds the new message itself. */
@@ -260,16 +268,49 @@ out:
 	return st;
 }
 
+struct imap_landed_ctx {
+	const char *folder;
+	uint32_t after_uid;
+	uint64_t size;
+	const char *message_id;
+	uint32_t uid;
+};
+
+static enum mf_status imap_landed_op(struct imap_conn *c, void *arg)
+{
+	struct imap_landed_ctx *lc = arg;
+
+	return imap_find_new(c, lc->folder, lc->after_uid + 1, lc->size, lc->message_id, &lc->uid);
+}
+
 enum mf_status imap_append(struct mailbox *mb, const char *wire_name, int fd,
                            uint64_t offset, uint64_t size, int64_t internaldate,
+                           const char *message_id, uint64_t wire_size, uint32_t after_uid,
                            uint32_t *uid_out)
 {
 	struct imap_driver *d = (struct imap_driver *)mb;
-	struct imap_append_ctx ac = { wire_name, fd, offset, size, internaldate, 0 };
+	struct imap_append_ctx ac = { wire_name, fd, offset, size, internaldate, 0, 0 };
+	struct imap_landed_ctx lc = { wire_name, after_uid, wire_size, message_id, 0 };
 	enum mf_status st;
 
 	/* Not retried: a lost answer could hide an APPEND that took place. */
 	st = imap_with_conn_once(d, wire_name, imap_append_op, &ac);
+	if ((st == MF_ERR_IO || st == MF_ERR_TIMEOUT) && ac.sent) {
+		/* The message went out and the answer was lost: look for it
+		 * before saying anything, so that a second cp adds no copy. */
+		if (!message_id) {
+			log_warn("the answer to an APPEND to %s was lost, and the message has no "
+			         "Message-ID to look for: it may be there", wire_name);
+		} else if (imap_with_conn(d, wire_name, imap_landed_op, &lc) == MF_OK) {
+			log_warn("the answer to an APPEND to %s was lost, but the message is there "
+			         "(uid %u)", wire_name, lc.uid);
+			ac.uid = lc.uid;
+			st = MF_OK;
+		} else {
+			log_warn("the answer to an APPEND to %s was lost, and the message is not there",
+			         wire_name);
+		}
+	}
 	*uid_out = ac.uid;
 	return st;
 }
@@ -526,14 +567,63 @@ out:
 struct imap_folder_ctx {
 	const char *verb;
 	const char *a, *b;
+	int sent;          /* the command went out once: it may have been done */
 };
+
+static void imap_listed_untagged(void *ctx, struct imap_conn *c, const struct imap_response *r)
+{
+	if (r->kind == IMAP_RESPONSE_UNTAGGED && r->keyword && strcmp(r->keyword, "LIST") == 0)
+		(*(int *)ctx)++;
+}
+
+/* Whether the server lists a folder of that very (wire) name. */
+static enum mf_status imap_folder_listed(struct imap_conn *c, const char *wire, int *listed)
+{
+	GString *cmd = g_string_new("LIST \"\" ");
+	enum mf_status st = imap_append_mailbox(c, cmd, wire);
+
+	*listed = 0;
+	if (st == MF_OK)
+		st = imap_command(c, cmd->str, imap_listed_untagged, listed);
+	g_string_free(cmd, TRUE);
+	return st;
+}
+
+/* After a lost answer: whether the server already did what fc asks. */
+static enum mf_status imap_folder_done(struct imap_conn *c, const struct imap_folder_ctx *fc,
+                                       int *done)
+{
+	int a = 0, b = 0;
+	enum mf_status st = imap_folder_listed(c, fc->a, &a);
+
+	if (st == MF_OK && fc->b)
+		st = imap_folder_listed(c, fc->b, &b);
+	if (strcmp(fc->verb, "CREATE") == 0)
+		*done = a > 0;
+	else if (strcmp(fc->verb, "DELETE") == 0)
+		*done = a == 0;
+	else
+		*done = a == 0 && b > 0;
+	return st;
+}
 
 static enum mf_status imap_folder_op(struct imap_conn *c, void *arg)
 {
 	struct imap_folder_ctx *fc = arg;
 	GString *cmd = g_string_new(fc->verb);
 	enum mf_status st;
+	int done = 0;
 
+	if (fc->sent) {
+		/* A retry after a lost connection: sent again blindly, a CREATE
+		 * or RENAME the server did would say EEXIST, a DELETE ENOENT. */
+		st = imap_folder_done(c, fc, &done);
+		if (st != MF_OK || done) {
+			if (done)
+				log_warn("the answer to %s %s was lost, but the server did it", fc->verb, fc->a);
+			goto out;
+		}
+	}
 	if (strcmp(fc->verb, "DELETE") == 0) {
 		struct imap_status_ctx sc;
 		st = imap_status(c, fc->a, &sc);
@@ -555,12 +645,25 @@ static enum mf_status imap_folder_op(struct imap_conn *c, void *arg)
 		g_string_append_c(cmd, ' ');
 		st = imap_append_mailbox(c, cmd, fc->b);
 	}
-	if (st == MF_OK)
+	if (st == MF_OK) {
+		fc->sent = 1;
 		st = imap_command(c, cmd->str, NULL, NULL);
+	}
 	if (st == MF_OK && fc->b)
 		g_clear_pointer(&c->selected, g_free);
 out:
 	g_string_free(cmd, TRUE);
+	return st;
+}
+
+/* Runs a folder command; when its answer was lost, once more on a new
+ * connection, which first checks whether the server did it. */
+static enum mf_status imap_folder_run(struct imap_driver *d, struct imap_folder_ctx *fc)
+{
+	enum mf_status st = imap_with_conn(d, NULL, imap_folder_op, fc);
+
+	if ((st == MF_ERR_IO || st == MF_ERR_TIMEOUT) && fc->sent)
+		st = imap_with_conn(d, NULL, imap_folder_op, fc);
 	return st;
 }
 
@@ -571,13 +674,13 @@ static enum mf_status imap_folder_to_path(struct mailbox *mb, const char *old_wi
 {
 	struct imap_driver *d = (struct imap_driver *)mb;
 	char *wire = imap_wire_name(d, new_path);
-	struct imap_folder_ctx fc = old_wire ? (struct imap_folder_ctx){ "RENAME", old_wire, wire }
-	                                     : (struct imap_folder_ctx){ "CREATE", wire, NULL };
+	struct imap_folder_ctx fc = old_wire ? (struct imap_folder_ctx){ "RENAME", old_wire, wire, 0 }
+	                                     : (struct imap_folder_ctx){ "CREATE", wire, NULL, 0 };
 	enum mf_status st;
 
 	if (!wire)
 		return MF_ERR_INVAL;
-	st = imap_with_conn(d, NULL, imap_folder_op, &fc);
+	st = imap_folder_run(d, &fc);
 	g_free(wire);
 	return st;
 }
@@ -589,8 +692,8 @@ enum mf_status imap_create_folder(struct mailbox *mb, const char *path)
 
 enum mf_status imap_delete_folder(struct mailbox *mb, const char *wire_name)
 {
-	struct imap_folder_ctx fc = { "DELETE", wire_name, NULL };
-	return imap_with_conn((struct imap_driver *)mb, NULL, imap_folder_op, &fc);
+	struct imap_folder_ctx fc = { "DELETE", wire_name, NULL, 0 };
+	return imap_folder_run((struct imap_driver *)mb, &fc);
 }
 
 enum mf_status imap_rename_folder(struct mailbox *mb, const char *old_wire,

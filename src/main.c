@@ -406,6 +406,22 @@ static void main_config_clear(struct mf_config *cfg)
 	g_free(cfg->trash);
 }
 
+/* Whether the command line names an fsname of its own (-o fsname=...). */
+static int main_has_fsname(const struct fuse_args *args)
+{
+	for (int i = 1; i < args->argc; i++) {
+		const char *opts = NULL;
+		if (strcmp(args->argv[i], "-o") == 0 && i + 1 < args->argc)
+			opts = args->argv[++i];
+		else if (strncmp(args->argv[i], "-o", 2) == 0)
+			opts = args->argv[i] + 2;
+		for (const char *p = opts; p && *p; p = strchr(p, ',') ? strchr(p, ',') + 1 : NULL)
+			if (strncmp(p, "fsname=", 7) == 0)
+				return 1;
+	}
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	struct fuse_args args = FUSE_ARGS_INIT(argc, argv);
@@ -461,15 +477,23 @@ int main(int argc, char **argv)
 		goto out;
 	}
 
-	/* libfuse checks its own options here: before any connection. */
-	fsname = g_strdup_printf("-ofsname=mailfs:%s,subtype=mailfs", cfg.host);
-	g_strdelimit(fsname + 2, ",", '_');
-	{
-		char *comma = strstr(fsname, "_subtype");
-		if (comma)
-			*comma = ',';
+	/* libfuse checks its own options here: before any connection. What
+	 * mount and df show: the user's -o fsname, else user@host[:port],
+	 * as sshfs shows user@host:path (two accounts on one server differ). */
+	if (!main_has_fsname(&args)) {
+		char *who = g_strdup_printf("%s%s%s", cfg.user ? cfg.user : "", cfg.user ? "@" : "",
+		                            cfg.host);
+		int def = strcmp(cfg.scheme, "imaps") == 0 ? 993 : strcmp(cfg.scheme, "imap") == 0 ? 143
+		        : strcmp(cfg.scheme, "pop3s") == 0 ? 995 : 110;
+		char *port = cfg.port && cfg.port != def ? g_strdup_printf(":%d", cfg.port)
+		                                         : g_strdup("");
+		fsname = g_strdup_printf("-ofsname=%s%s", who, port);
+		g_strdelimit(fsname + 2, ",", '_');  /* a comma would end the option */
+		fuse_opt_add_arg(&args, fsname);
+		g_free(who);
+		g_free(port);
 	}
-	fuse_opt_add_arg(&args, fsname);
+	fuse_opt_add_arg(&args, "-osubtype=mailfs");
 	if (cmd.debug)
 		cmd.foreground = 1;
 	main_capture_stderr_begin(&saved_stderr, pipefd);
@@ -531,6 +555,7 @@ int main(int argc, char **argv)
 		main_fail("cannot daemonize");
 		goto out;
 	}
+	store_claim(store);  /* the cache's lock names the process that stays */
 	if (!cmd.foreground && !mo.logfile)
 		log_use_syslog();
 	log_info("mounted %s://%s on %s", cfg.scheme, cfg.host, cmd.mountpoint);

@@ -15,6 +15,7 @@ int mf_status_to_errno(enum mf_status st)
 	case MF_ERR_READONLY: return EROFS;
 	case MF_ERR_PERM:     return EPERM;
 	case MF_ERR_AUTH:     return EACCES;
+	case MF_ERR_TOOBIG:   return EFBIG;
 	case MF_ERR_TIMEOUT:
 	case MF_ERR_IO:
 	case MF_ERR_REFUSED:
@@ -45,6 +46,7 @@ const char *mf_status_str(enum mf_status st)
 	case MF_ERR_OFFLINE:  return "offline: not in the cache";
 	case MF_ERR_READONLY: return "read-only";
 	case MF_ERR_PERM:     return "not permitted";
+	case MF_ERR_TOOBIG:   return "larger than the server takes";
 	}
 	return "unknown error";
 }

@@ -7,9 +7,13 @@
  * every value goes through a bound parameter of a statement prepared once
  * at open, here. */
 #include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <glib.h>
 #include <glib/gstdio.h>
@@ -147,6 +151,13 @@ static const char *const store_query_sql[Q_COUNT] = {
 	[Q_MSG_NAME_OF] = "SELECT name FROM messages WHERE folder_id = ?1 AND uid = ?2",
 	[Q_FOLDER_COUNT_DOWN] = "UPDATE folders SET messages = messages - 1 WHERE id = ?1",
 	[Q_MSG_MAX_UID_OF] = "SELECT coalesce(max(uid), 0) FROM messages WHERE folder_id = ?1",
+	/* A folder and everything below it (no LIKE: names may hold % and _). */
+	[Q_FOLDER_UNDER] =
+		"SELECT id FROM folders WHERE path = ?1 OR substr(path, 1, length(?1) + 1) = ?1 || '/'",
+	[Q_FOLDER_RENAME] =
+		"UPDATE folders SET path = ?2 || substr(path, length(?1) + 1),"
+		" parent = CASE WHEN path = ?1 THEN ?3 ELSE ?2 || substr(parent, length(?1) + 1) END"
+		" WHERE path = ?1 OR substr(path, 1, length(?1) + 1) = ?1 || '/'",
 	[Q_MSG_UNCACHED_AFTER] = STORE_MESSAGE_COLUMNS
 		"WHERE m.folder_id = ?1 AND m.name > ?2 AND b.uid IS NULL AND m.size <= ?3"
 		" ORDER BY m.name LIMIT ?4",
@@ -335,11 +346,54 @@ static int store_pragma_int(sqlite3 *db, const char *sql, int *value)
 	return rc;
 }
 
+/* One mount per cache: DIR/lock, flock'ed for as long as the store is
+ * open (a daemon's fork keeps it: the lock belongs to the open file), and
+ * naming the process that holds it. Returns the fd, or -1 and *msg. */
+static int store_lock_dir(const char *dir, char **msg)
+{
+	char *path = g_build_filename(dir, "lock", NULL);
+	char owner[32] = "";
+	int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+
+	if (fd < 0) {
+		*msg = g_strdup_printf("cannot open %s: %s", path, g_strerror(errno));
+	} else if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+		ssize_t n = errno == EWOULDBLOCK ? pread(fd, owner, sizeof owner - 1, 0) : -1;
+		owner[n > 0 ? n : 0] = 0;
+		g_strchomp(owner);
+		if (errno == EWOULDBLOCK || n >= 0)
+			*msg = g_strdup_printf("the cache %s is in use by another mailfs%s%s%s", dir,
+			                       *owner ? " (pid " : "", owner, *owner ? ")" : "");
+		else
+			*msg = g_strdup_printf("cannot lock %s: %s", path, g_strerror(errno));
+		close(fd);
+		fd = -1;
+	} else {
+		store_lock_note_pid(fd);
+	}
+	g_free(path);
+	return fd;
+}
+
+void store_lock_note_pid(int fd)
+{
+	char pid[32];
+	int len = snprintf(pid, sizeof pid, "%ld\n", (long)getpid());
+
+	if (fd >= 0 && ftruncate(fd, 0) == 0 && pwrite(fd, pid, (size_t)len, 0) != len)
+		return;  /* the name is a courtesy: the lock itself holds */
+}
+
+void store_claim(struct store *st)
+{
+	store_lock_note_pid(st->lock_fd);
+}
+
 struct store *store_open(const char *dir, uint64_t body_cap, char **err)
 {
 	struct store *st = NULL;
 	char *sub = NULL, *dbpath = NULL, *msg = NULL;
-	int version = 0;
+	int version = 0, lock_fd = -1;
 	int rc;
 
 	if (!dir || !*dir) {
@@ -347,6 +401,9 @@ struct store *store_open(const char *dir, uint64_t body_cap, char **err)
 		goto fail;
 	}
 	if (store_make_private_dir(dir, &msg) != 0)
+		goto fail;
+	lock_fd = store_lock_dir(dir, &msg);
+	if (lock_fd < 0)
 		goto fail;
 	for (int i = 0; i < 2; i++) {
 		sub = g_build_filename(dir, i == 0 ? "bodies" : "tmp", NULL);
@@ -357,6 +414,7 @@ struct store *store_open(const char *dir, uint64_t body_cap, char **err)
 	}
 
 	st = g_new0(struct store, 1);
+	st->lock_fd = g_steal_fd(&lock_fd);
 	pthread_mutex_init(&st->lock, NULL);
 	st->dir = g_strdup(dir);
 	st->body_cap = body_cap;
@@ -435,6 +493,8 @@ struct store *store_open(const char *dir, uint64_t body_cap, char **err)
 fail:
 	if (st)
 		store_close(st);
+	if (lock_fd >= 0)
+		close(lock_fd);
 	st = NULL;
 	if (err)
 		*err = msg;
@@ -454,6 +514,8 @@ void store_close(struct store *st)
 		sqlite3_finalize(st->q[i]);
 	sqlite3_close(st->db);
 	pthread_mutex_destroy(&st->lock);
+	if (st->lock_fd >= 0)
+		close(st->lock_fd);  /* the lock goes with it */
 	g_free(st->dir);
 	g_free(st);
 }

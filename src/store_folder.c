@@ -67,6 +67,54 @@ static char *store_path_parent(const char *path)
 	return slash ? g_strndup(path, (gsize)(slash - path)) : g_strdup("");
 }
 
+enum mf_status store_folder_rename(struct store *st, const char *old_path, const char *new_path)
+{
+	GArray *stale = g_array_new(FALSE, FALSE, sizeof(int64_t));
+	GPtrArray *doomed = g_ptr_array_new_with_free_func(g_free);
+	char *parent = NULL;
+	enum mf_status rc;
+	sqlite3_stmt *q;
+	int src;
+
+	if (!store_path_valid(old_path) || !store_path_valid(new_path))
+		return MF_ERR_INVAL;
+	parent = store_path_parent(new_path);
+	pthread_mutex_lock(&st->lock);
+	rc = store_begin(st);
+	if (rc != MF_OK)
+		goto out;
+	/* Whatever the cache still holds at the new path is stale: the
+	 * server just took the name for the renamed folder. */
+	q = store_query(st, Q_FOLDER_UNDER);
+	sqlite3_bind_text(q, 1, new_path, -1, SQLITE_STATIC);
+	while ((src = sqlite3_step(q)) == SQLITE_ROW) {
+		int64_t id = sqlite3_column_int64(q, 0);
+		g_array_append_val(stale, id);
+	}
+	rc = store_rows_done(q, src);
+	for (guint i = 0; rc == MF_OK && i < stale->len; i++) {
+		int64_t id = g_array_index(stale, int64_t, i);
+		st->body_total = -1;
+		rc = store_collect_folder_bodies(st, id, doomed);
+		if (rc == MF_OK)
+			rc = store_run(store_query_folder(st, Q_FOLDER_DELETE, id));
+	}
+	if (rc != MF_OK)
+		goto out;
+	q = store_query(st, Q_FOLDER_RENAME);
+	sqlite3_bind_text(q, 1, old_path, -1, SQLITE_STATIC);
+	sqlite3_bind_text(q, 2, new_path, -1, SQLITE_STATIC);
+	sqlite3_bind_text(q, 3, parent, -1, SQLITE_STATIC);
+	rc = store_run(q);
+out:
+	rc = store_end(st, rc, doomed);
+	pthread_mutex_unlock(&st->lock);
+	g_free(parent);
+	g_array_free(stale, TRUE);
+	g_ptr_array_free(doomed, TRUE);
+	return rc;
+}
+
 enum mf_status store_folders_replace(struct store *st,
                                      const struct store_folder_entry *entries,
                                      size_t n)

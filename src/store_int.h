@@ -47,7 +47,7 @@ enum store_query {
 	Q_BODY_EXISTS, Q_BODY_OF_FOLDER, Q_BODY_UPSERT, Q_BODY_TOUCH,
 	Q_BODY_DELETE, Q_BODY_USAGE, Q_BODY_LRU, Q_FOLDER_RECOUNT, Q_BODY_SIZE,
 	Q_MSG_UNCACHED_AFTER, Q_MSG_UNCACHED_AFTER_UID, Q_MSG_NAME_WANTED, Q_MSG_NAME_OF, Q_FOLDER_COUNT_DOWN,
-	Q_MSG_MAX_UID_OF,
+	Q_MSG_MAX_UID_OF, Q_FOLDER_UNDER, Q_FOLDER_RENAME,
 	Q_COUNT
 };
 
@@ -58,7 +58,10 @@ struct store {
 	uint64_t body_cap;
 	int64_t body_total;   /* bytes of cached bodies, -1 when it must be summed again */
 	sqlite3_stmt *q[Q_COUNT];
+	int lock_fd;          /* DIR/lock, flock'ed: one mount per cache */
 };
+
+void store_lock_note_pid(int fd);
 
 
 /* ---- store_db.c: statements, transactions, columns ---- */

@@ -35,24 +35,84 @@ static enum mf_status sync_writable(struct sync_ctx *s)
 	return MF_OK;
 }
 
-/* Reads the whole staged file (messages are small next to memory). */
-static char *sync_read_all(int fd, uint64_t size)
-{
-	char *data = g_malloc(size + 1);
-	uint64_t off = 0;
+#define SYNC_HEAD_MAX (1024 * 1024)   /* what validation reads of a staged file */
+#define SYNC_SCAN_CHUNK (64 * 1024)
 
-	while (off < size) {
-		ssize_t n = pread(fd, data + off, size - off, (off_t)off);
+/* What a staged file holds, read in pieces (never whole in memory): the
+ * head for validation and its Message-ID, and whether the server's copy
+ * will be these very bytes. */
+struct sync_scan {
+	size_t skip;              /* leading junk, not sent */
+	uint64_t wire_size;       /* the size the server gives it: a bare LF
+	                             becomes CRLF there (RFC 5322 line ends) */
+	int exact;                /* no junk, no bare LF or CR: BODY[] will be
+	                             the file's bytes */
+	char *message_id;
+};
+
+static enum mf_status sync_pread_all(int fd, char *buf, size_t len, uint64_t off)
+{
+	while (len > 0) {
+		ssize_t n = pread(fd, buf, len, (off_t)off);
 		if (n < 0 && errno == EINTR)
 			continue;
-		if (n <= 0) {
-			g_free(data);
-			return NULL;
-		}
+		if (n <= 0)
+			return MF_ERR_IO;
+		buf += n;
+		len -= (size_t)n;
 		off += (uint64_t)n;
 	}
-	data[size] = 0;
-	return data;
+	return MF_OK;
+}
+
+static size_t sync_leading_junk(const char *data, size_t size);
+
+/* Validates the staged file (fd, size bytes) and scans its line ends.
+ * MF_ERR_INVAL: not a mail message. */
+static enum mf_status sync_scan_staged(int fd, uint64_t size, struct sync_scan *sc)
+{
+	size_t head_len = size < SYNC_HEAD_MAX ? (size_t)size : SYNC_HEAD_MAX;
+	char *buf = g_malloc(head_len > SYNC_SCAN_CHUNK ? head_len : SYNC_SCAN_CHUNK);
+	struct mime_header_info info = { 0 };
+	uint64_t bare = 0, off;
+	enum mf_status st;
+	char prev = 0;
+
+	*sc = (struct sync_scan){ 0 };
+	st = sync_pread_all(fd, buf, head_len, 0);
+	if (st != MF_OK)
+		goto out;
+	sc->skip = sync_leading_junk(buf, head_len);
+	if (mime_validate_message(buf + sc->skip, head_len - sc->skip) != 0) {
+		st = MF_ERR_INVAL;
+		goto out;
+	}
+	mime_parse_headers_lazy(buf + sc->skip, head_len - sc->skip, &info);  /* for its Message-ID */
+	sc->message_id = g_strdup(info.message_id);
+	mime_header_info_clear(&info);
+	sc->exact = sc->skip == 0;
+	for (off = sc->skip; off < size;) {
+		size_t len = size - off < SYNC_SCAN_CHUNK ? (size_t)(size - off) : SYNC_SCAN_CHUNK;
+		st = sync_pread_all(fd, buf, len, off);
+		if (st != MF_OK)
+			goto out;
+		for (size_t i = 0; i < len; i++) {
+			if (buf[i] == '\n' && prev != '\r') {
+				bare++;
+				sc->exact = 0;
+			} else if (prev == '\r' && buf[i] != '\n') {
+				sc->exact = 0;
+			}
+			prev = buf[i];
+		}
+		off += len;
+	}
+	if (prev == '\r')
+		sc->exact = 0;
+	sc->wire_size = size - sc->skip + bare;
+out:
+	g_free(buf);
+	return st;
 }
 
 /* The highest UID the cache holds for the folder, 0 for none. */
@@ -104,67 +164,85 @@ static size_t sync_leading_junk(const char *data, size_t size)
 }
 
 enum mf_status sync_append(struct sync_ctx *s, int64_t folder_id, const char *name,
-                           int fd, const char *tmp_path, uint64_t size,
-                           int64_t internaldate)
+                           int fd, uint64_t size, int64_t internaldate,
+                           const struct sync_appended *prev, struct sync_appended *out)
 {
 	struct store_folder f = { 0 };
-	struct mime_header_info info = { 0 };
-	char *data = NULL;
+	struct sync_scan sc = { 0 };
 	uint32_t uid = 0, before;
-	size_t skip;
 	enum mf_status st = sync_writable(s);
 
+	*out = (struct sync_appended){ folder_id, 0, 0 };
 	if (st != MF_OK)
-		goto fail;
+		goto out;
 	st = store_folder_by_id(s->store, folder_id, &f);
 	if (st != MF_OK)
-		goto fail;
+		goto out;
 	if (f.noselect) {
 		st = MF_ERR_PERM;
-		goto fail;
+		goto out;
 	}
-	data = sync_read_all(fd, size);
-	if (!data) {
-		st = MF_ERR_IO;
-		goto fail;
-	}
-	skip = sync_leading_junk(data, size);
-	if (mime_validate_message(data + skip, size - skip) != 0) {
+	st = sync_scan_staged(fd, size, &sc);
+	if (st == MF_ERR_INVAL)
 		log_warn("%s/%s is not a mail message (no RFC 5322 header): not appended", f.path, name);
-		st = MF_ERR_INVAL;
-		goto fail;
-	}
-	mime_parse_headers_lazy(data + skip, size - skip, &info);  /* for its Message-ID */
-	g_clear_pointer(&data, g_free);
+	if (st != MF_OK)
+		goto out;
 	before = sync_max_uid(s, folder_id);
-	st = s->mb->ops->append(s->mb, f.wire_name, fd, skip, size - skip, internaldate, &uid);
+	st = s->mb->ops->append(s->mb, f.wire_name, fd, sc.skip, size - sc.skip, internaldate,
+	                        sc.message_id, sc.wire_size, before, &uid);
 	if (st != MF_OK) {
 		log_warn("cannot append %s to %s: %s", name, f.path, mf_status_str(st));
-		goto fail;
+		goto out;
 	}
 	sync_after_change(s, folder_id);
 	if (!uid)
-		uid = sync_find_arrival(s, folder_id, before, info.message_id, size - skip);
+		uid = sync_find_arrival(s, folder_id, before, sc.message_id, sc.wire_size);
 	log_info("appended %s to %s (uid %u)", name, f.path, uid);
+	/* An earlier version of the same file goes once this one is safe,
+	 * and gives its name up to it. */
+	if (prev && prev->uid && sync_append_drop(s, prev) != MF_OK)
+		log_warn("%s/%s: an earlier version stays on the server (uid %u)", f.path, name,
+		         prev->uid);
 	if (!uid) {
 		log_warn("%s/%s: the server did not say which UID it got: it shows under its derived name",
 		         f.path, name);
-		goto fail_ok;
+		goto out;
 	}
 	if (store_message_set_user_name(s->store, folder_id, uid, name) != MF_OK)
 		log_warn("%s/%s: the name could not be kept: it shows under its derived name", f.path, name);
-	/* What was written is the message: it becomes the cached body (not
-	 * when the server got less than the file). */
-	if (skip || store_body_commit(s->store, folder_id, uid, tmp_path, NULL) != MF_OK)
-		store_body_abort(s->store, tmp_path);
-	goto out;
-fail_ok:
-	st = MF_OK;
-fail:
-	store_body_abort(s->store, tmp_path);
+	*out = (struct sync_appended){ folder_id, uid, sc.exact };
 out:
-	g_free(data);
-	mime_header_info_clear(&info);
+	g_free(sc.message_id);
+	store_folder_clear(&f);
+	return st;
+}
+
+void sync_append_keep(struct sync_ctx *s, const struct sync_appended *v, const char *tmp_path)
+{
+	/* What was written is the message when the server keeps these very
+	 * bytes: it becomes the cached body. Else the body is fetched when
+	 * read, so that every mount shows the server's bytes. */
+	if (!v->uid || !v->exact ||
+	    store_body_commit(s->store, v->folder_id, v->uid, tmp_path, NULL) != MF_OK)
+		store_body_abort(s->store, tmp_path);
+}
+
+enum mf_status sync_append_drop(struct sync_ctx *s, const struct sync_appended *v)
+{
+	struct store_folder f = { 0 };
+	enum mf_status st = sync_writable(s);
+
+	if (st == MF_OK)
+		st = store_folder_by_id(s->store, v->folder_id, &f);
+	/* Expunged, never moved to the trash: it was never a message of
+	 * its own, only a stage of a file being written. */
+	if (st == MF_OK)
+		st = s->mb->ops->expunge(s->mb, f.wire_name, f.uidvalidity, v->uid);
+	if (st == MF_OK)
+		store_message_remove(s->store, v->folder_id, v->uid);
+	else
+		log_warn("cannot remove an earlier version (uid %u) of a file from %s: %s", v->uid,
+		         f.path ? f.path : "?", mf_status_str(st));
 	store_folder_clear(&f);
 	return st;
 }
@@ -353,6 +431,11 @@ enum mf_status sync_rename_folder(struct sync_ctx *s, int64_t folder_id, const c
 	if (st != MF_OK && st != MF_ERR_READONLY)
 		log_warn("cannot rename folder %s to %s: %s", f.path ? f.path : "?", new_path,
 		         mf_status_str(st));
+	/* The folders keep what the cache knows of them, names given by
+	 * hand too; the LIST that follows brings the server's new names. */
+	if (st == MF_OK && store_folder_rename(s->store, f.path, new_path) != MF_OK)
+		log_warn("the cache could not follow %s to %s: its names given by hand are lost",
+		         f.path, new_path);
 	store_folder_clear(&f);
 	return sync_folders_now(s, st);
 }

@@ -306,3 +306,64 @@ def test_first_listing_streams(mount, servers):
         assert len(got) == len(raws) == len(set(got))
         m.unmount()
         fresh.unmount()
+
+
+# --- answers lost after an APPEND, CREATE, RENAME or DELETE ---------------------------
+
+APPEND = r"^\S+ APPEND "
+
+
+@pytest.mark.parametrize("kind", ["move", "plain"])
+def test_lost_append_answer_tells_the_truth(mount, servers, tmp_path, kind):
+    """The connection is cut after the APPEND's literal, once the server
+    took it, before its answer: the close still reports success (the
+    message is there, found by Message-ID and size), and a second cp makes
+    no duplicate."""
+    dc = servers.get(kind)
+    folder = new_folder(dc, "LostAppend")
+    raw = sample_mail.sample_messages(1, "lost-append-%s" % next(SEQ), tricky=False)[0]
+    src = tmp_path / "m.eml"
+    src.write_bytes(raw)
+    with FaultProxy(("127.0.0.1", dc.imap_port), APPEND, "after") as px:
+        m = mount_through(mount, dc, px)
+        r = run(["cp", str(src), m.p(folder, "kept.eml")], timeout=MV_BOUND, check=False)
+        assert px.fired.is_set(), "the proxy never saw the APPEND"
+        srv = server_messages(dc, folder)
+        assert len(srv) == 1, "the server holds %d messages\n%s" % (len(srv), m.log_tail())
+        assert r.returncode == 0, "cp failed though the message landed: %s\n%s" % (
+            r.stderr.decode(errors="replace"), m.log_tail())
+        # cp again: the file is there (a message is never overwritten), so
+        # nothing is appended a second time.
+        run(["cp", str(src), m.p(folder, "kept.eml")], timeout=MV_BOUND, check=False)
+        assert len(server_messages(dc, folder)) == 1
+        assert listing(m.p(folder)) == ["kept.eml"]
+        m.unmount()
+
+
+@pytest.mark.parametrize("op", ["CREATE", "RENAME", "DELETE"])
+def test_lost_folder_answer_tells_the_truth(mount, servers, op):
+    """The server did the CREATE/RENAME/DELETE and the answer was lost: the
+    retry on a new connection checks what the server holds instead of
+    sending the command again (which would say EEXIST or ENOENT)."""
+    dc = servers.get("move")
+    name = "Lost%s%d" % (op.title(), next(SEQ))
+    if op != "CREATE":
+        dc.create_folder("alice", name)
+    with FaultProxy(("127.0.0.1", dc.imap_port), r"^\S+ %s " % op, "after") as px:
+        m = mount_through(mount, dc, px)
+        listing(m.p())
+        if op == "CREATE":
+            r = run(["mkdir", m.p(name)], timeout=MV_BOUND, check=False)
+            want = {name}
+        elif op == "RENAME":
+            r = run(["mv", m.p(name), m.p(name + "x")], timeout=MV_BOUND, check=False)
+            want = {name + "x"}
+        else:
+            r = run(["rmdir", m.p(name)], timeout=MV_BOUND, check=False)
+            want = set()
+        assert px.fired.is_set(), "the proxy never saw the %s" % op
+        have = {f for f, _, _ in dc.list_folders("alice") if f.startswith(name)}
+        assert have == want, "the server holds %s, want %s" % (have, want)
+        assert r.returncode == 0, "%s reported failure though the server did it: %s\n%s" % (
+            op, r.stderr.decode(errors="replace"), m.log_tail())
+        m.unmount()

@@ -295,6 +295,7 @@ static enum mf_status fake_expunge(struct mailbox *mb, const char *wire_name,
 
 static enum mf_status fake_append(struct mailbox *mb, const char *wire_name, int fd,
                                   uint64_t offset, uint64_t size, int64_t internaldate,
+                                  const char *message_id, uint64_t wire_size, uint32_t after_uid,
                                   uint32_t *uid_out)
 {
 	fake_call(fake_of(mb), "APPEND %s", wire_name);
