@@ -699,6 +699,70 @@ static void test_show_deleted(void **state)
 	store_folder_clear(&f);
 }
 
+static int64_t folder_id_of(struct store *st, const char *path)
+{
+	struct store_folder f;
+	int64_t id;
+
+	if (store_folder_by_path(st, path, &f) != MF_OK)
+		return -1;
+	id = f.id;
+	store_folder_clear(&f);
+	return id;
+}
+
+static void test_folder_rename(void **state)
+{
+	struct fixture *fx = *state;
+	struct store_folder_entry e[] = {
+		{ "Projects", "Projects", '/', 0 }, { "Projects/2024", "Projects/2024", '/', 0 },
+		{ "Projects/2024/Q1", "Projects/2024/Q1", '/', 0 }, { "Projects_x", "Projects_x", '/', 0 },
+		{ "Work", "Work", '/', 1 },
+	};
+	assert_int_equal(store_folders_replace(fx->st, e, G_N_ELEMENTS(e)), MF_OK);
+	int64_t q1 = folder_id_of(fx->st, "Projects/2024/Q1"), top = folder_id_of(fx->st, "Projects");
+	int64_t other = folder_id_of(fx->st, "Projects_x");
+	struct store_sync_message m = msg(7, "seven", "");
+	sync_add(fx->st, q1, &m, 1);
+	assert_int_equal(store_message_set_user_name(fx->st, q1, 7, "hello.eml"), MF_OK);
+
+	/* The folder and all below it move, with their ids and names given
+	 * by hand; a folder that merely starts alike stays; whatever the
+	 * cache held at the new path goes. */
+	assert_int_equal(store_folder_rename(fx->st, "Projects", "Work"), MF_OK);
+	assert_int_equal(folder_id_of(fx->st, "Work"), top);
+	assert_int_equal(folder_id_of(fx->st, "Work/2024/Q1"), q1);
+	assert_int_equal(folder_id_of(fx->st, "Projects"), -1);
+	assert_int_equal(folder_id_of(fx->st, "Projects/2024"), -1);
+	assert_int_equal(folder_id_of(fx->st, "Projects_x"), other);
+	assert_name(fx->st, q1, 7, "hello.eml");
+	GPtrArray *kids = g_ptr_array_new_with_free_func(g_free);
+	assert_int_equal(store_folder_children(fx->st, "Work/2024", collect_folder_paths, kids), MF_OK);
+	assert_int_equal(kids->len, 1);
+	assert_string_equal(g_ptr_array_index(kids, 0), "Work/2024/Q1");
+	g_ptr_array_free(kids, TRUE);
+
+	/* Down a level, and names with LIKE's wildcards. */
+	assert_int_equal(store_folder_rename(fx->st, "Work/2024", "Work//x"), MF_ERR_INVAL);
+	assert_int_equal(store_folder_rename(fx->st, "Projects_x", "A%/b_c"), MF_OK);
+	assert_int_equal(folder_id_of(fx->st, "A%/b_c"), other);
+}
+
+static void test_one_store_per_directory(void **state)
+{
+	struct fixture *fx = *state;
+	char *err = NULL;
+	struct store *second = store_open(fx->dir, 1000, &err);
+
+	assert_null(second);
+	assert_non_null(err);
+	assert_non_null(strstr(err, "in use by another mailfs"));
+	char pid[32];
+	snprintf(pid, sizeof pid, "(pid %ld)", (long)getpid());
+	assert_non_null(strstr(err, pid));
+	g_free(err);
+}
+
 static void test_lookup(void **state)
 {
 	struct fixture *fx = *state;
@@ -1156,6 +1220,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_show_deleted, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_lookup, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_remote_ids, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_folder_rename, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_one_store_per_directory, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_body_roundtrip, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_body_commit_vanished, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_lru_eviction, setup, teardown),
