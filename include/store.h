@@ -34,6 +34,11 @@ struct store_folder {
 	uint64_t highestmodseq;
 	int64_t synced_at;   /* Unix time of the last successful sync, 0 never */
 	uint32_t message_count; /* messages stored (including \Deleted ones) */
+	/* Inode numbers: the folder's is ino_base << 32, a message's
+	 * (ino_base << 32) | uid. A base is never handed out twice while
+	 * the cache lives, and a folder gets a new one when its UIDs start
+	 * again (UIDVALIDITY), so an inode number always means one message. */
+	uint64_t ino_base;
 };
 
 struct store_message {

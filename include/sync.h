@@ -45,6 +45,7 @@ enum mf_status sync_folder_if_stale(struct sync_ctx *s, int64_t folder_id, int f
 struct sync_live;
 struct sync_live_entry {
 	char *name;
+	uint32_t uid;
 	uint64_t size;
 	int64_t mtime;
 	int hidden;                /* not listed (see sync_hidden) */

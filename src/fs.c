@@ -148,9 +148,10 @@ static int fs_resolve(struct fs_ctx *ctx, const char *path, struct fs_node *n, i
 	return 0;
 }
 
-static void fs_dir_stat(struct fs_ctx *ctx, struct stat *st)
+static void fs_dir_stat(struct fs_ctx *ctx, uint64_t ino, struct stat *st)
 {
 	memset(st, 0, sizeof *st);
+	st->st_ino = ino;
 	st->st_mode = S_IFDIR | (ctx->cfg->readonly ? 0555 : 0755);
 	st->st_nlink = 2;
 	st->st_uid = ctx->uid;
@@ -158,9 +159,11 @@ static void fs_dir_stat(struct fs_ctx *ctx, struct stat *st)
 	st->st_mtime = st->st_ctime = st->st_atime = ctx->mounted_at;
 }
 
-static void fs_message_stat(struct fs_ctx *ctx, const struct store_message *m, struct stat *st)
+static void fs_message_stat(struct fs_ctx *ctx, uint64_t ino_base, const struct store_message *m,
+                            struct stat *st)
 {
 	memset(st, 0, sizeof *st);
+	st->st_ino = FS_INO(ino_base, m->uid);
 	st->st_mode = S_IFREG | (ctx->cfg->readonly ? 0444 : 0644);
 	st->st_nlink = 1;
 	st->st_uid = ctx->uid;
@@ -176,7 +179,7 @@ static void *fs_init(struct fuse_conn_info *conn, struct fuse_config *cfg)
 	struct fs_ctx *ctx = fs_ctx();
 	double t = ctx->cfg->refresh < FS_ATTR_TIMEOUT_MAX ? ctx->cfg->refresh : FS_ATTR_TIMEOUT_MAX;
 
-	cfg->use_ino = 0;
+	cfg->use_ino = 1;  /* the store's numbers: the same on every mount of a cache */
 	cfg->entry_timeout = t;
 	cfg->attr_timeout = t;
 	cfg->negative_timeout = 0;
@@ -212,9 +215,9 @@ static int fs_getattr(const char *path, struct stat *st, struct fuse_file_info *
 	if (rc != 0)
 		return rc;
 	if (n.kind == FS_MESSAGE)
-		fs_message_stat(ctx, &n.msg, st);
+		fs_message_stat(ctx, n.folder.ino_base, &n.msg, st);
 	else
-		fs_dir_stat(ctx, st);
+		fs_dir_stat(ctx, n.kind == FS_ROOT ? FS_ROOT_INO : FS_INO(n.folder.ino_base, 0), st);
 	fs_node_clear(&n);
 	return 0;
 }
@@ -228,6 +231,7 @@ struct fs_dir {
 	GPtrArray *names;     /* char *, owned; NULL until the first readdir */
 	GArray *stats;        /* struct stat, same order */
 	struct sync_live *live;  /* a first listing, after names (NULL: none) */
+	uint64_t ino_base;    /* the folder's */
 };
 
 static void fs_dir_clear(struct fs_dir *d)
@@ -251,6 +255,7 @@ static void fs_dir_add(struct fs_dir *d, const char *name, const struct stat *st
 struct fs_fill {
 	struct fs_ctx *ctx;
 	struct fs_dir *dir;
+	uint64_t ino_base;    /* the folder's, for its messages */
 };
 
 static int fs_fill_folder(void *data, const struct store_folder *f)
@@ -259,7 +264,7 @@ static int fs_fill_folder(void *data, const struct store_folder *f)
 	struct stat st;
 	const char *base = strrchr(f->path, '/');
 
-	fs_dir_stat(fill->ctx, &st);
+	fs_dir_stat(fill->ctx, FS_INO(f->ino_base, 0), &st);
 	fs_dir_add(fill->dir, base ? base + 1 : f->path, &st);
 	return 0;
 }
@@ -271,7 +276,7 @@ static int fs_fill_message(void *data, const struct store_message *m)
 
 	if (sync_hidden(fill->ctx->sync, m->flags))
 		return 0;
-	fs_message_stat(fill->ctx, m, &st);
+	fs_message_stat(fill->ctx, fill->ino_base, m, &st);
 	fs_dir_add(fill->dir, m->name, &st);
 	return 0;
 }
@@ -294,6 +299,38 @@ static int fs_folder_ever_listed(struct fs_ctx *ctx, const struct store_folder *
 	return listed;
 }
 
+/* The inode number of the folder holding path's folder (NULL: the root). */
+static uint64_t fs_parent_ino(struct fs_ctx *ctx, const char *folder_path)
+{
+	const char *slash = folder_path ? strrchr(folder_path, '/') : NULL;
+	struct store_folder f;
+	uint64_t ino = FS_ROOT_INO;
+	char *parent;
+
+	if (!slash)
+		return FS_ROOT_INO;
+	parent = g_strndup(folder_path, slash - folder_path);
+	if (store_folder_by_path(ctx->store, parent, &f) == MF_OK) {
+		ino = FS_INO(f.ino_base, 0);
+		store_folder_clear(&f);
+	}
+	g_free(parent);
+	return ino;
+}
+
+/* The folder's inode base as it is now: a re-check that found its UIDs
+ * started again (UIDVALIDITY) gave it a new one. */
+static enum mf_status fs_folder_base(struct fs_ctx *ctx, int64_t folder_id, uint64_t *base)
+{
+	struct store_folder f = { 0 };
+	enum mf_status st = store_folder_by_id(ctx->store, folder_id, &f);
+
+	if (st == MF_OK)
+		*base = f.ino_base;
+	store_folder_clear(&f);
+	return st;
+}
+
 static int fs_dir_snapshot(struct fs_ctx *ctx, const char *path, struct fs_dir *d)
 {
 	struct fs_fill fill;
@@ -312,9 +349,10 @@ static int fs_dir_snapshot(struct fs_ctx *ctx, const char *path, struct fs_dir *
 	}
 	d->names = g_ptr_array_new_with_free_func(g_free);
 	d->stats = g_array_new(FALSE, FALSE, sizeof(struct stat));
-	fill = (struct fs_fill){ ctx, d };
-	fs_dir_stat(ctx, &st);
+	fill = (struct fs_fill){ ctx, d, n.folder.ino_base };
+	fs_dir_stat(ctx, n.kind == FS_ROOT ? FS_ROOT_INO : FS_INO(n.folder.ino_base, 0), &st);
 	fs_dir_add(d, ".", &st);
+	fs_dir_stat(ctx, fs_parent_ino(ctx, n.kind == FS_ROOT ? NULL : n.folder.path), &st);
 	fs_dir_add(d, "..", &st);
 	s = store_folder_children(ctx->store, n.kind == FS_ROOT ? "" : n.folder.path,
 	                          fs_fill_folder, &fill);
@@ -324,8 +362,9 @@ static int fs_dir_snapshot(struct fs_ctx *ctx, const char *path, struct fs_dir *
 		sync_folder_live(ctx->sync, n.folder.id, &d->live);
 		if (!d->live && !fs_folder_ever_listed(ctx, &n.folder))
 			s = MF_ERR_IO;  /* an empty directory would be a lie (rsync --delete) */
-		else if (!d->live)
+		else if (!d->live && (s = fs_folder_base(ctx, n.folder.id, &fill.ino_base)) == MF_OK)
 			s = store_messages_list(ctx->store, n.folder.id, fs_fill_message, &fill);
+		d->ino_base = fill.ino_base;
 	}
 	fs_node_clear(&n);
 	if (s != MF_OK) {
@@ -361,8 +400,8 @@ static int fs_readdir_live(struct fs_ctx *ctx, struct fs_dir *d, void *buf,
 			const struct sync_live_entry *e = batch[i];
 			if (e->hidden)
 				continue;
-			struct store_message m = { .size = e->size, .internaldate = e->mtime };
-			fs_message_stat(ctx, &m, &sb);
+			struct store_message m = { .uid = e->uid, .size = e->size, .internaldate = e->mtime };
+			fs_message_stat(ctx, d->ino_base, &m, &sb);
 			if (filler(buf, e->name, &sb, (off_t)(base + k + 1), FUSE_FILL_DIR_PLUS))
 				return 0;
 			filled = 1;

@@ -33,6 +33,13 @@ struct fs_ctx {
 
 enum fs_kind { FS_ROOT, FS_FOLDER, FS_MESSAGE };
 
+/* Inode numbers (store_folder.ino_base): the root 1, a folder base << 32,
+ * a message (base << 32) | uid; a file being written one with the top
+ * bit set, for as long as it is staged. */
+#define FS_ROOT_INO 1
+#define FS_INO(base, uid) (((uint64_t)(base) << 32) | (uint64_t)(uid))
+#define FS_STAGED_INO(n) ((UINT64_C(1) << 63) | (uint64_t)(n))
+
 struct fs_node {
 	enum fs_kind kind;
 	struct store_folder folder;   /* FS_FOLDER, and the parent of FS_MESSAGE */

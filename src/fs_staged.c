@@ -41,8 +41,11 @@ struct fs_staged {
 	int error;           /* the last flush's outcome for this content, -errno */
 	struct sync_appended on_server;  /* the version on the server (uid 0: none) */
 	int handles;         /* open fs_handles (under staged_lock) */
+	uint64_t serial;     /* its inode number while staged: FS_STAGED_INO */
 	int refs;            /* handles and lookups in flight (under staged_lock) */
 };
+
+static gint fs_staged_serial;
 
 static void fs_staged_unref(struct fs_staged *sf)
 {
@@ -95,6 +98,7 @@ static int fs_staged_stat(struct fs_ctx *ctx, struct fs_staged *sf, struct stat 
 	if (fstat(sf->fd, &real) < 0)
 		return -errno;
 	memset(st, 0, sizeof *st);
+	st->st_ino = FS_STAGED_INO(sf->serial);
 	st->st_mode = S_IFREG | 0644;
 	st->st_nlink = 1;
 	st->st_uid = ctx->uid;
@@ -343,6 +347,7 @@ int fs_create(const char *path, mode_t mode, struct fuse_file_info *fi)
 	sf->name = g_strdup(name);
 	sf->mtime = SYNC_NO_DATE;
 	g_mutex_init(&sf->op);
+	sf->serial = (uint64_t)g_atomic_int_add(&fs_staged_serial, 1);
 	sf->dirty = 1;  /* even empty, the first close must say so */
 	sf->handles = 1;
 	sf->refs = 1;

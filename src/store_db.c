@@ -21,7 +21,13 @@
 
 #include "store_int.h"
 
-#define STORE_SCHEMA_VERSION 2
+#define STORE_SCHEMA_VERSION 3
+
+/* ino_base: the last inode base handed out. A counter, so that a base
+ * is never handed out twice while the cache lives. */
+#define STORE_META_SQL \
+	"CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;" \
+	"INSERT OR IGNORE INTO meta VALUES('ino_base', 0);"
 
 static const char store_schema_sql[] =
 	"CREATE TABLE IF NOT EXISTS folders("
@@ -35,7 +41,8 @@ static const char store_schema_sql[] =
 	"  uidnext INTEGER NOT NULL DEFAULT 0,"
 	"  highestmodseq INTEGER NOT NULL DEFAULT 0,"
 	"  synced_at INTEGER NOT NULL DEFAULT 0,"
-	"  messages INTEGER NOT NULL DEFAULT 0);"  /* kept by every change: a lookup must not count */
+	"  messages INTEGER NOT NULL DEFAULT 0,"  /* kept by every change: a lookup must not count */
+	"  ino_base INTEGER NOT NULL DEFAULT 0);" /* inode numbers: see store_folder.ino_base */
 	"CREATE INDEX IF NOT EXISTS folders_parent ON folders(parent, path);"
 	"CREATE TABLE IF NOT EXISTS messages("
 	"  folder_id INTEGER NOT NULL REFERENCES folders(id) ON DELETE CASCADE,"
@@ -62,11 +69,12 @@ static const char store_schema_sql[] =
 	"  PRIMARY KEY(folder_id, uid),"
 	"  FOREIGN KEY(folder_id, uid) REFERENCES messages(folder_id, uid) ON DELETE CASCADE"
 	") WITHOUT ROWID;"
-	"CREATE INDEX IF NOT EXISTS bodies_lru ON bodies(last_used);";
+	"CREATE INDEX IF NOT EXISTS bodies_lru ON bodies(last_used);"
+	STORE_META_SQL;
 
 #define STORE_FOLDER_COLUMNS \
 	"SELECT f.id, f.path, f.wire_name, f.delim, f.noselect, f.uidvalidity," \
-	" f.uidnext, f.highestmodseq, f.synced_at, f.messages FROM folders f "
+	" f.uidnext, f.highestmodseq, f.synced_at, f.messages, f.ino_base FROM folders f "
 
 #define STORE_MESSAGE_COLUMNS \
 	"SELECT m.folder_id, m.uid, m.remote_id, m.name, m.flags, m.size," \
@@ -152,6 +160,10 @@ static const char *const store_query_sql[Q_COUNT] = {
 	[Q_FOLDER_COUNT_DOWN] = "UPDATE folders SET messages = messages - 1 WHERE id = ?1",
 	[Q_MSG_MAX_UID_OF] = "SELECT coalesce(max(uid), 0) FROM messages WHERE folder_id = ?1",
 	/* A folder and everything below it (no LIKE: names may hold % and _). */
+	[Q_META_NEXT_BASE] =
+		"UPDATE meta SET value = value + 1 WHERE key = 'ino_base' RETURNING value",
+	[Q_FOLDER_SET_BASE] = "UPDATE folders SET ino_base = ?2 WHERE id = ?1",
+	[Q_FOLDER_NO_BASE] = "SELECT id FROM folders WHERE ino_base = 0",
 	[Q_FOLDER_UNDER] =
 		"SELECT id FROM folders WHERE path = ?1 OR substr(path, 1, length(?1) + 1) = ?1 || '/'",
 	[Q_FOLDER_RENAME] =
@@ -454,7 +466,10 @@ struct store *store_open(const char *dir, uint64_t body_cap, char **err)
 			                      sqlite3_errmsg(st->db));
 			goto fail;
 		}
-	} else if (version == 1) {
+		version = STORE_SCHEMA_VERSION;
+	}
+	/* Older caches are upgraded in steps, each one transaction. */
+	if (version == 1) {
 		/* Version 1 kept From and Date decoded; version 2 keeps them as
 		 * sent and decodes on demand. A decoded value decodes to itself,
 		 * so the rows stay as they are. */
@@ -462,13 +477,25 @@ struct store *store_open(const char *dir, uint64_t body_cap, char **err)
 		                  " ALTER TABLE messages RENAME COLUMN from_addr TO from_raw;"
 		                  " ALTER TABLE messages RENAME COLUMN date_header TO date_raw;"
 		                  " PRAGMA user_version = 2; COMMIT", NULL, NULL, NULL);
-		if (rc != SQLITE_OK) {
-			msg = g_strdup_printf("cannot upgrade the cache schema in %s: %s", dbpath,
-			                      sqlite3_errmsg(st->db));
-			sqlite3_exec(st->db, "ROLLBACK", NULL, NULL, NULL);
-			goto fail;
-		}
-	} else if (version != STORE_SCHEMA_VERSION) {
+		if (rc != SQLITE_OK)
+			goto upgrade_failed;
+		version = 2;
+	}
+	if (version == 2) {
+		/* Version 3 numbers inodes: each folder's base is its id (ids
+		 * are never reused), the counter above every id ever given. */
+		rc = sqlite3_exec(st->db, "BEGIN IMMEDIATE;"
+		                  " ALTER TABLE folders ADD COLUMN ino_base INTEGER NOT NULL DEFAULT 0;"
+		                  " UPDATE folders SET ino_base = id;"
+		                  STORE_META_SQL
+		                  " UPDATE meta SET value = (SELECT coalesce(max(seq), 0)"
+		                  "   FROM sqlite_sequence WHERE name = 'folders') WHERE key = 'ino_base';"
+		                  " PRAGMA user_version = 3; COMMIT", NULL, NULL, NULL);
+		if (rc != SQLITE_OK)
+			goto upgrade_failed;
+		version = 3;
+	}
+	if (version != STORE_SCHEMA_VERSION) {
 		msg = g_strdup_printf("%s has cache schema version %d; this mailfs knows %d"
 		                      " (remove the cache directory or use a newer mailfs)",
 		                      dbpath, version, STORE_SCHEMA_VERSION);
@@ -490,6 +517,10 @@ struct store *store_open(const char *dir, uint64_t body_cap, char **err)
 	store_sweep_orphan_bodies(st);
 	goto out;
 
+upgrade_failed:
+	msg = g_strdup_printf("cannot upgrade the cache schema in %s: %s", dbpath,
+	                      sqlite3_errmsg(st->db));
+	sqlite3_exec(st->db, "ROLLBACK", NULL, NULL, NULL);
 fail:
 	if (st)
 		store_close(st);

@@ -48,6 +48,44 @@ static void store_folder_from_row(sqlite3_stmt *q, void *out, int copy)
 	f->highestmodseq = (uint64_t)sqlite3_column_int64(q, 7);
 	f->synced_at = sqlite3_column_int64(q, 8);
 	f->message_count = (uint32_t)sqlite3_column_int64(q, 9);
+	f->ino_base = (uint64_t)sqlite3_column_int64(q, 10);
+}
+
+enum mf_status store_folder_new_base(struct store *st, int64_t folder_id)
+{
+	sqlite3_stmt *q = store_query(st, Q_META_NEXT_BASE);
+	int64_t base = 0;
+	int src = sqlite3_step(q);
+
+	if (src == SQLITE_ROW)
+		base = sqlite3_column_int64(q, 0);
+	sqlite3_reset(q);
+	if (src != SQLITE_ROW)
+		return store_db_status(src);
+	if (base <= 0 || base >= (INT64_C(1) << 31))
+		return MF_ERR_INVAL;  /* 2^31 folders and resets: not in this life */
+	q = store_query_folder(st, Q_FOLDER_SET_BASE, folder_id);
+	sqlite3_bind_int64(q, 2, base);
+	return store_run(q);
+}
+
+/* Every folder without an inode base gets one (lock held). */
+static enum mf_status store_folders_give_bases(struct store *st)
+{
+	GArray *ids = g_array_new(FALSE, FALSE, sizeof(int64_t));
+	sqlite3_stmt *q = store_query(st, Q_FOLDER_NO_BASE);
+	enum mf_status rc;
+	int src;
+
+	while ((src = sqlite3_step(q)) == SQLITE_ROW) {
+		int64_t id = sqlite3_column_int64(q, 0);
+		g_array_append_val(ids, id);
+	}
+	rc = store_rows_done(q, src);
+	for (guint i = 0; rc == MF_OK && i < ids->len; i++)
+		rc = store_folder_new_base(st, g_array_index(ids, int64_t, i));
+	g_array_free(ids, TRUE);
+	return rc;
 }
 
 /* A stored path is never "", never starts or ends with '/', never has an
@@ -176,6 +214,10 @@ enum mf_status store_folders_replace(struct store *st,
 		}
 		g_free(path);
 	}
+
+	rc = store_folders_give_bases(st);
+	if (rc != MF_OK)
+		goto out;
 
 	q = store_query(st, Q_FOLDER_ALL);
 	while ((src = sqlite3_step(q)) == SQLITE_ROW) {

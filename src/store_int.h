@@ -48,6 +48,7 @@ enum store_query {
 	Q_BODY_DELETE, Q_BODY_USAGE, Q_BODY_LRU, Q_FOLDER_RECOUNT, Q_BODY_SIZE,
 	Q_MSG_UNCACHED_AFTER, Q_MSG_UNCACHED_AFTER_UID, Q_MSG_NAME_WANTED, Q_MSG_NAME_OF, Q_FOLDER_COUNT_DOWN,
 	Q_MSG_MAX_UID_OF, Q_FOLDER_UNDER, Q_FOLDER_RENAME,
+	Q_META_NEXT_BASE, Q_FOLDER_SET_BASE, Q_FOLDER_NO_BASE,
 	Q_COUNT
 };
 
@@ -62,6 +63,8 @@ struct store {
 };
 
 void store_lock_note_pid(int fd);
+/* A new inode base for the folder, from the counter (lock held). */
+enum mf_status store_folder_new_base(struct store *st, int64_t folder_id);
 
 
 /* ---- store_db.c: statements, transactions, columns ---- */

@@ -104,6 +104,8 @@ enum mf_status store_folder_apply_sync(struct store *st, const struct store_sync
 		if (rc != MF_OK)
 			goto out;
 		rc = store_run(store_query_folder(st, Q_MSG_DELETE_FOLDER, s->folder_id));
+		if (rc == MF_OK)  /* the UIDs start again: so do its inode numbers */
+			rc = store_folder_new_base(st, s->folder_id);
 		if (rc != MF_OK)
 			goto out;
 	}

@@ -131,25 +131,28 @@ static int sync_note_remote_id(void *ctx, uint32_t uid, const char *remote_id)
 
 /* Messages known by remote_id alone (no server UIDs) get a local uid:
  * the one known for their remote_id (known: remote_id -> uid, which
- * learns the new ones), else the next above last_uid; after a reset the
- * folder starts again at 1. */
+ * learns the new ones), else *next, which then moves on. *next starts
+ * above every uid the folder ever gave (its uidnext), so that a uid, and
+ * the inode number made of it, never means another message; after a
+ * reset the folder starts again at 1 (it has a new inode base). */
 static enum mf_status sync_local_uids(struct store_sync_message *added, size_t n,
-                                      GHashTable *known, uint32_t last_uid, int reset)
+                                      GHashTable *known, int reset, uint64_t *next)
 {
-	uint64_t next = (reset ? 0 : (uint64_t)last_uid) + 1;
 	gpointer uid;
 
-	if (reset)
+	if (reset) {
 		g_hash_table_remove_all(known);
+		*next = 1;
+	}
 	for (size_t i = 0; i < n; i++) {
 		const char *id = added[i].remote_id;
 		if (id && g_hash_table_lookup_extended(known, id, NULL, &uid)) {
 			added[i].uid = GPOINTER_TO_UINT(uid);
 			continue;
 		}
-		if (next > UINT32_MAX)
+		if (*next > UINT32_MAX)
 			return MF_ERR_INVAL;
-		added[i].uid = (uint32_t)next++;
+		added[i].uid = (uint32_t)(*next)++;
 		if (id)
 			g_hash_table_insert(known, g_strdup(id), GUINT_TO_POINTER(added[i].uid));
 	}
@@ -174,6 +177,7 @@ static enum mf_status sync_folder_now(struct sync_ctx *s, int64_t folder_id, int
 	                              .live = live };
 	uint32_t *known = NULL, *removed = NULL;
 	size_t n_known = 0, n_removed = 0, n_new = 0;
+	uint64_t local_next;
 	gint64 t_fetch, t_parse, t_store;
 	enum mf_status st;
 
@@ -190,6 +194,7 @@ static enum mf_status sync_folder_now(struct sync_ctx *s, int64_t folder_id, int
 	req.wire_name = f.wire_name;
 	req.uidvalidity = f.uidvalidity;
 	req.last_uid = n_known ? known[n_known - 1] : 0;
+	local_next = (uint64_t)MAX(req.last_uid, f.uidnext ? f.uidnext - 1 : 0) + 1;
 	req.known_count = (uint32_t)n_known;
 	req.highestmodseq = f.highestmodseq;
 	req.new_only = new_only && f.uidvalidity;
@@ -230,7 +235,7 @@ static enum mf_status sync_folder_now(struct sync_ctx *s, int64_t folder_id, int
 		added[i] = sync_row_of(g_ptr_array_index(parser.jobs, i), m->remote_id);
 	}
 	if (req.known_remote_ids) {
-		st = sync_local_uids(added, n_new, req.known_remote_ids, req.last_uid, res.reset);
+		st = sync_local_uids(added, n_new, req.known_remote_ids, res.reset, &local_next);
 		if (st != MF_OK)
 			goto out;
 	}
@@ -244,7 +249,7 @@ static enum mf_status sync_folder_now(struct sync_ctx *s, int64_t folder_id, int
 	out.folder_id = folder_id;
 	out.reset = res.reset;
 	out.uidvalidity = res.uidvalidity;
-	out.uidnext = res.uidnext;
+	out.uidnext = req.known_remote_ids ? (uint32_t)local_next : res.uidnext;
 	/* A new-only sync has not seen other clients' flag changes: the
 	 * cache stays at the modseq of the last full check. */
 	out.highestmodseq = req.new_only ? f.highestmodseq : res.highestmodseq;

@@ -28,6 +28,7 @@ static void sync_live_show(struct sync_live *l, const struct sync_parse_job *j)
 		return;
 	e = g_new(struct sync_live_entry, 1);
 	e->name = name;
+	e->uid = j->uid;
 	e->size = j->size;
 	e->mtime = sync_mtime_of(j);
 	e->hidden = l->hide_deleted && mailbox_flags_deleted(j->flags);

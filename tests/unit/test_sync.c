@@ -648,6 +648,18 @@ static void test_local_uids_without_server_uids(void **state)
 	check_folder(fx, "INBOX", 1, 1);
 	assert_remote_ids(fx, "2=uidl-m02 3=uidl-m03 4=uidl-m04 5=uidl-m05");
 	assert_stored(fx, "INBOX", "2:\\Seen 3:- 4:- 5:-");
+
+	/* The highest goes, a new one comes: it never takes a uid (and so
+	 * an inode number) that meant another message. */
+	for (i = inbox->msgs->len; i-- > 0;)
+		if (strcmp(((struct fake_msg *)g_ptr_array_index(inbox->msgs, i))->remote_id,
+		           "uidl-m05") == 0)
+			g_ptr_array_remove_index(inbox->msgs, i);
+	check_folder(fx, "INBOX", 1, 1);
+	assert_remote_ids(fx, "2=uidl-m02 3=uidl-m03 4=uidl-m04");
+	fake_add_msg(inbox, "m06", "");
+	check_folder(fx, "INBOX", 1, 1);
+	assert_remote_ids(fx, "2=uidl-m02 3=uidl-m03 4=uidl-m04 6=uidl-m06");
 }
 
 static void test_names_by_uid(void **state)
