@@ -29,6 +29,26 @@
 	"CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;" \
 	"INSERT OR IGNORE INTO meta VALUES('ino_base', 0);"
 
+/* The step from version i to i + 1, each one transaction. */
+static const char *const store_upgrade_sql[STORE_SCHEMA_VERSION] = {
+	/* Version 1 kept From and Date decoded; version 2 keeps them as sent
+	 * and decodes on demand. A decoded value decodes to itself, so the
+	 * rows stay as they are. */
+	[1] = "BEGIN IMMEDIATE;"
+	      " ALTER TABLE messages RENAME COLUMN from_addr TO from_raw;"
+	      " ALTER TABLE messages RENAME COLUMN date_header TO date_raw;"
+	      " PRAGMA user_version = 2; COMMIT",
+	/* Version 3 numbers inodes: each folder's base is its id (ids are
+	 * never reused), the counter above every id ever given. */
+	[2] = "BEGIN IMMEDIATE;"
+	      " ALTER TABLE folders ADD COLUMN ino_base INTEGER NOT NULL DEFAULT 0;"
+	      " UPDATE folders SET ino_base = id;"
+	      STORE_META_SQL
+	      " UPDATE meta SET value = (SELECT coalesce(max(seq), 0)"
+	      "   FROM sqlite_sequence WHERE name = 'folders') WHERE key = 'ino_base';"
+	      " PRAGMA user_version = 3; COMMIT",
+};
+
 static const char store_schema_sql[] =
 	"CREATE TABLE IF NOT EXISTS folders("
 	"  id INTEGER PRIMARY KEY AUTOINCREMENT," /* never reuse an id: body dirs are named by it */
@@ -469,31 +489,10 @@ struct store *store_open(const char *dir, uint64_t body_cap, char **err)
 		version = STORE_SCHEMA_VERSION;
 	}
 	/* Older caches are upgraded in steps, each one transaction. */
-	if (version == 1) {
-		/* Version 1 kept From and Date decoded; version 2 keeps them as
-		 * sent and decodes on demand. A decoded value decodes to itself,
-		 * so the rows stay as they are. */
-		rc = sqlite3_exec(st->db, "BEGIN IMMEDIATE;"
-		                  " ALTER TABLE messages RENAME COLUMN from_addr TO from_raw;"
-		                  " ALTER TABLE messages RENAME COLUMN date_header TO date_raw;"
-		                  " PRAGMA user_version = 2; COMMIT", NULL, NULL, NULL);
+	for (; version >= 1 && version < STORE_SCHEMA_VERSION; version++) {
+		rc = sqlite3_exec(st->db, store_upgrade_sql[version], NULL, NULL, NULL);
 		if (rc != SQLITE_OK)
 			goto upgrade_failed;
-		version = 2;
-	}
-	if (version == 2) {
-		/* Version 3 numbers inodes: each folder's base is its id (ids
-		 * are never reused), the counter above every id ever given. */
-		rc = sqlite3_exec(st->db, "BEGIN IMMEDIATE;"
-		                  " ALTER TABLE folders ADD COLUMN ino_base INTEGER NOT NULL DEFAULT 0;"
-		                  " UPDATE folders SET ino_base = id;"
-		                  STORE_META_SQL
-		                  " UPDATE meta SET value = (SELECT coalesce(max(seq), 0)"
-		                  "   FROM sqlite_sequence WHERE name = 'folders') WHERE key = 'ino_base';"
-		                  " PRAGMA user_version = 3; COMMIT", NULL, NULL, NULL);
-		if (rc != SQLITE_OK)
-			goto upgrade_failed;
-		version = 3;
 	}
 	if (version != STORE_SCHEMA_VERSION) {
 		msg = g_strdup_printf("%s has cache schema version %d; this mailfs knows %d"
