@@ -65,6 +65,14 @@ struct store *store_open(const char *dir, uint64_t body_cap, char **err);
  * the same directory fails, naming the holder's pid. After a fork that
  * keeps the store (daemon mode), the process that stays claims it. */
 void store_claim(struct store *st);
+/* changed hears, once each transaction committed, of every path
+ * ("INBOX/x.eml", or a folder's "Archive/2023") whose name, size or
+ * existence it changed: a message removed, one whose name shifted (both
+ * its old and new name), a size corrected by a download, a folder
+ * removed. Called with the store's lock held: it must not call the
+ * store. NULL: nobody. */
+void store_set_observer(struct store *st, void (*changed)(void *ctx, const char *path),
+                        void *ctx);
 void store_close(struct store *st);
 
 void store_folder_clear(struct store_folder *f);

@@ -16,11 +16,6 @@
 #include "log.h"
 #include "stats.h"
 
-/* How long the kernel may trust a name or attributes without asking.
- * Short: names can shift (a ~2 taking over a freed name) and other
- * clients change folders, and asking costs one SQLite lookup. ls -l
- * loses nothing, as readdir hands over fresh attributes with each name. */
-#define FS_ATTR_TIMEOUT_MAX 1.0
 
 struct fs_ctx *fs_ctx(void)
 {
@@ -174,10 +169,28 @@ static void fs_message_stat(struct fs_ctx *ctx, uint64_t ino_base, const struct 
 	st->st_mtime = st->st_ctime = st->st_atime = (time_t)m->internaldate;
 }
 
+/* The store changed a name, a size or an entry's existence: the kernel's
+ * idea of it goes (from the invalidator thread, never from the store's
+ * lock). */
+static void fs_store_changed(void *data, const char *path)
+{
+	struct fs_ctx *ctx = data;
+	char *p = g_strconcat("/", path, NULL);
+
+	fs_invalidate(ctx, p);
+	g_free(p);
+}
+
 static void *fs_init(struct fuse_conn_info *conn, struct fuse_config *cfg)
 {
 	struct fs_ctx *ctx = fs_ctx();
-	double t = ctx->cfg->refresh < FS_ATTR_TIMEOUT_MAX ? ctx->cfg->refresh : FS_ATTR_TIMEOUT_MAX;
+	/* How long the kernel may trust a name or attributes without asking:
+	 * as long as the cache itself trusts the folder (refresh). What the
+	 * mount learns of before then (a name that shifts, a size corrected
+	 * by a download, a message gone) is pushed to the kernel as it
+	 * happens (fs_store_changed), so a stat or an open after readdir
+	 * costs no request while nothing changed. */
+	double t = ctx->cfg->refresh;
 
 	cfg->use_ino = 1;  /* the store's numbers: the same on every mount of a cache */
 	cfg->entry_timeout = t;
@@ -188,6 +201,7 @@ static void *fs_init(struct fuse_conn_info *conn, struct fuse_config *cfg)
 	fs_staged_init(ctx);
 	ctx->invalidate = g_async_queue_new();
 	ctx->invalidator = g_thread_new("invalidate", fs_invalidator, ctx);
+	store_set_observer(ctx->store, fs_store_changed, ctx);
 	return ctx;
 }
 
@@ -195,6 +209,7 @@ static void fs_destroy(void *data)
 {
 	struct fs_ctx *ctx = data;
 
+	store_set_observer(ctx->store, NULL, NULL);
 	g_async_queue_push(ctx->invalidate, g_strdup(""));
 	g_thread_join(ctx->invalidator);
 	g_async_queue_unref(ctx->invalidate);
@@ -481,6 +496,7 @@ static int fs_open(const char *path, struct fuse_file_info *fi)
 		fi->direct_io = 1;
 	else
 		fi->keep_cache = 1;
+	fi->noflush = 1;  /* a reader's close has nothing to say: no FLUSH request */
 	return 0;
 }
 

@@ -299,6 +299,8 @@ enum mf_status store_body_commit(struct store *st, int64_t folder_id,
 		st->body_total += sb.st_size;
 	/* The body's row, and its length as the message's real size: both
 	 * statements take (folder_id, uid, size). */
+	if (rc == MF_OK && (uint64_t)sb.st_size != old_size)
+		store_note_message(st, folder_id, uid);  /* its size, as stat says it */
 	for (size_t i = 0; i < G_N_ELEMENTS(sized) && rc == MF_OK; i++) {
 		q = store_query_message(st, sized[i], folder_id, uid);
 		sqlite3_bind_int64(q, 3, (sqlite3_int64)sb.st_size);

@@ -184,6 +184,7 @@ static const char *const store_query_sql[Q_COUNT] = {
 		"UPDATE meta SET value = value + 1 WHERE key = 'ino_base' RETURNING value",
 	[Q_FOLDER_SET_BASE] = "UPDATE folders SET ino_base = ?2 WHERE id = ?1",
 	[Q_FOLDER_NO_BASE] = "SELECT id FROM folders WHERE ino_base = 0",
+	[Q_FOLDER_PATH] = "SELECT path FROM folders WHERE id = ?1",
 	[Q_FOLDER_UNDER] =
 		"SELECT id FROM folders WHERE path = ?1 OR substr(path, 1, length(?1) + 1) = ?1 || '/'",
 	[Q_FOLDER_RENAME] =
@@ -315,7 +316,68 @@ enum mf_status store_end(struct store *st, enum mf_status rc, GPtrArray *doomed)
 		store_unlink_all(doomed);
 	else
 		store_rollback(st);
+	for (guint i = 0; rc == MF_OK && st->changes && i < st->changes->len; i++)
+		st->observer(st->observer_ctx, g_ptr_array_index(st->changes, i));
+	if (st->changes)
+		g_ptr_array_set_size(st->changes, 0);
+	g_clear_pointer(&st->noted_path, g_free);  /* folders may move next time */
 	return rc;
+}
+
+void store_note_change(struct store *st, int64_t folder_id, const char *name)
+{
+	sqlite3_stmt *q;
+	char *path = NULL;
+
+	if (!st->observer)
+		return;
+	if (folder_id != st->noted_folder || !st->noted_path) {
+		g_clear_pointer(&st->noted_path, g_free);
+		q = store_query_folder(st, Q_FOLDER_PATH, folder_id);
+		if (sqlite3_step(q) == SQLITE_ROW)
+			st->noted_path = store_column_dup(q, 0);
+		sqlite3_reset(q);
+		st->noted_folder = folder_id;
+	}
+	if (st->noted_path)
+		path = name ? g_strconcat(st->noted_path, "/", name, NULL) : g_strdup(st->noted_path);
+	if (path)
+		g_ptr_array_add(st->changes, path);
+}
+
+void store_note_message(struct store *st, int64_t folder_id, uint32_t uid)
+{
+	sqlite3_stmt *q;
+
+	if (!st->observer)
+		return;
+	q = store_query_message(st, Q_MSG_NAME_OF, folder_id, uid);
+	if (sqlite3_step(q) == SQLITE_ROW && sqlite3_column_type(q, 0) == SQLITE_TEXT)
+		store_note_change(st, folder_id, (const char *)sqlite3_column_text(q, 0));
+	sqlite3_reset(q);
+}
+
+void store_note_folder_messages(struct store *st, int64_t folder_id)
+{
+	sqlite3_stmt *q;
+
+	if (!st->observer)
+		return;
+	q = store_query_folder(st, Q_MSG_NAMES, folder_id);
+	while (sqlite3_step(q) == SQLITE_ROW)
+		if (sqlite3_column_type(q, 3) == SQLITE_TEXT)
+			store_note_change(st, folder_id, (const char *)sqlite3_column_text(q, 3));
+	sqlite3_reset(q);
+}
+
+void store_set_observer(struct store *st, void (*changed)(void *ctx, const char *path), void *ctx)
+{
+	pthread_mutex_lock(&st->lock);
+	st->observer = changed;
+	st->observer_ctx = ctx;
+	if (!st->changes)
+		st->changes = g_ptr_array_new_with_free_func(g_free);
+	pthread_mutex_unlock(&st->lock);
 }
 
 char *store_column_dup(sqlite3_stmt *q, int col)
@@ -546,6 +608,9 @@ void store_close(struct store *st)
 	pthread_mutex_destroy(&st->lock);
 	if (st->lock_fd >= 0)
 		close(st->lock_fd);  /* the lock goes with it */
+	if (st->changes)
+		g_ptr_array_free(st->changes, TRUE);
+	g_free(st->noted_path);
 	g_free(st->dir);
 	g_free(st);
 }

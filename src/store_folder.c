@@ -134,8 +134,10 @@ enum mf_status store_folder_rename(struct store *st, const char *old_path, const
 		int64_t id = g_array_index(stale, int64_t, i);
 		st->body_total = -1;
 		rc = store_collect_folder_bodies(st, id, doomed);
-		if (rc == MF_OK)
+		if (rc == MF_OK) {
+			store_note_change(st, id, NULL);
 			rc = store_run(store_query_folder(st, Q_FOLDER_DELETE, id));
+		}
 	}
 	if (rc != MF_OK)
 		goto out;
@@ -236,6 +238,7 @@ enum mf_status store_folders_replace(struct store *st,
 		if (rc != MF_OK)
 			goto out;
 		/* Messages and body rows go by ON DELETE CASCADE. */
+		store_note_change(st, id, NULL);
 		rc = store_run(store_query_folder(st, Q_FOLDER_DELETE, id));
 		if (rc != MF_OK)
 			goto out;

@@ -48,7 +48,7 @@ enum store_query {
 	Q_BODY_DELETE, Q_BODY_USAGE, Q_BODY_LRU, Q_FOLDER_RECOUNT, Q_BODY_SIZE,
 	Q_MSG_UNCACHED_AFTER, Q_MSG_UNCACHED_AFTER_UID, Q_MSG_NAME_WANTED, Q_MSG_NAME_OF, Q_FOLDER_COUNT_DOWN,
 	Q_MSG_MAX_UID_OF, Q_FOLDER_UNDER, Q_FOLDER_RENAME,
-	Q_META_NEXT_BASE, Q_FOLDER_SET_BASE, Q_FOLDER_NO_BASE,
+	Q_META_NEXT_BASE, Q_FOLDER_SET_BASE, Q_FOLDER_NO_BASE, Q_FOLDER_PATH,
 	Q_COUNT
 };
 
@@ -60,7 +60,21 @@ struct store {
 	int64_t body_total;   /* bytes of cached bodies, -1 when it must be summed again */
 	sqlite3_stmt *q[Q_COUNT];
 	int lock_fd;          /* DIR/lock, flock'ed: one mount per cache */
+	/* Who hears of changed names and sizes (store_set_observer), and
+	 * what the transaction in progress changed: paths, told at commit. */
+	void (*observer)(void *ctx, const char *path);
+	void *observer_ctx;
+	GPtrArray *changes;
+	int64_t noted_folder; /* the last folder noted, and its path */
+	char *noted_path;
 };
+
+/* The entry folder_id/name (name NULL: the folder itself) changed, went
+ * or will go: its observer hears of it when the transaction commits. */
+void store_note_change(struct store *st, int64_t folder_id, const char *name);
+/* The same for a message by uid, and for every message of a folder. */
+void store_note_message(struct store *st, int64_t folder_id, uint32_t uid);
+void store_note_folder_messages(struct store *st, int64_t folder_id);
 
 void store_lock_note_pid(int fd);
 /* A new inode base for the folder, from the counter (lock held). */

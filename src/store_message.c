@@ -41,6 +41,7 @@ static enum mf_status store_delete_message(struct store *st, int64_t folder_id, 
 	}
 	if (rc != MF_OK)
 		return rc;
+	store_note_message(st, folder_id, uid);
 	return store_run(store_query_message(st, Q_MSG_DELETE, folder_id, uid));
 }
 
@@ -103,6 +104,7 @@ enum mf_status store_folder_apply_sync(struct store *st, const struct store_sync
 		rc = store_collect_folder_bodies(st, s->folder_id, doomed);
 		if (rc != MF_OK)
 			goto out;
+		store_note_folder_messages(st, s->folder_id);
 		rc = store_run(store_query_folder(st, Q_MSG_DELETE_FOLDER, s->folder_id));
 		if (rc == MF_OK)  /* the UIDs start again: so do its inode numbers */
 			rc = store_folder_new_base(st, s->folder_id);
@@ -273,6 +275,8 @@ enum mf_status store_message_set_user_name(struct store *st, int64_t folder_id, 
 		rc = store_assign_names(st, folder_id);
 	} else if (rc == MF_OK) {
 		/* Nobody wants the old name, nobody holds the new one. */
+		store_note_message(st, folder_id, uid);
+		store_note_change(st, folder_id, name);
 		q = store_query_message(st, Q_MSG_SET_NAME, folder_id, uid);
 		sqlite3_bind_text(q, 3, name, -1, SQLITE_STATIC);
 		rc = store_run(q);

@@ -135,6 +135,10 @@ enum mf_status store_assign_names(struct store *st, int64_t folder_id)
 				continue;
 			if (pass == 0 && !r->name)
 				continue;
+			if (pass == 0) {  /* a name that shifts: both entries are stale */
+				store_note_change(st, folder_id, r->name);
+				store_note_change(st, folder_id, r->new_name);
+			}
 			q = store_query(st, Q_MSG_SET_NAME);
 			sqlite3_bind_int64(q, 1, folder_id);
 			sqlite3_bind_int64(q, 2, r->uid);

@@ -82,16 +82,19 @@ class FaultProxy:
     """See the module docstring.  pattern: a regex (str) matched against each
     command line the client sends (tag included, CRLF stripped); nth: which
     match fires (1 = the first); mode: "before", "after" or "sent"; None
-    pattern: a plain forwarder."""
+    pattern: a plain forwarder.  rewrite: None, or a function given each
+    line the server sends (bytes, CRLF included, never literal data) that
+    returns the line to pass on: a server that says something else."""
 
     def __init__(self, target, pattern=None, mode="after", nth=1, answer_timeout=10.0,
-                 host="127.0.0.1"):
+                 host="127.0.0.1", rewrite=None):
         if mode not in ("before", "after", "sent", "hold"):
             raise ValueError("mode must be before, after, sent or hold")
         self.target = target
         self.regex = re.compile(pattern.encode() if isinstance(pattern, str) else pattern,
                                 re.IGNORECASE) if pattern else None
         self.mode = mode
+        self.rewrite = rewrite
         self.nth = nth
         self.answer_timeout = answer_timeout
         self.host = host
@@ -310,6 +313,8 @@ class _Connection:
                                                                              "replace")
                         self.cut()
                         return
+                if kind == "line" and self.proxy.rewrite is not None:
+                    chunk = self.proxy.rewrite(chunk)
                 out.append(chunk)
             # A partial line stays buffered in stream until it completes, so
             # a tagged answer is never forwarded in pieces.

@@ -8,9 +8,14 @@ Checked against a private Dovecot of the test's own (changed with imaplib).
 """
 
 import os
+import re
+
+import pytest
 
 import sample_mail
-from harness import SEQ, USER, append_samples, listing, run, wait_for
+from harness import (SEQ, USER, append_samples, getfattr, listing, run, server_url,
+                     wait_for)
+from tcp_proxy import FaultProxy
 
 
 def tree_stats(root):
@@ -59,10 +64,8 @@ def test_inodes_survive_a_recheck_with_other_changes(mount, private_dovecot):
     # Another client: a new message in INBOX, one expunged from Other.
     append_samples(private_dovecot, "INBOX",
                    sample_mail.sample_messages(1, "ino-%d" % next(SEQ), tricky=False), 5)
-    with private_dovecot.session(USER) as c:
-        c.select("Other")
-        c.store("1", "+FLAGS", "(\\Deleted)")
-        c.expunge()
+    first = private_dovecot.messages(USER, "Other")[0]["uid"]
+    private_dovecot.expunge_uids(USER, "Other", [first])
     wait_for(lambda: len(listing(m.p("INBOX"))) == 9 and len(listing(m.p("Other"))) == 2, 20,
              what="the re-check to see the other client's changes")
     after = tree_stats(m.path)
@@ -89,3 +92,65 @@ def test_a_moved_message_gets_a_new_number(mount, private_dovecot):
     # The others kept theirs.
     for path in set(before) & set(after):
         assert after[path][0] == before[path][0], path
+
+
+# --- what the kernel caches is pushed out when it changes --------------------------------
+# refresh=3600: the kernel may keep names and attributes for an hour, so
+# only a push from mailfs explains a change seen at once.
+
+def test_a_name_that_shifts_after_rm_is_seen_at_once(mount, private_dovecot):
+    folder = "Twins%d" % next(SEQ)
+    private_dovecot.create_folder(USER, folder)
+    raws = sample_mail.sample_messages(2, "twin-%d" % next(SEQ), tricky=False)
+    # Same Subject and Date: the same derived name, the second one ~2.
+    twin = [re.sub(rb"(?m)^Subject: .*$", b"Subject: twins", r) for r in raws]
+    twin = [re.sub(rb"(?m)^Date: .*$", b"Date: Mon, 07 Jun 2021 08:09:10 +0000", r)
+            for r in twin]
+    mid = re.search(rb"(?m)^Message-ID: .*$", twin[0]).group(0)
+    twin[1] = re.sub(rb"(?m)^Message-ID: .*$", mid, twin[1]) + b"and a longer body\r\n"
+    append_samples(private_dovecot, folder, twin, 6)
+    m = mount(server=private_dovecot, options=["refresh=3600"])
+    names = listing(m.p(folder))
+    assert len(names) == 2 and names[1].replace("~2", "") == names[0], names
+    plain, second = names
+    st_second = os.stat(m.p(folder, second))      # the kernel now knows both
+    os.stat(m.p(folder, plain))
+    os.unlink(m.p(folder, plain))
+    # The ~2 takes the plain name: its old name is gone at once, and the
+    # plain name is the other message (its inode, its size).
+    with pytest.raises(FileNotFoundError):
+        os.stat(m.p(folder, second))
+    st = os.stat(m.p(folder, plain))
+    assert (st.st_ino, st.st_size) == (st_second.st_ino, st_second.st_size)
+    assert listing(m.p(folder)) == [plain]
+
+
+def test_a_size_corrected_by_the_first_read_is_seen_at_once(mount, private_dovecot):
+    """A server whose RFC822.SIZE is short: the listing's size is the
+    server's word until the first read, then the body's, at once (the
+    kernel shrinks a size on a short read by itself, but never grows it)."""
+    def lie(line):
+        return re.sub(rb"RFC822\.SIZE (\d+)", lambda mo: b"RFC822.SIZE %d" % (
+            int(mo.group(1)) - 100), line)
+    with FaultProxy(("127.0.0.1", private_dovecot.imap_port), rewrite=lie) as px:
+        m = mount(url=server_url(private_dovecot, "imap", port=px.port), server=private_dovecot,
+                  cafile=False, options=["tls=none", "refresh=3600"])
+        name = listing(m.p("INBOX"))[0]
+        listed = os.stat(m.p("INBOX", name)).st_size
+        with open(m.p("INBOX", name), "rb") as f:
+            body = f.read()
+        assert listed == len(body) - 100
+        assert os.stat(m.p("INBOX", name)).st_size == len(body), \
+            "stat still says the server's size after the read"
+        m.unmount()
+
+
+def test_flags_changed_on_the_server_are_seen_at_the_next_look(mount, private_dovecot):
+    m = mount(server=private_dovecot, options=["refresh=1"])
+    name = listing(m.p("Other"))[0]
+    uid = int(getfattr(m.p("Other", name), "user.mail.uid"))
+    assert "\\Flagged" not in getfattr(m.p("Other", name), "user.mail.flags")
+    private_dovecot.store_flags(USER, "Other", uid, "+FLAGS", "\\Flagged")
+    wait_for(lambda: listing(m.p("Other")) and
+             "\\Flagged" in getfattr(m.p("Other", name), "user.mail.flags"), 10,
+             what="the flag set by another client in user.mail.flags")
