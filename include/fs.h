@@ -4,7 +4,7 @@
 #ifndef MAILFS_FS_H
 #define MAILFS_FS_H
 
-#define FUSE_USE_VERSION 31
+#define FUSE_USE_VERSION 312  /* libfuse 3.12: fuse_loop_cfg_*, for -o max_threads */
 #include <fuse.h>
 #include <glib.h>
 #include <sys/types.h>

@@ -102,6 +102,9 @@ static void main_usage(FILE *out)
 "    -f                       stay in the foreground\n"
 "    -d                       FUSE debug output (implies -f)\n"
 "    -s                       single-threaded\n"
+"    -o fsname=NAME           the name mount and df show (default user@host[:port])\n"
+"    -o max_threads=N         threads serving requests at most (libfuse's default 10)\n"
+"    -o max_idle_threads=N    idle ones kept; -o clone_fd: a /dev/fuse fd per thread\n"
 "    -o allow_other, ...      the other libfuse mount options\n"
 "\n"
 "See mailfs(1).\n");
@@ -563,10 +566,18 @@ int main(int argc, char **argv)
 		log_error("cannot set signal handlers");
 		goto out;
 	}
-	if (cmd.singlethread)
+	if (cmd.singlethread) {
 		rc = fuse_loop(fuse);
-	else
-		rc = fuse_loop_mt(fuse, 0);
+	} else {
+		/* libfuse's own loop options (-o clone_fd, max_idle_threads,
+		 * max_threads), as fuse_parse_cmdline read them. */
+		struct fuse_loop_config *lc = fuse_loop_cfg_create();
+		fuse_loop_cfg_set_clone_fd(lc, cmd.clone_fd);
+		fuse_loop_cfg_set_idle_threads(lc, cmd.max_idle_threads);
+		fuse_loop_cfg_set_max_threads(lc, cmd.max_threads);
+		rc = fuse_loop_mt(fuse, lc);
+		fuse_loop_cfg_destroy(lc);
+	}
 	rc = rc != 0;
 	fuse_remove_signal_handlers(fuse_get_session(fuse));
 	log_info("unmounted %s", cmd.mountpoint);

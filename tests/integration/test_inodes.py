@@ -154,3 +154,15 @@ def test_flags_changed_on_the_server_are_seen_at_the_next_look(mount, private_do
     wait_for(lambda: listing(m.p("Other")) and
              "\\Flagged" in getfattr(m.p("Other", name), "user.mail.flags"), 10,
              what="the flag set by another client in user.mail.flags")
+
+
+def test_libfuse_loop_options(mount, private_dovecot):
+    """-o max_threads, max_idle_threads and clone_fd are libfuse's loop
+    options: accepted (fuse_parse_cmdline reads them, fuse_loop_mt's
+    config takes them), and the mount serves with them."""
+    m = mount(server=private_dovecot, options=["max_threads=2", "max_idle_threads=1",
+                                                "clone_fd"])
+    names = listing(m.p("INBOX"))
+    assert len(names) == 8
+    with open(m.p("INBOX", names[0]), "rb") as f:
+        assert f.read(5) == b"From:" or len(f.read()) > 0
