@@ -111,7 +111,7 @@ class Mount:
         out = open(self.trace, "ab") if self.debug else subprocess.DEVNULL
         self.proc = subprocess.Popen(args, env=dict(os.environ, MAILFS_PASSWORD=PASSWORD),
                                      stdout=out, stderr=out)
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 120
         while not sysutil.is_mounted(self.dir):
             if self.proc.poll() is not None or time.monotonic() > deadline:
                 raise SystemExit("local-bench: mailfs did not mount")

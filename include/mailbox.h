@@ -62,10 +62,11 @@ struct mailbox_sync_request {
 	GHashTable *known_remote_ids;
 	/* Optional: called for each new message as soon as it has arrived,
 	 * in the order of the result's added array, from the calling thread;
-	 * the message is the one that goes into added (its strings stay
-	 * valid until the result is cleared). Lets the caller start work
-	 * while the rest is still on the wire. */
-	void (*on_added)(void *ctx, const struct mailbox_message *m);
+	 * m is the message in added (its strings stay valid until the result
+	 * is cleared). The callee may take m->headers, setting it NULL: a
+	 * big listing's headers are then held once, not twice. Lets the
+	 * caller start work while the rest is still on the wire. */
+	void (*on_added)(void *ctx, struct mailbox_message *m);
 	void *on_added_ctx;
 };
 

@@ -139,6 +139,9 @@ struct store_sync {
 	uint32_t uidvalidity, uidnext;
 	uint64_t highestmodseq;
 	const struct store_sync_message *added; size_t n_added;
+	/* Or, when not NULL, the n_added rows by pointer (a caller that holds
+	 * them elsewhere need not copy them). */
+	const struct store_sync_message *const *added_refs;
 	const struct store_sync_flags *flag_updates; size_t n_flag_updates;
 	const uint32_t *removed; size_t n_removed; /* uids gone from the server */
 	int64_t now;             /* becomes synced_at */

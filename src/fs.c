@@ -154,19 +154,25 @@ static void fs_dir_stat(struct fs_ctx *ctx, uint64_t ino, struct stat *st)
 	st->st_mtime = st->st_ctime = st->st_atime = ctx->mounted_at;
 }
 
-static void fs_message_stat(struct fs_ctx *ctx, uint64_t ino_base, const struct store_message *m,
-                            struct stat *st)
+static void fs_file_stat(struct fs_ctx *ctx, uint64_t ino, uint64_t size, int64_t mtime,
+                         struct stat *st)
 {
 	memset(st, 0, sizeof *st);
-	st->st_ino = FS_INO(ino_base, m->uid);
+	st->st_ino = ino;
 	st->st_mode = S_IFREG | (ctx->cfg->readonly ? 0444 : 0644);
 	st->st_nlink = 1;
 	st->st_uid = ctx->uid;
 	st->st_gid = ctx->gid;
-	st->st_size = (off_t)m->size;
-	st->st_blocks = (blkcnt_t)((m->size + 511) / 512);
+	st->st_size = (off_t)size;
+	st->st_blocks = (blkcnt_t)((size + 511) / 512);
 	st->st_blksize = 4096;
-	st->st_mtime = st->st_ctime = st->st_atime = (time_t)m->internaldate;
+	st->st_mtime = st->st_ctime = st->st_atime = (time_t)mtime;
+}
+
+static void fs_message_stat(struct fs_ctx *ctx, uint64_t ino_base, const struct store_message *m,
+                            struct stat *st)
+{
+	fs_file_stat(ctx, FS_INO(ino_base, m->uid), m->size, m->internaldate, st);
 }
 
 /* The store changed a name, a size or an entry's existence: the kernel's
@@ -242,29 +248,39 @@ static int fs_getattr(const char *path, struct stat *st, struct fuse_file_info *
  * (readdirplus with attributes), so ls -l needs no lookup per file, and
  * a listing stays consistent across the many readdir calls of a big
  * folder. */
+struct fs_dirent {       /* what readdir needs of an entry's stat: a
+                            50,000-message folder's listing is held whole */
+	const char *name;    /* in fs_dir.names */
+	uint64_t ino, size;
+	int64_t mtime;
+	int dir;
+};
+
 struct fs_dir {
-	GPtrArray *names;     /* char *, owned; NULL until the first readdir */
-	GArray *stats;        /* struct stat, same order */
-	struct sync_live *live;  /* a first listing, after names (NULL: none) */
+	GArray *entries;      /* struct fs_dirent; NULL until the first readdir */
+	GStringChunk *names;
+	struct sync_live *live;  /* a first listing, after entries (NULL: none) */
 	uint64_t ino_base;    /* the folder's */
 };
 
 static void fs_dir_clear(struct fs_dir *d)
 {
+	if (d->entries)
+		g_array_free(d->entries, TRUE);
 	if (d->names)
-		g_ptr_array_free(d->names, TRUE);
-	if (d->stats)
-		g_array_free(d->stats, TRUE);
+		g_string_chunk_free(d->names);
 	sync_live_unref(d->live);
+	d->entries = NULL;
 	d->names = NULL;
-	d->stats = NULL;
 	d->live = NULL;
 }
 
 static void fs_dir_add(struct fs_dir *d, const char *name, const struct stat *st)
 {
-	g_ptr_array_add(d->names, g_strdup(name));
-	g_array_append_val(d->stats, *st);
+	struct fs_dirent e = { g_string_chunk_insert(d->names, name), st->st_ino,
+	                       (uint64_t)st->st_size, st->st_mtime, S_ISDIR(st->st_mode) };
+
+	g_array_append_val(d->entries, e);
 }
 
 struct fs_fill {
@@ -362,8 +378,8 @@ static int fs_dir_snapshot(struct fs_ctx *ctx, const char *path, struct fs_dir *
 		fs_node_clear(&n);
 		return -ENOTDIR;
 	}
-	d->names = g_ptr_array_new_with_free_func(g_free);
-	d->stats = g_array_new(FALSE, FALSE, sizeof(struct stat));
+	d->entries = g_array_new(FALSE, FALSE, sizeof(struct fs_dirent));
+	d->names = g_string_chunk_new(16 * 1024);
 	fill = (struct fs_fill){ ctx, d, n.folder.ino_base };
 	fs_dir_stat(ctx, n.kind == FS_ROOT ? FS_ROOT_INO : FS_INO(n.folder.ino_base, 0), &st);
 	fs_dir_add(d, ".", &st);
@@ -404,7 +420,7 @@ static int fs_readdir_live(struct fs_ctx *ctx, struct fs_dir *d, void *buf,
                            fuse_fill_dir_t filler, off_t offset)
 {
 	struct sync_live_entry *batch[256];
-	size_t base = d->names->len, k = (size_t)offset > base ? (size_t)offset - base : 0;
+	size_t base = d->entries->len, k = (size_t)offset > base ? (size_t)offset - base : 0;
 	int filled = 0, complete;
 	enum mf_status st;
 	struct stat sb;
@@ -436,16 +452,21 @@ static int fs_readdir(const char *path, void *buf, fuse_fill_dir_t filler, off_t
 	int rc;
 
 	/* Offset 0 is a new listing (also after rewinddir). */
-	if (!d->names || offset == 0) {
+	if (!d->entries || offset == 0) {
 		fs_dir_clear(d);
 		rc = fs_dir_snapshot(ctx, path, d);
 		if (rc != 0)
 			return rc;
 	}
-	for (guint i = (guint)offset; i < d->names->len; i++) {
-		const char *name = g_ptr_array_index(d->names, i);
+	for (guint i = (guint)offset; i < d->entries->len; i++) {
+		const struct fs_dirent *e = &g_array_index(d->entries, struct fs_dirent, i);
 		int plus = i >= 2 ? FUSE_FILL_DIR_PLUS : 0;
-		if (filler(buf, name, &g_array_index(d->stats, struct stat, i), (off_t)i + 1, plus))
+		struct stat st;
+		if (e->dir)
+			fs_dir_stat(ctx, e->ino, &st);
+		else
+			fs_file_stat(ctx, e->ino, e->size, e->mtime, &st);
+		if (filler(buf, e->name, &st, (off_t)i + 1, plus))
 			return 0;
 	}
 	return d->live ? fs_readdir_live(ctx, d, buf, filler, offset) : 0;

@@ -200,7 +200,9 @@ static void imap_sync_untagged(void *ctx, struct imap_conn *c, const struct imap
 	}
 	g_array_append_val(sc->res->added, m);
 	if (sc->req->on_added)
-		sc->req->on_added(sc->req->on_added_ctx, &m);
+		sc->req->on_added(sc->req->on_added_ctx,
+		                  &g_array_index(sc->res->added, struct mailbox_message,
+		                                 sc->res->added->len - 1));
 }
 
 static int imap_uid_cmp(gconstpointer a, gconstpointer b)

@@ -3,6 +3,7 @@
  * so that every refusal is one line on stderr and nothing is mounted. */
 #include <errno.h>
 #include <fcntl.h>
+#include <malloc.h>
 #include <signal.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -442,6 +443,10 @@ int main(int argc, char **argv)
 	enum mf_status st;
 
 	signal(SIGPIPE, SIG_IGN);
+	/* Two malloc arenas, not eight per core: the parse pool's threads
+	 * would each keep an arena of freed listing data (a 50,000-message
+	 * folder's RSS fell by a tenth). */
+	mallopt(M_ARENA_MAX, 2);
 	main_fix_home();
 	if (fuse_opt_parse(&args, &mo, main_opt_spec, main_opt_proc) != 0) {
 		main_fail("cannot parse the options (try mailfs --help)");

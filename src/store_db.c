@@ -524,10 +524,12 @@ struct store *store_open(const char *dir, uint64_t body_cap, char **err)
 		goto fail;
 	}
 	sqlite3_busy_timeout(st->db, 5000);
-	/* A 16 MiB page cache holds a 10,000-message folder while it is
-	 * written in one transaction. */
+	/* A 2 MiB page cache: a big folder's first listing, written in one
+	 * transaction, spills to the WAL file (the OS caches it) rather than
+	 * hold the folder twice in memory (a 50,000-message folder must be
+	 * listed within 64 MiB of RSS). */
 	rc = sqlite3_exec(st->db, "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;"
-	                  " PRAGMA cache_size=-16384;"
+	                  " PRAGMA cache_size=-2048;"
 	                  " PRAGMA foreign_keys=ON;", NULL, NULL, NULL);
 	if (rc == SQLITE_OK)
 		rc = store_pragma_int(st->db, "PRAGMA user_version", &version);

@@ -77,6 +77,12 @@ void store_note_message(struct store *st, int64_t folder_id, uint32_t uid);
 void store_note_folder_messages(struct store *st, int64_t folder_id);
 
 void store_lock_note_pid(int fd);
+/* Row i of a sync's new messages, whichever way they were given. */
+static inline const struct store_sync_message *store_sync_added(const struct store_sync *s,
+                                                                size_t i)
+{
+	return s->added_refs ? s->added_refs[i] : &s->added[i];
+}
 /* A new inode base for the folder, from the counter (lock held). */
 enum mf_status store_folder_new_base(struct store *st, int64_t folder_id);
 

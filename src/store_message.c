@@ -55,15 +55,15 @@ static enum mf_status store_set_flags(struct store *st, int64_t folder_id, uint3
 	return store_run(q);
 }
 
-/* Inserts added[0..count) named by names (or unnamed), lock held. */
-static enum mf_status store_insert_messages(struct store *st, int64_t folder_id,
-                                            const struct store_sync_message *added, size_t count,
+/* Inserts the sync's new messages named by names (or unnamed), lock held. */
+static enum mf_status store_insert_messages(struct store *st, const struct store_sync *s,
                                             char **names)
 {
+	int64_t folder_id = s->folder_id;
 	enum mf_status rc = MF_OK;
 
-	for (size_t i = 0; i < count && rc == MF_OK; i++) {
-		const struct store_sync_message *a = &added[i];
+	for (size_t i = 0; i < s->n_added && rc == MF_OK; i++) {
+		const struct store_sync_message *a = store_sync_added(s, i);
 		uint32_t uid = a->uid;
 		sqlite3_stmt *q;
 		if (uid == 0)
@@ -113,7 +113,7 @@ enum mf_status store_folder_apply_sync(struct store *st, const struct store_sync
 	}
 
 	names = store_names_for_appended(st, s);
-	rc = store_insert_messages(st, s->folder_id, s->added, s->n_added, names);
+	rc = store_insert_messages(st, s, names);
 	if (rc != MF_OK)
 		goto out;
 

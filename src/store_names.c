@@ -207,13 +207,17 @@ static enum mf_status store_namer_seed(struct store *st, struct store_namer *n)
 	return store_rows_done(q, src);
 }
 
-/* Whether added[0..count) are ascending and above every UID named. */
-static int store_namer_fits(const struct store_namer *n, const struct store_sync_message *added,
-                            size_t count)
+/* Whether the sync's new messages are ascending and above every UID named. */
+static int store_namer_fits(const struct store_namer *n, const struct store_sync *s)
 {
-	for (size_t i = 0; i < count; i++)
-		if (added[i].uid == 0 || added[i].uid <= (i ? added[i - 1].uid : n->max_uid))
+	uint32_t last = n->max_uid;
+
+	for (size_t i = 0; i < s->n_added; i++) {
+		uint32_t uid = store_sync_added(s, i)->uid;
+		if (uid == 0 || uid <= last)
 			return 0;
+		last = uid;
+	}
 	return 1;
 }
 
@@ -225,15 +229,16 @@ static char *store_namer_one(struct store_namer *n, uint32_t uid, const char *ba
 	return store_name_pick(&n->names, uid, base);
 }
 
-/* Names for added[0..count) (store_namer_fits holds), g_strfreev; they
- * must outlive the namer. */
-static char **store_namer_assign(struct store_namer *n, const struct store_sync_message *added,
-                                 size_t count)
+/* Names for the sync's new messages (store_namer_fits holds), g_strfreev;
+ * they must outlive the namer. */
+static char **store_namer_assign(struct store_namer *n, const struct store_sync *s)
 {
-	char **names = g_new0(char *, count + 1);
+	char **names = g_new0(char *, s->n_added + 1);
 
-	for (size_t i = 0; i < count; i++)
-		names[i] = store_namer_one(n, added[i].uid, added[i].base_name);
+	for (size_t i = 0; i < s->n_added; i++) {
+		const struct store_sync_message *a = store_sync_added(s, i);
+		names[i] = store_namer_one(n, a->uid, a->base_name);
+	}
 	return names;
 }
 
@@ -247,8 +252,8 @@ char **store_names_for_appended(struct store *st, const struct store_sync *s)
 	if (s->reset || s->n_removed || !s->n_added)
 		return NULL;
 	n = store_namer_new(s->folder_id);
-	if (store_namer_seed(st, n) == MF_OK && store_namer_fits(n, s->added, s->n_added))
-		names = store_namer_assign(n, s->added, s->n_added);
+	if (store_namer_seed(st, n) == MF_OK && store_namer_fits(n, s))
+		names = store_namer_assign(n, s);
 	store_namer_free(n);
 	return names;
 }

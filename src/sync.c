@@ -135,7 +135,7 @@ static int sync_note_remote_id(void *ctx, uint32_t uid, const char *remote_id)
  * above every uid the folder ever gave (its uidnext), so that a uid, and
  * the inode number made of it, never means another message; after a
  * reset the folder starts again at 1 (it has a new inode base). */
-static enum mf_status sync_local_uids(struct store_sync_message *added, size_t n,
+static enum mf_status sync_local_uids(struct store_sync_message **added, size_t n,
                                       GHashTable *known, int reset, uint64_t *next)
 {
 	gpointer uid;
@@ -145,16 +145,16 @@ static enum mf_status sync_local_uids(struct store_sync_message *added, size_t n
 		*next = 1;
 	}
 	for (size_t i = 0; i < n; i++) {
-		const char *id = added[i].remote_id;
+		const char *id = added[i]->remote_id;
 		if (id && g_hash_table_lookup_extended(known, id, NULL, &uid)) {
-			added[i].uid = GPOINTER_TO_UINT(uid);
+			added[i]->uid = GPOINTER_TO_UINT(uid);
 			continue;
 		}
 		if (*next > UINT32_MAX)
 			return MF_ERR_INVAL;
-		added[i].uid = (uint32_t)(*next)++;
+		added[i]->uid = (uint32_t)(*next)++;
 		if (id)
-			g_hash_table_insert(known, g_strdup(id), GUINT_TO_POINTER(added[i].uid));
+			g_hash_table_insert(known, g_strdup(id), GUINT_TO_POINTER(added[i]->uid));
 	}
 	return MF_OK;
 }
@@ -171,16 +171,16 @@ static enum mf_status sync_folder_now(struct sync_ctx *s, int64_t folder_id, int
 	struct mailbox_sync_request req = { 0 };
 	struct mailbox_sync_result res = { 0 };
 	struct store_sync out = { 0 };
-	struct store_sync_message *added = NULL;
+	struct store_sync_message **added = NULL;  /* the jobs' rows */
 	struct store_sync_flags *flags = NULL;
-	struct sync_parser parser = { .s = s, .jobs = g_ptr_array_new_with_free_func(sync_parse_job_free),
-	                              .live = live };
+	struct sync_parser parser;
 	uint32_t *known = NULL, *removed = NULL;
 	size_t n_known = 0, n_removed = 0, n_new = 0;
 	uint64_t local_next;
 	gint64 t_fetch, t_parse, t_store;
 	enum mf_status st;
 
+	sync_parser_init(&parser, s, live);
 	if (live)
 		live->jobs = parser.jobs;
 	st = store_folder_by_id(s->store, folder_id, &f);
@@ -229,15 +229,26 @@ static enum mf_status sync_folder_now(struct sync_ctx *s, int64_t folder_id, int
 	}
 
 	n_new = res.added->len;
-	added = g_new0(struct store_sync_message, n_new ? n_new : 1);
+	added = g_new0(struct store_sync_message *, n_new ? n_new : 1);
 	for (size_t i = 0; i < n_new; i++) {
 		const struct mailbox_message *m = &g_array_index(res.added, struct mailbox_message, i);
-		added[i] = sync_row_of(g_ptr_array_index(parser.jobs, i), m->remote_id);
+		added[i] = sync_row_finish(g_ptr_array_index(parser.jobs, i), m->remote_id);
 	}
 	if (req.known_remote_ids) {
 		st = sync_local_uids(added, n_new, req.known_remote_ids, res.reset, &local_next);
 		if (st != MF_OK)
 			goto out;
+	} else {
+		/* The rows hold the jobs' strings, not the driver's: what the
+		 * driver listed goes before the store's transaction, the peak
+		 * of a first listing. */
+		for (size_t i = 0; i < n_new; i++) {
+			struct mailbox_message *m = &g_array_index(res.added, struct mailbox_message, i);
+			g_clear_pointer(&m->flags, g_free);
+			g_clear_pointer(&m->headers, g_free);
+		}
+		g_array_free(res.added, TRUE);
+		res.added = NULL;
 	}
 	flags = g_new0(struct store_sync_flags, res.flag_updates->len ? res.flag_updates->len : 1);
 	for (guint i = 0; i < res.flag_updates->len; i++) {
@@ -253,7 +264,7 @@ static enum mf_status sync_folder_now(struct sync_ctx *s, int64_t folder_id, int
 	/* A new-only sync has not seen other clients' flag changes: the
 	 * cache stays at the modseq of the last full check. */
 	out.highestmodseq = req.new_only ? f.highestmodseq : res.highestmodseq;
-	out.added = added;
+	out.added_refs = (const struct store_sync_message *const *)added;
 	out.n_added = n_new;
 	out.flag_updates = flags;
 	out.n_flag_updates = res.flag_updates->len;
@@ -282,7 +293,7 @@ out:
 	sync_parse_wait(&parser);
 	if (live)  /* it failed before it was complete */
 		sync_live_complete(live, NULL, st != MF_OK ? st : MF_ERR_NOTFOUND);
-	g_ptr_array_free(parser.jobs, TRUE);
+	sync_parser_clear(&parser);
 	g_free(added);
 	g_free(flags);
 	g_free(known);

@@ -56,15 +56,18 @@ enum mf_status sync_folder_run(struct sync_ctx *s, int64_t folder_id, int force,
 /* Header parsing and name derivation of new messages, on a pool of
  * threads, while the rest of the listing is still arriving. */
 struct sync_parse_job {
-	char *headers;            /* copies: a retried sync frees the first attempt's */
+	char *headers;            /* owned (taken from the driver's result, or a
+	                             copy); freed once parsed */
 	size_t headers_len;
-	char *flags;
-	uint64_t size;
-	int64_t internaldate;
-	uint32_t uid;
 	int parsed;               /* with a live listing: set under its lock */
-	struct mime_header_info info;
-	char *name;
+	/* The store's row, filled as the job is made and parsed: a first
+	 * listing of 50,000 messages is held whole until it is stored, so
+	 * nothing is held twice. Its strings are in the parser's chunk
+	 * (one allocation each would cost a third more); base_name is the
+	 * name derived; internaldate is the server's (MAILBOX_NO_DATE: none)
+	 * until the parse makes it the file's time (the Date header's when
+	 * the server has none); remote_id is set at the end (sync_row_finish). */
+	struct store_sync_message row;
 };
 
 /* A folder's first listing, shown while it arrives: the parsed messages
@@ -92,7 +95,12 @@ struct sync_parser {
 	GPtrArray *jobs;          /* struct sync_parse_job *, in added order */
 	guint queued;             /* jobs[0..queued) are in the pool */
 	struct sync_live *live;   /* NULL: no listing is shown before the end */
+	GMutex strings_lock;
+	GStringChunk *strings;    /* the jobs' strings */
 };
+
+void sync_parser_init(struct sync_parser *p, const struct sync_ctx *s, struct sync_live *live);
+void sync_parser_clear(struct sync_parser *p);
 
 /* Jobs go to the pool in batches: a wake-up per message costs more than
  * parsing it. */
@@ -104,11 +112,11 @@ struct sync_live *sync_live_new(int hide_deleted);
  * why it ended. */
 void sync_live_complete(struct sync_live *l, GPtrArray *jobs, enum mf_status st);
 /* mailbox_sync_request.on_added for a struct sync_parser. */
-void sync_on_added(void *ctx, const struct mailbox_message *m);
+void sync_on_added(void *ctx, struct mailbox_message *m);
 void sync_parse_wait(struct sync_parser *p);
 void sync_parse_finish(struct sync_parser *p, GArray *added);
 void sync_parse_job_free(gpointer data);
-/* The store's row for a parsed job. */
-struct store_sync_message sync_row_of(const struct sync_parse_job *j, const char *remote_id);
+/* The store's row of a parsed job, complete (remote_id is borrowed). */
+struct store_sync_message *sync_row_finish(struct sync_parse_job *j, const char *remote_id);
 
 #endif

@@ -9,12 +9,6 @@
 #include "mime.h"
 #include "sync_int.h"
 
-static int64_t sync_mtime_of(const struct sync_parse_job *j)
-{
-	if (j->internaldate != MAILBOX_NO_DATE)
-		return j->internaldate;
-	return j->info.date != MIME_NO_DATE ? j->info.date : 0;
-}
 
 /* Shows job j, parsed, unless a message at or below its UID is shown
  * already (a retried listing sends them again). Lock held. */
@@ -23,17 +17,17 @@ static void sync_live_show(struct sync_live *l, const struct sync_parse_job *j)
 	struct sync_live_entry *e;
 	char *name;
 
-	if (!l->namer || j->uid <= l->named_uid ||
-	    !(name = store_namer_next(l->namer, j->uid, j->name)))
+	if (!l->namer || j->row.uid <= l->named_uid ||
+	    !(name = store_namer_next(l->namer, j->row.uid, j->row.base_name)))
 		return;
 	e = g_new(struct sync_live_entry, 1);
 	e->name = name;
-	e->uid = j->uid;
-	e->size = j->size;
-	e->mtime = sync_mtime_of(j);
-	e->hidden = l->hide_deleted && mailbox_flags_deleted(j->flags);
+	e->uid = j->row.uid;
+	e->size = j->row.size;
+	e->mtime = j->row.internaldate;
+	e->hidden = l->hide_deleted && mailbox_flags_deleted(j->row.flags);
 	g_ptr_array_add(l->entries, e);
-	l->named_uid = j->uid;
+	l->named_uid = j->row.uid;
 }
 
 /* Names the parsed jobs that are next in line. Lock held. */
@@ -48,17 +42,40 @@ static void sync_live_advance(struct sync_live *l)
 		g_cond_broadcast(&l->cond);
 }
 
-static void sync_parse_one(const struct mf_config *cfg, unsigned caps, struct sync_parse_job *j)
+static const char *sync_parser_keep(struct sync_parser *p, const char *s)
 {
+	return s ? g_string_chunk_insert(p->strings, s) : NULL;
+}
+
+static void sync_parse_one(struct sync_parser *p, unsigned caps, struct sync_parse_job *j)
+{
+	struct mime_header_info info = { 0 };
+	char *name;
+
 	/* From and Date are decoded for display only when asked (xattrs). */
-	mime_parse_headers_lazy(j->headers, j->headers_len, &j->info);
+	mime_parse_headers_lazy(j->headers, j->headers_len, &info);
 	/* Without server UIDs (POP3) there is no stable number to name by;
 	 * without INTERNALDATE the Date header gives the time. */
-	if (cfg->names_uid && (caps & MAILBOX_CAP_SERVER_UIDS))
-		j->name = g_strdup_printf("%u", j->uid);
+	if (p->s->cfg->names_uid && (caps & MAILBOX_CAP_SERVER_UIDS))
+		name = g_strdup_printf("%u", j->row.uid);
 	else
-		j->name = mime_name_base(&j->info, j->internaldate == MAILBOX_NO_DATE
-		                                   ? MIME_NO_DATE : j->internaldate);
+		name = mime_name_base(&info, j->row.internaldate == MAILBOX_NO_DATE
+		                             ? MIME_NO_DATE : j->row.internaldate);
+	/* What the store keeps moves to the chunk: a big listing holds no
+	 * header block longer than its parse. */
+	g_mutex_lock(&p->strings_lock);
+	j->row.base_name = sync_parser_keep(p, name);
+	j->row.subject = sync_parser_keep(p, info.subject);
+	j->row.message_id = sync_parser_keep(p, info.message_id);
+	j->row.from_raw = sync_parser_keep(p, info.from_raw);
+	j->row.date_raw = sync_parser_keep(p, info.date_raw);
+	g_mutex_unlock(&p->strings_lock);
+	if (j->row.internaldate == MAILBOX_NO_DATE)
+		j->row.internaldate = info.date != MIME_NO_DATE ? info.date : 0;
+	g_free(name);
+	mime_header_info_clear(&info);
+	g_clear_pointer(&j->headers, g_free);
+	j->headers_len = 0;
 }
 
 static void sync_parse_run(gpointer data, gpointer user)
@@ -67,7 +84,7 @@ static void sync_parse_run(gpointer data, gpointer user)
 	struct sync_parser *p = user;
 
 	for (struct sync_parse_job **j = batch; *j; j++)
-		sync_parse_one(p->s->cfg, p->s->mb->ops->caps, *j);
+		sync_parse_one(p, p->s->mb->ops->caps, *j);
 	if (p->live) {
 		g_mutex_lock(&p->live->lock);
 		for (struct sync_parse_job **j = batch; *j; j++)
@@ -78,15 +95,10 @@ static void sync_parse_run(gpointer data, gpointer user)
 	g_free(batch);
 }
 
-struct store_sync_message sync_row_of(const struct sync_parse_job *j,
-                                             const char *remote_id)
+struct store_sync_message *sync_row_finish(struct sync_parse_job *j, const char *remote_id)
 {
-	return (struct store_sync_message){
-		.uid = j->uid, .remote_id = remote_id, .flags = j->flags,
-		.size = j->size, .internaldate = sync_mtime_of(j), .base_name = j->name,
-		.subject = j->info.subject, .from_raw = j->info.from_raw,
-		.message_id = j->info.message_id, .date_raw = j->info.date_raw,
-	};
+	j->row.remote_id = remote_id;
+	return &j->row;
 }
 
 /* Hands the jobs not yet queued to the pool. */
@@ -112,23 +124,26 @@ void sync_parse_job_free(gpointer data)
 {
 	struct sync_parse_job *j = data;
 
-	mime_header_info_clear(&j->info);
 	g_free(j->headers);
-	g_free(j->flags);
-	g_free(j->name);
 	g_free(j);
 }
 
-static void sync_parse_push(struct sync_parser *p, const struct mailbox_message *m)
+/* A job for m; take: its headers move to the job (m's become NULL). */
+static void sync_parse_push(struct sync_parser *p, struct mailbox_message *m, int take)
 {
 	struct sync_parse_job *j = g_new0(struct sync_parse_job, 1);
 
-	j->headers = g_memdup2(m->headers, m->headers_len + 1);
-	j->headers_len = m->headers_len;
-	j->flags = g_strdup(m->flags);
-	j->size = m->size;
-	j->internaldate = m->internaldate;
-	j->uid = m->uid;
+	j->headers = take ? g_steal_pointer(&m->headers)
+	                  : m->headers ? g_memdup2(m->headers, m->headers_len + 1) : NULL;
+	j->headers_len = j->headers ? m->headers_len : 0;
+	if (!j->headers)
+		j->headers = g_strdup("");
+	g_mutex_lock(&p->strings_lock);
+	j->row.flags = sync_parser_keep(p, m->flags ? m->flags : "");
+	g_mutex_unlock(&p->strings_lock);
+	j->row.size = m->size;
+	j->row.internaldate = m->internaldate;
+	j->row.uid = m->uid;
 	if (p->live)
 		g_mutex_lock(&p->live->lock);
 	g_ptr_array_add(p->jobs, j);
@@ -138,9 +153,25 @@ static void sync_parse_push(struct sync_parser *p, const struct mailbox_message 
 		sync_parse_flush(p);
 }
 
-void sync_on_added(void *ctx, const struct mailbox_message *m)
+void sync_parser_init(struct sync_parser *p, const struct sync_ctx *s, struct sync_live *live)
 {
-	sync_parse_push(ctx, m);
+	*p = (struct sync_parser){ .s = s, .live = live };
+	p->jobs = g_ptr_array_new_with_free_func(sync_parse_job_free);
+	g_mutex_init(&p->strings_lock);
+	p->strings = g_string_chunk_new(64 * 1024);
+}
+
+/* After sync_parse_wait: the jobs and their strings go. */
+void sync_parser_clear(struct sync_parser *p)
+{
+	g_ptr_array_free(p->jobs, TRUE);
+	g_string_chunk_free(p->strings);
+	g_mutex_clear(&p->strings_lock);
+}
+
+void sync_on_added(void *ctx, struct mailbox_message *m)
+{
+	sync_parse_push(ctx, m, 1);
 }
 
 void sync_parse_wait(struct sync_parser *p)
@@ -152,12 +183,15 @@ void sync_parse_wait(struct sync_parser *p)
 }
 
 /* Waits for the jobs, then makes them match added one for one: what did
- * not come through on_added (or came from an attempt the driver retried)
- * is parsed now. added NULL: just wait. A live listing stops naming as
- * they come: the jobs may be cut back here. */
+ * not come through on_added is parsed now. A driver that retried sent
+ * the last attempt's messages through on_added after the first's: those
+ * are the last jobs, and the only ones kept (their headers moved to the
+ * jobs, which is why they cannot be parsed again from added). added NULL:
+ * just wait. A live listing stops naming as they come: the jobs may be
+ * cut back here. */
 void sync_parse_finish(struct sync_parser *p, GArray *added)
 {
-	guint i;
+	guint i, skip = 0;
 
 	if (p->live) {
 		g_mutex_lock(&p->live->lock);
@@ -167,14 +201,23 @@ void sync_parse_finish(struct sync_parser *p, GArray *added)
 	sync_parse_wait(p);
 	if (!added)
 		return;
+	if (p->jobs->len > added->len && added->len > 0) {
+		skip = p->jobs->len - added->len;
+		for (i = 0; i < added->len; i++)
+			if (((struct sync_parse_job *)g_ptr_array_index(p->jobs, skip + i))->row.uid !=
+			    g_array_index(added, struct mailbox_message, i).uid)
+				break;
+		if (i == added->len)
+			g_ptr_array_remove_range(p->jobs, 0, skip);
+	}
 	for (i = 0; i < p->jobs->len && i < added->len; i++)
-		if (((struct sync_parse_job *)g_ptr_array_index(p->jobs, i))->uid !=
+		if (((struct sync_parse_job *)g_ptr_array_index(p->jobs, i))->row.uid !=
 		    g_array_index(added, struct mailbox_message, i).uid)
 			break;
 	g_ptr_array_set_size(p->jobs, i);
 	p->queued = i;
 	for (; i < added->len; i++)
-		sync_parse_push(p, &g_array_index(added, struct mailbox_message, i));
+		sync_parse_push(p, &g_array_index(added, struct mailbox_message, i), 0);
 	sync_parse_wait(p);
 }
 
