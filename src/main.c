@@ -138,6 +138,10 @@ static int main_opt_proc(void *data, const char *arg, int key, struct fuse_args 
 	case KEY_RO:
 		mo->readonly = 1;
 		return 1;  /* libfuse mounts read-only too */
+	case FUSE_OPT_KEY_OPT:
+		/* Nothing between commas, or -o "": the unit passes -o
+		 * "${MAILFS_OPTIONS}" also when an account's file sets none. */
+		return *arg ? 1 : 0;
 	case FUSE_OPT_KEY_NONOPT:
 		if (mo->nonopt++ == 0) {
 			mo->url = g_strdup(arg);

@@ -259,6 +259,11 @@ REFUSALS = {
     "unreachable": (lambda dc, t, mnt: ["-o", "cafile=%s,cache_dir=%s/c" % (dc.ca_file, t),
                                         "imaps://alice@127.0.0.1:%d/" % free_ports(1)[0], mnt],
                     EXIT_FAILURE, "cannot connect"),
+    # The unit passes -o "${MAILFS_OPTIONS}", empty when an account's file sets none:
+    # that must get as far as connecting.
+    "empty-options": (lambda dc, t, mnt: ["-o", "cache_dir=%s/c" % t, "-o", "fsname=mailfs:test",
+                                          "-o", "", "imaps://alice@127.0.0.1:%d/" % free_ports(1)[0],
+                                          mnt], EXIT_FAILURE, "cannot connect"),
     "refresh-not-a-number": (lambda dc, t, mnt: ["-o", "refresh=abc", server_url(dc), mnt],
                              EXIT_USAGE, "refresh=abc"),
     "unknown-option": (lambda dc, t, mnt: ["-o", "nonsense=1", server_url(dc), mnt],
