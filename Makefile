@@ -3,14 +3,20 @@
 #   make                 build/mailfs
 #   make check           unit + mount tests, fuzzing, then both again under ASan/UBSan
 #   make demo            a private Dovecot with sample mail, mounted at ./demo/mnt
-#   make install         PREFIX=/usr/local DESTDIR=
+#   make install         PREFIX=/usr/local DESTDIR=: the binary, the man page, the
+#                        systemd user unit (USERUNITDIR)
 #
 # BUILD selects the output directory: build/ (normal) or build-asan/.
 
+# The one place the version is written: packaging/build-deb.sh, the RPM spec
+# and packaging/version.sh read it from here; the Debian and RPM changelogs
+# must name it (packaging/version.sh --check).
 VERSION    := 0.1.0
 PREFIX     ?= /usr/local
 BINDIR     ?= $(PREFIX)/bin
 MANDIR     ?= $(PREFIX)/share/man
+# systemd's user units: /usr/lib/systemd/user, /usr/local/lib/systemd/user
+USERUNITDIR ?= $(PREFIX)/lib/systemd/user
 BUILD      ?= build
 CC         ?= cc
 PKG_CONFIG ?= pkg-config
@@ -61,8 +67,9 @@ export CORPUS_DIR
 
 all: $(BUILD)/mailfs
 
+# CPPFLAGS and LDFLAGS as a packager gives them (dpkg-buildflags: fortify, relro, now).
 $(BUILD)/obj/%.o: src/%.c | $(BUILD)/obj
-	$(CC) $(ALL_CFLAGS) $(DEPFLAGS) -c -o $@ $<
+	$(CC) $(CPPFLAGS) $(ALL_CFLAGS) $(DEPFLAGS) -c -o $@ $<
 
 $(BUILD)/obj $(BUILD)/tests build-fuzz:
 	mkdir -p $@
@@ -74,7 +81,7 @@ $(BUILD)/mailfs: $(BUILD)/obj/main.o $(BUILD)/libmailfs.a
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LIBS)
 
 $(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libmailfs.a | $(BUILD)/tests
-	$(CC) $(ALL_CFLAGS) $(DEPFLAGS) $(LDFLAGS) -o $@ $< $(BUILD)/libmailfs.a $(LIBS) -lcmocka
+	$(CC) $(CPPFLAGS) $(ALL_CFLAGS) $(DEPFLAGS) $(LDFLAGS) -o $@ $< $(BUILD)/libmailfs.a $(LIBS) -lcmocka
 
 # Unit tests (cmocka). Each binary prints cmocka's summary.
 unit: $(UNIT_BINS)
@@ -124,13 +131,18 @@ demo-stop:
 bench: $(BUILD)/mailfs
 	MAILFS_BIN=$(abspath $(BUILD)/mailfs) bench/ls-bench.sh
 
+# The unit runs the binary where it is installed (@BINDIR@ in the template).
 install: $(BUILD)/mailfs
-	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(MANDIR)/man1
+	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(MANDIR)/man1 $(DESTDIR)$(USERUNITDIR)
 	install -m 0755 $(BUILD)/mailfs $(DESTDIR)$(BINDIR)/mailfs
 	install -m 0644 man/mailfs.1 $(DESTDIR)$(MANDIR)/man1/mailfs.1
+	sed 's|@BINDIR@|$(BINDIR)|g' packaging/mailfs@.service.in >$(DESTDIR)$(USERUNITDIR)/mailfs@.service.tmp
+	chmod 0644 $(DESTDIR)$(USERUNITDIR)/mailfs@.service.tmp
+	mv $(DESTDIR)$(USERUNITDIR)/mailfs@.service.tmp $(DESTDIR)$(USERUNITDIR)/mailfs@.service
 
 uninstall:
-	rm -f $(DESTDIR)$(BINDIR)/mailfs $(DESTDIR)$(MANDIR)/man1/mailfs.1
+	rm -f $(DESTDIR)$(BINDIR)/mailfs $(DESTDIR)$(MANDIR)/man1/mailfs.1 \
+	      $(DESTDIR)$(USERUNITDIR)/mailfs@.service
 
 clean:
 	rm -rf build build-asan build-fuzz

@@ -1,66 +1,82 @@
 #!/bin/bash
-# build-deb.sh: build a binary Debian package of mailfs with dpkg-deb, from this
-# checkout, without debhelper:  packaging/build-deb.sh [OUTDIR]  (default: build/)
-# Installs to /usr; the systemd user unit goes to /usr/lib/systemd/user.
-# Needs the build dependencies (packaging/deps.sh) and dpkg-dev for dpkg-shlibdeps.
+# build-deb.sh: build mailfs's Debian source and binary packages from this
+# checkout with dpkg-buildpackage (packaging/debian/ is the debian/ directory),
+# then check them with lintian, failing on any error or warning.
+#
+#   packaging/build-deb.sh [OUTDIR]      default OUTDIR: build-deb/
+#
+# OUTDIR gets mailfs_VERSION.dsc, mailfs_VERSION.tar.xz, mailfs_VERSION_ARCH.deb
+# (and its -dbgsym), .buildinfo, .changes and lintian.txt. The build runs in a
+# copy of the tree, since dpkg-buildpackage writes next to the source directory.
+# What it needs (dpkg-dev, debhelper, lintian, the Build-Depends of
+# packaging/debian/control) is installed with apt-get when missing, as root or
+# through sudo; when all is there it changes nothing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-out=$(realpath -m "${1:-build}")
-version=$(sed -n 's/^VERSION *:= *//p' Makefile)
-arch=$(dpkg --print-architecture)
-[ -n "$version" ] || { echo "build-deb.sh: no VERSION in Makefile" >&2; exit 1; }
+log() { printf 'build-deb.sh: %s\n' "$*" >&2; }
+die() { log "error: $*"; exit 1; }
+
+out=$(realpath -m "${1:-build-deb}")
+command -v dpkg-query >/dev/null 2>&1 || die "this script is for Debian and its derivatives (no dpkg-query)"
+
+# One version: the Makefile's; the changelogs and the man page must name it.
+version=$(packaging/version.sh --check) || die "the versions disagree (see above)"
+
+installed() { [ "$(dpkg-query -W -f='${Status}' "$1" 2>/dev/null)" = "install ok installed" ]; }
+if [ "$(id -u)" = 0 ]; then SUDO=(); else SUDO=(sudo); fi
+apt_get() { "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get -q -y "$@"; }
+
+# The tools, then the Build-Depends, which apt reads from the control file itself.
+tools=(dpkg-dev debhelper lintian)
+missing=()
+for p in "${tools[@]}"; do installed "$p" || missing+=("$p"); done
+if [ ${#missing[@]} -gt 0 ] || ! dpkg-checkbuilddeps packaging/debian/control >/dev/null 2>&1; then
+	if [ "$(id -u)" != 0 ] && ! command -v sudo >/dev/null 2>&1; then
+		die "build dependencies are missing and this is neither root nor a user with sudo"
+	fi
+	log "installing the build dependencies"
+	apt_get update
+	apt_get install --no-install-recommends "${tools[@]}"
+	# apt-get build-dep wants a directory holding debian/control.
+	deps=$(mktemp -d)
+	mkdir "$deps/debian"
+	cp packaging/debian/control "$deps/debian/control"
+	apt_get build-dep --no-install-recommends "$deps"
+	rm -rf "$deps"
+	dpkg-checkbuilddeps packaging/debian/control || die "build dependencies still missing"
+fi
 
 stage=$(mktemp -d)
 trap 'rm -rf "$stage"' EXIT
-root=$stage/root
-pkg=$root
-mkdir -p "$out" "$root/DEBIAN"
-
-make -j"$(nproc)"
-make install DESTDIR="$root" PREFIX=/usr
-gzip -9n "$root/usr/share/man/man1/mailfs.1"
-install -D -m 0644 packaging/mailfs@.service "$root/usr/lib/systemd/user/mailfs@.service"
-install -D -m 0644 README.md "$root/usr/share/doc/mailfs/README.md"
-{
-  echo "Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/"
-  echo "Upstream-Name: mailfs"
-  echo
-  echo "Files: *"
-  echo "Copyright: 2026 the mailfs authors"
-  echo "License: MIT"
-  sed 's/^/ /; s/^ $/ ./' LICENSE
-} >"$root/usr/share/doc/mailfs/copyright"
-strip --strip-unneeded --remove-section=.comment --remove-section=.note "$root/usr/bin/mailfs"
-
-# Shared-library dependencies, as dpkg-shlibdeps finds them (it wants a debian/control).
-depends=
-if command -v dpkg-shlibdeps >/dev/null 2>&1; then
-  mkdir -p "$stage/src/debian"
-  printf 'Source: mailfs\n\nPackage: mailfs\nArchitecture: any\n' >"$stage/src/debian/control"
-  depends=$(cd "$stage/src" && dpkg-shlibdeps -O "$root/usr/bin/mailfs" 2>/dev/null | sed -n 's/^shlibs:Depends=//p')
+src=$stage/mailfs-$version
+mkdir "$src"
+# The source package holds what git tracks (without git: everything but the
+# build outputs), with packaging/debian as debian/.
+if git rev-parse --is-inside-work-tree >/dev/null 2>&1; then
+	git ls-files -z | xargs -0 cp --parents -t "$src"
+else
+	tar -C . --exclude=./build --exclude='./build-*' --exclude=./demo --exclude=./.git -cf - . |
+		tar -C "$src" -xf -
 fi
-[ -n "$depends" ] || depends="libfuse3-3, libcurl4, libgmime-3.0-0, libsqlite3-0, libglib2.0-0"
+cp -r packaging/debian "$src/debian"
 
-installed_size=$(du -sk --exclude=DEBIAN "$root" | cut -f1)
-cat >"$pkg/DEBIAN/control" <<CONTROL
-Package: mailfs
-Version: $version-1
-Architecture: $arch
-Maintainer: the mailfs authors <mailfs@example.org>
-Installed-Size: $installed_size
-Depends: $depends, fuse3
-Section: utils
-Priority: optional
-Description: mount an IMAP or POP3 mail account as a directory tree
- mailfs is a FUSE filesystem that shows a mail account as files: each IMAP
- folder is a directory and each message a file holding the message as the
- server sends it. Listing a folder fetches only sizes, dates, flags and a
- few headers; bodies are downloaded when first read, and an SQLite cache
- keeps what was learned, so that a second listing does not touch the network.
-CONTROL
+(cd "$src" && dpkg-buildpackage -us -uc)
 
-deb=$out/mailfs_${version}-1_$arch.deb
-dpkg-deb --root-owner-group --build "$root" "$deb" >/dev/null
-echo "built $deb"
-dpkg-deb --info "$deb" | sed -n 's/^ \(Package\|Version\|Depends\):/  \1:/p'
+mkdir -p "$out"
+rm -f "$out"/mailfs_* "$out"/mailfs-dbgsym_* "$out"/lintian.txt
+changes=$(ls "$stage"/mailfs_"$version"_*.changes)
+# The .changes lists every file the build made (source and binary).
+cp "$changes" "$out/"
+sed -n '/^Files:/,/^[^ ]/s/^ [0-9a-f]\{32\} [0-9]* [^ ]* [^ ]* //p' "$changes" |
+	while read -r f; do cp "$stage/$f" "$out/"; done
+log "built in $out:"
+ls -l "$out" >&2
+
+# Errors and warnings fail the build; info tags (-I) are shown.
+log "lintian -I --fail-on error,warning $(basename "$changes")"
+status=0
+lintian -I --fail-on error,warning "$out/$(basename "$changes")" >"$out/lintian.txt" 2>&1 || status=$?
+cat "$out/lintian.txt"
+[ $status = 0 ] || die "lintian found errors or warnings (exit $status)"
+log "lintian: no errors, no warnings; $(grep -c '^I: ' "$out/lintian.txt" || true) info tags"

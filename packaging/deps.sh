@@ -26,13 +26,14 @@ set -euo pipefail
 #   openssl, ca-certificates                the test CA; the system CAs
 #   attr                                    getfattr/setfattr in tests and the demo
 #   rsync, tar, procps (ps), mount (umount) shell tools the mount tests drive
+#   mandoc                                  mandoc -Tlint on the man page (test_packaging.py)
 PACKAGES=(
   make gcc libc6-dev build-essential pkg-config
   libfuse3-dev fuse3 libcurl4-openssl-dev libgmime-3.0-dev libsqlite3-dev
   libcmocka-dev clang
   dovecot-imapd dovecot-pop3d
   python3 python3-pytest
-  openssl ca-certificates attr rsync tar procps mount
+  openssl ca-certificates attr rsync tar procps mount mandoc
 )
 
 log() { printf 'deps.sh: %s\n' "$*" >&2; }

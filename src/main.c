@@ -1,8 +1,11 @@
 /* main.c — the command line: parse options, find the password, open the
  * cache, log in and list the folders, and only then mount and daemonize,
- * so that every refusal is one line on stderr and nothing is mounted. */
+ * so that every refusal is one line on stderr and nothing is mounted.
+ * The exit status says whether trying again can help (mailfs(1), EXIT
+ * STATUS), and a service manager hears when the mount is up (notify.h). */
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <malloc.h>
 #include <signal.h>
 #include <stddef.h>
@@ -20,18 +23,32 @@
 #include "mailbox.h"
 #include "mime.h"
 #include "net.h"
+#include "notify.h"
 #include "secret.h"
 #include "store.h"
 #include "sync.h"
 
+/* Exit statuses. The systemd unit lists the permanent ones in
+ * RestartPreventExitStatus=, so that only a failure that may pass by
+ * itself is retried. */
+enum main_exit {
+	MAIN_EXIT_OK = 0,       /* mounted (daemon), or unmounted cleanly (-f) */
+	MAIN_EXIT_FAILURE = 1,  /* may pass: server unreachable, timeout, mount failed */
+	MAIN_EXIT_USAGE = 2,    /* the command line or a file it names is wrong */
+	MAIN_EXIT_LOGIN = 3,    /* login refused, certificate not trusted, no secret */
+};
+
 struct main_opts {
 	char *password_command, *password_file, *oauth_command;
 	char *tls, *cafile, *cache_dir, *cache_size, *names, *trash, *logfile;
+	/* Numbers as text: libfuse's %d would accept "30abc" and refuse "abc"
+	 * with a message of its own. */
+	char *refresh, *connections, *timeout;
 	int insecure, mark_seen, show_deleted, offline, readonly, debug;
-	int refresh, connections, timeout;
 	int show_help, show_version;
 	char *url;
 	int nonopt;
+	char *refusal;  /* why main_opt_proc refused an argument */
 };
 
 enum { KEY_HELP, KEY_VERSION, KEY_RO };
@@ -48,12 +65,12 @@ static const struct fuse_opt main_opt_spec[] = {
 	MAIN_OPT("cache_size=%s", cache_size, 0),
 	MAIN_OPT("names=%s", names, 0),
 	MAIN_OPT("mark_seen", mark_seen, 1),
-	MAIN_OPT("refresh=%d", refresh, 0),
-	MAIN_OPT("connections=%d", connections, 0),
+	MAIN_OPT("refresh=%s", refresh, 0),
+	MAIN_OPT("connections=%s", connections, 0),
 	MAIN_OPT("trash=%s", trash, 0),
 	MAIN_OPT("show_deleted", show_deleted, 1),
 	MAIN_OPT("offline", offline, 1),
-	MAIN_OPT("timeout=%d", timeout, 0),
+	MAIN_OPT("timeout=%s", timeout, 0),
 	MAIN_OPT("logfile=%s", logfile, 0),
 	MAIN_OPT("debug", debug, 1),
 	FUSE_OPT_KEY("ro", KEY_RO),
@@ -125,19 +142,29 @@ static int main_opt_proc(void *data, const char *arg, int key, struct fuse_args 
 	case KEY_RO:
 		mo->readonly = 1;
 		return 1;  /* libfuse mounts read-only too */
+	case FUSE_OPT_KEY_OPT:
+		/* Nothing between commas, or -o "": the unit passes -o
+		 * "${MAILFS_OPTIONS}" also when an account's file sets none. */
+		return *arg ? 1 : 0;
 	case FUSE_OPT_KEY_NONOPT:
 		if (mo->nonopt++ == 0) {
 			mo->url = g_strdup(arg);
 			return 0;
 		}
-		return 1;  /* the mount point, for fuse_parse_cmdline */
+		if (mo->nonopt == 2)
+			return 1;  /* the mount point, for fuse_parse_cmdline */
+		if (!mo->refusal)
+			mo->refusal = g_strdup_printf("unexpected argument '%s' after the mount point "
+			                              "(usage: mailfs [options] URL MOUNTPOINT)", arg);
+		return -1;
 	default:
 		return 1;
 	}
 }
 
-static int main_fail(const char *fmt, ...) G_GNUC_PRINTF(1, 2);
-static int main_fail(const char *fmt, ...)
+/* Prints the one line of a refusal; returns status, an enum main_exit. */
+static int main_fail(int status, const char *fmt, ...) G_GNUC_PRINTF(2, 3);
+static int main_fail(int status, const char *fmt, ...)
 {
 	va_list ap;
 	char *msg;
@@ -149,7 +176,36 @@ static int main_fail(const char *fmt, ...)
 	g_strdelimit(msg, "\r\n", ' ');
 	fprintf(stderr, "mailfs: %s\n", msg);
 	g_free(msg);
-	return 1;
+	return status;
+}
+
+/* A refusal in libfuse's words (what main_capture_stderr_end caught),
+ * without its "fuse: " prefix, or fallback when it said nothing. */
+static int main_fail_fuse(int status, const char *said, const char *fallback)
+{
+	if (!said || !*said)
+		return main_fail(status, "%s", fallback);
+	if (g_str_has_prefix(said, "fuse: "))
+		said += strlen("fuse: ");
+	return main_fail(status, "%s", said);
+}
+
+/* A whole number from min to max for option name (NULL: keep *out). */
+static int main_parse_number(const char *name, const char *text, int min, int max, int *out)
+{
+	char *end;
+	long v;
+
+	if (!text)
+		return 0;
+	errno = 0;
+	v = strtol(text, &end, 10);
+	if (end == text || *end || errno)
+		return main_fail(MAIN_EXIT_USAGE, "bad option %s=%s: not a whole number", name, text);
+	if (v < min || v > max)
+		return main_fail(MAIN_EXIT_USAGE, "bad option %s=%s: use %d to %d", name, text, min, max);
+	*out = (int)v;
+	return 0;
 }
 
 static int main_parse_size(const char *s, uint64_t *out)
@@ -293,16 +349,16 @@ static char *main_capture_stderr_end(int saved, int pipefd[2])
 	return g_strdup(buf);
 }
 
+/* Returns 0, or the exit status of the refusal it printed. */
 static int main_build_config(struct main_opts *mo, struct mf_config *cfg)
 {
 	char *err = NULL;
+	int rc;
 
-	if (!mo->url)
-		return main_fail("no URL given (try mailfs --help)");
 	if (main_parse_url(mo->url, cfg, &err) != 0) {
-		main_fail("%s", err);
+		main_fail(MAIN_EXIT_USAGE, "%s", err);
 		g_free(err);
-		return 1;
+		return MAIN_EXIT_USAGE;
 	}
 	if (mo->tls) {
 		if (strcmp(mo->tls, "implicit") == 0)
@@ -312,31 +368,29 @@ static int main_build_config(struct main_opts *mo, struct mf_config *cfg)
 		else if (strcmp(mo->tls, "none") == 0)
 			cfg->tls = MF_TLS_NONE;
 		else
-			return main_fail("bad option tls=%s: use implicit, starttls or none", mo->tls);
+			return main_fail(MAIN_EXIT_USAGE, "bad option tls=%s: use implicit, starttls or none", mo->tls);
 	}
 	cfg->cafile = g_strdup(mo->cafile);
 	if (cfg->cafile && access(cfg->cafile, R_OK) != 0)
-		return main_fail("cafile %s: %s", cfg->cafile, g_strerror(errno));
+		return main_fail(MAIN_EXIT_USAGE, "cafile %s: %s", cfg->cafile, g_strerror(errno));
 	cfg->insecure = mo->insecure;
 	cfg->cache_size = 1024ULL * 1024 * 1024;
 	if (mo->cache_size && main_parse_size(mo->cache_size, &cfg->cache_size) != 0)
-		return main_fail("bad option cache_size=%s: use a size such as 500M or 2G", mo->cache_size);
+		return main_fail(MAIN_EXIT_USAGE, "bad option cache_size=%s: use a size such as 500M or 2G", mo->cache_size);
 	cfg->names_uid = 0;
 	/* POP3 message numbers are not stable: POP3 always uses subject names. */
 	if (mo->names && strcmp(mo->names, "uid") == 0)
 		cfg->names_uid = cfg->protocol != MF_PROTO_POP3;
 	else if (mo->names && strcmp(mo->names, "subject") != 0)
-		return main_fail("bad option names=%s: use subject or uid", mo->names);
+		return main_fail(MAIN_EXIT_USAGE, "bad option names=%s: use subject or uid", mo->names);
 	cfg->mark_seen = mo->mark_seen;
-	if (mo->refresh < 0)
-		return main_fail("bad option refresh=%d", mo->refresh);
-	cfg->refresh = mo->refresh;
-	if (mo->connections < 1 || mo->connections > 64)
-		return main_fail("bad option connections=%d: use 1 to 64", mo->connections);
-	cfg->connections = mo->connections;
-	if (mo->timeout < 1)
-		return main_fail("bad option timeout=%d: use 1 or more seconds", mo->timeout);
-	cfg->timeout = mo->timeout;
+	cfg->refresh = 30;
+	cfg->connections = 4;
+	cfg->timeout = 60;  /* at most INT_MAX / 1000: net.c counts milliseconds in an int */
+	if ((rc = main_parse_number("refresh", mo->refresh, 0, INT_MAX, &cfg->refresh)) != 0 ||
+	    (rc = main_parse_number("connections", mo->connections, 1, 64, &cfg->connections)) != 0 ||
+	    (rc = main_parse_number("timeout", mo->timeout, 1, INT_MAX / 1000, &cfg->timeout)) != 0)
+		return rc;
 	cfg->trash = g_strdup(mo->trash);
 	cfg->show_deleted = mo->show_deleted;
 	cfg->offline = mo->offline;
@@ -351,6 +405,7 @@ static int main_build_config(struct main_opts *mo, struct mf_config *cfg)
 	return 0;
 }
 
+/* Returns 0, or the exit status of the refusal it printed. */
 static int main_get_password(struct main_opts *mo, struct mf_config *cfg)
 {
 	char *err = NULL;
@@ -361,25 +416,26 @@ static int main_get_password(struct main_opts *mo, struct mf_config *cfg)
 	if (mo->password_command) {
 		cfg->password = secret_from_command(mo->password_command, cfg->timeout, &err);
 		if (!cfg->password) {
-			main_fail("password_command: %s", err);
+			/* No secret, no login: retrying would only run it again. */
+			main_fail(MAIN_EXIT_LOGIN, "password_command: %s", err);
 			g_free(err);
-			return 1;
+			return MAIN_EXIT_LOGIN;
 		}
 	} else if (mo->password_file) {
 		cfg->password = secret_from_file(mo->password_file, &err);
 		if (!cfg->password) {
-			main_fail("password_file: %s", err);
+			main_fail(MAIN_EXIT_USAGE, "password_file: %s", err);
 			g_free(err);
-			return 1;
+			return MAIN_EXIT_USAGE;
 		}
 	} else if (env && *env) {
 		cfg->password = g_strdup(env);
 	} else if (!main_netrc_has(cfg->host)) {
-		return main_fail("no password for %s: give -o password_command=CMD, -o password_file=FILE, "
+		return main_fail(MAIN_EXIT_USAGE, "no password for %s: give -o password_command=CMD, -o password_file=FILE, "
 		                 "MAILFS_PASSWORD, or a ~/.netrc entry", cfg->host);
 	}
 	if (!cfg->user && cfg->password)
-		return main_fail("no user name: put it in the URL (imaps://USER@%s/)", cfg->host);
+		return main_fail(MAIN_EXIT_USAGE, "no user name: put it in the URL (imaps://USER@%s/)", cfg->host);
 	return 0;
 }
 
@@ -426,10 +482,30 @@ static int main_has_fsname(const struct fuse_args *args)
 	return 0;
 }
 
+/* Whether waiting can help: a refused login or an untrusted certificate
+ * stays so until the user acts. */
+static int main_exit_for(enum mf_status st)
+{
+	return st == MF_ERR_AUTH || st == MF_ERR_TLS ? MAIN_EXIT_LOGIN : MAIN_EXIT_FAILURE;
+}
+
+/* Tells the service manager that the mount is up. A failure is only
+ * logged: the mount works, and systemd reports the start timeout itself. */
+static void main_notify_ready(const struct mf_config *cfg, const char *mountpoint)
+{
+	char *state = g_strdup_printf("READY=1\nSTATUS=%s://%s mounted on %s",
+	                              cfg->scheme, cfg->host, mountpoint);
+	int rc = notify_send(state);
+
+	if (rc < 0)
+		log_error("cannot notify the service manager ($NOTIFY_SOCKET): %s", g_strerror(-rc));
+	g_free(state);
+}
+
 int main(int argc, char **argv)
 {
 	struct fuse_args args = FUSE_ARGS_INIT(argc, argv);
-	struct main_opts mo = { .refresh = 30, .connections = 4, .timeout = 60 };
+	struct main_opts mo = { 0 };
 	struct fuse_cmdline_opts cmd = { 0 };
 	struct mf_config cfg = { 0 };
 	struct store *store = NULL;
@@ -439,49 +515,59 @@ int main(int argc, char **argv)
 	struct fuse *fuse = NULL;
 	char *err = NULL, *fsname = NULL;
 	int saved_stderr, pipefd[2];
-	int rc = 1, mounted = 0;
+	int rc = MAIN_EXIT_FAILURE, mounted = 0, prc;
 	enum mf_status st;
 
+	/* Before anything can start a child (password_command). */
+	notify_init();
 	signal(SIGPIPE, SIG_IGN);
 	/* Two malloc arenas, not eight per core: the parse pool's threads
 	 * would each keep an arena of freed listing data (a 50,000-message
 	 * folder's RSS fell by a tenth). */
 	mallopt(M_ARENA_MAX, 2);
 	main_fix_home();
-	if (fuse_opt_parse(&args, &mo, main_opt_spec, main_opt_proc) != 0) {
-		main_fail("cannot parse the options (try mailfs --help)");
+	/* libfuse prints its own complaint: caught, so that it becomes our one line. */
+	main_capture_stderr_begin(&saved_stderr, pipefd);
+	prc = fuse_opt_parse(&args, &mo, main_opt_spec, main_opt_proc);
+	err = main_capture_stderr_end(saved_stderr, pipefd);
+	if (prc != 0) {
+		rc = mo.refusal ? main_fail(MAIN_EXIT_USAGE, "%s", mo.refusal)
+		                : main_fail_fuse(MAIN_EXIT_USAGE, err, "cannot parse the options (try mailfs --help)");
 		goto out;
 	}
+	g_clear_pointer(&err, g_free);
 	if (mo.show_help) {
 		main_usage(stdout);
-		rc = 0;
+		rc = MAIN_EXIT_OK;
 		goto out;
 	}
 	if (mo.show_version) {
-		printf("mailfs %s (libfuse %d, %s)\n", MAILFS_VERSION, fuse_version(),
+		printf("mailfs %s (libfuse %s, %s)\n", MAILFS_VERSION, fuse_pkgversion(),
 		       curl_version());
-		rc = 0;
+		rc = MAIN_EXIT_OK;
 		goto out;
 	}
-	if (fuse_parse_cmdline(&args, &cmd) != 0) {
-		main_fail("cannot parse the options (try mailfs --help)");
+	main_capture_stderr_begin(&saved_stderr, pipefd);
+	prc = fuse_parse_cmdline(&args, &cmd);
+	err = main_capture_stderr_end(saved_stderr, pipefd);
+	if (prc != 0) {
+		rc = main_fail_fuse(MAIN_EXIT_USAGE, err, "cannot parse the options (try mailfs --help)");
 		goto out;
 	}
+	g_clear_pointer(&err, g_free);
 	if (!mo.url || !cmd.mountpoint) {
-		main_fail("usage: mailfs [options] URL MOUNTPOINT (try mailfs --help)");
-		goto out;
-	}
-	if (mo.nonopt > 2) {
-		main_fail("too many arguments (try mailfs --help)");
+		rc = main_fail(MAIN_EXIT_USAGE, "%s (usage: mailfs [options] URL MOUNTPOINT)",
+		               mo.url ? "no mount point given" : "no URL and no mount point given");
 		goto out;
 	}
 	net_global_init();
-	if (main_build_config(&mo, &cfg) != 0)
+	if ((rc = main_build_config(&mo, &cfg)) != 0)
 		goto out;
-	if (main_get_password(&mo, &cfg) != 0)
+	if ((rc = main_get_password(&mo, &cfg)) != 0)
 		goto out;
+	rc = MAIN_EXIT_FAILURE;
 	if (log_setup(mo.logfile, mo.debug) != 0) {
-		main_fail("cannot open the log file %s: %s", mo.logfile, g_strerror(errno));
+		rc = main_fail(MAIN_EXIT_USAGE, "cannot open the log file %s: %s", mo.logfile, g_strerror(errno));
 		goto out;
 	}
 
@@ -509,7 +595,7 @@ int main(int argc, char **argv)
 	fuse = fuse_new(&args, fs_operations(), sizeof(struct fuse_operations), fsctx);
 	err = main_capture_stderr_end(saved_stderr, pipefd);
 	if (!fuse) {
-		main_fail("bad option: %s", err ? err : "rejected by libfuse");
+		rc = main_fail_fuse(MAIN_EXIT_USAGE, err, "bad option: rejected by libfuse");
 		goto out;
 	}
 	if (err && *err)
@@ -522,20 +608,20 @@ int main(int argc, char **argv)
 		int have = g_file_test(db, G_FILE_TEST_EXISTS);
 		g_free(db);
 		if (!have) {
-			main_fail("offline: no cache in %s to serve", cfg.cache_dir);
+			rc = main_fail(MAIN_EXIT_USAGE, "offline: no cache in %s to serve", cfg.cache_dir);
 			goto out;
 		}
 	}
 	store = store_open(cfg.cache_dir, cfg.cache_size, &err);
 	if (!store) {
-		main_fail("cache %s: %s", cfg.cache_dir, err ? err : "cannot open");
+		main_fail(MAIN_EXIT_FAILURE, "cache %s: %s", cfg.cache_dir, err ? err : "cannot open");
 		goto out;
 	}
 	if (!cfg.offline) {
 		st = cfg.protocol == MF_PROTO_POP3 ? pop3_mailbox_open(&cfg, &mb, &err)
 		                                   : imap_mailbox_open(&cfg, &mb, &err);
 		if (st != MF_OK) {
-			main_fail("%s", err ? err : mf_status_str(st));
+			rc = main_fail(main_exit_for(st), "%s", err ? err : mf_status_str(st));
 			goto out;
 		}
 	}
@@ -543,7 +629,8 @@ int main(int argc, char **argv)
 	if (mb) {
 		st = sync_folders(sync);
 		if (st != MF_OK) {
-			main_fail("cannot list the folders of %s: %s", cfg.host, mf_status_str(st));
+			rc = main_fail(main_exit_for(st), "cannot list the folders of %s: %s", cfg.host,
+			               mf_status_str(st));
 			goto out;
 		}
 	}
@@ -551,16 +638,17 @@ int main(int argc, char **argv)
 	fs_attach(fsctx, store, sync);
 
 	main_capture_stderr_begin(&saved_stderr, pipefd);
-	int mrc = fuse_mount(fuse, cmd.mountpoint);
+	prc = fuse_mount(fuse, cmd.mountpoint);
 	err = main_capture_stderr_end(saved_stderr, pipefd);
-	if (mrc != 0) {
-		main_fail("cannot mount on %s: %s", cmd.mountpoint, err ? err : "fuse_mount failed");
+	if (prc != 0) {
+		main_fail(MAIN_EXIT_FAILURE, "cannot mount on %s: %s", cmd.mountpoint,
+		          err ? err : "fuse_mount failed");
 		goto out;
 	}
 	g_clear_pointer(&err, g_free);
 	mounted = 1;
 	if (fuse_daemonize(cmd.foreground) != 0) {
-		main_fail("cannot daemonize");
+		main_fail(MAIN_EXIT_FAILURE, "cannot daemonize");
 		goto out;
 	}
 	store_claim(store);  /* the cache's lock names the process that stays */
@@ -571,8 +659,11 @@ int main(int argc, char **argv)
 		log_error("cannot set signal handlers");
 		goto out;
 	}
+	/* Mounted, and in the process that serves it (the daemon, or the
+	 * foreground process a Type=notify unit started). */
+	main_notify_ready(&cfg, cmd.mountpoint);
 	if (cmd.singlethread) {
-		rc = fuse_loop(fuse);
+		prc = fuse_loop(fuse);
 	} else {
 		/* libfuse's own loop options (-o clone_fd, max_idle_threads,
 		 * max_threads), as fuse_parse_cmdline read them. */
@@ -580,10 +671,15 @@ int main(int argc, char **argv)
 		fuse_loop_cfg_set_clone_fd(lc, cmd.clone_fd);
 		fuse_loop_cfg_set_idle_threads(lc, cmd.max_idle_threads);
 		fuse_loop_cfg_set_max_threads(lc, cmd.max_threads);
-		rc = fuse_loop_mt(fuse, lc);
+		prc = fuse_loop_mt(fuse, lc);
 		fuse_loop_cfg_destroy(lc);
 	}
-	rc = rc != 0;
+	notify_send("STOPPING=1");
+	/* A positive value is the signal (SIGTERM from systemctl stop, ^C)
+	 * that asked for the unmount: a clean end, as an unmount is. */
+	rc = prc < 0 ? MAIN_EXIT_FAILURE : MAIN_EXIT_OK;
+	if (prc < 0)
+		log_error("the FUSE loop failed: %s", g_strerror(-prc));
 	fuse_remove_signal_handlers(fuse_get_session(fuse));
 	log_info("unmounted %s", cmd.mountpoint);
 out:
@@ -603,6 +699,7 @@ out:
 	fuse_opt_free_args(&args);
 	main_config_clear(&cfg);
 	g_free(mo.url);
+	g_free(mo.refusal);
 	g_free(mo.password_command);
 	g_free(mo.password_file);
 	g_free(mo.oauth_command);
@@ -613,5 +710,8 @@ out:
 	g_free(mo.names);
 	g_free(mo.trash);
 	g_free(mo.logfile);
+	g_free(mo.refresh);
+	g_free(mo.connections);
+	g_free(mo.timeout);
 	return rc;
 }

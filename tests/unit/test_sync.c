@@ -213,7 +213,8 @@ static enum mf_status fake_sync_folder(struct mailbox *mb, const struct mailbox_
 		a.headers_len = strlen(a.headers);
 		g_array_append_val(out->added, a);
 		if (req->on_added)
-			req->on_added(req->on_added_ctx, &a);
+			req->on_added(req->on_added_ctx, &g_array_index(out->added, struct mailbox_message,
+			                                                out->added->len - 1));
 	}
 	g_array_sort(out->present, fake_uid_cmp);
 	return MF_OK;
