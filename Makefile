@@ -2,6 +2,7 @@
 #
 #   make                 build/mailfs
 #   make check           unit + mount tests, fuzzing, then both again under ASan/UBSan
+#   make fuzz-long       10 million runs of the IMAP and POP3 parsers (not in check)
 #   make demo            a private Dovecot with sample mail, mounted at ./demo/mnt
 #   make install         PREFIX=/usr/local DESTDIR=: the binary, the man page, the
 #                        systemd user unit (USERUNITDIR)
@@ -59,11 +60,21 @@ FUZZ_LINK_fuzz_imap_response := src/imap_parse.c
 FUZZ_LINK_fuzz_pop3_reply    := src/pop3_parse.c
 FUZZ_LINK_fuzz_mime_headers  := src/mime.c
 FUZZ_LINK_fuzz_utf7          := src/utf7.c
+# Lower limits in the fuzz build, so that inputs of 64 KiB reach what
+# lies past them (a line too long, a literal too big).
+FUZZ_DEFS_fuzz_imap_response := -DIMAP_MAX_LINE=4096 -DIMAP_MAX_LITERAL=16384
+FUZZ_DEFS_fuzz_pop3_reply    := -DPOP3_MAX_STATUS_LINE=1024 -DPOP3_MAX_BODY_LINE=8192
+# make fuzz-long: executions per target (IMAP and POP3; the others), inputs
+# up to FUZZ_LONG_MAX_LEN bytes, seeds from real transcripts
+# (tests/fuzz/make_seeds.py).
+FUZZ_LONG_RUNS ?= 10000000
+FUZZ_LONG_OTHER_RUNS ?= 1000000
+FUZZ_LONG_MAX_LEN ?= 65536
 
 CORPUS_DIR ?= $(abspath ../shared/corpus)
 export CORPUS_DIR
 
-.PHONY: all check layers unit integration fuzz asan demo demo-stop install uninstall clean bench
+.PHONY: all check layers unit integration fuzz fuzz-long asan demo demo-stop install uninstall clean bench
 
 all: $(BUILD)/mailfs
 
@@ -95,8 +106,8 @@ integration: $(BUILD)/mailfs
 .SECONDEXPANSION:
 build-fuzz/%: tests/fuzz/%.c $$(FUZZ_LINK_$$*) $(HEADERS) | build-fuzz
 	clang -std=gnu11 -g -O1 -fsanitize=fuzzer,address,undefined -Iinclude \
-	  -D_FILE_OFFSET_BITS=64 -D_GNU_SOURCE -DMAILFS_VERSION='"$(VERSION)"' $(PKG_CFLAGS) \
-	  -o $@ $< $(FUZZ_LINK_$*) $(PKG_LIBS)
+	  -D_FILE_OFFSET_BITS=64 -D_GNU_SOURCE -DMAILFS_VERSION='"$(VERSION)"' $(FUZZ_DEFS_$*) \
+	  $(PKG_CFLAGS) -o $@ $< $(FUZZ_LINK_$*) $(PKG_LIBS)
 
 fuzz: $(FUZZ_BINS)
 	@set -e; for f in $(FUZZ_BINS); do \
@@ -109,6 +120,24 @@ fuzz: $(FUZZ_BINS)
 	  $$f -max_total_time=$$secs -print_final_stats=1 -timeout=10 -rss_limit_mb=2048 $$extra \
 	      build-fuzz/corpus-$$name $$seeds 2>build-fuzz/$$name.log || { tail -50 build-fuzz/$$name.log; exit 1; }; \
 	  grep -E 'stat::number_of_executed_units|Done' build-fuzz/$$name.log | tail -2; \
+	done
+
+# Long fuzzing (not part of check): every target for FUZZ_LONG_RUNS
+# executions (the IMAP and POP3 parsers) or FUZZ_LONG_OTHER_RUNS, inputs up
+# to FUZZ_LONG_MAX_LEN, the corpus kept in build-fuzz/corpus-long-<target>;
+# libFuzzer's final stats end each log (build-fuzz/<target>.long.log).
+fuzz-long: $(FUZZ_BINS)
+	@set -e; for f in $(FUZZ_BINS); do \
+	  name=$$(basename $$f); corpus=build-fuzz/corpus-long-$$name; mkdir -p $$corpus; \
+	  seeds=; [ -d tests/fuzz/seeds/$$name ] && seeds=tests/fuzz/seeds/$$name; \
+	  [ $$name = fuzz_mime_headers ] && [ -d "$(CORPUS_DIR)/messages" ] && seeds="$$seeds $(CORPUS_DIR)/messages"; \
+	  runs=$(FUZZ_LONG_OTHER_RUNS); \
+	  case $$name in fuzz_imap_response|fuzz_pop3_reply) runs=$(FUZZ_LONG_RUNS);; esac; \
+	  echo "== $$f: $$runs runs, inputs up to $(FUZZ_LONG_MAX_LEN) bytes"; \
+	  $$f -runs=$$runs -max_len=$(FUZZ_LONG_MAX_LEN) -len_control=0 -print_final_stats=1 \
+	      -timeout=30 -rss_limit_mb=2048 $$corpus $$seeds >build-fuzz/$$name.long.log 2>&1 || \
+	    { tail -50 build-fuzz/$$name.long.log; exit 1; }; \
+	  grep -E '^(Done|stat::)' build-fuzz/$$name.long.log; \
 	done
 
 # The unit and mount tests again, built with AddressSanitizer and UBSan.

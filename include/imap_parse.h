@@ -98,6 +98,56 @@ enum imap_parse_result imap_parse_response(const char *buf, size_t len,
                                            size_t *consumed, size_t *need,
                                            struct imap_response *out);
 
+/* Framing: where a response that is still arriving ends, found while it
+ * arrives, each byte looked at once however the bytes are split (so that
+ * a response of n bytes costs O(n), not a parse per recv). The engine
+ * calls imap_frame_scan on the response's bytes so far after each recv and
+ * imap_parse_response once, when the frame is complete. A literal is
+ * reported when announced, before its bytes, so that its bytes can go
+ * elsewhere (a body to its file) as they arrive.
+ *
+ * The framer is a superset of the parser: every literal the parser
+ * would see is announced (a "{n}" ending a line that is not a status
+ * response or a continuation); so the parser's end of a response is never
+ * after the frame's. */
+#define IMAP_FRAME_MAX_LITERALS 4096  /* per response */
+
+struct imap_frame {
+	size_t scanned;          /* bytes of the response examined */
+	size_t line_start;       /* start of the line being examined */
+	uint64_t literal_left;   /* bytes of the current literal still to skip */
+	size_t literals;         /* literals announced so far */
+	int no_literals;         /* the response is a status response */
+	/* IMAP_FRAME_LITERAL: the announced size, and where the "{" (or
+	 * "~{") of the announcement is, from the response's start. */
+	uint64_t announced;
+	size_t announce_at;
+};
+
+enum imap_frame_event {
+	IMAP_FRAME_MORE,      /* all of buf is examined: more bytes are needed */
+	IMAP_FRAME_LITERAL,   /* a literal was announced: its bytes start at
+	                         f->scanned (see imap_frame_skip_literal) */
+	IMAP_FRAME_COMPLETE,  /* the response is buf[0..f->scanned) */
+	IMAP_FRAME_TOO_BIG,   /* a line over 1 MiB, a literal over 1 GiB, or
+	                         more than IMAP_FRAME_MAX_LITERALS literals */
+};
+
+/* Zeroes *f: before the first byte of a response. */
+void imap_frame_init(struct imap_frame *f);
+/* Examines buf[f->scanned..len): buf holds the response from its first
+ * byte (len never shrinks between calls, except by literal bytes the
+ * caller took away, see below). Call again after LITERAL. */
+enum imap_frame_event imap_frame_scan(struct imap_frame *f, const char *buf, size_t len);
+/* After IMAP_FRAME_LITERAL, for a caller that takes the literal's bytes
+ * out of the buffer itself (they never reach buf): the frame goes on
+ * right after the announcement. The caller makes the announcement read
+ * as an empty literal ("{000}": imap_frame_empty_announcement). */
+void imap_frame_skip_literal(struct imap_frame *f);
+/* Overwrites the digits of the announcement at buf + f->announce_at with
+ * '0's: the parser then reads an empty literal there. */
+void imap_frame_empty_announcement(const struct imap_frame *f, char *buf);
+
 /* Frees everything *r owns and zeroes it. Safe on a zeroed struct. */
 void imap_response_free(struct imap_response *r);
 /* Frees what v owns (not v itself). */

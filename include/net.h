@@ -6,6 +6,7 @@
 #define MAILFS_NET_H
 
 #include <stddef.h>
+#include <glib.h>
 #include "config.h"
 #include "status.h"
 
@@ -16,6 +17,14 @@ struct net_conn;
  * password). cfg is borrowed for the call. */
 enum mf_status net_connect(const struct mf_config *cfg, struct net_conn **out,
                            char **err);
+/* An operation's deadline (monotonic µs, g_get_monotonic_time): no wait
+ * of net_send/net_recv goes past it (MF_ERR_TIMEOUT), so that a server
+ * trickling bytes cannot stretch an operation. 0: none, each wait is
+ * bounded by the timeout alone. */
+void net_set_deadline(struct net_conn *c, gint64 deadline);
+gint64 net_get_deadline(const struct net_conn *c);
+/* Now plus the configured timeout. */
+gint64 net_deadline_from_now(const struct net_conn *c);
 /* Sends all of data, waiting at most timeout seconds for the socket. */
 enum mf_status net_send(struct net_conn *c, const void *data, size_t len);
 /* Receives at least one byte (up to cap) into buf, waiting at most

@@ -12,6 +12,11 @@
 #include "imap_int.h"
 #include "log.h"
 
+#define IMAP_RECV_CHUNK ((size_t)64 * 1024)  /* the usual buffer */
+#define IMAP_RECV_MIN ((size_t)16 * 1024)    /* room wanted for one recv */
+#define IMAP_MAX_RESPONSE_MIB 8
+G_STATIC_ASSERT(IMAP_MAX_RESPONSE == (size_t)IMAP_MAX_RESPONSE_MIB * 1024 * 1024);
+
 static void imap_conn_note_capabilities(struct imap_conn *c, const struct imap_value *list)
 {
 	static const struct { const char *name; unsigned bit; } known[] = {
@@ -69,50 +74,200 @@ static void imap_trace(const char *dir, const char *data, size_t len)
 	log_debug("%s %.*s%s", dir, (int)(len > 300 ? 300 : len), data, len > 300 ? "..." : "");
 }
 
-/* Reads one whole response into *r. */
+/* Makes room for at least a recv's worth after in_len: moves the unread
+ * bytes down, or grows the buffer (never past the response bound, and
+ * never by aborting the process when memory is short). */
+static enum mf_status imap_make_room(struct imap_conn *c)
+{
+	size_t cap;
+	char *grown;
+
+	if (c->in_cap - c->in_len >= IMAP_RECV_MIN)
+		return MF_OK;
+	if (c->in_pos > 0) {
+		memmove(c->in, c->in + c->in_pos, c->in_len - c->in_pos);
+		c->in_len -= c->in_pos;
+		c->in_pos = 0;
+		if (c->in_cap - c->in_len >= IMAP_RECV_MIN)
+			return MF_OK;
+	}
+	cap = c->in_cap ? c->in_cap * 2 : IMAP_RECV_CHUNK;
+	if (cap > IMAP_MAX_RESPONSE + IMAP_RECV_CHUNK)
+		cap = IMAP_MAX_RESPONSE + IMAP_RECV_CHUNK;
+	if (cap - c->in_len < IMAP_RECV_MIN)
+		return MF_ERR_PROTOCOL;  /* the caller checked the bound: not here */
+	grown = g_try_realloc(c->in, cap);
+	if (!grown) {
+		log_error("out of memory for an IMAP response of %zu bytes", c->in_len - c->in_pos);
+		return MF_ERR_NOMEM;
+	}
+	c->in = grown;
+	c->in_cap = cap;
+	return MF_OK;
+}
+
+/* A buffer grown for one large response goes back to its usual size. */
+static void imap_shrink(struct imap_conn *c)
+{
+	size_t left = c->in_len - c->in_pos;
+	char *smaller;
+
+	if (c->in_cap <= 4 * IMAP_RECV_CHUNK || left > IMAP_RECV_CHUNK / 2)
+		return;
+	memmove(c->in, c->in + c->in_pos, left);
+	c->in_len = left;
+	c->in_pos = 0;
+	smaller = g_try_realloc(c->in, IMAP_RECV_CHUNK);
+	if (smaller) {
+		c->in = smaller;
+		c->in_cap = IMAP_RECV_CHUNK;
+	}
+}
+
+static enum mf_status imap_response_refused(struct imap_conn *c, const char *why)
+{
+	log_error("IMAP response refused: %s; the connection is dropped", why);
+	c->broken = 1;
+	return MF_ERR_PROTOCOL;
+}
+
+/* Reads one whole response into *r: frames it as it arrives (each byte
+ * looked at once), hands literals a sink takes to it as they arrive,
+ * holds at most IMAP_MAX_RESPONSE of the rest, and parses it once. */
 static enum mf_status imap_read_response(struct imap_conn *c, struct imap_response *r)
 {
-	size_t want = 0;
+	struct imap_frame frame;
+	uint64_t stream_left = 0;
+	enum mf_status st;
 
+	imap_frame_init(&frame);
 	for (;;) {
-		size_t avail = c->in_len - c->in_pos;
-		if (avail > 0 && avail >= want) {
-			size_t consumed = 0, need = 0;
-			enum imap_parse_result res = imap_parse_response(c->in + c->in_pos, avail,
-			                                                 &consumed, &need, r);
+		/* Literal bytes a sink took: out of the buffer, to the sink. */
+		if (stream_left > 0) {
+			size_t at = c->in_pos + frame.scanned, have = c->in_len - at;
+			size_t take = stream_left < have ? (size_t)stream_left : have;
+			if (take > 0) {
+				st = c->sink->data(c->sink->ctx, c->in + at, take);
+				if (st != MF_OK) {
+					c->broken = 1;  /* the rest of the literal is still due */
+					return st;
+				}
+				memmove(c->in + at, c->in + at + take, have - take);
+				c->in_len -= take;
+				stream_left -= take;
+			}
+		}
+		while (stream_left == 0) {
+			enum imap_frame_event ev = imap_frame_scan(&frame, c->in + c->in_pos,
+			                                           c->in_len - c->in_pos);
+			if (ev == IMAP_FRAME_MORE)
+				break;
+			if (ev == IMAP_FRAME_TOO_BIG)
+				return imap_response_refused(c, "a line over 1 MiB, a literal over 1 GiB, "
+				                                "or too many literals");
+			if (ev == IMAP_FRAME_LITERAL) {
+				enum imap_sink_choice choice = IMAP_SINK_BUFFER;
+				if (c->sink)
+					choice = c->sink->literal(c->sink->ctx, c->in + c->in_pos,
+					                          frame.announce_at, frame.announced);
+				if (choice == IMAP_SINK_FAIL) {
+					c->broken = 1;
+					return MF_ERR_PROTOCOL;
+				}
+				if (choice == IMAP_SINK_TAKE) {
+					imap_frame_empty_announcement(&frame, c->in + c->in_pos);
+					imap_frame_skip_literal(&frame);
+					stream_left = frame.announced;
+					break;
+				}
+				if (frame.announced > IMAP_MAX_RESPONSE)
+					return imap_response_refused(c, "a literal over the response bound");
+				continue;
+			}
+			/* IMAP_FRAME_COMPLETE: parse it, once. */
+			size_t consumed = 0;
+			enum imap_parse_result res = imap_parse_response(c->in + c->in_pos, frame.scanned,
+			                                                 &consumed, NULL, r);
 			if (res == IMAP_PARSE_OK) {
 				imap_trace("S:", c->in + c->in_pos, consumed);
 				c->in_pos += consumed;
+				imap_shrink(c);
 				return MF_OK;
 			}
-			if (res == IMAP_PARSE_ERROR) {
-				log_error("malformed IMAP response: %.*s", (int)(consumed > 200 ? 200 : consumed),
-				          c->in + c->in_pos);
-				c->broken = 1;
-				return MF_ERR_PROTOCOL;
-			}
-			want = need > avail ? need : avail + 1;
+			if (consumed == 0 || consumed > frame.scanned)
+				consumed = frame.scanned;
+			log_error("malformed IMAP response: %.*s", (int)(consumed > 200 ? 200 : consumed),
+			          c->in + c->in_pos);
+			c->broken = 1;
+			return MF_ERR_PROTOCOL;
 		}
-		if (c->in_pos > 0 && (c->in_pos == c->in_len || c->in_pos > c->in_cap / 2)) {
-			memmove(c->in, c->in + c->in_pos, c->in_len - c->in_pos);
-			c->in_len -= c->in_pos;
-			c->in_pos = 0;
-		}
-		size_t target = c->in_pos + (want > 65536 ? want : 65536);
-		if (c->in_cap < target) {
-			c->in_cap = target > c->in_cap * 2 ? target : c->in_cap * 2;
-			c->in = g_realloc(c->in, c->in_cap);
+		if (stream_left > 0 && c->in_pos + frame.scanned < c->in_len)
+			continue;  /* more literal bytes are here already */
+		if (c->in_len - c->in_pos > IMAP_MAX_RESPONSE)
+			return imap_response_refused(c, "over " G_STRINGIFY(IMAP_MAX_RESPONSE_MIB) " MiB");
+		st = imap_make_room(c);
+		if (st != MF_OK) {
+			c->broken = 1;
+			return st;
 		}
 		size_t got = 0;
-		enum mf_status st = net_recv(c->net, c->in + c->in_len, c->in_cap - c->in_len, &got);
+		st = net_recv(c->net, c->in + c->in_len, c->in_cap - c->in_len, &got);
 		if (st != MF_OK) {
-			if (!c->broken || st != MF_ERR_IO)
+			if (st == MF_ERR_TIMEOUT)
+				log_warn("the IMAP server did not answer within the timeout: the command fails");
+			else if (!c->broken || st != MF_ERR_IO)
 				log_warn("IMAP connection lost: %s", mf_status_str(st));
 			c->broken = 1;
 			return st;
 		}
 		c->in_len += got;
 	}
+}
+
+/* For a sink: whether the literal announced after head (an untagged
+ * response up to its "{n}") is a FETCH's BODY[] or BODY[]<offset>, with
+ * the offset in *offset and the UID in *uid when the response named it
+ * before the literal (else 0). */
+int imap_sink_head_body(const char *head, size_t head_len, uint64_t *offset, uint64_t *uid)
+{
+	size_t end = head_len, start;
+	const char *fetch, *u;
+
+	*offset = 0;
+	*uid = 0;
+	while (end > 0 && head[end - 1] == ' ')
+		end--;
+	start = end;
+	while (start > 0 && head[start - 1] != ' ' && head[start - 1] != '(')
+		start--;
+	if (end - start < 6 || g_ascii_strncasecmp(head + start, "BODY[]", 6) != 0)
+		return 0;
+	if (end - start > 6) {
+		const char *p = head + start + 6;
+		if (*p != '<' || head[end - 1] != '>')
+			return 0;
+		for (p++; p < head + end - 1; p++) {
+			if (!g_ascii_isdigit(*p) || *offset > UINT64_MAX / 20)
+				return 0;
+			*offset = *offset * 10 + (uint64_t)(*p - '0');
+		}
+	}
+	fetch = g_strstr_len(head, (gssize)start, " FETCH (");
+	if (head_len < 2 || head[0] != '*' || !fetch)
+		return 0;
+	/* "UID n" among the attributes before the body. */
+	for (u = fetch + 7; u + 4 < head + start; u++) {
+		if ((u[-1] == '(' || u[-1] == ' ') && g_ascii_strncasecmp(u, "UID ", 4) == 0) {
+			uint64_t n = 0;
+			const char *d = u + 4;
+			for (; d < head + start && g_ascii_isdigit(*d) && n <= UINT32_MAX; d++)
+				n = n * 10 + (uint64_t)(*d - '0');
+			if (d > u + 4 && n <= UINT32_MAX && (*d == ' ' || *d == ')'))
+				*uid = n;
+			break;
+		}
+	}
+	return 1;
 }
 
 /* Sends "<tag> <command>\r\n"; command is complete IMAP text (arguments
@@ -156,9 +311,9 @@ static enum mf_status imap_status_of(const struct imap_response *r)
  * the tagged response itself (caller frees; zeroed when the outcome was
  * read earlier or the connection failed). When continuation is not NULL,
  * a "+" ends the wait too, with *continuation set to 1. */
-enum mf_status imap_wait_full(struct imap_conn *c, unsigned tag,
-                              imap_untagged_fn fn, void *ctx,
-                              struct imap_response *final, int *continuation)
+static enum mf_status imap_wait_tag(struct imap_conn *c, unsigned tag,
+                                    imap_untagged_fn fn, void *ctx,
+                                    struct imap_response *final, int *continuation)
 {
 	char want[16];
 
@@ -208,6 +363,22 @@ enum mf_status imap_wait_full(struct imap_conn *c, unsigned tag,
 		}
 		imap_response_free(&r);
 	}
+}
+
+enum mf_status imap_wait_full(struct imap_conn *c, unsigned tag,
+                              imap_untagged_fn fn, void *ctx,
+                              struct imap_response *final, int *continuation)
+{
+	enum mf_status st;
+
+	/* Outside an operation (which set its own), the wait is one. */
+	if (c->net && !net_get_deadline(c->net)) {
+		net_set_deadline(c->net, net_deadline_from_now(c->net));
+		st = imap_wait_tag(c, tag, fn, ctx, final, continuation);
+		net_set_deadline(c->net, 0);
+		return st;
+	}
+	return imap_wait_tag(c, tag, fn, ctx, final, continuation);
 }
 
 enum mf_status imap_wait(struct imap_conn *c, unsigned tag,

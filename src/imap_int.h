@@ -40,8 +40,35 @@ struct imap_done_tag {
 	enum mf_status status;
 };
 
+/* The most a connection holds of one response, literals included, but
+ * not those a sink takes as they arrive (bodies): beyond it the command
+ * fails and the connection is dropped. */
+#define IMAP_MAX_RESPONSE ((size_t)8 * 1024 * 1024)
+
+enum imap_sink_choice {
+	IMAP_SINK_BUFFER,  /* keep the literal in the response, as usual */
+	IMAP_SINK_TAKE,    /* its bytes go to sink->data as they arrive; the
+	                      parsed response holds an empty string there */
+	IMAP_SINK_FAIL,    /* refuse it (the sink logged why): the command
+	                      fails, the connection is dropped */
+};
+
+/* Where the literals of an operation's responses may go while they arrive
+ * (a body to its file): set on the connection for the operation's waits. */
+struct imap_sink {
+	/* A literal of n bytes is announced in an untagged response whose
+	 * text before the "{n}" is head[0..head_len) (from the "*"). */
+	enum imap_sink_choice (*literal)(void *ctx, const char *head, size_t head_len,
+	                                 uint64_t n);
+	/* The bytes of a taken literal, in order, all n of them unless the
+	 * connection fails first. Anything but MF_OK fails the command. */
+	enum mf_status (*data)(void *ctx, const char *bytes, size_t len);
+	void *ctx;
+};
+
 struct imap_conn {
 	struct net_conn *net;
+	const struct imap_sink *sink;  /* NULL: every literal is buffered */
 	char *in;              /* received bytes not yet parsed start at in_pos */
 	size_t in_pos, in_len, in_cap;
 	unsigned next_tag;
@@ -63,6 +90,9 @@ struct imap_driver {
 	GMutex lock;
 	GCond cond;
 	GPtrArray *spare;      /* struct imap_conn * ready for use */
+	GQueue waiting;        /* operations waiting for a connection, first
+	                          come first served (zeroed: empty) */
+	gint64 progress_at;    /* monotonic µs a connection was last released */
 	int total;             /* open or opening connections */
 	int lost;              /* connections dropped, to count reconnects */
 	char delim;            /* hierarchy delimiter seen in LIST, 0 unknown */
@@ -87,6 +117,7 @@ enum mf_status imap_append_mailbox(struct imap_conn *c, GString *cmd, const char
 enum mf_status imap_examine(struct imap_conn *c, const char *wire_name, int fresh);
 enum mf_status imap_select_rw(struct imap_conn *c, const char *folder, uint32_t uidvalidity);
 const struct imap_value *imap_fetch_attributes(const struct imap_response *r, uint64_t *uid);
+int imap_sink_head_body(const char *head, size_t head_len, uint64_t *offset, uint64_t *uid);
 
 /* imap_pool.c */
 enum mf_status imap_conn_open(const struct mf_config *cfg, struct imap_conn **out, char **err);

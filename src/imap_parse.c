@@ -15,8 +15,14 @@
 #include "civil.h"
 
 #define IMAP_MAX_DEPTH 64
+/* The fuzz build lowers these (Makefile, FUZZ_DEFS_*) so that inputs of
+ * 64 KiB reach the paths past them. */
+#ifndef IMAP_MAX_LINE
 #define IMAP_MAX_LINE ((size_t)1024 * 1024)
+#endif
+#ifndef IMAP_MAX_LITERAL
 #define IMAP_MAX_LITERAL ((uint64_t)1024 * 1024 * 1024)
+#endif
 
 struct imap_parser {
 	const char *buf;
@@ -505,6 +511,126 @@ enum imap_parse_result imap_parse_response(const char *buf, size_t len,
 	}
 	*consumed = build.line_next;
 	return IMAP_PARSE_OK;
+}
+
+void imap_frame_init(struct imap_frame *f)
+{
+	memset(f, 0, sizeof *f);
+}
+
+/* Whether the first line, buf[0..end), is a status response or a
+ * continuation, whose text runs to the line's end (no literals): the
+ * same decision imap_parse_one and imap_parse_untagged take. */
+static int imap_frame_is_status(const char *buf, size_t end)
+{
+	static const char *const words[] = { "OK", "NO", "BAD", "PREAUTH", "BYE" };
+
+	if (end == 0)
+		return 1;  /* an error for the parser: nothing more to wait for */
+	if (buf[0] == '+')
+		return 1;
+	if (buf[0] != '*')
+		return 1;  /* tagged */
+	if (end < 2 || buf[1] != ' ')
+		return 1;
+	for (size_t i = 0; i < G_N_ELEMENTS(words); i++) {
+		size_t n = strlen(words[i]);
+		if (end >= 2 + n && g_ascii_strncasecmp(buf + 2, words[i], n) == 0 &&
+		    (end == 2 + n || buf[2 + n] == ' ' || buf[2 + n] == '['))
+			return 1;
+	}
+	return 0;
+}
+
+/* The literal announced at the end of line buf[start..end): its size in
+ * *n and the index of its '{' (or '~') in *at; 0 when there is none. */
+static int imap_frame_announcement(const char *buf, size_t start, size_t end,
+                                   uint64_t *n, size_t *at)
+{
+	size_t i = end, digits_end;
+	uint64_t value = 0;
+
+	if (i == start || buf[i - 1] != '}')
+		return 0;
+	i--;
+	if (i > start && buf[i - 1] == '+')
+		i--;
+	digits_end = i;
+	while (i > start && g_ascii_isdigit(buf[i - 1]))
+		i--;
+	if (i == digits_end || i == start || buf[i - 1] != '{')
+		return 0;
+	for (size_t k = i; k < digits_end; k++) {
+		value = value * 10 + (uint64_t)(buf[k] - '0');
+		if (value > IMAP_MAX_LITERAL) {
+			value = IMAP_MAX_LITERAL + 1;  /* too big, however many digits follow */
+			break;
+		}
+	}
+	i--;
+	if (i > start && buf[i - 1] == '~')
+		i--;
+	*n = value;
+	*at = i;
+	return 1;
+}
+
+enum imap_frame_event imap_frame_scan(struct imap_frame *f, const char *buf, size_t len)
+{
+	while (f->scanned < len) {
+		const char *lf;
+		size_t end;
+
+		if (f->literal_left > 0) {
+			size_t have = len - f->scanned;
+			size_t skip = f->literal_left < have ? (size_t)f->literal_left : have;
+			f->scanned += skip;
+			f->literal_left -= skip;
+			if (f->literal_left == 0)
+				f->line_start = f->scanned;
+			continue;
+		}
+		lf = memchr(buf + f->scanned, '\n', len - f->scanned);
+		if (!lf) {
+			f->scanned = len;
+			break;
+		}
+		end = (size_t)(lf - buf);
+		f->scanned = end + 1;
+		if (end - f->line_start > IMAP_MAX_LINE + 1)
+			return IMAP_FRAME_TOO_BIG;
+		if (end > f->line_start && buf[end - 1] == '\r')
+			end--;
+		if (f->line_start == 0 && imap_frame_is_status(buf, end))
+			f->no_literals = 1;
+		if (f->no_literals ||
+		    !imap_frame_announcement(buf, f->line_start, end, &f->announced, &f->announce_at))
+			return IMAP_FRAME_COMPLETE;
+		if (f->announced > IMAP_MAX_LITERAL || ++f->literals > IMAP_FRAME_MAX_LITERALS)
+			return IMAP_FRAME_TOO_BIG;
+		f->literal_left = f->announced;
+		f->line_start = f->scanned;
+		return IMAP_FRAME_LITERAL;
+	}
+	if (f->literal_left == 0 && f->scanned - f->line_start > IMAP_MAX_LINE + 2)
+		return IMAP_FRAME_TOO_BIG;
+	return IMAP_FRAME_MORE;
+}
+
+void imap_frame_skip_literal(struct imap_frame *f)
+{
+	f->literal_left = 0;
+	f->line_start = f->scanned;
+}
+
+void imap_frame_empty_announcement(const struct imap_frame *f, char *buf)
+{
+	char *p = buf + f->announce_at;
+
+	if (*p == '~')
+		p++;
+	for (p++; g_ascii_isdigit(*p); p++)
+		*p = '0';
 }
 
 void imap_value_clear(struct imap_value *v)

@@ -11,13 +11,22 @@
 #include "stats.h"
 
 #define IMAP_SPARE_CHECK_US (20 * G_USEC_PER_SEC)
+#define IMAP_LOGOUT_WAIT_US (2 * G_USEC_PER_SEC)
+/* What a spare connection may have received meanwhile (untagged news):
+ * more than this, and it is not worth keeping. */
+#define IMAP_SPARE_NEWS_MAX ((size_t)256 * 1024)
 
 void imap_conn_free(struct imap_conn *c)
 {
 	if (!c)
 		return;
 	if (c->net && !c->broken) {
-		/* curl sends no LOGOUT at cleanup (NOTES.md). */
+		/* curl sends no LOGOUT at cleanup (NOTES.md); a server that is
+		 * slow to answer it holds up no one for long. */
+		gint64 soon = g_get_monotonic_time() + IMAP_LOGOUT_WAIT_US;
+		gint64 deadline = net_deadline_from_now(c->net);
+		net_set_deadline(c->net, soon < deadline ? soon : deadline);
+		c->sink = NULL;
 		imap_command(c, "LOGOUT", NULL, NULL);
 	}
 	net_close(c->net);
@@ -59,11 +68,24 @@ static int imap_conn_closed_meanwhile(struct imap_conn *c)
 {
 	size_t got;
 
-	/* A "* BYE" may come before the close: read all that waits. */
+	/* A "* BYE" may come before the close: read what waits, but not
+	 * forever (a server can keep a socket full). */
 	do {
+		if (c->in_len - c->in_pos > IMAP_SPARE_NEWS_MAX) {
+			log_warn("a spare IMAP connection received over %zu KiB unasked: dropped",
+			         IMAP_SPARE_NEWS_MAX / 1024);
+			c->broken = 1;
+			return 1;
+		}
 		if (c->in_cap - c->in_len < 4096) {
-			c->in_cap = c->in_cap * 2 + 4096;
-			c->in = g_realloc(c->in, c->in_cap);
+			size_t cap = c->in_cap * 2 + 4096;
+			char *grown = g_try_realloc(c->in, cap);
+			if (!grown) {
+				c->broken = 1;
+				return 1;
+			}
+			c->in = grown;
+			c->in_cap = cap;
 		}
 		got = 0;
 		if (net_peek_closed(c->net, c->in + c->in_len, c->in_cap - c->in_len, &got)) {
@@ -76,25 +98,31 @@ static int imap_conn_closed_meanwhile(struct imap_conn *c)
 }
 
 /* Takes a connection from the pool, preferring one that has folder
- * selected; opens a new one when the pool has room; waits (bounded)
- * otherwise. */
+ * selected; opens a new one when the pool has room; otherwise waits its
+ * turn (first come, first served). The wait fails only when no connection
+ * came back for a whole timeout: every operation holding one is bounded,
+ * so waiting behind them while the server answers is no hang. */
 enum mf_status imap_acquire(struct imap_driver *d, const char *folder,
                             struct imap_conn **out)
 {
-	gint64 deadline = g_get_monotonic_time() + (gint64)d->cfg->timeout * G_USEC_PER_SEC;
+	gint64 timeout_us = (gint64)d->cfg->timeout * G_USEC_PER_SEC;
+	gint64 start = g_get_monotonic_time();
 	struct imap_conn *c = NULL;
 	enum mf_status st;
 	char *err = NULL;
 	int counted_reconnect = 0;
+	int me;  /* our place in d->waiting */
 
 	g_mutex_lock(&d->lock);
+	g_queue_push_tail(&d->waiting, &me);
 	for (;;) {
 		/* Best a spare connection on this folder, then one on no folder;
 		 * rather than make a spare one switch folders, open another while
 		 * there is room: each busy folder keeps a connection of its own
 		 * (a mv between two folders would SELECT back and forth). */
 		int pick = -1, blank = -1;
-		for (guint i = 0; i < d->spare->len; i++) {
+		int first = g_queue_peek_head(&d->waiting) == &me;
+		for (guint i = 0; first && i < d->spare->len; i++) {
 			struct imap_conn *ci = g_ptr_array_index(d->spare, i);
 			if (folder && ci->selected && strcmp(ci->selected, folder) == 0)
 				pick = (int)i;
@@ -103,7 +131,8 @@ enum mf_status imap_acquire(struct imap_driver *d, const char *folder,
 		}
 		if (pick < 0)
 			pick = blank;
-		if (pick < 0 && d->spare->len > 0 && (!folder || d->total >= d->cfg->connections))
+		if (first && pick < 0 && d->spare->len > 0 &&
+		    (!folder || d->total >= d->cfg->connections))
 			pick = (int)d->spare->len - 1;
 		if (pick >= 0) {
 			c = g_ptr_array_steal_index_fast(d->spare, (guint)pick);
@@ -120,20 +149,30 @@ enum mf_status imap_acquire(struct imap_driver *d, const char *folder,
 				g_mutex_lock(&d->lock);
 				continue;
 			}
+			g_mutex_lock(&d->lock);
+			g_queue_remove(&d->waiting, &me);
+			g_cond_broadcast(&d->cond);
+			g_mutex_unlock(&d->lock);
 			*out = c;
 			return MF_OK;
 		}
-		if (d->total < d->cfg->connections) {
+		if (first && d->total < d->cfg->connections) {
 			d->total++;
 			if (d->lost > 0) {
 				d->lost--;
 				counted_reconnect = 1;
 			}
+			g_queue_remove(&d->waiting, &me);
+			g_cond_broadcast(&d->cond);
 			break;
 		}
-		if (!g_cond_wait_until(&d->cond, &d->lock, deadline)) {
+		gint64 since = d->progress_at > start ? d->progress_at : start;
+		if (!g_cond_wait_until(&d->cond, &d->lock, since + timeout_us) &&
+		    g_get_monotonic_time() >= (d->progress_at > start ? d->progress_at : start) + timeout_us) {
+			g_queue_remove(&d->waiting, &me);
+			g_cond_broadcast(&d->cond);
 			g_mutex_unlock(&d->lock);
-			log_warn("no IMAP connection free within %d s", d->cfg->timeout);
+			log_warn("no IMAP connection came free within %d s", d->cfg->timeout);
 			return MF_ERR_TIMEOUT;
 		}
 	}
@@ -155,7 +194,7 @@ enum mf_status imap_acquire(struct imap_driver *d, const char *folder,
 			*out = c;
 			return MF_OK;
 		}
-		g_cond_signal(&d->cond);
+		g_cond_broadcast(&d->cond);
 		g_mutex_unlock(&d->lock);
 		return st;
 	}
@@ -175,14 +214,16 @@ void imap_release(struct imap_driver *d, struct imap_conn *c)
 		g_mutex_lock(&d->lock);
 		d->total--;
 		d->lost++;
-		g_cond_signal(&d->cond);
+		d->progress_at = g_get_monotonic_time();
+		g_cond_broadcast(&d->cond);
 		g_mutex_unlock(&d->lock);
 		return;
 	}
 	c->spare_since = g_get_monotonic_time();
 	g_mutex_lock(&d->lock);
 	g_ptr_array_add(d->spare, c);
-	g_cond_signal(&d->cond);
+	d->progress_at = c->spare_since;
+	g_cond_broadcast(&d->cond);
 	g_mutex_unlock(&d->lock);
 }
 
@@ -200,7 +241,12 @@ enum mf_status imap_with_conn(struct imap_driver *d, const char *folder,
 		if (st != MF_OK)
 			return st;
 		reused = c->reused;
+		/* One deadline for the whole operation: trickled bytes and
+		 * untagged chatter cannot stretch it. */
+		net_set_deadline(c->net, net_deadline_from_now(c->net));
 		st = op(c, arg);
+		net_set_deadline(c->net, 0);
+		c->sink = NULL;
 		imap_release(d, c);
 		if (!(st == MF_ERR_IO && reused))
 			break;

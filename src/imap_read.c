@@ -16,6 +16,7 @@
 
 #define IMAP_RANGE_SIZE (1024 * 1024)  /* bodies above this come in ranges */
 #define IMAP_RANGES_IN_FLIGHT 4
+#define IMAP_BODY_SLACK ((uint64_t)64 * 1024)
 
 /* ---------------------------------------------------------------- LIST */
 
@@ -331,6 +332,43 @@ enum mf_status imap_sync_folder(struct mailbox *mb, const struct mailbox_sync_re
 
 /* ---------------------------------------------------------------- bodies */
 
+/* A body may be this much longer than its RFC822.SIZE (servers count
+ * line ends differently); beyond, it is an error, not a disk filler. */
+static uint64_t imap_body_limit(uint64_t size)
+{
+	return size + IMAP_BODY_SLACK + size / 16;
+}
+
+/* A body literal streamed to its file: where, and how much came. */
+struct imap_streamed {
+	int active;            /* announced and not yet matched to its FETCH */
+	uint64_t offset, size, written;
+	uint64_t uid;          /* the UID before the literal, 0 if none */
+	int fd;
+};
+
+/* Writes a streamed literal's bytes at their place in s->fd. */
+static enum mf_status imap_streamed_write(struct imap_streamed *s, const char *bytes, size_t len)
+{
+	while (len > 0) {
+		if (s->fd < 0) {  /* discarded */
+			s->written += len;
+			return MF_OK;
+		}
+		ssize_t n = pwrite(s->fd, bytes, len, (off_t)(s->offset + s->written));
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			log_error("cannot write the body cache: %s", g_strerror(errno));
+			return MF_ERR_IO;
+		}
+		bytes += n;
+		len -= (size_t)n;
+		s->written += (uint64_t)n;
+	}
+	return MF_OK;
+}
+
 struct imap_body_ctx {
 	const char *wire_name;
 	uint32_t uidvalidity, uid;
@@ -341,21 +379,68 @@ struct imap_body_ctx {
 	int got;               /* FETCH responses with our body */
 	int full_last;         /* the chunk at the highest offset was full */
 	uint64_t last_off;
+	uint64_t range;        /* the length each range asks for; 0: whole */
+	int foreign;           /* bodies of UIDs never asked for came */
+	struct imap_streamed streamed;
 	enum mf_status err;
 };
+
+static enum imap_sink_choice imap_body_literal(void *ctx, const char *head, size_t head_len,
+                                               uint64_t n)
+{
+	struct imap_body_ctx *bc = ctx;
+	uint64_t off, uid;
+
+	if (!imap_sink_head_body(head, head_len, &off, &uid))
+		return IMAP_SINK_BUFFER;  /* another attribute: bounded as any response */
+	if (bc->streamed.active) {
+		log_error("IMAP server sent a second body in one FETCH response");
+		return IMAP_SINK_FAIL;
+	}
+	bc->streamed = (struct imap_streamed){ .active = 1, .offset = off, .size = n,
+	                                       .uid = uid, .fd = bc->fd };
+	if (uid && uid != bc->uid) {
+		bc->streamed.fd = -1;  /* not ours: counted, not kept */
+		return IMAP_SINK_TAKE;
+	}
+	if ((bc->range && n > bc->range) || off > imap_body_limit(bc->size_hint) ||
+	    n > imap_body_limit(bc->size_hint) - off) {
+		log_error("IMAP server sends %" PRIu64 " bytes at offset %" PRIu64 " of message %u, "
+		          "whose RFC822.SIZE is %" PRIu64 ": refused", n, off, bc->uid, bc->size_hint);
+		return IMAP_SINK_FAIL;
+	}
+	return IMAP_SINK_TAKE;
+}
+
+static enum mf_status imap_body_data(void *ctx, const char *bytes, size_t len)
+{
+	struct imap_body_ctx *bc = ctx;
+	return imap_streamed_write(&bc->streamed, bytes, len);
+}
 
 static void imap_body_untagged(void *ctx, struct imap_conn *c, const struct imap_response *r)
 {
 	struct imap_body_ctx *bc = ctx;
 	const struct imap_value *list, *name = NULL, *body;
-	uint64_t uid, off = 0;
+	uint64_t uid, off = 0, len;
+	struct imap_streamed streamed = bc->streamed;
 
+	bc->streamed.active = 0;
 	list = imap_fetch_attributes(r, &uid);
-	if (!list || uid != bc->uid)
+	if (!list)
 		return;
 	body = imap_fetch_get_prefix(list, "BODY[]", &name);
 	if (!body)
 		return;
+	if (uid != bc->uid) {
+		bc->foreign++;
+		if (streamed.active && streamed.fd >= 0) {
+			/* Streamed into our file before its UID showed. */
+			log_error("IMAP server sent the body of UID %" PRIu64 " for UID %u", uid, bc->uid);
+			bc->err = MF_ERR_PROTOCOL;
+		}
+		return;
+	}
 	if (body->type != IMAP_VALUE_STRING) {
 		bc->err = MF_ERR_NOTFOUND;
 		return;
@@ -363,25 +448,59 @@ static void imap_body_untagged(void *ctx, struct imap_conn *c, const struct imap
 	const char *partial = strchr(name->str, '<');
 	if (partial)
 		off = g_ascii_strtoull(partial + 1, NULL, 10);
-	size_t done = 0;
-	while (done < body->len) {
-		ssize_t n = pwrite(bc->fd, body->str + done, body->len - done, (off_t)(off + done));
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			log_error("cannot write the body cache: %s", g_strerror(errno));
-			bc->err = MF_ERR_IO;
+	if (streamed.active) {
+		if (streamed.offset != off || streamed.written != streamed.size) {
+			bc->err = MF_ERR_PROTOCOL;
 			return;
 		}
-		done += n;
+		len = streamed.size;
+	} else {
+		/* A body sent as a quoted string: small, buffered. */
+		struct imap_streamed s = { .offset = off, .fd = bc->fd };
+		len = body->len;
+		if (off + len > imap_body_limit(bc->size_hint) || (bc->range && len > bc->range)) {
+			bc->err = MF_ERR_PROTOCOL;
+			return;
+		}
+		enum mf_status st = imap_streamed_write(&s, body->str, body->len);
+		if (st != MF_OK) {
+			bc->err = st;
+			return;
+		}
 	}
 	bc->got++;
-	if (off + body->len > bc->end)
-		bc->end = off + body->len;
+	if (off + len > bc->end)
+		bc->end = off + len;
 	if (off >= bc->last_off) {
 		bc->last_off = off;
-		bc->full_last = body->len == IMAP_RANGE_SIZE;
+		bc->full_last = len == IMAP_RANGE_SIZE;
 	}
+}
+
+/* Waits for tag with the body sink in place. */
+static enum mf_status imap_body_wait(struct imap_conn *c, struct imap_body_ctx *bc, unsigned tag)
+{
+	const struct imap_sink sink = { imap_body_literal, imap_body_data, bc };
+	enum mf_status st;
+
+	c->sink = &sink;
+	st = imap_wait(c, tag, imap_body_untagged, bc);
+	c->sink = NULL;
+	if (st == MF_OK && bc->streamed.active)
+		st = MF_ERR_PROTOCOL;  /* a body literal in no FETCH of a UID */
+	return st;
+}
+
+/* What a body fetch that ended well on the wire still has to say. */
+static enum mf_status imap_body_outcome(struct imap_body_ctx *bc)
+{
+	if (bc->err != MF_OK)
+		return bc->err;
+	if (bc->got == 0 && bc->foreign) {
+		log_error("IMAP server answered with other messages' bodies, not UID %u's", bc->uid);
+		return MF_ERR_PROTOCOL;
+	}
+	return bc->got == 0 ? MF_ERR_NOTFOUND : MF_OK;
 }
 
 static enum mf_status imap_body_op(struct imap_conn *c, void *arg)
@@ -392,7 +511,8 @@ static enum mf_status imap_body_op(struct imap_conn *c, void *arg)
 	char *cmd;
 
 	bc->end = bc->last_off = 0;
-	bc->got = bc->full_last = 0;
+	bc->got = bc->full_last = bc->foreign = 0;
+	bc->streamed.active = 0;
 	bc->err = MF_OK;
 	/* BODY[] sets \Seen only in a folder opened with SELECT. */
 	if (bc->mark_seen)
@@ -404,21 +524,30 @@ static enum mf_status imap_body_op(struct imap_conn *c, void *arg)
 	if (c->uidvalidity != bc->uidvalidity)
 		return MF_ERR_NOTFOUND;
 	if (bc->size_hint <= IMAP_RANGE_SIZE) {
+		bc->range = 0;
 		cmd = g_strdup_printf("UID FETCH %u (UID %s)", bc->uid, section);
-		st = imap_command(c, cmd, imap_body_untagged, bc);
+		st = imap_body_wait(c, bc, imap_send(c, cmd));
 		g_free(cmd);
-		if (st == MF_OK && bc->err == MF_OK && bc->got == 0)
-			st = MF_ERR_NOTFOUND;
-		return st != MF_OK ? st : bc->err;
+		return st != MF_OK ? st : imap_body_outcome(bc);
 	}
 	/* Large: 1 MiB ranges, a few in flight; go on past the announced
-	 * size while the last range came back full. */
-	uint64_t next = 0;
+	 * size while the last range came back full, but not past the limit
+	 * (a server answering every range in full would fill the disk). */
+	uint64_t next = 0, limit = imap_body_limit(bc->size_hint);
 	unsigned tags[IMAP_RANGES_IN_FLIGHT];
+	bc->range = IMAP_RANGE_SIZE;
 	for (;;) {
 		int n = 0;
-		uint64_t limit = bc->size_hint > next ? bc->size_hint : next + 1;
-		while (n < IMAP_RANGES_IN_FLIGHT && next < limit) {
+		uint64_t until = bc->size_hint > next ? bc->size_hint : next + 1;
+		if (next >= limit) {
+			log_error("IMAP server sends message %u past %" PRIu64 " bytes, its RFC822.SIZE "
+			          "being %" PRIu64 ": refused", bc->uid, limit, bc->size_hint);
+			return MF_ERR_PROTOCOL;
+		}
+		/* Each batch of ranges is a step that must end within the
+		 * timeout; a body arriving at a steady pace is not a hang. */
+		net_set_deadline(c->net, net_deadline_from_now(c->net));
+		while (n < IMAP_RANGES_IN_FLIGHT && next < until && next < limit) {
 			cmd = g_strdup_printf("UID FETCH %u (UID %s<%" PRIu64 ".%d>)", bc->uid, section,
 			                      next, IMAP_RANGE_SIZE);
 			tags[n++] = imap_send(c, cmd);
@@ -426,16 +555,15 @@ static enum mf_status imap_body_op(struct imap_conn *c, void *arg)
 			next += IMAP_RANGE_SIZE;
 		}
 		for (int i = 0; i < n; i++) {
-			enum mf_status s = imap_wait(c, tags[i], imap_body_untagged, bc);
+			enum mf_status s = imap_body_wait(c, bc, tags[i]);
 			if (st == MF_OK)
 				st = s;
 		}
 		if (st != MF_OK)
 			return st;
-		if (bc->err != MF_OK)
-			return bc->err;
-		if (bc->got == 0)
-			return MF_ERR_NOTFOUND;
+		st = imap_body_outcome(bc);
+		if (st != MF_OK)
+			return st;
 		if (next >= bc->size_hint && !(bc->full_last && bc->last_off + IMAP_RANGE_SIZE == next))
 			return MF_OK;
 	}
@@ -469,35 +597,80 @@ struct imap_bodies_ctx {
 	struct mailbox_body_request *reqs;
 	size_t n;
 	GHashTable *by_uid;    /* uid -> request */
+	struct imap_streamed streamed;
+	int bad;               /* a body came that was not asked for, or too long */
 };
+
+static enum imap_sink_choice imap_bodies_literal(void *ctx, const char *head, size_t head_len,
+                                                 uint64_t n)
+{
+	struct imap_bodies_ctx *bc = ctx;
+	struct mailbox_body_request *req;
+	uint64_t off, uid;
+
+	if (!imap_sink_head_body(head, head_len, &off, &uid))
+		return IMAP_SINK_BUFFER;
+	if (bc->streamed.active) {
+		log_error("IMAP server sent a second body in one FETCH response");
+		return IMAP_SINK_FAIL;
+	}
+	/* Without the UID first, the body is kept in the response (bounded). */
+	if (!uid)
+		return IMAP_SINK_BUFFER;
+	req = g_hash_table_lookup(bc->by_uid, GUINT_TO_POINTER((guint)uid));
+	bc->streamed = (struct imap_streamed){ .active = 1, .offset = off, .size = n, .uid = uid,
+	                                       .fd = req ? req->fd : -1 };
+	if (req && (off != 0 || n > imap_body_limit(req->size_hint))) {
+		log_error("IMAP server sends %" PRIu64 " bytes for message %" PRIu64 ", whose "
+		          "RFC822.SIZE is %" PRIu64 ": refused", n, uid, req->size_hint);
+		return IMAP_SINK_FAIL;
+	}
+	return IMAP_SINK_TAKE;
+}
+
+static enum mf_status imap_bodies_data(void *ctx, const char *bytes, size_t len)
+{
+	struct imap_bodies_ctx *bc = ctx;
+	return imap_streamed_write(&bc->streamed, bytes, len);
+}
 
 static void imap_bodies_untagged(void *ctx, struct imap_conn *c, const struct imap_response *r)
 {
 	struct imap_bodies_ctx *bc = ctx;
 	const struct imap_value *list, *body;
 	struct mailbox_body_request *req;
+	struct imap_streamed streamed = bc->streamed;
 	uint64_t uid;
-	size_t done = 0;
 
+	bc->streamed.active = 0;
 	list = imap_fetch_attributes(r, &uid);
 	if (!list)
 		return;
 	req = g_hash_table_lookup(bc->by_uid, GUINT_TO_POINTER((guint)uid));
 	body = imap_fetch_get(list, "BODY[]");
-	if (!req || !body || body->type != IMAP_VALUE_STRING)
+	if (!body || body->type != IMAP_VALUE_STRING)
 		return;
-	while (done < body->len) {
-		ssize_t w = pwrite(req->fd, body->str + done, body->len - done, (off_t)done);
-		if (w < 0 && errno == EINTR)
-			continue;
-		if (w < 0) {
-			req->status = MF_ERR_IO;
+	if (!req || (streamed.active && streamed.uid != uid)) {
+		bc->bad = 1;
+		return;
+	}
+	if (streamed.active) {
+		if (streamed.written != streamed.size) {
+			req->status = MF_ERR_PROTOCOL;
 			return;
 		}
-		done += (size_t)w;
+		req->written = streamed.size;
+		req->status = MF_OK;
+		return;
 	}
-	req->written = body->len;
-	req->status = MF_OK;
+	struct imap_streamed s = { .fd = req->fd };
+	if (body->len > imap_body_limit(req->size_hint)) {
+		req->status = MF_ERR_PROTOCOL;
+		return;
+	}
+	req->status = imap_streamed_write(&s, body->str, body->len);
+	if (req->status == MF_OK)
+		req->written = body->len;
 }
 
 static enum mf_status imap_bodies_op(struct imap_conn *c, void *arg)
@@ -508,6 +681,8 @@ static enum mf_status imap_bodies_op(struct imap_conn *c, void *arg)
 
 	for (size_t i = 0; i < bc->n; i++)
 		bc->reqs[i].status = MF_ERR_NOTFOUND;
+	bc->bad = 0;
+	bc->streamed.active = 0;
 	st = imap_examine(c, bc->wire_name, 0);
 	if (st == MF_OK && c->uidvalidity != bc->uidvalidity)
 		st = MF_ERR_NOTFOUND;
@@ -517,7 +692,14 @@ static enum mf_status imap_bodies_op(struct imap_conn *c, void *arg)
 		g_string_append_printf(cmd, "%s%u", i ? "," : "", bc->reqs[i].uid);
 	/* Read-ahead never sets \Seen: sync.c does not use it with mark_seen. */
 	g_string_append(cmd, " (UID BODY.PEEK[])");
+	const struct imap_sink sink = { imap_bodies_literal, imap_bodies_data, bc };
+	c->sink = &sink;
 	st = imap_command(c, cmd->str, imap_bodies_untagged, bc);
+	c->sink = NULL;
+	if (st == MF_OK && (bc->bad || bc->streamed.active)) {
+		log_error("IMAP server answered a read-ahead with bodies not asked for");
+		st = MF_ERR_PROTOCOL;
+	}
 out:
 	g_string_free(cmd, TRUE);
 	return st;

@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <pwd.h>
 #include <unistd.h>
@@ -405,14 +406,37 @@ static int main_build_config(struct main_opts *mo, struct mf_config *cfg)
 	return 0;
 }
 
+/* MAILFS_PASSWORD leaves the environment (children, /proc/PID/environ):
+ * unsetenv alone leaves the bytes where the kernel reads environ from. */
+static char *main_take_env_password(void)
+{
+	char *env = getenv("MAILFS_PASSWORD");
+	char *copy = env && *env ? g_strdup(env) : NULL;
+
+	if (env)
+		explicit_bzero(env, strlen(env));
+	unsetenv("MAILFS_PASSWORD");
+	return copy;
+}
+
 /* Returns 0, or the exit status of the refusal it printed. */
 static int main_get_password(struct main_opts *mo, struct mf_config *cfg)
 {
 	char *err = NULL;
-	const char *env = g_getenv("MAILFS_PASSWORD");
+	char *env;
 
-	if (cfg->offline || cfg->oauth_command)
+	/* No core dump (an abort, a signal) and no ptrace by other users
+	 * while a password or token is in memory. */
+	prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
+	env = main_take_env_password();
+	if (cfg->offline || cfg->oauth_command) {
+		secret_free(env);
 		return 0;
+	}
+	if (mo->password_command || mo->password_file) {
+		secret_free(env);  /* those come first */
+		env = NULL;
+	}
 	if (mo->password_command) {
 		cfg->password = secret_from_command(mo->password_command, cfg->timeout, &err);
 		if (!cfg->password) {
@@ -428,8 +452,9 @@ static int main_get_password(struct main_opts *mo, struct mf_config *cfg)
 			g_free(err);
 			return MAIN_EXIT_USAGE;
 		}
-	} else if (env && *env) {
-		cfg->password = g_strdup(env);
+	} else if (env) {
+		cfg->password = env;
+		env = NULL;
 	} else if (!main_netrc_has(cfg->host)) {
 		return main_fail(MAIN_EXIT_USAGE, "no password for %s: give -o password_command=CMD, -o password_file=FILE, "
 		                 "MAILFS_PASSWORD, or a ~/.netrc entry", cfg->host);

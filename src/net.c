@@ -16,6 +16,7 @@ struct net_conn {
 	CURL *curl;
 	curl_socket_t sock;
 	int timeout_ms;
+	gint64 deadline;  /* monotonic µs an operation must end by; 0: none */
 };
 
 void net_global_init(void)
@@ -178,14 +179,39 @@ out:
 	return st;
 }
 
+void net_set_deadline(struct net_conn *c, gint64 deadline)
+{
+	c->deadline = deadline;
+}
+
+gint64 net_get_deadline(const struct net_conn *c)
+{
+	return c->deadline;
+}
+
+gint64 net_deadline_from_now(const struct net_conn *c)
+{
+	return g_get_monotonic_time() + (gint64)c->timeout_ms * 1000;
+}
+
+/* Waits for the socket: at most timeout, and never past the deadline,
+ * however the bytes trickle in. */
 static enum mf_status net_wait(struct net_conn *c, short events)
 {
 	struct pollfd pfd = { .fd = c->sock, .events = events };
 	int rc;
 
-	do
-		rc = poll(&pfd, 1, c->timeout_ms);
-	while (rc < 0 && errno == EINTR);
+	do {
+		int wait_ms = c->timeout_ms;
+		if (c->deadline) {
+			gint64 left = (c->deadline - g_get_monotonic_time() + 999) / 1000;
+			if (left <= 0)
+				return MF_ERR_TIMEOUT;
+			if (left < wait_ms)
+				wait_ms = (int)left;
+		}
+		rc = poll(&pfd, 1, wait_ms);
+	} while (rc < 0 && errno == EINTR);
 	if (rc == 0)
 		return MF_ERR_TIMEOUT;
 	if (rc < 0)

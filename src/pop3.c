@@ -9,7 +9,9 @@
  * Must not: send DELE or anything else that changes the maildrop (a
  * session that retrieved a message ends with RSET, so that servers such as
  * Dovecot do not set \Seen at QUIT), touch SQLite or FUSE, or wait without
- * a bound (net.c bounds every wait). */
+ * a bound: each operation has a deadline no trickle can stretch, each
+ * answer a size bound, and the session is owned by one operation at a
+ * time without a lock held across I/O. */
 #include <errno.h>
 #include <inttypes.h>
 #include <string.h>
@@ -25,6 +27,16 @@
 #define POP3_RECV_CHUNK (64 * 1024)
 #define POP3_FLUSH_BYTES (256 * 1024)    /* body bytes buffered before a write */
 #define POP3_HEADER_KEY_PREFIX "hdr:"   /* keys of a server without UIDL */
+/* The most one answer but a message may hold (CAPA, UIDL, LIST, TOP):
+ * beyond, the operation fails and the session is dropped. */
+#define POP3_MAX_ANSWER ((size_t)8 * 1024 * 1024)
+/* A message may be this much longer than LIST said (line ends counted
+ * otherwise); beyond, it is an error, not a disk filler. */
+#define POP3_GOODBYE_US (2 * G_USEC_PER_SEC)  /* RSET and QUIT at the end */
+#define POP3_BODY_SLACK ((uint64_t)64 * 1024)
+/* A RETR that delivers this much pushes its deadline on: a large message
+ * at a steady pace is no hang. */
+#define POP3_PROGRESS_BYTES ((uint64_t)1024 * 1024)
 
 struct pop3_session {
 	struct net_conn *net;
@@ -34,6 +46,7 @@ struct pop3_session {
 	int caps_known;            /* CAPA answered +OK */
 	int broken;                /* unusable: close without QUIT, don't reuse */
 	int retrieved;             /* a RETR was sent: RSET before QUIT */
+	gint64 deadline;           /* the current operation's (monotonic µs) */
 	/* key (UIDL, or "hdr:" + SHA-256 of the headers) -> message number;
 	 * NULL until the session has been listed. Owns its keys. */
 	GHashTable *msgno_by_key;
@@ -42,10 +55,16 @@ struct pop3_session {
 struct pop3_driver {
 	struct mailbox base;
 	const struct mf_config *cfg;   /* borrowed */
-	/* Serialises the driver, and is held across I/O on purpose: POP3
-	 * servers lock the maildrop, so one session at a time. */
+	/* Guards busy: one operation at a time owns the session (POP3
+	 * servers lock the maildrop), but the lock itself is never held
+	 * across I/O, and a second operation waits for the first at most a
+	 * timeout. */
 	GMutex lock;
-	struct pop3_session *session;  /* the current session, or NULL */
+	GCond cond;
+	int busy;
+	gint64 deadline;               /* the owner's operation ends by this */
+	struct pop3_session *session;  /* the current session, or NULL; the
+	                                  busy owner's */
 	int lost;                      /* sessions dropped by errors, for the stats */
 };
 
@@ -93,6 +112,7 @@ static enum mf_status pop3_send(struct pop3_session *s, const char *text, size_t
 	if (s->broken)
 		return MF_ERR_IO;
 	pop3_trace("C:", text, len);
+	net_set_deadline(s->net, s->deadline);
 	st = net_send(s->net, text, len);
 	if (st != MF_OK) {
 		log_warn("POP3 connection lost while sending: %s", mf_status_str(st));
@@ -119,9 +139,13 @@ static enum mf_status pop3_fill(struct pop3_session *s)
 		                                                       : s->in_cap * 2;
 		s->in = g_realloc(s->in, s->in_cap);
 	}
+	net_set_deadline(s->net, s->deadline);
 	st = net_recv(s->net, s->in + s->in_len, s->in_cap - s->in_len, &got);
 	if (st != MF_OK) {
-		log_warn("POP3 connection lost: %s", mf_status_str(st));
+		if (st == MF_ERR_TIMEOUT)
+			log_warn("the POP3 server did not answer within the timeout: the operation fails");
+		else
+			log_warn("POP3 connection lost: %s", mf_status_str(st));
 		s->broken = 1;
 		return st;
 	}
@@ -173,11 +197,13 @@ static enum mf_status pop3_write_at(int fd, const char *buf, size_t len, uint64_
 
 /* Reads the multi-line body that follows a +OK, unstuffed, into out; with
  * fd >= 0 the payload goes to fd (from *off on) as it arrives instead,
- * out serving as the buffer. */
+ * out serving as the buffer. At most max bytes of payload (all of it,
+ * for fd >= 0): beyond, the session is dropped. */
 static enum mf_status pop3_read_multiline(struct pop3_session *s, GString *out, int fd,
-                                          uint64_t *off)
+                                          uint64_t *off, uint64_t max)
 {
 	struct pop3_multiline m;
+	uint64_t progress = *off;
 
 	pop3_multiline_init(&m);
 	for (;;) {
@@ -192,12 +218,22 @@ static enum mf_status pop3_read_multiline(struct pop3_session *s, GString *out, 
 			s->broken = 1;
 			return MF_ERR_PROTOCOL;
 		}
+		if ((fd >= 0 ? *off : 0) + out->len > max) {
+			log_error("POP3 answer over %" PRIu64 " bytes: refused, the session is dropped",
+			          max);
+			s->broken = 1;
+			return MF_ERR_PROTOCOL;
+		}
 		if (fd >= 0 && (res == POP3_PARSE_OK || out->len >= POP3_FLUSH_BYTES)) {
 			st = pop3_write_at(fd, out->str, out->len, off);
 			g_string_truncate(out, 0);
 			if (st != MF_OK) {
 				s->broken = 1;  /* the rest of the reply is still due */
 				return st;
+			}
+			if (*off - progress >= POP3_PROGRESS_BYTES) {
+				progress = *off;
+				s->deadline = net_deadline_from_now(s->net);
 			}
 		}
 		if (res == POP3_PARSE_OK)
@@ -234,7 +270,9 @@ static void pop3_session_free(struct pop3_session *s)
 	if (!s)
 		return;
 	if (s->net && !s->broken) {
+		gint64 soon = g_get_monotonic_time() + POP3_GOODBYE_US;
 		int ok;
+		s->deadline = soon;  /* a slow goodbye holds up no one */
 		/* RSET unmarks what RETR marked as seen: the session leaves the
 		 * maildrop exactly as it found it. curl sends no QUIT itself. */
 		if (s->retrieved)
@@ -265,6 +303,7 @@ static enum mf_status pop3_session_open(struct pop3_driver *d, struct pop3_sessi
 		s->broken = 1;
 		goto out;
 	}
+	s->deadline = d->deadline;
 	/* curl read CAPA before the login; what holds after it may differ. */
 	st = pop3_send(s, "CAPA\r\n", 6);
 	if (st == MF_OK)
@@ -272,7 +311,7 @@ static enum mf_status pop3_session_open(struct pop3_driver *d, struct pop3_sessi
 	if (st == MF_OK && reply.ok) {
 		uint64_t unused = 0;
 		capa = g_string_new(NULL);
-		st = pop3_read_multiline(s, capa, -1, &unused);
+		st = pop3_read_multiline(s, capa, -1, &unused, POP3_MAX_ANSWER);
 		if (st == MF_OK) {
 			s->caps = pop3_parse_capa(capa->str, capa->len);
 			s->caps_known = 1;
@@ -302,7 +341,37 @@ out:
 	return MF_OK;
 }
 
-/* Ends the current session (politely, unless it broke). Lock held. */
+/* Waits (at most a timeout) until no other operation owns the session,
+ * and takes it: the operation's deadline starts now. */
+static enum mf_status pop3_enter(struct pop3_driver *d)
+{
+	gint64 until = g_get_monotonic_time() + (gint64)d->cfg->timeout * G_USEC_PER_SEC;
+
+	g_mutex_lock(&d->lock);
+	while (d->busy) {
+		if (!g_cond_wait_until(&d->cond, &d->lock, until)) {
+			g_mutex_unlock(&d->lock);
+			log_warn("the POP3 session stayed busy for %d s", d->cfg->timeout);
+			return MF_ERR_TIMEOUT;
+		}
+	}
+	d->busy = 1;
+	g_mutex_unlock(&d->lock);
+	d->deadline = g_get_monotonic_time() + (gint64)d->cfg->timeout * G_USEC_PER_SEC;
+	if (d->session)
+		d->session->deadline = d->deadline;
+	return MF_OK;
+}
+
+static void pop3_leave(struct pop3_driver *d)
+{
+	g_mutex_lock(&d->lock);
+	d->busy = 0;
+	g_cond_signal(&d->cond);
+	g_mutex_unlock(&d->lock);
+}
+
+/* Ends the current session (politely, unless it broke). Owner only. */
 static void pop3_drop_session(struct pop3_driver *d)
 {
 	if (!d->session)
@@ -341,7 +410,7 @@ static enum mf_status pop3_read_listing(struct pop3_session *s, GString *out, in
 		log_warn("POP3 server refused a listing: %s", reply.text);
 	pop3_status_clear(&reply);
 	g_string_truncate(out, 0);
-	return *ok ? pop3_read_multiline(s, out, -1, &unused) : MF_OK;
+	return *ok ? pop3_read_multiline(s, out, -1, &unused, POP3_MAX_ANSWER) : MF_OK;
 }
 
 static int pop3_entry_cmp(const void *a, const void *b)
@@ -603,7 +672,9 @@ static enum mf_status pop3_sync_folder(struct mailbox *mb, const struct mailbox_
 	mailbox_sync_result_init(out);
 	if (strcmp(req->wire_name, "INBOX") != 0)
 		return MF_ERR_NOTFOUND;
-	g_mutex_lock(&d->lock);
+	st = pop3_enter(d);
+	if (st != MF_OK)
+		return st;
 	/* POP3 shows the maildrop as it was at login: a listing needs a new
 	 * session. The old one ends first, for servers that lock the maildrop. */
 	pop3_drop_session(d);
@@ -652,7 +723,7 @@ out:
 			d->session = s;  /* kept for the body fetches that follow */
 		}
 	}
-	g_mutex_unlock(&d->lock);
+	pop3_leave(d);
 	if (st != MF_OK)
 		mailbox_sync_result_clear(out);
 	return st;
@@ -696,7 +767,7 @@ static enum mf_status pop3_retr_read(struct pop3_session *s, uint32_t msgno, uin
 	pop3_status_clear(&reply);
 	buf = g_string_sized_new(size_hint < POP3_FLUSH_BYTES ? (gsize)size_hint + 1024
 	                                                      : POP3_FLUSH_BYTES + POP3_RECV_CHUNK);
-	st = pop3_read_multiline(s, buf, fd, &off);
+	st = pop3_read_multiline(s, buf, fd, &off, size_hint + POP3_BODY_SLACK + size_hint / 16);
 	g_string_free(buf, TRUE);
 	if (st != MF_OK)
 		return st;
@@ -719,7 +790,9 @@ static enum mf_status pop3_fetch_body(struct mailbox *mb, const char *wire_name,
 
 	if (!remote_id || strcmp(wire_name, "INBOX") != 0)
 		return MF_ERR_NOTFOUND;
-	g_mutex_lock(&d->lock);
+	st = pop3_enter(d);
+	if (st != MF_OK)
+		return st;
 	/* The current session's map first; a new session when there is none,
 	 * when the message is not in it, or when the old session failed (a
 	 * server closes idle sessions). In a new session, a message that is
@@ -760,7 +833,7 @@ static enum mf_status pop3_fetch_body(struct mailbox *mb, const char *wire_name,
 		if (st == MF_OK || fresh || (st != MF_ERR_IO && st != MF_ERR_REFUSED))
 			break;
 	}
-	g_mutex_unlock(&d->lock);
+	pop3_leave(d);
 	if (st == MF_OK) {
 		stats_add(bodies_fetched, 1);
 		stats_add(body_bytes_fetched, *written);
@@ -786,7 +859,9 @@ static enum mf_status pop3_fetch_bodies(struct mailbox *mb, const char *wire_nam
 		reqs[i].status = MF_ERR_NOTFOUND;
 	if (strcmp(wire_name, "INBOX") != 0)
 		goto free;
-	g_mutex_lock(&d->lock);
+	st = pop3_enter(d);
+	if (st != MF_OK)
+		goto free;
 	if (!d->session || d->session->broken) {
 		pop3_drop_session(d);
 		st = pop3_session_open(d, &d->session, NULL);
@@ -840,7 +915,7 @@ static enum mf_status pop3_fetch_bodies(struct mailbox *mb, const char *wire_nam
 out:
 	if (d->session && (d->session->broken || st != MF_OK))
 		pop3_drop_session(d);
-	g_mutex_unlock(&d->lock);
+	pop3_leave(d);
 free:
 	g_array_free(todo, TRUE);
 	g_array_free(msgnos, TRUE);
@@ -854,6 +929,7 @@ static void pop3_destroy(struct mailbox *mb)
 
 	pop3_drop_session(d);
 	g_mutex_clear(&d->lock);
+	g_cond_clear(&d->cond);
 	g_free(d);
 }
 
@@ -873,6 +949,8 @@ enum mf_status pop3_mailbox_open(const struct mf_config *cfg, struct mailbox **o
 	d->base.ops = &pop3_ops;
 	d->cfg = cfg;
 	g_mutex_init(&d->lock);
+	g_cond_init(&d->cond);
+	d->deadline = g_get_monotonic_time() + (gint64)cfg->timeout * G_USEC_PER_SEC;
 	/* Log in once now, so that a bad password fails the mount. The
 	 * session stays for a body fetch that comes before any listing. */
 	st = pop3_session_open(d, &d->session, err);

@@ -19,6 +19,7 @@
 #include <glib/gstdio.h>
 #include <sqlite3.h>
 
+#include "log.h"
 #include "store_int.h"
 
 #define STORE_SCHEMA_VERSION 3
@@ -483,11 +484,175 @@ void store_claim(struct store *st)
 	store_lock_note_pid(st->lock_fd);
 }
 
+enum store_db_open {
+	STORE_DB_OK,
+	STORE_DB_DAMAGED,  /* not a database, or one that fails its check */
+	STORE_DB_FAILED,
+};
+
+static int store_db_is_damage(int rc)
+{
+	rc &= 0xff;
+	return rc == SQLITE_CORRUPT || rc == SQLITE_NOTADB;
+}
+
+/* Closes what store_open_db opened, so that it may be tried again. */
+static void store_close_db(struct store *st)
+{
+	for (int i = 0; i < Q_COUNT; i++)
+		g_clear_pointer(&st->q[i], sqlite3_finalize);
+	g_clear_pointer(&st->db, sqlite3_close);
+}
+
+/* PRAGMA quick_check(1): "ok", or the first problem found (g_malloc'd). */
+static char *store_quick_check(sqlite3 *db, int *rc)
+{
+	sqlite3_stmt *q = NULL;
+	char *problem = NULL;
+
+	*rc = sqlite3_prepare_v2(db, "PRAGMA quick_check(1)", -1, &q, NULL);
+	if (*rc == SQLITE_OK) {
+		*rc = sqlite3_step(q);
+		if (*rc == SQLITE_ROW) {
+			const char *text = (const char *)sqlite3_column_text(q, 0);
+			if (!text || strcmp(text, "ok") != 0)
+				problem = g_strdup(text ? text : "quick_check failed");
+			*rc = SQLITE_OK;
+		}
+	}
+	sqlite3_finalize(q);
+	return problem;
+}
+
+/* Opens dbpath into st->db: checked, upgraded or created, queries
+ * prepared. On failure *msg says why and st->db is closed. */
+static enum store_db_open store_open_db(struct store *st, const char *dbpath, char **msg)
+{
+	int version = 0;
+	int rc;
+	char *problem;
+
+	rc = sqlite3_open_v2(dbpath, &st->db,
+	                     SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX,
+	                     NULL);
+	if (rc != SQLITE_OK) {
+		*msg = g_strdup_printf("cannot open %s: %s", dbpath,
+		                      st->db ? sqlite3_errmsg(st->db) : sqlite3_errstr(rc));
+		goto fail_db;
+	}
+	sqlite3_busy_timeout(st->db, 5000);
+	/* A 2 MiB page cache: a big folder's first listing, written in one
+	 * transaction, spills to the WAL file (the OS caches it) rather than
+	 * hold the folder twice in memory (a 50,000-message folder must be
+	 * listed within 64 MiB of RSS). */
+	rc = sqlite3_exec(st->db, "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;"
+	                  " PRAGMA cache_size=-2048;"
+	                  " PRAGMA foreign_keys=ON;", NULL, NULL, NULL);
+	if (rc == SQLITE_OK)
+		rc = store_pragma_int(st->db, "PRAGMA user_version", &version);
+	if (rc != SQLITE_OK) {
+		*msg = g_strdup_printf("cannot use %s: %s", dbpath, sqlite3_errmsg(st->db));
+		goto fail_db;
+	}
+	problem = store_quick_check(st->db, &rc);
+	if (problem || rc != SQLITE_OK) {
+		*msg = problem ? problem : g_strdup(sqlite3_errmsg(st->db));
+		if (!problem && !store_db_is_damage(rc))
+			goto fail_db;
+		rc = SQLITE_CORRUPT;
+		goto fail_db;
+	}
+	if (version == 0) {
+		rc = sqlite3_exec(st->db, "BEGIN IMMEDIATE", NULL, NULL, NULL);
+		if (rc == SQLITE_OK)
+			rc = sqlite3_exec(st->db, store_schema_sql, NULL, NULL, NULL);
+		if (rc == SQLITE_OK)
+			rc = sqlite3_exec(st->db, "PRAGMA user_version = "
+			                  G_STRINGIFY(STORE_SCHEMA_VERSION) "; COMMIT",
+			                  NULL, NULL, NULL);
+		if (rc != SQLITE_OK) {
+			*msg = g_strdup_printf("cannot create the cache schema in %s: %s", dbpath,
+			                      sqlite3_errmsg(st->db));
+			goto fail_db;
+		}
+		version = STORE_SCHEMA_VERSION;
+	}
+	/* Older caches are upgraded in steps, each one transaction. */
+	for (; version >= 1 && version < STORE_SCHEMA_VERSION; version++) {
+		rc = sqlite3_exec(st->db, store_upgrade_sql[version], NULL, NULL, NULL);
+		if (rc != SQLITE_OK) {
+			*msg = g_strdup_printf("cannot upgrade the cache schema in %s: %s", dbpath,
+			                      sqlite3_errmsg(st->db));
+			sqlite3_exec(st->db, "ROLLBACK", NULL, NULL, NULL);
+			goto fail_db;
+		}
+	}
+	if (version != STORE_SCHEMA_VERSION) {
+		*msg = g_strdup_printf("%s has cache schema version %d; this mailfs knows %d"
+		                      " (remove the cache directory or use a newer mailfs)",
+		                      dbpath, version, STORE_SCHEMA_VERSION);
+		goto fail_db;
+	}
+	for (int i = 0; i < Q_COUNT; i++) {
+		rc = sqlite3_prepare_v3(st->db, store_query_sql[i], -1, SQLITE_PREPARE_PERSISTENT,
+		                        &st->q[i], NULL);
+		if (rc != SQLITE_OK) {
+			*msg = g_strdup_printf("cannot prepare a cache query: %s", sqlite3_errmsg(st->db));
+			goto fail_db;
+		}
+	}
+
+	return STORE_DB_OK;
+
+fail_db:
+	{
+		int damaged = store_db_is_damage(rc) ||
+		              (st->db && store_db_is_damage(sqlite3_extended_errcode(st->db)));
+		store_close_db(st);
+		return damaged ? STORE_DB_DAMAGED : STORE_DB_FAILED;
+	}
+}
+
+/* Renames dbpath and its -wal and -shm files to
+ * dbpath.damaged-YYYYmmdd-HHMMSS[...]: the new name (g_malloc'd), or NULL
+ * with *msg set. */
+static char *store_move_aside(const char *dbpath, char **msg)
+{
+	GDateTime *now = g_date_time_new_now_local();
+	char *stamp = g_date_time_format(now, "%Y%m%d-%H%M%S");
+	char *aside = g_strdup_printf("%s.damaged-%s", dbpath, stamp);
+
+	g_date_time_unref(now);
+	for (int n = 2; g_file_test(aside, G_FILE_TEST_EXISTS); n++) {
+		char *next = g_strdup_printf("%s.damaged-%s-%d", dbpath, stamp, n);
+		g_free(aside);
+		aside = next;
+	}
+	g_free(stamp);
+	for (int i = 0; i < 3; i++) {
+		static const char *const suffix[] = { "", "-wal", "-shm" };
+		char *from = g_strconcat(dbpath, suffix[i], NULL);
+		char *to = g_strconcat(aside, suffix[i], NULL);
+		int rc = rename(from, to);
+		int e = errno;
+		g_free(from);
+		g_free(to);
+		if (rc != 0 && !(i > 0 && e == ENOENT)) {
+			g_free(*msg);
+			*msg = g_strdup_printf("the cache %s is damaged and cannot be moved aside: %s",
+			                       dbpath, g_strerror(e));
+			g_free(aside);
+			return NULL;
+		}
+	}
+	return aside;
+}
+
 struct store *store_open(const char *dir, uint64_t body_cap, char **err)
 {
 	struct store *st = NULL;
 	char *sub = NULL, *dbpath = NULL, *msg = NULL;
-	int version = 0, lock_fd = -1;
+	int lock_fd = -1;
 	int rc;
 
 	if (!dir || !*dir) {
@@ -515,63 +680,21 @@ struct store *store_open(const char *dir, uint64_t body_cap, char **err)
 	st->body_total = -1;
 
 	dbpath = g_build_filename(dir, "cache.sqlite", NULL);
-	rc = sqlite3_open_v2(dbpath, &st->db,
-	                     SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX,
-	                     NULL);
-	if (rc != SQLITE_OK) {
-		msg = g_strdup_printf("cannot open %s: %s", dbpath,
-		                      st->db ? sqlite3_errmsg(st->db) : sqlite3_errstr(rc));
-		goto fail;
-	}
-	sqlite3_busy_timeout(st->db, 5000);
-	/* A 2 MiB page cache: a big folder's first listing, written in one
-	 * transaction, spills to the WAL file (the OS caches it) rather than
-	 * hold the folder twice in memory (a 50,000-message folder must be
-	 * listed within 64 MiB of RSS). */
-	rc = sqlite3_exec(st->db, "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;"
-	                  " PRAGMA cache_size=-2048;"
-	                  " PRAGMA foreign_keys=ON;", NULL, NULL, NULL);
-	if (rc == SQLITE_OK)
-		rc = store_pragma_int(st->db, "PRAGMA user_version", &version);
-	if (rc != SQLITE_OK) {
-		msg = g_strdup_printf("cannot use %s: %s", dbpath, sqlite3_errmsg(st->db));
-		goto fail;
-	}
-	if (version == 0) {
-		rc = sqlite3_exec(st->db, "BEGIN IMMEDIATE", NULL, NULL, NULL);
-		if (rc == SQLITE_OK)
-			rc = sqlite3_exec(st->db, store_schema_sql, NULL, NULL, NULL);
-		if (rc == SQLITE_OK)
-			rc = sqlite3_exec(st->db, "PRAGMA user_version = "
-			                  G_STRINGIFY(STORE_SCHEMA_VERSION) "; COMMIT",
-			                  NULL, NULL, NULL);
-		if (rc != SQLITE_OK) {
-			msg = g_strdup_printf("cannot create the cache schema in %s: %s", dbpath,
-			                      sqlite3_errmsg(st->db));
+	rc = store_open_db(st, dbpath, &msg);
+	if (rc == STORE_DB_DAMAGED) {
+		/* A damaged cache only costs what it remembered: keep it for the
+		 * user, build a new one, and go on. */
+		char *aside = store_move_aside(dbpath, &msg);
+		if (!aside)
 			goto fail;
-		}
-		version = STORE_SCHEMA_VERSION;
+		log_warn("the cache %s was damaged (%s): moved aside to %s, starting a new one",
+		         dbpath, msg, aside);
+		g_free(aside);
+		g_clear_pointer(&msg, g_free);
+		rc = store_open_db(st, dbpath, &msg);
 	}
-	/* Older caches are upgraded in steps, each one transaction. */
-	for (; version >= 1 && version < STORE_SCHEMA_VERSION; version++) {
-		rc = sqlite3_exec(st->db, store_upgrade_sql[version], NULL, NULL, NULL);
-		if (rc != SQLITE_OK)
-			goto upgrade_failed;
-	}
-	if (version != STORE_SCHEMA_VERSION) {
-		msg = g_strdup_printf("%s has cache schema version %d; this mailfs knows %d"
-		                      " (remove the cache directory or use a newer mailfs)",
-		                      dbpath, version, STORE_SCHEMA_VERSION);
+	if (rc != STORE_DB_OK)
 		goto fail;
-	}
-	for (int i = 0; i < Q_COUNT; i++) {
-		rc = sqlite3_prepare_v3(st->db, store_query_sql[i], -1, SQLITE_PREPARE_PERSISTENT,
-		                        &st->q[i], NULL);
-		if (rc != SQLITE_OK) {
-			msg = g_strdup_printf("cannot prepare a cache query: %s", sqlite3_errmsg(st->db));
-			goto fail;
-		}
-	}
 
 	/* Downloads interrupted by a crash or kill leave files nobody will
 	 * commit. */
@@ -580,10 +703,6 @@ struct store *store_open(const char *dir, uint64_t body_cap, char **err)
 	store_sweep_orphan_bodies(st);
 	goto out;
 
-upgrade_failed:
-	msg = g_strdup_printf("cannot upgrade the cache schema in %s: %s", dbpath,
-	                      sqlite3_errmsg(st->db));
-	sqlite3_exec(st->db, "ROLLBACK", NULL, NULL, NULL);
 fail:
 	if (st)
 		store_close(st);

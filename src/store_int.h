@@ -17,7 +17,8 @@
  *
  * Every file keeps the store's rules: it must not know IMAP, POP3 or
  * FUSE, must not do network I/O, must not log (callers decide what to
- * say), and must never build SQL from values: every value goes through a
+ * say; the one exception: store_open names a damaged cache it moved
+ * aside), and must never build SQL from values: every value goes through a
  * bound parameter of a statement prepared once at open. One pthread mutex
  * serialises every public call; callbacks are called with it held (a
  * statement is being stepped), so a callback must never call back into

@@ -69,6 +69,11 @@ class FakePop3:
         self.server.server_close()
         return False
 
+    def misbehave(self, cmd, words, send):
+        """A subclass's chance to answer a logged-in command its own way
+        (tests/hostile_pop3.py): True when it did."""
+        return False
+
     def drop_sessions(self):
         with self._lock:
             socks, self._socks = self._socks, []
@@ -115,6 +120,8 @@ class FakePop3:
                     return
                 elif not authed:
                     send(b"-ERR log in first\r\n")
+                elif self.misbehave(cmd, words, send):
+                    pass
                 elif cmd == "STAT":
                     send(b"+OK %d %d\r\n" % (len(self.messages), sum(map(len, self.messages))))
                 elif cmd == "LIST" and len(words) == 1:

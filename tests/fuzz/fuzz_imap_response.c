@@ -1,7 +1,9 @@
 /* fuzz_imap_response.c — libFuzzer target for the IMAP response parser.
  * Consumes responses from the input the way the engine does, checks that
  * a prefix never parses differently from the whole, and runs the value
- * helpers on every result. Calls only imap_parse.h, so it links alone. */
+ * helpers on every result; frames the input as the engine does (in pieces,
+ * literal bytes taken away or kept) and checks the framer against the
+ * parser. Calls only imap_parse.h, so it links alone. */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -128,6 +130,92 @@ static void fuzz_check_prefix(const char *buf, size_t size, size_t cut)
 	g_free(prefix);
 }
 
+/* Frames the first response of buf fed in pieces of step bytes; returns
+ * the event that ended it and the frame. */
+static enum imap_frame_event fuzz_frame(const char *buf, size_t size, size_t step,
+                                        struct imap_frame *f)
+{
+	enum imap_frame_event ev = IMAP_FRAME_MORE;
+	size_t len = 0;
+
+	imap_frame_init(f);
+	while (len < size) {
+		char *piece;
+		len = size - len < step ? size : len + step;
+		piece = g_memdup2(buf, len);  /* exactly len bytes: ASan sees over-reads */
+		do
+			ev = imap_frame_scan(f, piece, len);
+		while (ev == IMAP_FRAME_LITERAL);
+		g_free(piece);
+		if (f->scanned > len)
+			abort();
+		if (ev != IMAP_FRAME_MORE)
+			break;
+		if (f->scanned != len)
+			abort();
+	}
+	return ev;
+}
+
+/* The framer, however the bytes come, ends a response where it did with
+ * all of them at once; the parser of a framed response never wants more,
+ * nor goes past its frame. */
+static void fuzz_check_framer(const char *buf, size_t size, size_t step)
+{
+	struct imap_frame whole, pieces;
+	enum imap_frame_event a = fuzz_frame(buf, size, size ? size : 1, &whole);
+	enum imap_frame_event b = fuzz_frame(buf, size, step, &pieces);
+
+	if (a != b || (a == IMAP_FRAME_COMPLETE && whole.scanned != pieces.scanned))
+		abort();
+	if (a == IMAP_FRAME_COMPLETE) {
+		struct imap_response r;
+		size_t consumed = 0;
+		char *framed = g_memdup2(buf, whole.scanned);
+		enum imap_parse_result rc = imap_parse_response(framed, whole.scanned, &consumed,
+		                                                NULL, &r);
+		if (rc == IMAP_PARSE_INCOMPLETE || consumed > whole.scanned)
+			abort();
+		imap_response_free(&r);
+		g_free(framed);
+	}
+}
+
+/* The engine's way with a body: each literal's bytes are taken out of
+ * the buffer and its announcement made empty; the parser must then read
+ * the response without them. */
+static void fuzz_check_taken_literals(const char *buf, size_t size)
+{
+	char *copy = g_memdup2(buf, size);
+	size_t len = size;
+	struct imap_frame f;
+	enum imap_frame_event ev;
+
+	imap_frame_init(&f);
+	while ((ev = imap_frame_scan(&f, copy, len)) == IMAP_FRAME_LITERAL) {
+		size_t take = f.announced < len - f.scanned ? (size_t)f.announced : len - f.scanned;
+		imap_frame_empty_announcement(&f, copy);
+		imap_frame_skip_literal(&f);
+		memmove(copy + f.scanned, copy + f.scanned + take, len - f.scanned - take);
+		len -= take;
+		if (take < f.announced)
+			break;  /* the literal runs past the input */
+	}
+	if (ev == IMAP_FRAME_COMPLETE) {
+		struct imap_response r;
+		size_t consumed = 0;
+		char *framed = g_memdup2(copy, f.scanned);
+		enum imap_parse_result rc = imap_parse_response(framed, f.scanned, &consumed, NULL, &r);
+		if (rc == IMAP_PARSE_INCOMPLETE || consumed > f.scanned)
+			abort();
+		if (rc == IMAP_PARSE_OK)
+			fuzz_exercise(&r);
+		imap_response_free(&r);
+		g_free(framed);
+	}
+	g_free(copy);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
@@ -156,8 +244,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		off += consumed;
 	}
 
-	if (size > 0)
+	if (size > 0) {
 		fuzz_check_prefix(buf, size, (size_t)data[0] * size / 256);
+		size_t step = 1 + (size_t)data[size - 1] * 61;
+		if (size / step > 64)
+			step = size / 64 + 1;  /* at most 65 pieces: each is a copy */
+		fuzz_check_framer(buf, size, step);
+		fuzz_check_taken_literals(buf, size);
+	}
 
 	/* The other pure helpers, on the input as a C string. */
 	if (size < 4096) {

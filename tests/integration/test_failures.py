@@ -76,13 +76,20 @@ def test_group_readable_password_file_refused(tmp_path, session_dovecot):
                                       "cache_dir=%s" % (tmp_path / "c")], password=None)
 
 
-def test_password_never_in_log_or_ps(mount, session_dovecot, tmp_path):
+@pytest.mark.parametrize("source", ["password_file", "MAILFS_PASSWORD"])
+def test_password_never_in_log_or_ps(mount, session_dovecot, tmp_path, source):
+    """Whichever way the password comes, it is not in ps, in the daemon's
+    /proc/PID/environ (MAILFS_PASSWORD is taken out once read) or in the
+    debug log."""
     dc = session_dovecot
-    pw = tmp_path / "pw"
-    pw.write_text(CAROL_PASSWORD + "\n")
-    os.chmod(pw, 0o600)
-    m = mount(url=server_url(dc, user="carol"), options=["password_file=%s" % pw, "debug"],
-              password=None)
+    if source == "password_file":
+        pw = tmp_path / "pw"
+        pw.write_text(CAROL_PASSWORD + "\n")
+        os.chmod(pw, 0o600)
+        m = mount(url=server_url(dc, user="carol"), options=["password_file=%s" % pw, "debug"],
+                  password=None)
+    else:
+        m = mount(url=server_url(dc, user="carol"), options=["debug"], password=CAROL_PASSWORD)
     assert listing(m.p("INBOX")), "carol's INBOX is empty"
     run(["cat"] + [m.p("INBOX", n) for n in listing(m.p("INBOX"))])
     ps = run(["ps", "-eo", "pid,args"]).stdout.decode("utf-8", "replace")

@@ -499,8 +499,8 @@ def test_debug_trace_uses_examine_and_peek(mount, account):
     m.unmount()
     sent = [re.sub(r"^.*?\bC: ", "", line) for line in m.log_text().split("\n")
             if re.search(r"\bC: \S+ [A-Z]", line)]
-    if not sent:
-        pytest.skip("the -o debug log has no 'C: <tag> <command>' lines to check")
+    assert sent, "the -o debug log has no 'C: <tag> <command>' lines to check:\n%s" % (
+        m.log_tail(20))
     commands = [s.split(" ", 2)[1:] for s in sent]
     selects = [s for s in sent if re.match(r"\S+ SELECT\b", s)]
     assert not selects, "the read path must use EXAMINE, not SELECT: %s" % selects[:3]

@@ -984,6 +984,95 @@ static void test_internaldate(void **state)
 	g_rand_free(r);
 }
 
+/* Frames buf fed one byte at a time (literals kept); the event that
+ * ended it, with the frame. */
+static enum imap_frame_event frame_bytewise(const char *buf, size_t len, struct imap_frame *f)
+{
+	enum imap_frame_event ev = IMAP_FRAME_MORE;
+
+	imap_frame_init(f);
+	for (size_t n = 1; n <= len; n++) {
+		while ((ev = imap_frame_scan(f, buf, n)) == IMAP_FRAME_LITERAL)
+			;
+		if (ev != IMAP_FRAME_MORE)
+			return ev;
+	}
+	return ev;
+}
+
+static void test_frame(void **state)
+{
+	static const char fetch[] = "* 1 FETCH (UID 7 BODY[] {11}\r\nA1 OK x\r\n\r\n)\r\nM2 OK done\r\n";
+	static const char status[] = "* OK [ALERT] text ending in {5}\r\nM2 OK done\r\n";
+	struct imap_frame f;
+
+	(void)state;
+	/* The literal's bytes (a tagged line among them) are inside the frame. */
+	assert_int_equal(frame_bytewise(fetch, sizeof fetch - 1, &f), IMAP_FRAME_COMPLETE);
+	assert_int_equal(f.scanned, strstr(fetch, "M2") - fetch);
+	assert_int_equal(f.literals, 1);
+	/* A status response's text holds no literal. */
+	assert_int_equal(frame_bytewise(status, sizeof status - 1, &f), IMAP_FRAME_COMPLETE);
+	assert_int_equal(f.scanned, strstr(status, "M2") - status);
+	/* Incomplete, not an error, while the literal is still due. */
+	assert_int_equal(frame_bytewise(fetch, 30, &f), IMAP_FRAME_MORE);
+}
+
+static void test_frame_bounds(void **state)
+{
+	GString *s = g_string_new("* 1 FETCH (X (");
+	struct imap_frame f;
+
+	(void)state;
+	for (int i = 0; i <= IMAP_FRAME_MAX_LITERALS; i++)
+		g_string_append(s, "{1}\r\na ");
+	g_string_append(s, "))\r\n");
+	imap_frame_init(&f);
+	enum imap_frame_event ev;
+	while ((ev = imap_frame_scan(&f, s->str, s->len)) == IMAP_FRAME_LITERAL)
+		;
+	assert_int_equal(ev, IMAP_FRAME_TOO_BIG);  /* too many literals */
+
+	imap_frame_init(&f);
+	assert_int_equal(imap_frame_scan(&f, "* 1 FETCH (BODY[] {2147483648}\r\n", 33),
+	                 IMAP_FRAME_TOO_BIG);  /* a literal over 1 GiB */
+
+	g_string_assign(s, "* 1 FETCH (X \"");
+	while (s->len < 1024 * 1024 + 16)
+		g_string_append(s, "xxxxxxxxxxxxxxxx");
+	imap_frame_init(&f);
+	assert_int_equal(imap_frame_scan(&f, s->str, s->len), IMAP_FRAME_TOO_BIG);  /* no CRLF */
+	g_string_free(s, TRUE);
+}
+
+/* A literal taken out of the buffer: the announcement reads as empty. */
+static void test_frame_taken_literal(void **state)
+{
+	char buf[] = "* 1 FETCH (UID 7 BODY[] {5}\r\nhello UID 7)\r\n";
+	size_t len = sizeof buf - 1;
+	struct imap_frame f;
+	struct imap_response r;
+	size_t consumed;
+
+	(void)state;
+	imap_frame_init(&f);
+	assert_int_equal(imap_frame_scan(&f, buf, len), IMAP_FRAME_LITERAL);
+	assert_int_equal(f.announced, 5);
+	imap_frame_empty_announcement(&f, buf);
+	imap_frame_skip_literal(&f);
+	memmove(buf + f.scanned, buf + f.scanned + 5, len - f.scanned - 5);
+	len -= 5;
+	assert_int_equal(imap_frame_scan(&f, buf, len), IMAP_FRAME_COMPLETE);
+	assert_int_equal(f.scanned, len);
+	assert_int_equal(imap_parse_response(buf, len, &consumed, NULL, &r), IMAP_PARSE_OK);
+	assert_int_equal(consumed, len);
+	const struct imap_value *body = imap_fetch_get(&r.args.items[0], "BODY[]");
+	assert_non_null(body);
+	assert_int_equal(body->type, IMAP_VALUE_STRING);
+	assert_int_equal(body->len, 0);
+	imap_response_free(&r);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1011,6 +1100,9 @@ int main(void)
 		cmocka_unit_test(test_format),
 		cmocka_unit_test(test_uid_set),
 		cmocka_unit_test(test_internaldate),
+		cmocka_unit_test(test_frame),
+		cmocka_unit_test(test_frame_bounds),
+		cmocka_unit_test(test_frame_taken_literal),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
