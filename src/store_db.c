@@ -317,7 +317,7 @@ enum mf_status store_end(struct store *st, enum mf_status rc, GPtrArray *doomed)
 		store_unlink_all(doomed);
 	else
 		store_rollback(st);
-	for (guint i = 0; rc == MF_OK && st->changes && i < st->changes->len; i++)
+	for (guint i = 0; rc == MF_OK && st->observer && st->changes && i < st->changes->len; i++)
 		st->observer(st->observer_ctx, g_ptr_array_index(st->changes, i));
 	if (st->changes)
 		g_ptr_array_set_size(st->changes, 0);
