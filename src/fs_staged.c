@@ -38,6 +38,8 @@ struct fs_staged {
 	gint dirty;          /* written, truncated or re-dated since the last
 	                        flush looked at it */
 	gint unlinked;       /* removed: nothing more is appended */
+	gint renamed;        /* renamed since the last flush looked: the
+	                        version on the server follows at the next */
 	int error;           /* the last flush's outcome for this content, -errno */
 	struct sync_appended on_server;  /* the version on the server (uid 0: none) */
 	int handles;         /* open fs_handles (under staged_lock) */
@@ -172,14 +174,10 @@ int fs_staged_rename(struct fs_ctx *ctx, const char *from, const char *to, int *
 		/* Renamed while still open for writing: it keeps its data. */
 		*rc = fs_parent_folder(ctx, to, &parent, &name);
 		if (*rc == 0 && !parent.noselect && !g_hash_table_contains(ctx->staged, to)) {
-			/* A version on the server keeps up: in the same folder
-			 * it takes the new name now; in another, the next flush
-			 * or the last release appends it there (and removes it
-			 * here). */
-			if (sf->on_server.uid && parent.id == sf->on_server.folder_id)
-				sync_rename(ctx->sync, parent.id, sf->on_server.uid, name);
-			else if (sf->on_server.uid)
-				g_atomic_int_set(&sf->dirty, 1);
+			/* A version on the server follows at the next flush or
+			 * the last release (fs_staged_sync), not here: a flush
+			 * may be talking to the server right now. */
+			g_atomic_int_set(&sf->renamed, 1);
 			g_hash_table_remove(ctx->staged, from);
 			g_free(sf->path);
 			g_free(sf->name);
@@ -214,27 +212,51 @@ int fs_write(const char *path, const char *buf, size_t size, off_t off,
 	return (int)n;
 }
 
-/* Puts the content as it is now on the server (sf->op held): validated
- * and APPENDed, replacing the version appended before. Returns -errno. */
-static int fs_staged_append(struct fs_ctx *ctx, struct fs_staged *sf)
+/* Brings the server up to the file as it is now (sf->op held): new
+ * content is validated and APPENDed, replacing the version appended
+ * before; a version whose file was renamed takes the new name (in
+ * another folder it is appended there anew). Returns -errno: the outcome
+ * for the content as it is. */
+static int fs_staged_sync(struct fs_ctx *ctx, struct fs_staged *sf)
 {
 	struct sync_appended v;
 	struct stat real;
 	enum mf_status st;
+	int64_t folder_id;
+	char *name, *path;
 
+	/* Where it is now: rename changes these under staged_lock. */
+	g_mutex_lock(&ctx->staged_lock);
+	folder_id = sf->folder_id;
+	name = g_strdup(sf->name);
+	path = g_strdup(sf->path);
+	g_mutex_unlock(&ctx->staged_lock);
+	if (g_atomic_int_compare_and_exchange(&sf->renamed, 1, 0) && sf->on_server.uid) {
+		if (folder_id != sf->on_server.folder_id)
+			g_atomic_int_set(&sf->dirty, 1);
+		else if (!g_atomic_int_get(&sf->dirty))
+			sf->error = fs_errno(sync_rename(ctx->sync, folder_id, sf->on_server.uid, name));
+	}
+	if (!g_atomic_int_get(&sf->dirty))
+		goto out;
 	/* Cleared first: a write from now on makes it dirty again. */
 	g_atomic_int_set(&sf->dirty, 0);
-	if (fstat(sf->fd, &real) < 0)
-		return sf->error = -errno;
-	if (real.st_size == 0)  /* a shell's close after dup2, or : > f */
-		return sf->error = -EINVAL;
-	st = sync_append(ctx->sync, sf->folder_id, sf->name, sf->fd, (uint64_t)real.st_size,
-	                 sf->mtime, &sf->on_server, &v);
-	if (st == MF_OK)
-		sf->on_server = v;
-	sf->error = fs_errno(st);
-	if (sf->path)
-		fs_invalidate(ctx, sf->path);
+	if (fstat(sf->fd, &real) < 0) {
+		sf->error = -errno;
+	} else if (real.st_size == 0) {  /* a shell's close after dup2, or : > f */
+		sf->error = -EINVAL;
+	} else {
+		st = sync_append(ctx->sync, folder_id, name, sf->fd, (uint64_t)real.st_size,
+		                 sf->mtime, &sf->on_server, &v);
+		if (st == MF_OK)
+			sf->on_server = v;
+		sf->error = fs_errno(st);
+		if (path)
+			fs_invalidate(ctx, path);
+	}
+out:
+	g_free(name);
+	g_free(path);
 	return sf->error;
 }
 
@@ -249,12 +271,7 @@ int fs_flush(const char *path, struct fuse_file_info *fi)
 	if (!sf)
 		return 0;
 	g_mutex_lock(&sf->op);
-	if (g_atomic_int_get(&sf->unlinked))
-		rc = 0;
-	else if (g_atomic_int_get(&sf->dirty))
-		rc = fs_staged_append(ctx, sf);
-	else
-		rc = sf->error;
+	rc = g_atomic_int_get(&sf->unlinked) ? 0 : fs_staged_sync(ctx, sf);
 	g_mutex_unlock(&sf->op);
 	return rc;
 }
@@ -265,8 +282,8 @@ int fs_flush(const char *path, struct fuse_file_info *fi)
 static void fs_staged_finish(struct fs_ctx *ctx, struct fs_staged *sf)
 {
 	g_mutex_lock(&sf->op);
-	if (!g_atomic_int_get(&sf->unlinked) && g_atomic_int_get(&sf->dirty))
-		fs_staged_append(ctx, sf);  /* written after its last flush */
+	if (!g_atomic_int_get(&sf->unlinked))
+		fs_staged_sync(ctx, sf);  /* written or renamed after its last flush */
 	if (sf->on_server.uid && (sf->error || g_atomic_int_get(&sf->unlinked))) {
 		sync_append_drop(ctx->sync, &sf->on_server);
 		sf->on_server.uid = 0;

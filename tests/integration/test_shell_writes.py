@@ -317,3 +317,25 @@ def test_fsname(mount, dc):
     m.unmount()
     m2 = mounted(mount, dc, ["fsname=work-mail"])
     assert mount_source(m2.path) == "work-mail"
+
+
+@pytest.mark.parametrize("where", ["same folder", "other folder"])
+def test_rename_after_a_close_while_still_open(mount, dc, where):
+    """rsync's way (write a temporary file, close, rename) with the last
+    descriptor still open: the version on the server follows the name."""
+    folder = new_folder(dc, "Ren")
+    other = new_folder(dc, "RenTo") if where == "other folder" else folder
+    m = mounted(mount, dc)
+    raw = message("ren")
+    fd = os.open(m.p(folder, ".tmp.eml.XYZ"), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    fd2 = os.dup(fd)
+    os.write(fd, raw)
+    os.close(fd)                       # appended under the temporary name
+    assert_one_message(dc, folder, raw, m, "after the first close")
+    os.rename(m.p(folder, ".tmp.eml.XYZ"), m.p(other, "final.eml"))
+    os.close(fd2)                      # the last descriptor: the version follows
+    wait_for(lambda: listing(m.p(other)) == ["final.eml"], 10, what="final.eml listed")
+    assert_one_message(dc, other, raw, m, "after the rename")
+    if other != folder:
+        assert server_messages(dc, folder) == []
+        assert listing(m.p(folder)) == []
