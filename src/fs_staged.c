@@ -165,33 +165,45 @@ int fs_staged_unlink(struct fs_ctx *ctx, const char *path)
 int fs_staged_rename(struct fs_ctx *ctx, const char *from, const char *to, int *rc)
 {
 	struct store_folder parent = { 0 };
-	struct fs_staged *sf;
+	struct fs_staged *sf = fs_staged_get(ctx, from);
 	const char *name;
 
+	if (!sf)
+		return 0;
+	/* Renamed while still open for writing: it keeps its data. The
+	 * target folder is looked up first, without staged_lock: it may wait
+	 * for a folder's first listing, and every getattr takes that lock. */
+	*rc = fs_parent_folder(ctx, to, &parent, &name);
 	g_mutex_lock(&ctx->staged_lock);
-	sf = g_hash_table_lookup(ctx->staged, from);
-	if (sf) {
-		/* Renamed while still open for writing: it keeps its data. */
-		*rc = fs_parent_folder(ctx, to, &parent, &name);
-		if (*rc == 0 && !parent.noselect && !g_hash_table_contains(ctx->staged, to)) {
-			/* A version on the server follows at the next flush or
-			 * the last release (fs_staged_sync), not here: a flush
-			 * may be talking to the server right now. */
-			g_atomic_int_set(&sf->renamed, 1);
-			g_hash_table_remove(ctx->staged, from);
-			g_free(sf->path);
-			g_free(sf->name);
-			sf->path = g_strdup(to);
-			sf->name = g_strdup(name);
-			sf->folder_id = parent.id;
-			g_hash_table_insert(ctx->staged, sf->path, sf);
-		} else {
-			*rc = *rc < 0 ? *rc : -EPERM;
-		}
+	if (g_hash_table_lookup(ctx->staged, from) != sf) {
+		/* Its last descriptor went meanwhile: a stored message now (or
+		 * gone), which fs_rename renames the ordinary way. */
+		fs_staged_unref(sf);
+		g_mutex_unlock(&ctx->staged_lock);
+		store_folder_clear(&parent);
+		return 0;
 	}
+	if (*rc == 0 && (parent.noselect || g_hash_table_contains(ctx->staged, to)))
+		*rc = -EPERM;
+	if (*rc == 0) {
+		/* A version on the server follows at the next flush or the
+		 * last release (fs_staged_sync), not here: a flush may be
+		 * talking to the server right now. */
+		g_atomic_int_set(&sf->renamed, 1);
+		g_hash_table_remove(ctx->staged, from);
+		g_free(sf->path);
+		g_free(sf->name);
+		sf->path = g_strdup(to);
+		sf->name = g_strdup(name);
+		sf->folder_id = parent.id;
+		g_hash_table_insert(ctx->staged, sf->path, sf);
+	} else if (*rc > 0) {
+		*rc = -EPERM;  /* the root holds folders only */
+	}
+	fs_staged_unref(sf);
 	g_mutex_unlock(&ctx->staged_lock);
 	store_folder_clear(&parent);
-	return sf != NULL;
+	return 1;
 }
 
 int fs_write(const char *path, const char *buf, size_t size, off_t off,
