@@ -312,24 +312,6 @@ static int fs_fill_message(void *data, const struct store_message *m)
 	return 0;
 }
 
-/* Whether the cache holds a listing of the folder: one that was never
- * listed (the server was away, or the mount is offline) has no contents
- * to show, not an empty one. before: the folder as it was before the
- * sync; only a folder never listed then is looked up again. */
-static int fs_folder_ever_listed(struct fs_ctx *ctx, const struct store_folder *before)
-{
-	struct store_folder f;
-	int listed;
-
-	if (before->synced_at != 0 || before->message_count != 0)
-		return 1;
-	if (store_folder_by_id(ctx->store, before->id, &f) != MF_OK)
-		return 1;  /* gone: what follows reports it */
-	listed = f.synced_at != 0 || f.message_count != 0;
-	store_folder_clear(&f);
-	return listed;
-}
-
 /* The inode number of the folder holding path's folder (NULL: the root). */
 static uint64_t fs_parent_ino(struct fs_ctx *ctx, const char *folder_path)
 {
@@ -349,15 +331,21 @@ static uint64_t fs_parent_ino(struct fs_ctx *ctx, const char *folder_path)
 	return ino;
 }
 
-/* The folder's inode base as it is now: a re-check that found its UIDs
- * started again (UIDVALIDITY) gave it a new one. */
-static enum mf_status fs_folder_base(struct fs_ctx *ctx, int64_t folder_id, uint64_t *base)
+/* The folder as the sync left it: whether the cache holds a listing of
+ * it (one never listed, because the server was away or the mount is
+ * offline, has no contents to show, not an empty one), and its inode
+ * base (a re-check that found its UIDs started again gave it a new one).
+ * One lookup, for both. */
+static enum mf_status fs_folder_after_sync(struct fs_ctx *ctx, int64_t folder_id, int *listed,
+                                           uint64_t *base)
 {
 	struct store_folder f = { 0 };
 	enum mf_status st = store_folder_by_id(ctx->store, folder_id, &f);
 
-	if (st == MF_OK)
+	if (st == MF_OK) {
+		*listed = f.synced_at != 0 || f.message_count != 0;
 		*base = f.ino_base;
+	}
 	store_folder_clear(&f);
 	return st;
 }
@@ -390,10 +378,13 @@ static int fs_dir_snapshot(struct fs_ctx *ctx, const char *path, struct fs_dir *
 	if (s == MF_OK && n.kind == FS_FOLDER && !n.folder.noselect) {
 		/* A failure leaves the cache as it was: list what it holds. A
 		 * first listing comes from the sync as it arrives. */
+		int listed = 1;
 		sync_folder_live(ctx->sync, n.folder.id, &d->live);
-		if (!d->live && !fs_folder_ever_listed(ctx, &n.folder))
+		if (!d->live)
+			s = fs_folder_after_sync(ctx, n.folder.id, &listed, &fill.ino_base);
+		if (s == MF_OK && !listed)
 			s = MF_ERR_IO;  /* an empty directory would be a lie (rsync --delete) */
-		else if (!d->live && (s = fs_folder_base(ctx, n.folder.id, &fill.ino_base)) == MF_OK)
+		else if (s == MF_OK && !d->live)
 			s = store_messages_list(ctx->store, n.folder.id, fs_fill_message, &fill);
 		d->ino_base = fill.ino_base;
 	}
