@@ -9,8 +9,8 @@
 #
 # Environment: MAILFS_BIN (default build/mailfs), BENCH_MESSAGES (1000000),
 # BENCH_SEED (1), BENCH_DIR (default: a new /tmp/mailfs-mbench.*), BENCH_KEEP=1.
-# Runs as root (a private Dovecot, FUSE mounts). Needs about 2.5 GB of disk for
-# a million messages (server side, local copy and cache).
+# Runs as root (a private Dovecot, FUSE mounts). Needs about 5 GB of disk for
+# a million messages (the server's Maildir and index, and the cache).
 set -euo pipefail
 
 HERE=$(cd "$(dirname "$0")" && pwd)
