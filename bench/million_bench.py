@@ -73,7 +73,10 @@ def main():
         # directly, then Dovecot's index built by two listings (the first
         # one of a million messages takes minutes before its first byte).
         dc = dovecot.Dovecot(os.path.join(workdir, "dovecot"),
-                             users={benchlib.USER: benchlib.PASSWORD})
+                             users={benchlib.USER: benchlib.PASSWORD},
+                             # A million messages' index is more than the
+                             # 256 MB an imap process may map by default.
+                             extra_conf="service imap {\n  vsz_limit = 4G\n}\n")
         dc.start()
         dcs.append(dc)
         dc.create_folder(benchlib.USER, benchlib.FOLDER)
