@@ -147,13 +147,13 @@ void prefetch_format_bar(char *buf, size_t len, size_t width, const char *label,
 	const char *lab = label;
 
 	prefetch_format_bytes(bytes, sizeof bytes, bytes_done, bytes_total);
-	if (seconds >= 0.5 && bytes_done > 0) {
+	if (seconds >= 0.1 && bytes_done > 0) {
 		double r = (double)bytes_done / seconds;
 		prefetch_format_bytes(rate, sizeof rate, (uint64_t)r, 0);
 		prefetch_format_eta(eta, sizeof eta,
 		                    bytes_total > bytes_done ? (double)(bytes_total - bytes_done) / r : 0);
 	} else {
-		snprintf(rate, sizeof rate, "-- B");
+		snprintf(rate, sizeof rate, "-- %s", pf_units[pf_unit_of(bytes_total)]);
 		snprintf(eta, sizeof eta, "-:--");
 	}
 	snprintf(tail, sizeof tail, "%" PRIu64 "/%" PRIu64 " msgs  %s  %s/s  %s left",
