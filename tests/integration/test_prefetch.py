@@ -300,3 +300,26 @@ def test_cache_xattrs(mount, account, tmp_path):
     assert m.stats()["cache_used"] >= len(data)
     listed = run(["getfattr", "-d", "-m", "-", "--absolute-names", path, folder, m.path])
     assert b"user.mailfs.cache" not in listed.stdout, listed.stdout
+
+
+def test_pop3_inbox_prefetched_reads_offline(mount, tmp_path):
+    """A POP3 mount: its UIDLs are no numbers, so the listing's order;
+    every body cached once, then read with the server stopped,
+    byte-identical to poplib's RETR."""
+    from pop_helpers import server_state
+    dc = mount.private_server()
+    append_samples(dc, "INBOX", sample_mail.sample_messages(15, 65, tricky=False), 65)
+    want = collections.Counter(sha(b) for b in server_state(dc)["bodies"])
+    m = mount(url=server_url(dc, "pop3s"), server=dc, options=["refresh=3600"])
+    r = prefetch(tmp_path, m.p("INBOX"))
+    assert r.returncode == 0 and r.stderr == b"", r
+    assert "fetched 15 messages" in r.stdout.decode(), r.stdout
+    assert m.stats()["bodies_fetched"] == 15
+    again = prefetch(tmp_path, m.p("INBOX"))
+    assert out_lines(again) == ["%s: nothing to fetch; 15 messages already cached" % m.p("INBOX")]
+    dc.stop()
+    got = collections.Counter(sha(open(m.p("INBOX", n), "rb").read())
+                              for n in files_in(m.p("INBOX")))
+    assert got == want, "with the server stopped, INBOX read differs from RETR"
+    assert m.stats()["bodies_fetched"] == 15
+    no_sanitizer_report(tmp_path)
