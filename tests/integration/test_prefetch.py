@@ -12,6 +12,7 @@ after a sleep.
 
 import collections
 import fcntl
+import random
 import hashlib
 import os
 import pty
@@ -32,6 +33,18 @@ from tcp_proxy import FaultProxy
 
 TIMEOUT = 60
 BODY_LINE = re.compile(rb"^\* \d+ FETCH .*BODY\[\]")
+BODY_FETCH = re.compile(r"^\S+ UID FETCH ([0-9,:]+) \(.*BODY\.PEEK\[\]")
+
+
+def fetched_uids(commands):
+    """The UIDs of the body FETCH commands, in the order they were sent."""
+    uids = []
+    for line in commands:
+        mt = BODY_FETCH.match(line)
+        for part in mt.group(1).split(",") if mt else ():
+            lo, _, hi = part.partition(":")
+            uids += range(int(lo), int(hi or lo) + 1)
+    return uids
 
 
 def sha(data):
@@ -92,10 +105,12 @@ class Gate:
 def test_interrupted_prefetch_resumes_and_the_folder_reads_offline(mount, tmp_path):
     """SIGINT half way: a clean stop (exit 130, a summary saying so); the
     next run fetches only what is missing; a third fetches nothing; no
-    \\Seen set; then, with the server stopped, every body of the folder
-    reads from the cache, byte-identical to imaplib's BODY[]."""
+    \\Seen set; the bodies came in UID order (the names, dates first, are
+    not); then, with the server stopped, every body of the folder reads
+    from the cache, byte-identical to imaplib's BODY[]."""
     dc = mount.private_server()
     raws = sample_mail.sample_messages(40, 61, tricky=False)
+    random.Random(61).shuffle(raws)  # name order is not UID order
     dc.create_folder("alice", "Pre")
     append_samples(dc, "Pre", raws, 61)
     want = collections.Counter(sha(b) for b in dc.fetch_bodies("alice", "Pre").values())
@@ -148,6 +163,9 @@ def test_interrupted_prefetch_resumes_and_the_folder_reads_offline(mount, tmp_pa
         assert s3["bodies_fetched"] == 40 and s3["cache_misses"] == s2["cache_misses"], \
             "a run on a complete folder fetched bodies: %s -> %s" % (s2, s3)
         assert seen_flags(dc, "Pre") == seen_before, "prefetch set \\Seen on the server"
+        uids = fetched_uids(px.command_lines())
+        assert sorted(uids) == sorted(seen_before), "bodies fetched: UIDs %s" % uids
+        assert uids == sorted(uids), "bodies not fetched in UID order: %s" % uids
 
         dc.stop()
         px.stop()
