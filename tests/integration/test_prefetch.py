@@ -353,3 +353,28 @@ def test_messages_are_opened_in_uid_order(mount, session_dovecot, tmp_path):
     sent = [mt.group(1) for mt in map(BODY_FETCH.search, m.log_text().split("\n")) if mt]
     assert [int(u) for u in sent] == sorted(uids), "body FETCHes: %s" % sent
     no_sanitizer_report(tmp_path)
+
+
+def test_what_is_cached_of_path_is_not_what_makes_room(mount, session_dovecot, tmp_path):
+    """A cache too small for both: a folder read in part long ago, another
+    read since. Prefetching the first makes room by evicting the other
+    (least recently read), never the first's own bodies: they are opened
+    first, so that every body of the folder is cached at the end."""
+    a = new_folder(session_dovecot, "PfKeep", sample_mail.sample_messages(20, 67, tricky=False))
+    b = new_folder(session_dovecot, "PfOther", sample_mail.sample_messages(20, 68, tricky=False))
+    size_a = sum(r["size"] for r in server_messages(session_dovecot, a))
+    size_b = sum(r["size"] for r in server_messages(session_dovecot, b))
+    m = mount(options=["cache_size=%dK" % ((size_a + size_b // 2) // 1024)])
+    names = files_in(m.p(a))
+    early = names[::4]  # out of order: nothing read ahead
+    for n in early:
+        run(["cat", m.p(a, n)])
+    run("cat %s/* >/dev/null" % m.p(b))
+    assert sorted(n for n, v in cached_names(m.p(a)).items() if v == "1") == sorted(early)
+    r = prefetch(tmp_path, m.p(a))
+    assert r.returncode == 0, r
+    assert "%d already cached" % len(early) in r.stdout.decode(), r.stdout
+    lost = sorted(n for n, v in cached_names(m.p(a)).items() if v != "1")
+    assert not lost, "not cached after prefetch (evicted to make room): %s" % lost
+    assert "0" in cached_names(m.p(b)).values(), "the other folder made no room"
+    no_sanitizer_report(tmp_path)
