@@ -72,11 +72,18 @@ struct pf_run {
 	GHashTable *seen;     /* "dev:ino" of what was walked: PATHs may overlap */
 	const char *label;    /* the summary's: PATH, or "N paths" */
 	int tty, width;
-	double start, last_draw;
+	double start;
 	const char *current;  /* the folder being fetched */
 	uint64_t msgs_total, bytes_total, msgs_done, bytes_done;
 	uint64_t already, failed, gone, errors_shown;
 	int drawn;
+	/* On a terminal the bar is redrawn by a thread of its own, so that
+	 * it moves (time, rate, time left) while one long open waits. The
+	 * lock covers the counters above and stderr. */
+	GMutex lock;
+	GCond tick;
+	GThread *ticker;
+	int stop_ticking;
 };
 
 /* ------------------------------------------------------------ formatting */
@@ -193,6 +200,7 @@ static double pf_now(void)
 	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
+/* pf_bar_clear and pf_bar_draw: with r->lock held. */
 static void pf_bar_clear(struct pf_run *r)
 {
 	if (r->drawn) {
@@ -202,16 +210,14 @@ static void pf_bar_clear(struct pf_run *r)
 	}
 }
 
-/* Redraws the bar in place on a terminal, at most every PF_DRAW_INTERVAL
- * unless forced. */
-static void pf_bar_draw(struct pf_run *r, int force)
+/* Redraws the bar in place on a terminal. */
+static void pf_bar_draw(struct pf_run *r)
 {
 	char line[512];
 	double now = pf_now();
 
-	if (!r->tty || (!force && now - r->last_draw < PF_DRAW_INTERVAL))
+	if (!r->tty)
 		return;
-	r->last_draw = now;
 	prefetch_format_bar(line, sizeof line, r->width > 1 ? (size_t)r->width - 1 : 0, r->current,
 	                    r->msgs_done, r->msgs_total, r->bytes_done, r->bytes_total,
 	                    now - r->start);
@@ -226,21 +232,37 @@ static void pf_error(struct pf_run *r, const char *fmt, ...)
 	va_list ap;
 	char *msg;
 
-	if (r && r->errors_shown++ >= PF_ERRORS_SHOWN) {
-		if (r->errors_shown == PF_ERRORS_SHOWN + 1) {
-			pf_bar_clear(r);
-			fprintf(stderr, "mailfs: prefetch: more errors; not shown\n");
-		}
-		return;
-	}
 	va_start(ap, fmt);
 	msg = g_strdup_vprintf(fmt, ap);
 	va_end(ap);
 	g_strdelimit(msg, "\r\n", ' ');
-	if (r)
+	if (r) {
+		g_mutex_lock(&r->lock);
 		pf_bar_clear(r);
-	fprintf(stderr, "mailfs: prefetch: %s\n", msg);
+		if (r->errors_shown++ == PF_ERRORS_SHOWN)
+			fprintf(stderr, "mailfs: prefetch: more errors; not shown\n");
+	}
+	if (!r || r->errors_shown <= PF_ERRORS_SHOWN)
+		fprintf(stderr, "mailfs: prefetch: %s\n", msg);
+	if (r)
+		g_mutex_unlock(&r->lock);
 	g_free(msg);
+}
+
+/* The bar's thread: a first draw at once, then every PF_DRAW_INTERVAL
+ * until told to stop. */
+static gpointer pf_ticker(gpointer data)
+{
+	struct pf_run *r = data;
+
+	g_mutex_lock(&r->lock);
+	while (!r->stop_ticking) {
+		pf_bar_draw(r);
+		g_cond_wait_until(&r->tick, &r->lock,
+		                  g_get_monotonic_time() + (gint64)(PF_DRAW_INTERVAL * G_USEC_PER_SEC));
+	}
+	g_mutex_unlock(&r->lock);
+	return NULL;
 }
 
 static void pf_usage(FILE *out)
@@ -588,27 +610,33 @@ static int pf_fetch_mount(struct pf_run *r, struct pf_mount *m)
 	pf_touch_cached(m);
 	for (guint i = 0; i < m->folders->len && !pf_signal; i++) {
 		struct pf_folder *f = g_ptr_array_index(m->folders, i);
+		if (!f->todo->len)
+			continue;
+		g_mutex_lock(&r->lock);
 		r->current = f->label;
+		g_mutex_unlock(&r->lock);
 		for (guint j = 0; j < f->todo->len && !pf_signal; j++) {
 			const struct pf_item *it = &g_array_index(f->todo, struct pf_item, j);
-			int err;
-			pf_bar_draw(r, r->last_draw == 0);
-			err = pf_open(it->path);
+			int err = pf_open(it->path);
 			if (err == EINTR && pf_signal)
 				break;  /* abandoned: it is fetched again next time */
+			g_mutex_lock(&r->lock);
 			if (err == ENOENT) {
 				r->gone++;  /* expunged meanwhile: nothing to keep */
 			} else if (err) {
 				r->failed++;
+			} else {
+				r->msgs_done++;
+				r->bytes_done += it->size;
+			}
+			g_mutex_unlock(&r->lock);
+			if (err && err != ENOENT) {
 				pf_error(r, "%s: %s", it->path, g_strerror(err));
 				if (++in_a_row >= PF_GIVE_UP) {
 					pf_error(r, "giving up after %d failures in a row", in_a_row);
 					return -1;
 				}
 				continue;
-			} else {
-				r->msgs_done++;
-				r->bytes_done += it->size;
 			}
 			in_a_row = 0;
 		}
@@ -641,6 +669,20 @@ static void pf_summary(struct pf_run *r)
 		       rate, r->already, r->failed, extra);
 	}
 	fflush(stdout);
+}
+
+/* The folder the bar names first: the first with something to fetch. */
+static const char *pf_first_label(struct pf_run *r)
+{
+	for (guint k = 0; k < r->mounts->len; k++) {
+		struct pf_mount *m = g_ptr_array_index(r->mounts, k);
+		for (guint i = 0; i < m->folders->len; i++) {
+			struct pf_folder *f = g_ptr_array_index(m->folders, i);
+			if (f->todo->len)
+				return f->label;
+		}
+	}
+	return r->label;
 }
 
 static void pf_on_signal(int sig)
@@ -684,6 +726,8 @@ int prefetch_main(int argc, char **argv)
 	sigaction(SIGTERM, &sa, NULL);
 	signal(SIGPIPE, SIG_IGN);
 
+	g_mutex_init(&r.lock);
+	g_cond_init(&r.tick);
 	r.mounts = g_ptr_array_new_with_free_func(pf_mount_free);
 	r.seen = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
 	if (argc - first == 1) {
@@ -712,12 +756,22 @@ int prefetch_main(int argc, char **argv)
 		goto out;
 	}
 	r.start = pf_now();  /* the rate is the fetch's, not the walk's */
+	if (r.tty && r.msgs_total) {
+		r.current = pf_first_label(&r);
+		r.ticker = g_thread_new("bar", pf_ticker, &r);
+	}
 	for (guint k = 0; k < r.mounts->len && !pf_signal; k++)
 		if (pf_fetch_mount(&r, g_ptr_array_index(r.mounts, k)) != 0)
 			break;
-	if (r.drawn)
-		pf_bar_draw(&r, 1);  /* where it ended */
-	pf_bar_clear(&r);
+	if (r.ticker) {
+		g_mutex_lock(&r.lock);
+		r.stop_ticking = 1;
+		g_cond_signal(&r.tick);
+		g_mutex_unlock(&r.lock);
+		g_thread_join(r.ticker);
+		pf_bar_draw(&r);  /* where it ended */
+		pf_bar_clear(&r);
+	}
 	pf_summary(&r);
 	if (r.failed)
 		rc = PF_EXIT_FAILURE;
@@ -726,6 +780,8 @@ int prefetch_main(int argc, char **argv)
 out:
 	g_ptr_array_free(r.mounts, TRUE);
 	g_hash_table_destroy(r.seen);
+	g_mutex_clear(&r.lock);
+	g_cond_clear(&r.tick);
 	g_free(label);
 	return rc;
 }

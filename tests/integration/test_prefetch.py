@@ -378,3 +378,47 @@ def test_what_is_cached_of_path_is_not_what_makes_room(mount, session_dovecot, t
     assert not lost, "not cached after prefetch (evicted to make room): %s" % lost
     assert "0" in cached_names(m.p(b)).values(), "the other folder made no room"
     no_sanitizer_report(tmp_path)
+
+
+def test_the_bar_moves_while_a_message_is_fetched(mount, tmp_path):
+    """A message that takes long (here: its body held back by the proxy)
+    does not freeze the bar: it is redrawn meanwhile (time, rate, time
+    left), on the same line."""
+    dc = mount.private_server()
+    dc.create_folder("alice", "Slow")
+    append_samples(dc, "Slow", sample_mail.sample_messages(6, 69, tricky=False), 69)
+    gate = Gate(1)
+    px = FaultProxy(("127.0.0.1", dc.imap_port), None, rewrite=gate).start()
+    master = slave = None
+    try:
+        m = mount(url=server_url(dc, "imap", port=px.port), server=dc, cafile=False,
+                  options=["tls=none", "timeout=%d" % TIMEOUT])
+        assert len(files_in(m.p("Slow"))) == 6
+        master, slave = pty.openpty()
+        proc = subprocess.Popen([mailfs_bin(), "prefetch", m.p("Slow")], stdin=slave,
+                                stdout=slave, stderr=slave, close_fds=True,
+                                env=child_env(tmp_path, password=None))
+        os.close(slave)
+        slave = None
+        seen = [b""]
+
+        def drawn_twice_while_held():
+            while select.select([master], [], [], 0)[0]:
+                seen[0] += os.read(master, 65536)
+            return gate.reached.is_set() and seen[0].count(b"Slow: 0/6 msgs") >= 2
+
+        try:
+            wait_for(drawn_twice_while_held, TIMEOUT, interval=0.05,
+                     what="the bar redrawn while the first body is held back")
+        finally:
+            gate.gate.set()
+        seen[0] += read_pty(master, proc, TIMEOUT)
+        assert proc.wait(timeout=TIMEOUT) == 0, seen[0]
+        assert seen[0].count(b"\n") == 1, seen[0]
+    finally:
+        gate.gate.set()
+        px.stop()
+        for fd in (master, slave):
+            if fd is not None:
+                os.close(fd)
+    no_sanitizer_report(tmp_path)
