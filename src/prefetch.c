@@ -249,17 +249,18 @@ static void pf_error(struct pf_run *r, const char *fmt, ...)
 	g_free(msg);
 }
 
-/* The bar's thread: a first draw at once, then every PF_DRAW_INTERVAL
- * until told to stop. */
+/* The bar's thread: a draw every PF_DRAW_INTERVAL until told to stop. */
 static gpointer pf_ticker(gpointer data)
 {
 	struct pf_run *r = data;
 
 	g_mutex_lock(&r->lock);
-	while (!r->stop_ticking) {
-		pf_bar_draw(r);
+	for (;;) {
 		g_cond_wait_until(&r->tick, &r->lock,
 		                  g_get_monotonic_time() + (gint64)(PF_DRAW_INTERVAL * G_USEC_PER_SEC));
+		if (r->stop_ticking)
+			break;
+		pf_bar_draw(r);
 	}
 	g_mutex_unlock(&r->lock);
 	return NULL;
@@ -758,6 +759,7 @@ int prefetch_main(int argc, char **argv)
 	r.start = pf_now();  /* the rate is the fetch's, not the walk's */
 	if (r.tty && r.msgs_total) {
 		r.current = pf_first_label(&r);
+		pf_bar_draw(&r);  /* where it starts: 0 of N */
 		r.ticker = g_thread_new("bar", pf_ticker, &r);
 	}
 	for (guint k = 0; k < r.mounts->len && !pf_signal; k++)
