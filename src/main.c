@@ -25,6 +25,7 @@
 #include "mime.h"
 #include "net.h"
 #include "notify.h"
+#include "prefetch.h"
 #include "secret.h"
 #include "store.h"
 #include "sync.h"
@@ -86,6 +87,7 @@ static void main_usage(FILE *out)
 {
 	fprintf(out,
 "usage: mailfs [options] URL MOUNTPOINT\n"
+"       mailfs prefetch PATH...\n"
 "       mailfs --version | --help\n"
 "\n"
 "Mounts a mail account: folders are directories, messages are files whose\n"
@@ -125,6 +127,11 @@ static void main_usage(FILE *out)
 "    -o max_threads=N         threads serving requests at most (libfuse's default 10)\n"
 "    -o max_idle_threads=N    idle ones kept; -o clone_fd: a /dev/fuse fd per thread\n"
 "    -o allow_other, ...      the other libfuse mount options\n"
+"\n"
+"mailfs prefetch PATH... fetches every body under PATH (folders of a running\n"
+"mount, or the mount) into its cache, for offline use, with a progress bar\n"
+"on a terminal; resumable, stopped by Ctrl-C; refused when it does not fit\n"
+"in cache_size.\n"
 "\n"
 "See mailfs(1).\n");
 }
@@ -543,6 +550,9 @@ int main(int argc, char **argv)
 	int rc = MAIN_EXIT_FAILURE, mounted = 0, prc;
 	enum mf_status st;
 
+	/* mailfs prefetch PATH...: a client of a running mount (prefetch.c). */
+	if (argc > 1 && strcmp(argv[1], "prefetch") == 0)
+		return prefetch_main(argc - 1, argv + 1);
 	/* Before anything can start a child (password_command). */
 	notify_init();
 	signal(SIGPIPE, SIG_IGN);
