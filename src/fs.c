@@ -221,16 +221,26 @@ static void *fs_init(struct fuse_conn_info *conn, struct fuse_config *cfg)
 	return ctx;
 }
 
+/* Push ends, then the invalidator (nothing reports to it any more): while
+ * fuse's node table still exists. */
+void fs_stop(struct fs_ctx *ctx)
+{
+	if (!ctx->invalidator)
+		return;
+	sync_watch_stop(ctx->sync);
+	store_set_observer(ctx->store, NULL, NULL);
+	g_async_queue_push(ctx->invalidate, g_strdup(""));
+	g_thread_join(ctx->invalidator);
+	ctx->invalidator = NULL;
+	g_async_queue_unref(ctx->invalidate);
+	ctx->invalidate = NULL;
+}
+
 static void fs_destroy(void *data)
 {
 	struct fs_ctx *ctx = data;
 
-	sync_watch_stop(ctx->sync);  /* before the invalidator it reports to */
-	store_set_observer(ctx->store, NULL, NULL);
-	g_async_queue_push(ctx->invalidate, g_strdup(""));
-	g_thread_join(ctx->invalidator);
-	g_async_queue_unref(ctx->invalidate);
-	ctx->invalidate = NULL;
+	fs_stop(ctx);
 	fs_staged_clear(ctx);
 }
 

@@ -707,6 +707,7 @@ int main(int argc, char **argv)
 		fuse_loop_cfg_destroy(lc);
 	}
 	notify_send("STOPPING=1");
+	fs_stop(fsctx);  /* push and invalidations end while fuse's nodes exist */
 	/* A positive value is the signal (SIGTERM from systemctl stop, ^C)
 	 * that asked for the unmount: a clean end, as an unmount is. */
 	rc = prc < 0 ? MAIN_EXIT_FAILURE : MAIN_EXIT_OK;
