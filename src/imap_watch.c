@@ -48,6 +48,7 @@ struct imap_watcher {
 	uint64_t exists;       /* the folder's count as last heard */
 	unsigned heard;        /* enum mailbox_news bits not reported yet */
 	int idle;              /* CAPABILITY named IDLE */
+	int idled;             /* an IDLE was entered on this connection */
 };
 
 enum imap_watch_end { WATCH_LOST, WATCH_STOPPED, WATCH_NO_IDLE, WATCH_GONE };
@@ -133,6 +134,7 @@ static enum mf_status imap_watch_idle(struct imap_watcher *w, struct imap_conn *
 		return st;
 	if (!cont)
 		return MF_ERR_REFUSED;  /* the IDLE ended at once: try again later */
+	w->idled = 1;
 	imap_watch_report(w);
 	imap_watch_poll(w, c, g_get_monotonic_time() + IMAP_IDLE_RENEW_US);
 
@@ -152,7 +154,8 @@ static enum mf_status imap_watch_idle(struct imap_watcher *w, struct imap_conn *
 }
 
 /* A connection, the folder EXAMINEd, then IDLEs until the watch ends or
- * the connection fails. *established: the IDLE was reached. */
+ * the connection fails. *established: an IDLE was entered (a server that
+ * refuses every IDLE gets no quick retries). */
 static enum imap_watch_end imap_watch_session(struct imap_watcher *w, int *established)
 {
 	struct imap_conn *c;
@@ -172,16 +175,17 @@ static enum imap_watch_end imap_watch_session(struct imap_watcher *w, int *estab
 	net_set_deadline(c->net, 0);
 	if (st == MF_ERR_NOTFOUND)
 		end = WATCH_GONE;
+	w->idled = 0;
 	if (st == MF_OK && end == WATCH_LOST) {
 		w->exists = c->exists;
 		w->heard = MAILBOX_NEWS_CHANGED;  /* what came before is unknown */
-		*established = 1;
 		while (!imap_watch_stopping(w) && (st = imap_watch_idle(w, c)) == MF_OK)
 			imap_watch_report(w);
 		imap_watch_report(w);  /* what was heard before a failure */
 		if (imap_watch_stopping(w))
 			end = WATCH_STOPPED;
 	}
+	*established = w->idled;
 	imap_release(w->d, c);
 	return end;
 }
