@@ -184,7 +184,16 @@ static void sync_watch_apply(struct sync_watch *w, GHashTable *pending)
 			if (strcmp(wv, k) == 0)
 				id = *(int64_t *)wk;
 		g_mutex_unlock(&w->lock);
-		if (!id || store_folder_by_id(s->store, id, &f) != MF_OK)
+		if (!id)
+			continue;
+		/* A sync of the folder under way may have talked to the server
+		 * before the change: wait for it (its result would count as
+		 * fresh), then check. */
+		g_mutex_lock(&s->lock);
+		while (g_hash_table_contains(s->busy, &id))
+			g_cond_wait(&s->cond, &s->lock);
+		g_mutex_unlock(&s->lock);
+		if (store_folder_by_id(s->store, id, &f) != MF_OK)
 			continue;
 		/* A folder never listed has nothing stale: its first listing
 		 * will bring everything. */
