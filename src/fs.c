@@ -187,6 +187,15 @@ static void fs_store_changed(void *data, const char *path)
 	g_free(p);
 }
 
+/* Push (sync_watch_start): a folder was brought in step with what
+ * another client did; its directory's attributes go from the kernel's
+ * cache (names gone or moved went through fs_store_changed, and new ones
+ * are looked up: no negative entries are cached). */
+static void fs_folder_changed(void *data, const char *folder_path)
+{
+	fs_store_changed(data, folder_path);
+}
+
 static void *fs_init(struct fuse_conn_info *conn, struct fuse_config *cfg)
 {
 	struct fs_ctx *ctx = fs_ctx();
@@ -208,18 +217,30 @@ static void *fs_init(struct fuse_conn_info *conn, struct fuse_config *cfg)
 	ctx->invalidate = g_async_queue_new();
 	ctx->invalidator = g_thread_new("invalidate", fs_invalidator, ctx);
 	store_set_observer(ctx->store, fs_store_changed, ctx);
+	sync_watch_start(ctx->sync, fs_folder_changed, ctx);
 	return ctx;
+}
+
+/* Push ends, then the invalidator (nothing reports to it any more): while
+ * fuse's node table still exists. */
+void fs_stop(struct fs_ctx *ctx)
+{
+	if (!ctx->invalidator)
+		return;
+	sync_watch_stop(ctx->sync);
+	store_set_observer(ctx->store, NULL, NULL);
+	g_async_queue_push(ctx->invalidate, g_strdup(""));
+	g_thread_join(ctx->invalidator);
+	ctx->invalidator = NULL;
+	g_async_queue_unref(ctx->invalidate);
+	ctx->invalidate = NULL;
 }
 
 static void fs_destroy(void *data)
 {
 	struct fs_ctx *ctx = data;
 
-	store_set_observer(ctx->store, NULL, NULL);
-	g_async_queue_push(ctx->invalidate, g_strdup(""));
-	g_thread_join(ctx->invalidator);
-	g_async_queue_unref(ctx->invalidate);
-	ctx->invalidate = NULL;
+	fs_stop(ctx);
 	fs_staged_clear(ctx);
 }
 

@@ -45,7 +45,7 @@ struct main_opts {
 	char *tls, *cafile, *cache_dir, *cache_size, *names, *trash, *logfile;
 	/* Numbers as text: libfuse's %d would accept "30abc" and refuse "abc"
 	 * with a message of its own. */
-	char *refresh, *connections, *timeout;
+	char *refresh, *connections, *timeout, *watch;
 	int insecure, mark_seen, show_deleted, offline, readonly, debug;
 	int show_help, show_version;
 	char *url;
@@ -69,6 +69,7 @@ static const struct fuse_opt main_opt_spec[] = {
 	MAIN_OPT("mark_seen", mark_seen, 1),
 	MAIN_OPT("refresh=%s", refresh, 0),
 	MAIN_OPT("connections=%s", connections, 0),
+	MAIN_OPT("watch=%s", watch, 0),
 	MAIN_OPT("trash=%s", trash, 0),
 	MAIN_OPT("show_deleted", show_deleted, 1),
 	MAIN_OPT("offline", offline, 1),
@@ -115,6 +116,8 @@ static void main_usage(FILE *out)
 "    -o show_deleted          list messages flagged \\Deleted too\n"
 "    -o trash=FOLDER          rm moves messages to FOLDER\n"
 "    -o connections=N         IMAP connections in parallel (default 4)\n"
+"    -o watch=N               folders in use kept under IMAP IDLE, INBOX first, at most\n"
+"                             connections-1 (default 2; 0: no push, -o refresh alone)\n"
 "    -o timeout=SECONDS       bound on every network wait (default 60)\n"
 "    -o ro                    read-only (always on for POP3)\n"
 "    -o logfile=FILE          log here (default: stderr with -f, else syslog)\n"
@@ -394,11 +397,15 @@ static int main_build_config(struct main_opts *mo, struct mf_config *cfg)
 	cfg->mark_seen = mo->mark_seen;
 	cfg->refresh = 30;
 	cfg->connections = 4;
+	cfg->watch = 2;
 	cfg->timeout = 60;  /* at most INT_MAX / 1000: net.c counts milliseconds in an int */
 	if ((rc = main_parse_number("refresh", mo->refresh, 0, INT_MAX, &cfg->refresh)) != 0 ||
 	    (rc = main_parse_number("connections", mo->connections, 1, 64, &cfg->connections)) != 0 ||
-	    (rc = main_parse_number("timeout", mo->timeout, 1, INT_MAX / 1000, &cfg->timeout)) != 0)
+	    (rc = main_parse_number("timeout", mo->timeout, 1, INT_MAX / 1000, &cfg->timeout)) != 0 ||
+	    (rc = main_parse_number("watch", mo->watch, 0, 64, &cfg->watch)) != 0)
 		return rc;
+	if (cfg->watch > cfg->connections - 1)
+		cfg->watch = cfg->connections - 1;  /* one at least is left for reading */
 	cfg->trash = g_strdup(mo->trash);
 	cfg->show_deleted = mo->show_deleted;
 	cfg->offline = mo->offline;
@@ -710,6 +717,7 @@ int main(int argc, char **argv)
 		fuse_loop_cfg_destroy(lc);
 	}
 	notify_send("STOPPING=1");
+	fs_stop(fsctx);  /* push and invalidations end while fuse's nodes exist */
 	/* A positive value is the signal (SIGTERM from systemctl stop, ^C)
 	 * that asked for the unmount: a clean end, as an unmount is. */
 	rc = prc < 0 ? MAIN_EXIT_FAILURE : MAIN_EXIT_OK;
@@ -747,6 +755,7 @@ out:
 	g_free(mo.logfile);
 	g_free(mo.refresh);
 	g_free(mo.connections);
+	g_free(mo.watch);
 	g_free(mo.timeout);
 	return rc;
 }
