@@ -8,7 +8,7 @@
 # cache's size. It prints the ratios mailfs / yardstick.
 #
 # Environment: MAILFS_BIN (default build/mailfs), BENCH_MESSAGES (1000000),
-# BENCH_SEED (1), BENCH_DIR (default: a new /tmp/mailfs-mbench.*), BENCH_KEEP=1.
+# BENCH_SEED (1), BENCH_OPTIONS (more -o options for mailfs, comma-separated), BENCH_DIR (default: a new /tmp/mailfs-mbench.*), BENCH_KEEP=1.
 # Runs as root (a private Dovecot, FUSE mounts). Needs about 5 GB of disk for
 # a million messages (the server's Maildir and index, and the cache).
 set -euo pipefail
