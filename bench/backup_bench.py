@@ -8,7 +8,7 @@ from a seeded generator written into its Maildirs:
 
   alice  INBOX  10,000 messages, ~509 MB (486 with 100 KB - 2 MB attachments)
   carol  INBOX  50,000 small messages, ~104 MB
-  bob    INBOX  2,000 messages, ~101 MB (101 with attachments), read over POP3
+  bob    INBOX  2,000 messages, ~102 MB (101 with attachments), read over POP3
 
 (--scale multiplies every count), it measures, each case --runs times
 (median):
@@ -24,8 +24,11 @@ from a seeded generator written into its Maildirs:
              Maildir (and mpop + tar of that Maildir)
 
 Every tar must exit 0 and list exactly the server's files and bytes (tar's
--vv index, so a fast but short run cannot pass); one extra untimed mailfs
-run per folder hashes every body in the tar stream against the generator's.
+-vv index, so a fast but short run cannot pass; mbsync's and mpop's
+Maildirs hold LF line ends, and mbsync adds a 21-byte X-TUID header); one
+extra untimed mailfs run per folder hashes every body in the tar stream
+against the generator's.  mpop fsyncs every message it delivers (mbsync
+runs with FSync no): on a busy disk that is most of its time.
 It prints a table with the ratios and one verdict line per target of the
 issue.  The machine is shared: ratios carry over, absolute times do not.
 """
@@ -178,8 +181,12 @@ class Cleanup:
     def run(self):
         while self.items:
             what, fn = self.items.pop()
+            t0 = time.monotonic()
             try:
                 fn()
+                if time.monotonic() - t0 > 5:
+                    print("backup-bench: clean-up of %s took %.0f s" % (what, time.monotonic() - t0),
+                          file=sys.stderr)
             except Exception as e:   # keep cleaning up
                 print("backup-bench: clean-up of %s: %s" % (what, e), file=sys.stderr)
 
@@ -522,6 +529,8 @@ def report(args, folders, res):
         summary[key] = (t_m, t_o, t_sum, rss)
     print("\nper run (seconds):")
     for (key, tool), xs in sorted(res.items()):
+        if not xs:
+            continue
         vals = [x[0] + x[1] if tool in ("mbsync", "mpop") else x[0] if tool == "mailfs" else x
                 for x in xs]
         print("  %-6s %-11s %s" % (key, tool + (" + tar" if tool in ("mbsync", "mpop") else ""),
