@@ -10,8 +10,6 @@ Checked against a private Dovecot of the test's own (changed with imaplib).
 import os
 import re
 
-import pytest
-
 import sample_mail
 from harness import (SEQ, USER, append_samples, getfattr, listing, run, server_url,
                      wait_for)
