@@ -36,6 +36,7 @@ void sync_free(struct sync_ctx *s)
 	if (!s)
 		return;
 	sync_settle_all(s);
+	sync_streams_stop(s);
 	g_hash_table_destroy(s->writing);
 	g_free(s->ra_next);
 	g_hash_table_destroy(s->busy);
