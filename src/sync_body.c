@@ -8,6 +8,7 @@
  * read), or hold the context's lock across a download. */
 #include <string.h>
 #include <unistd.h>
+#include <sys/stat.h>
 #include "log.h"
 #include "stats.h"
 #include "sync_int.h"
@@ -194,6 +195,11 @@ enum mf_status sync_body_open(struct sync_ctx *s, int64_t folder_id, uint32_t ui
 	if (st == MF_OK)
 		st = store_message_by_uid(s->store, folder_id, uid, &m);
 	if (st == MF_OK && sync_stream_open(s, folder_id, &m, fd_out)) {
+		struct stat sb;
+		/* As for a body fetched here: a size other than the server said
+		 * is read around the kernel's idea of it. */
+		if (size_changed && fstat(*fd_out, &sb) == 0 && (uint64_t)sb.st_size != m.size)
+			*size_changed = 1;
 		store_message_clear(&m);
 		store_folder_clear(&f);
 		return MF_OK;

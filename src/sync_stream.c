@@ -27,6 +27,7 @@
 struct sync_stream_entry {
 	uint32_t uid;
 	char *name;                /* its key in name order */
+	char *remote_id;           /* the driver's own id (POP3), or NULL */
 	uint64_t size;
 	char *tmp;                 /* the download's file, until committed */
 	int fd;
@@ -61,14 +62,20 @@ struct sync_stream {
 
 /* Under s->lock unless noted. */
 
+static void sync_stream_entry_free(struct sync_stream_entry *e)
+{
+	g_free(e->name);
+	g_free(e->remote_id);
+	g_free(e->tmp);
+	g_free(e);
+}
+
 static void sync_stream_unref(struct sync_stream *st)
 {
 	if (!g_atomic_int_dec_and_test(&st->refs))
 		return;
 	while (!g_queue_is_empty(&st->order)) {
-		struct sync_stream_entry *e = g_queue_pop_head(&st->order);
-		g_free(e->name);
-		g_free(e);
+		sync_stream_entry_free(g_queue_pop_head(&st->order));
 	}
 	g_hash_table_destroy(st->entries);
 	g_free(st->cursor_name);
@@ -93,8 +100,7 @@ static void sync_stream_reap(struct sync_stream *st)
 	while ((e = g_queue_peek_head(&st->order)) && e->consumed && !e->flight && !e->waiters) {
 		g_queue_pop_head(&st->order);
 		g_hash_table_remove(st->entries, GUINT_TO_POINTER(e->uid));
-		g_free(e->name);
-		g_free(e);
+		sync_stream_entry_free(e);
 	}
 }
 
@@ -142,6 +148,7 @@ static int sync_stream_collect(void *ctx, const struct store_message *m)
 	e = g_new0(struct sync_stream_entry, 1);
 	e->uid = m->uid;
 	e->name = g_strdup(m->name);
+	e->remote_id = g_strdup(m->remote_id);
 	e->size = m->size;
 	e->fd = -1;
 	e->flight = 1;
@@ -164,11 +171,8 @@ static void sync_stream_pick(struct sync_stream *st, struct store_message *curso
 		struct sync_stream_entry *e = g_ptr_array_index(p->entries, i);
 		e->fd = store_body_begin(store, &e->tmp);
 		if (e->fd < 0) {
-			for (guint j = i; j < p->entries->len; j++) {
-				e = g_ptr_array_index(p->entries, j);
-				g_free(e->name);
-				g_free(e);
-			}
+			for (guint j = i; j < p->entries->len; j++)
+				sync_stream_entry_free(g_ptr_array_index(p->entries, j));
 			g_ptr_array_set_size(p->entries, i);
 			break;
 		}
@@ -181,9 +185,7 @@ static void sync_stream_drop(struct sync_stream *st, GPtrArray *entries)
 		struct sync_stream_entry *e = g_ptr_array_index(entries, i);
 		close(e->fd);
 		store_body_abort(st->s->store, e->tmp);
-		g_free(e->tmp);
-		g_free(e->name);
-		g_free(e);
+		sync_stream_entry_free(e);
 	}
 }
 
@@ -252,8 +254,8 @@ static int sync_stream_next(void *ctx, struct mailbox_body_request *reqs, size_t
 		while (st->first_unsent && (size_t)n < max) {
 			struct sync_stream_entry *e = st->first_unsent->data;
 			e->sent = 1;
-			reqs[n++] = (struct mailbox_body_request){ .uid = e->uid, .size_hint = e->size,
-			                                           .fd = e->fd };
+			reqs[n++] = (struct mailbox_body_request){ .uid = e->uid, .remote_id = e->remote_id,
+			                                           .size_hint = e->size, .fd = e->fd };
 			st->first_unsent = st->first_unsent->next;
 		}
 		if (n > 0 || !wait)
