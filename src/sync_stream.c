@@ -322,22 +322,28 @@ static gpointer sync_stream_thread(gpointer data)
 	g_mutex_lock(&s->lock);
 	st->finished = st->stop = 1;
 	st->first_unsent = NULL;
-	GPtrArray *unsent = g_ptr_array_new();
+	/* Planned but never sent: their files go (taken under the lock: a
+	 * reader may free the entry as soon as it is out of flight). */
+	GPtrArray *tmps = g_ptr_array_new_with_free_func(g_free);
+	GArray *fds = g_array_new(FALSE, FALSE, sizeof(int));
 	for (GList *l = st->order.head; l; l = l->next) {
 		struct sync_stream_entry *e = l->data;
-		if (e->flight && !e->sent)
-			g_ptr_array_add(unsent, e);
+		if (e->flight && !e->sent) {
+			g_ptr_array_add(tmps, e->tmp);
+			g_array_append_val(fds, e->fd);
+			e->tmp = NULL;
+			e->fd = -1;
+			e->status = MF_ERR_IO;
+		}
 		e->flight = 0;  /* done was called for each one sent */
 	}
 	g_mutex_unlock(&s->lock);
-	for (guint i = 0; i < unsent->len; i++) {
-		struct sync_stream_entry *e = g_ptr_array_index(unsent, i);
-		close(e->fd);
-		store_body_abort(s->store, e->tmp);
-		g_clear_pointer(&e->tmp, g_free);
-		e->status = MF_ERR_IO;
+	for (guint i = 0; i < tmps->len; i++) {
+		close(g_array_index(fds, int, i));
+		store_body_abort(s->store, g_ptr_array_index(tmps, i));
 	}
-	g_ptr_array_free(unsent, TRUE);
+	g_ptr_array_free(tmps, TRUE);
+	g_array_free(fds, TRUE);
 	g_mutex_lock(&s->lock);
 	g_cond_broadcast(&s->stream_cond);
 	g_mutex_unlock(&s->lock);
