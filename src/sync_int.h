@@ -10,6 +10,7 @@
  *                 keeps the driver's stream_bodies ahead of the reader
  *   sync_write.c  APPEND, move, remove, flags, folder create/delete/rename,
  *                 quota
+ *   sync_watch.c  push: the folders in use watched, their news applied
  *
  * sync is the layer between fs and the store and mailbox drivers: it is
  * the only one that sees both. It asks a driver what it can do through
@@ -48,6 +49,7 @@ struct sync_ctx {
 	int ra_streak;                 /* sequential misses in a row */
 	GPtrArray *streams;            /* struct sync_stream * (sync_stream.c) */
 	GCond stream_cond;             /* a stream moved, or its reader did */
+	struct sync_watch *watch;      /* sync_watch.c's; NULL: no push */
 };
 
 /* new_only: after our own change, fetch just the messages above the
@@ -74,6 +76,11 @@ int sync_stream_open(struct sync_ctx *s, int64_t folder_id, const struct store_m
 void sync_stream_note_hit(struct sync_ctx *s, int64_t folder_id, uint32_t uid);
 /* Ends every stream and waits for their threads (sync_free). */
 void sync_streams_stop(struct sync_ctx *s);
+
+/* ---- sync_watch.c: a folder came into use (listed, looked into,
+ * opened, written); the folder list changed. */
+void sync_watch_note(struct sync_ctx *s, int64_t folder_id);
+void sync_watch_review(struct sync_ctx *s);
 
 /* ---- sync_live.c */
 

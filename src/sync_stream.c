@@ -425,7 +425,9 @@ int sync_stream_start(struct sync_ctx *s, const struct store_folder *f,
                       const struct store_message *after, int by_uid)
 {
 	struct sync_stream *st;
-	int max = s->cfg->connections - 1;  /* one stays for everything else */
+	/* One connection stays for everything else, and watched folders
+	 * (mailbox_ops.watch) hold one each. */
+	int max = s->cfg->connections - 1 - (s->mb && s->mb->ops->watch ? s->cfg->watch : 0);
 
 	if (!s->mb || !s->mb->ops->stream_bodies || s->cfg->mark_seen)
 		return 0;

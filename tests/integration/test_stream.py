@@ -143,7 +143,8 @@ def test_tools_read_a_folder_through_a_stream(mount, dc, tmp_path, tool):
 def test_two_folders_at_once_each_get_a_stream(mount, dc, tmp_path):
     a = make_folder(dc, "One", mixed("one"), 4)
     b = make_folder(dc, "Two", mixed("two"), 5)
-    m = mount(server=dc, options=["connections=4"])
+    # Two streams, two watched folders (-o watch=2), one for the rest.
+    m = mount(server=dc, options=["connections=5"])
     outs = {}
 
     def tar(folder):
@@ -177,7 +178,7 @@ def test_reader_that_stops_leaves_no_stream(mount, dc):
     raws = [padded(i, "stop", 20_000) for i in range(80)]
     bodies = make_folder(dc, "Stop", raws, 6)
     m = mount(server=dc, env={"MAILFS_STREAM_WINDOW": str(window)},
-              options=["connections=2", "debug"])
+              options=["connections=2", "watch=0", "debug"])
     names = sorted(os.listdir(m.p("Stop")))
     by_sha = {sha(b): u for u, b in bodies.items()}
     read = 0
