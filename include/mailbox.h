@@ -90,6 +90,24 @@ struct mailbox_body_request {
 	enum mf_status status;    /* out: MF_OK, MF_ERR_NOTFOUND, ... */
 };
 
+/* A stream of bodies of one folder (mailbox_ops.stream_bodies): the
+ * caller hands the requests out in batches, the driver keeps them going
+ * ahead of the reader on a connection of its own and says when each one
+ * is complete. Both callbacks run on the driver's (the caller's) thread. */
+struct mailbox_stream {
+	/* Fills up to max requests (uid, remote_id, size_hint, fd; the
+	 * caller keeps them until done) and returns how many. 0: none now
+	 * (the driver reads what is in flight, then asks again with wait);
+	 * with wait set, it returns 0 only when the stream is over, after
+	 * everything in flight. -1: stop now: what is in flight is abandoned
+	 * (the driver drains or drops its connection). */
+	int (*next)(void *ctx, struct mailbox_body_request *reqs, size_t max, int wait);
+	/* A request handed out is complete (status MF_OK, written) or failed;
+	 * called exactly once for each, also when the stream breaks. */
+	void (*done)(void *ctx, const struct mailbox_body_request *req);
+	void *ctx;
+};
+
 /* What mailbox_ops.watch reports of a folder (bits). */
 enum mailbox_news {
 	/* Messages were added, and nothing else changed as far as the
@@ -171,6 +189,13 @@ struct mailbox_ops {
 	                               uint32_t uidvalidity,
 	                               struct mailbox_body_request *reqs, size_t n);
 
+	/* Streaming read-ahead (NULL: not offered): bodies of one folder,
+	 * never setting \Seen, pipelined so that the connection never waits
+	 * for the caller between batches. Returns when next says the stream
+	 * is over or stops, or when the connection broke (every request then
+	 * done with an error). */
+	enum mf_status (*stream_bodies)(struct mailbox *mb, const char *wire_name,
+	                                uint32_t uidvalidity, const struct mailbox_stream *stream);
 	/* Push: the server tells of changes to the folders named (wire
 	 * names), each on a connection of its own (IMAP IDLE) counted among
 	 * the driver's connections, until the next call, which replaces the

@@ -16,6 +16,10 @@ struct mf_stats {
 	uint64_t connections_open;   /* gauge */
 	uint64_t reconnects;
 	uint64_t folders_synced;
+	uint64_t streams_started;    /* streamed read-ahead (sync_stream.c) */
+	uint64_t streams_active;     /* gauge */
+	uint64_t stream_fetches;     /* commands a stream sent (UID FETCH, RETR) */
+	uint64_t stream_bodies;      /* bodies that came in a stream */
 };
 
 extern struct mf_stats mf_stats;

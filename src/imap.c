@@ -28,6 +28,7 @@ static const struct mailbox_ops imap_ops = {
 	.sync_folder = imap_sync_folder,
 	.fetch_body = imap_fetch_body,
 	.fetch_bodies = imap_fetch_bodies,
+	.stream_bodies = imap_stream_bodies,
 	.append = imap_append,
 	.move = imap_move,
 	.expunge = imap_expunge,

@@ -12,6 +12,8 @@
  *                  and with_conn_once
  *   imap_read.c    LIST, folder sync (incl. SEARCH), bodies (ranges,
  *                  read-ahead)
+ *   imap_stream.c  streamed read-ahead: pipelined UID FETCHes of bodies
+ *                  on a connection of its own
  *   imap_write.c   APPEND, MOVE/COPY, EXPUNGE, flags,
  *                  CREATE/RENAME/DELETE, quota
  *   imap_watch.c   push: a thread and an IDLE connection per watched
@@ -137,6 +139,22 @@ enum mf_status imap_with_conn(struct imap_driver *d, const char *folder,
                               imap_op_fn op, void *arg);
 enum mf_status imap_with_conn_once(struct imap_driver *d, const char *folder,
                                    imap_op_fn op, void *arg);
+
+/* imap_read.c: a body literal streamed to its file: where, and how
+ * much came; and how long a body may be. */
+struct imap_streamed {
+	int active;            /* announced and not yet matched to its FETCH */
+	uint64_t offset, size, written;
+	uint64_t uid;          /* the UID before the literal, 0 if none */
+	int fd;                /* -1: discarded */
+};
+
+enum mf_status imap_streamed_write(struct imap_streamed *s, const char *bytes, size_t len);
+uint64_t imap_body_limit(uint64_t size);
+
+/* imap_stream.c: mailbox_ops.stream_bodies */
+enum mf_status imap_stream_bodies(struct mailbox *mb, const char *wire_name,
+                                  uint32_t uidvalidity, const struct mailbox_stream *stream);
 
 /* imap_read.c: SEARCH's UIDs, for sync and for expunge */
 struct imap_search_ctx {

@@ -334,21 +334,13 @@ enum mf_status imap_sync_folder(struct mailbox *mb, const struct mailbox_sync_re
 
 /* A body may be this much longer than its RFC822.SIZE (servers count
  * line ends differently); beyond, it is an error, not a disk filler. */
-static uint64_t imap_body_limit(uint64_t size)
+uint64_t imap_body_limit(uint64_t size)
 {
 	return size + IMAP_BODY_SLACK + size / 16;
 }
 
-/* A body literal streamed to its file: where, and how much came. */
-struct imap_streamed {
-	int active;            /* announced and not yet matched to its FETCH */
-	uint64_t offset, size, written;
-	uint64_t uid;          /* the UID before the literal, 0 if none */
-	int fd;
-};
-
 /* Writes a streamed literal's bytes at their place in s->fd. */
-static enum mf_status imap_streamed_write(struct imap_streamed *s, const char *bytes, size_t len)
+enum mf_status imap_streamed_write(struct imap_streamed *s, const char *bytes, size_t len)
 {
 	while (len > 0) {
 		if (s->fd < 0) {  /* discarded */

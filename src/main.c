@@ -724,6 +724,7 @@ int main(int argc, char **argv)
 	if (prc < 0)
 		log_error("the FUSE loop failed: %s", g_strerror(-prc));
 	fuse_remove_signal_handlers(fuse_get_session(fuse));
+	store_set_observer(store, NULL, NULL);  /* fuse_destroy frees nodes before fs_destroy */
 	log_info("unmounted %s", cmd.mountpoint);
 out:
 	if (mounted)

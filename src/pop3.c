@@ -20,10 +20,10 @@
 #include "log.h"
 #include "mailbox.h"
 #include "net.h"
+#include "pop3_int.h"
 #include "pop3_parse.h"
 #include "stats.h"
 
-#define POP3_WINDOW 64                   /* TOP commands in flight when pipelining */
 #define POP3_RECV_CHUNK (64 * 1024)
 #define POP3_FLUSH_BYTES (256 * 1024)    /* body bytes buffered before a write */
 #define POP3_HEADER_KEY_PREFIX "hdr:"   /* keys of a server without UIDL */
@@ -37,36 +37,6 @@
 /* A RETR that delivers this much pushes its deadline on: a large message
  * at a steady pace is no hang. */
 #define POP3_PROGRESS_BYTES ((uint64_t)1024 * 1024)
-
-struct pop3_session {
-	struct net_conn *net;
-	char *in;                  /* received bytes not yet parsed start at in_pos */
-	size_t in_pos, in_len, in_cap;
-	unsigned caps;             /* enum pop3_capability bits, from CAPA */
-	int caps_known;            /* CAPA answered +OK */
-	int broken;                /* unusable: close without QUIT, don't reuse */
-	int retrieved;             /* a RETR was sent: RSET before QUIT */
-	gint64 deadline;           /* the current operation's (monotonic µs) */
-	/* key (UIDL, or "hdr:" + SHA-256 of the headers) -> message number;
-	 * NULL until the session has been listed. Owns its keys. */
-	GHashTable *msgno_by_key;
-};
-
-struct pop3_driver {
-	struct mailbox base;
-	const struct mf_config *cfg;   /* borrowed */
-	/* Guards busy: one operation at a time owns the session (POP3
-	 * servers lock the maildrop), but the lock itself is never held
-	 * across I/O, and a second operation waits for the first at most a
-	 * timeout. */
-	GMutex lock;
-	GCond cond;
-	int busy;
-	gint64 deadline;               /* the owner's operation ends by this */
-	struct pop3_session *session;  /* the current session, or NULL; the
-	                                  busy owner's */
-	int lost;                      /* sessions dropped by errors, for the stats */
-};
 
 /* One message of a listing. */
 struct pop3_entry {
@@ -105,7 +75,7 @@ static void pop3_trace(const char *dir, const char *data, size_t len)
 }
 
 /* Sends complete command text (one or more CRLF-terminated lines). */
-static enum mf_status pop3_send(struct pop3_session *s, const char *text, size_t len)
+enum mf_status pop3_send(struct pop3_session *s, const char *text, size_t len)
 {
 	enum mf_status st;
 
@@ -288,8 +258,8 @@ static void pop3_session_free(struct pop3_session *s)
 }
 
 /* Connects, logs in (libcurl) and asks for the capabilities. */
-static enum mf_status pop3_session_open(struct pop3_driver *d, struct pop3_session **out,
-                                        char **err)
+enum mf_status pop3_session_open(struct pop3_driver *d, struct pop3_session **out,
+                                 char **err)
 {
 	struct pop3_session *s = g_new0(struct pop3_session, 1);
 	struct pop3_status reply = { 0 };
@@ -343,18 +313,21 @@ out:
 
 /* Waits (at most a timeout) until no other operation owns the session,
  * and takes it: the operation's deadline starts now. */
-static enum mf_status pop3_enter(struct pop3_driver *d)
+enum mf_status pop3_enter(struct pop3_driver *d)
 {
 	gint64 until = g_get_monotonic_time() + (gint64)d->cfg->timeout * G_USEC_PER_SEC;
 
 	g_mutex_lock(&d->lock);
+	d->waiting++;
 	while (d->busy) {
 		if (!g_cond_wait_until(&d->cond, &d->lock, until)) {
+			d->waiting--;
 			g_mutex_unlock(&d->lock);
 			log_warn("the POP3 session stayed busy for %d s", d->cfg->timeout);
 			return MF_ERR_TIMEOUT;
 		}
 	}
+	d->waiting--;
 	d->busy = 1;
 	g_mutex_unlock(&d->lock);
 	d->deadline = g_get_monotonic_time() + (gint64)d->cfg->timeout * G_USEC_PER_SEC;
@@ -363,7 +336,7 @@ static enum mf_status pop3_enter(struct pop3_driver *d)
 	return MF_OK;
 }
 
-static void pop3_leave(struct pop3_driver *d)
+void pop3_leave(struct pop3_driver *d)
 {
 	g_mutex_lock(&d->lock);
 	d->busy = 0;
@@ -372,7 +345,7 @@ static void pop3_leave(struct pop3_driver *d)
 }
 
 /* Ends the current session (politely, unless it broke). Owner only. */
-static void pop3_drop_session(struct pop3_driver *d)
+void pop3_drop_session(struct pop3_driver *d)
 {
 	if (!d->session)
 		return;
@@ -384,7 +357,7 @@ static void pop3_drop_session(struct pop3_driver *d)
 
 /* ---------------------------------------------------------------- listing */
 
-static void pop3_entries_free(GArray *entries)
+void pop3_entries_free(GArray *entries)
 {
 	if (!entries)
 		return;
@@ -585,8 +558,8 @@ static enum mf_status pop3_fetch_headers(struct pop3_session *s, GArray *entries
  * headers of those not in known (all of them without UIDL, which needs
  * them for the keys; none when want_headers is 0 and the server has
  * UIDL). Builds the session's key -> message-number map. known may be NULL. */
-static enum mf_status pop3_scan(struct pop3_session *s, GHashTable *known, int want_headers,
-                                GArray **out)
+enum mf_status pop3_scan(struct pop3_session *s, GHashTable *known, int want_headers,
+                         GArray **out)
 {
 	GArray *entries = NULL;
 	GArray *todo = g_array_new(FALSE, FALSE, sizeof(guint));
@@ -729,9 +702,6 @@ out:
 	return st;
 }
 
-static enum mf_status pop3_retr_read(struct pop3_session *s, uint32_t msgno, uint64_t size_hint,
-                                     int fd, uint64_t *written);
-
 /* RETR msgno into fd from offset 0; size_hint sizes the buffer. */
 static enum mf_status pop3_retr(struct pop3_session *s, uint32_t msgno, uint64_t size_hint,
                                 int fd, uint64_t *written)
@@ -748,8 +718,8 @@ static enum mf_status pop3_retr(struct pop3_session *s, uint32_t msgno, uint64_t
 }
 
 /* Reads the answer to one RETR msgno (sent already) into fd. */
-static enum mf_status pop3_retr_read(struct pop3_session *s, uint32_t msgno, uint64_t size_hint,
-                                     int fd, uint64_t *written)
+enum mf_status pop3_retr_read(struct pop3_session *s, uint32_t msgno, uint64_t size_hint,
+                              int fd, uint64_t *written)
 {
 	struct pop3_status reply;
 	GString *buf;
@@ -938,6 +908,7 @@ static const struct mailbox_ops pop3_ops = {
 	.sync_folder = pop3_sync_folder,
 	.fetch_body = pop3_fetch_body,
 	.fetch_bodies = pop3_fetch_bodies,
+	.stream_bodies = pop3_stream_bodies,
 	.destroy = pop3_destroy,
 };
 

@@ -18,7 +18,11 @@ void stats_format_json(GString *out)
 	FIELD(cache_misses, 0);
 	FIELD(connections_open, 0);
 	FIELD(reconnects, 0);
-	FIELD(folders_synced, 1);
+	FIELD(folders_synced, 0);
+	FIELD(streams_started, 0);
+	FIELD(streams_active, 0);
+	FIELD(stream_fetches, 0);
+	FIELD(stream_bodies, 1);
 	g_string_append(out, "}");
 #undef FIELD
 }

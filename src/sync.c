@@ -37,6 +37,7 @@ void sync_free(struct sync_ctx *s)
 		return;
 	sync_watch_stop(s);
 	sync_settle_all(s);
+	sync_streams_stop(s);
 	g_hash_table_destroy(s->writing);
 	g_free(s->ra_next);
 	g_hash_table_destroy(s->busy);

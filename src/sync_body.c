@@ -1,12 +1,14 @@
 /* sync_body.c — message bodies: an open served from the body cache, or
  * downloaded into it first; and read-ahead for readers that go through a
  * folder in order (tar, rsync, cp -r, grep -r), in name order or in UID
- * order.
+ * order: a stream (sync_stream.c), or batches when no connection is left
+ * for one.
  *
  * Must not: read ahead with -o mark_seen (it would mark unread mail
  * read), or hold the context's lock across a download. */
 #include <string.h>
 #include <unistd.h>
+#include <sys/stat.h>
 #include "log.h"
 #include "stats.h"
 #include "sync_int.h"
@@ -45,15 +47,6 @@ static void sync_ra_free(gpointer p)
 	g_free(p);
 }
 
-static int sync_ra_first(void *ctx, const struct store_message *m)
-{
-	struct store_message *next = ctx;
-
-	next->name = g_strdup(m->name);
-	next->uid = m->uid;
-	return 1;
-}
-
 /* Who comes after this batch, for the sequential test of the next miss:
  * in the order the reader went, or in both (name order: the store's
  * listings; UID order: a first listing) before it went any. */
@@ -64,10 +57,10 @@ static void sync_ra_remember(struct sync_ctx *s, int64_t folder_id,
 
 	if (streak < 2 || !by_uid)
 		store_messages_uncached_after(s->store, folder_id, last, 0, UINT64_MAX, 1,
-		                              sync_ra_first, &by_name);
+		                              sync_first_message, &by_name);
 	if (streak < 2 || by_uid)
 		store_messages_uncached_after(s->store, folder_id, last, 1, UINT64_MAX, 1,
-		                              sync_ra_first, &by_number);
+		                              sync_first_message, &by_number);
 	g_mutex_lock(&s->lock);
 	g_free(s->ra_next);
 	s->ra_next = by_name.name;
@@ -103,10 +96,16 @@ static enum mf_status sync_fetch_into_cache(struct sync_ctx *s, const struct sto
 	}
 	g_mutex_unlock(&s->lock);
 
-	/* From the third message read in order on: 8, 16, 32, then 64 at once.
-	 * Not with mark_seen: messages nobody read would be marked read. */
-	if (streak >= 2 && s->mb->ops->fetch_bodies && m->size <= SYNC_RA_MAX_SIZE &&
-	    !s->cfg->mark_seen) {
+	/* From the third message read in order on, a stream (sync_stream.c)
+	 * goes ahead of the reader, while a connection is free for it; else
+	 * batches of 8, 16, 32, then 64 at once. Not with mark_seen: messages
+	 * nobody read would be marked read. While a stream runs for the
+	 * folder, an open it did not serve is fetched alone. */
+	if (sync_stream_active(s, f->id) ||
+	    (streak >= 2 && !s->cfg->mark_seen && sync_stream_start(s, f, m, by_uid))) {
+		streak = -1;
+	} else if (streak >= 2 && s->mb->ops->fetch_bodies && m->size <= SYNC_RA_MAX_SIZE &&
+	           !s->cfg->mark_seen) {
 		size_t want = (size_t)4 << (streak - 1 < 4 ? streak - 1 : 4);
 		if (want > SYNC_RA_MAX_MESSAGES)
 			want = SYNC_RA_MAX_MESSAGES;
@@ -158,7 +157,8 @@ static enum mf_status sync_fetch_into_cache(struct sync_ctx *s, const struct sto
 		reqs[0].fd = -1;
 	}
 	last = n > 1 ? g_ptr_array_index(pick.msgs, n - 2) : m;
-	sync_ra_remember(s, f->id, last, streak, by_uid);
+	if (streak >= 0)
+		sync_ra_remember(s, f->id, last, streak, by_uid);
 out:
 	for (size_t i = 0; i < n; i++)
 		if (reqs[i].fd >= 0)
@@ -185,6 +185,7 @@ enum mf_status sync_body_open(struct sync_ctx *s, int64_t folder_id, uint32_t ui
 	fd = store_body_open(s->store, folder_id, uid);
 	if (fd >= 0) {
 		stats_add(cache_hits, 1);
+		sync_stream_note_hit(s, folder_id, uid);
 		*fd_out = fd;
 		return MF_OK;
 	}
@@ -194,6 +195,16 @@ enum mf_status sync_body_open(struct sync_ctx *s, int64_t folder_id, uint32_t ui
 	st = store_folder_by_id(s->store, folder_id, &f);
 	if (st == MF_OK)
 		st = store_message_by_uid(s->store, folder_id, uid, &m);
+	if (st == MF_OK && sync_stream_open(s, folder_id, &m, fd_out)) {
+		struct stat sb;
+		/* As for a body fetched here: a size other than the server said
+		 * is read around the kernel's idea of it. */
+		if (size_changed && fstat(*fd_out, &sb) == 0 && (uint64_t)sb.st_size != m.size)
+			*size_changed = 1;
+		store_message_clear(&m);
+		store_folder_clear(&f);
+		return MF_OK;
+	}
 	if (st == MF_OK)
 		st = sync_fetch_into_cache(s, &f, &m, fd_out, size_changed);
 	if (st == MF_ERR_NOTFOUND)

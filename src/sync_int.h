@@ -5,7 +5,9 @@
  *                 who waits for it (freshness, settle), local uids
  *   sync_live.c   parse jobs for new messages, a first listing shown as
  *                 it arrives
- *   sync_body.c   bodies on first read, read-ahead
+ *   sync_body.c   bodies on first read, read-ahead in batches
+ *   sync_stream.c streamed read-ahead: a thread per folder read in order
+ *                 keeps the driver's stream_bodies ahead of the reader
  *   sync_write.c  APPEND, move, remove, flags, folder create/delete/rename,
  *                 quota
  *   sync_watch.c  push: the folders in use watched, their news applied
@@ -45,6 +47,8 @@ struct sync_ctx {
 	char *ra_next;                 /* the uncached message a sequential reader opens next, */
 	uint32_t ra_next_uid;          /* by name or by UID (0: none) */
 	int ra_streak;                 /* sequential misses in a row */
+	GPtrArray *streams;            /* struct sync_stream * (sync_stream.c) */
+	GCond stream_cond;             /* a stream moved, or its reader did */
 	struct sync_watch *watch;      /* sync_watch.c's; NULL: no push */
 };
 
@@ -52,6 +56,26 @@ struct sync_ctx {
  * cached UIDs; live: see sync_folder_live (sync.c). */
 enum mf_status sync_folder_run(struct sync_ctx *s, int64_t folder_id, int force,
                                int new_only, int *changed, struct sync_live **live);
+
+/* ---- sync_stream.c */
+
+/* store_messages_uncached_after's callback: the first message (name and
+ * uid) into the struct store_message ctx. */
+int sync_first_message(void *ctx, const struct store_message *m);
+/* Starts a stream of f's bodies after the message after (a reader just
+ * opened it), in UID or name order; 1 when one runs for f now. 0 when
+ * the driver has none, with mark_seen, or when no connection is left. */
+int sync_stream_start(struct sync_ctx *s, const struct store_folder *f,
+                      const struct store_message *after, int by_uid);
+int sync_stream_active(struct sync_ctx *s, int64_t folder_id);
+/* A cache miss on m: 1 with *fd_out when the stream brought it (the open
+ * waited for that body alone); 0 when the caller fetches it itself. */
+int sync_stream_open(struct sync_ctx *s, int64_t folder_id, const struct store_message *m,
+                     int *fd_out);
+/* A cache hit: a body the stream brought, the reader's progress. */
+void sync_stream_note_hit(struct sync_ctx *s, int64_t folder_id, uint32_t uid);
+/* Ends every stream and waits for their threads (sync_free). */
+void sync_streams_stop(struct sync_ctx *s);
 
 /* ---- sync_watch.c: a folder came into use (listed, looked into,
  * opened, written); the folder list changed. */

@@ -1,0 +1,581 @@
+/* sync_stream.c — streamed read-ahead: once a reader goes through a
+ * folder in order, a thread of the folder's own keeps the driver's
+ * stream_bodies going ahead of it. The stream hands the driver the next
+ * uncached messages in the reader's order (names or UIDs) while the bytes
+ * ahead of the reader fit the window, commits each body to the store as
+ * soon as the driver says it is complete, and wakes an open waiting for
+ * it. An open of a message the stream has not reached is fetched at once
+ * elsewhere (sync_body.c) and the stream goes on after it; a reader that
+ * goes back, far ahead, or makes no open for a while ends the stream.
+ *
+ * Must not: stream with -o mark_seen (sync_body.c never starts one), hold
+ * the context's lock across the store or the network, hand out more than
+ * the window (a fraction of cache_size: eviction never throws out what
+ * the reader has not reached), or take the last connection. */
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include "log.h"
+#include "stats.h"
+#include "sync_int.h"
+
+#define SYNC_STREAM_WINDOW ((uint64_t)32 * 1024 * 1024)  /* bytes ahead of the reader */
+#define SYNC_STREAM_FIRST 64    /* messages planned as a stream starts */
+#define SYNC_STREAM_MIN_WINDOW ((uint64_t)64 * 1024)
+#define SYNC_STREAM_IDLE_US (5 * G_USEC_PER_SEC)   /* no open for so long: the stream ends */
+
+struct sync_stream_entry {
+	uint32_t uid;
+	char *name;                /* its key in name order */
+	char *remote_id;           /* the driver's own id (POP3), or NULL */
+	uint64_t size;
+	char *tmp;                 /* the download's file, until committed */
+	int fd;
+	int flight;                /* planned, with the driver, or being committed */
+	int sent;                  /* handed to the driver */
+	int consumed;              /* the reader reached or passed it */
+	int waiters;               /* opens waiting for it: it stays */
+	enum mf_status status;     /* once not in flight: MF_OK when in the store */
+};
+
+struct sync_stream {
+	gint refs;
+	struct sync_ctx *s;
+	int64_t folder_id;
+	char *wire_name;
+	uint32_t uidvalidity;
+	int by_uid;                /* the reader's order: UIDs, else names */
+	uint32_t cursor_uid;       /* the last message handed out (or opened ahead) */
+	char *cursor_name;
+	uint32_t reader_uid;       /* the furthest the reader went */
+	char *reader_name;
+	int exhausted;             /* nothing uncached after the cursor */
+	GQueue order;              /* struct sync_stream_entry *, planned, in order */
+	GList *first_unsent;       /* in order: the first not handed to the driver */
+	GHashTable *entries;       /* uid -> entry (borrowed from order) */
+	uint64_t ahead;            /* bytes handed out and not consumed */
+	uint64_t window;
+	gint64 last_open, progress_at;
+	int stop, finished;
+	GThread *thread;
+};
+
+/* Under s->lock unless noted. */
+
+static void sync_stream_entry_free(struct sync_stream_entry *e)
+{
+	g_free(e->name);
+	g_free(e->remote_id);
+	g_free(e->tmp);
+	g_free(e);
+}
+
+static void sync_stream_unref(struct sync_stream *st)
+{
+	if (!g_atomic_int_dec_and_test(&st->refs))
+		return;
+	while (!g_queue_is_empty(&st->order)) {
+		sync_stream_entry_free(g_queue_pop_head(&st->order));
+	}
+	g_hash_table_destroy(st->entries);
+	g_free(st->cursor_name);
+	g_free(st->reader_name);
+	g_free(st->wire_name);
+	g_free(st);
+}
+
+static int sync_stream_before(const struct sync_stream *st, uint32_t uid, const char *name,
+                              uint32_t other_uid, const char *other_name)
+{
+	if (st->by_uid)
+		return uid < other_uid;
+	return strcmp(name, other_name) < 0;
+}
+
+/* Entries the reader is done with, and the driver too, go. */
+static void sync_stream_reap(struct sync_stream *st)
+{
+	struct sync_stream_entry *e;
+
+	while ((e = g_queue_peek_head(&st->order)) && e->consumed && !e->flight && !e->waiters) {
+		g_queue_pop_head(&st->order);
+		g_hash_table_remove(st->entries, GUINT_TO_POINTER(e->uid));
+		sync_stream_entry_free(e);
+	}
+}
+
+/* The reader reached the message (uid, name): it and all before it are
+ * no longer ahead of it. */
+static void sync_stream_consume(struct sync_stream *st, uint32_t uid, const char *name)
+{
+	if (sync_stream_before(st, st->reader_uid, st->reader_name, uid, name)) {
+		st->reader_uid = uid;
+		g_free(st->reader_name);
+		st->reader_name = g_strdup(name);
+	}
+	for (GList *l = st->order.head; l; l = l->next) {
+		struct sync_stream_entry *e = l->data;
+		if (sync_stream_before(st, uid, name, e->uid, e->name))
+			break;
+		if (!e->consumed) {
+			e->consumed = 1;
+			st->ahead -= e->size;
+		}
+	}
+	sync_stream_reap(st);
+	g_cond_broadcast(&st->s->stream_cond);
+}
+
+/* ---------------------------------------------------------------- the driver's side */
+
+struct sync_stream_pick {
+	struct sync_stream *st;
+	GPtrArray *entries;
+	uint64_t room, bytes;
+	size_t max;
+	int full;                  /* the next one did not fit */
+};
+
+static int sync_stream_collect(void *ctx, const struct store_message *m)
+{
+	struct sync_stream_pick *p = ctx;
+	struct sync_stream_entry *e;
+
+	if (p->entries->len >= p->max || p->bytes + m->size > p->room) {
+		p->full = 1;
+		return 1;
+	}
+	e = g_new0(struct sync_stream_entry, 1);
+	e->uid = m->uid;
+	e->name = g_strdup(m->name);
+	e->remote_id = g_strdup(m->remote_id);
+	e->size = m->size;
+	e->fd = -1;
+	e->flight = 1;
+	g_ptr_array_add(p->entries, e);
+	p->bytes += m->size;
+	return 0;
+}
+
+/* Looks up the next messages after the cursor that fit in room; makes
+ * their files. Called without the lock; the cursor is st's to change
+ * only under it, and only this thread moves it forward by handing out. */
+static void sync_stream_pick(struct sync_stream *st, struct store_message *cursor,
+                             struct sync_stream_pick *p)
+{
+	struct store *store = st->s->store;
+
+	store_messages_uncached_after(store, st->folder_id, cursor, st->by_uid, st->window, p->max,
+	                              sync_stream_collect, p);
+	for (guint i = 0; i < p->entries->len; i++) {
+		struct sync_stream_entry *e = g_ptr_array_index(p->entries, i);
+		e->fd = store_body_begin(store, &e->tmp);
+		if (e->fd < 0) {
+			for (guint j = i; j < p->entries->len; j++)
+				sync_stream_entry_free(g_ptr_array_index(p->entries, j));
+			g_ptr_array_set_size(p->entries, i);
+			break;
+		}
+	}
+}
+
+static void sync_stream_drop(struct sync_stream *st, GPtrArray *entries)
+{
+	for (guint i = 0; i < entries->len; i++) {
+		struct sync_stream_entry *e = g_ptr_array_index(entries, i);
+		close(e->fd);
+		store_body_abort(st->s->store, e->tmp);
+		sync_stream_entry_free(e);
+	}
+}
+
+/* Adds the next messages that fit in the window to the stream, their
+ * files made, not yet handed to the driver. Called with s->lock held,
+ * dropped while the store is asked. */
+static void sync_stream_plan(struct sync_stream *st, size_t max)
+{
+	struct sync_ctx *s = st->s;
+
+	for (;;) {
+		uint64_t room = st->ahead < st->window ? st->window - st->ahead : 0;
+		if (st->stop || st->exhausted || room == 0)
+			return;
+		struct store_message cursor = { .uid = st->cursor_uid, .name = g_strdup(st->cursor_name) };
+		struct sync_stream_pick p = { st, g_ptr_array_new(), room, 0, max, 0 };
+		g_mutex_unlock(&s->lock);
+		sync_stream_pick(st, &cursor, &p);
+		g_mutex_lock(&s->lock);
+		int moved = cursor.uid != st->cursor_uid || g_strcmp0(cursor.name, st->cursor_name) != 0;
+		g_free(cursor.name);
+		if (st->stop || moved) {
+			/* Stopped, or an open moved the cursor meanwhile. */
+			g_mutex_unlock(&s->lock);
+			sync_stream_drop(st, p.entries);
+			g_mutex_lock(&s->lock);
+			g_ptr_array_free(p.entries, TRUE);
+			continue;
+		}
+		if (p.entries->len == 0 && !p.full)
+			st->exhausted = 1;
+		for (guint i = 0; i < p.entries->len; i++) {
+			struct sync_stream_entry *e = g_ptr_array_index(p.entries, i);
+			g_queue_push_tail(&st->order, e);
+			if (!st->first_unsent)
+				st->first_unsent = st->order.tail;
+			g_hash_table_insert(st->entries, GUINT_TO_POINTER(e->uid), e);
+			st->ahead += e->size;
+			st->cursor_uid = e->uid;
+			g_free(st->cursor_name);
+			st->cursor_name = g_strdup(e->name);
+		}
+		g_ptr_array_free(p.entries, TRUE);
+		return;
+	}
+}
+
+static int sync_stream_next(void *ctx, struct mailbox_body_request *reqs, size_t max, int wait)
+{
+	struct sync_stream *st = ctx;
+	struct sync_ctx *s = st->s;
+	int n = 0;
+
+	g_mutex_lock(&s->lock);
+	for (;;) {
+		if (st->stop) {
+			n = -1;
+			break;
+		}
+		uint64_t room = st->ahead < st->window ? st->window - st->ahead : 0;
+		/* In sizeable batches, unless the pipe is empty: each batch is a
+		 * command, and a command per body is what streaming avoids. */
+		if (!st->first_unsent &&
+		    (wait || room >= st->window / 4 || g_queue_get_length(&st->order) < max))
+			sync_stream_plan(st, max);
+		while (st->first_unsent && (size_t)n < max) {
+			struct sync_stream_entry *e = st->first_unsent->data;
+			e->sent = 1;
+			reqs[n++] = (struct mailbox_body_request){ .uid = e->uid, .remote_id = e->remote_id,
+			                                           .size_hint = e->size, .fd = e->fd };
+			st->first_unsent = st->first_unsent->next;
+		}
+		if (n > 0 || !wait)
+			break;
+		if (st->exhausted) {
+			n = 0;
+			break;
+		}
+		/* The window is full: wait for the reader, not forever. */
+		gint64 until = st->last_open + SYNC_STREAM_IDLE_US;
+		if (!g_cond_wait_until(&s->stream_cond, &s->lock, until) &&
+		    g_get_monotonic_time() >= st->last_open + SYNC_STREAM_IDLE_US) {
+			log_debug("stream of %s: no reader for %d s, ended", st->wire_name,
+			          (int)(SYNC_STREAM_IDLE_US / G_USEC_PER_SEC));
+			st->stop = 1;
+		}
+	}
+	g_mutex_unlock(&s->lock);
+	return n;
+}
+
+static void sync_stream_done(void *ctx, const struct mailbox_body_request *req)
+{
+	struct sync_stream *st = ctx;
+	struct sync_ctx *s = st->s;
+	struct sync_stream_entry *e;
+	enum mf_status status = req->status;
+	char *tmp;
+
+	g_mutex_lock(&s->lock);
+	e = g_hash_table_lookup(st->entries, GUINT_TO_POINTER(req->uid));
+	tmp = e ? e->tmp : NULL;
+	if (e)
+		e->tmp = NULL;
+	g_mutex_unlock(&s->lock);
+	if (!e)
+		return;
+	close(req->fd);
+	if (status == MF_OK)
+		status = store_body_commit(s->store, st->folder_id, req->uid, tmp, NULL);
+	else
+		store_body_abort(s->store, tmp);
+	g_free(tmp);
+	g_mutex_lock(&s->lock);
+	e->fd = -1;
+	e->status = status;
+	e->flight = 0;
+	st->progress_at = g_get_monotonic_time();
+	sync_stream_reap(st);
+	g_cond_broadcast(&s->stream_cond);
+	g_mutex_unlock(&s->lock);
+}
+
+static gpointer sync_stream_thread(gpointer data)
+{
+	struct sync_stream *st = data;
+	struct sync_ctx *s = st->s;
+	const struct mailbox_stream cb = { sync_stream_next, sync_stream_done, st };
+	enum mf_status rc;
+
+	rc = s->mb->ops->stream_bodies(s->mb, st->wire_name, st->uidvalidity, &cb);
+	if (rc != MF_OK)
+		log_warn("the stream of folder %s ended: %s", st->wire_name, mf_status_str(rc));
+	g_mutex_lock(&s->lock);
+	st->finished = st->stop = 1;
+	st->first_unsent = NULL;
+	/* Planned but never sent: their files go (taken under the lock: a
+	 * reader may free the entry as soon as it is out of flight). */
+	GPtrArray *tmps = g_ptr_array_new_with_free_func(g_free);
+	GArray *fds = g_array_new(FALSE, FALSE, sizeof(int));
+	for (GList *l = st->order.head; l; l = l->next) {
+		struct sync_stream_entry *e = l->data;
+		if (e->flight && !e->sent) {
+			g_ptr_array_add(tmps, e->tmp);
+			g_array_append_val(fds, e->fd);
+			e->tmp = NULL;
+			e->fd = -1;
+			e->status = MF_ERR_IO;
+		}
+		e->flight = 0;  /* done was called for each one sent */
+	}
+	g_mutex_unlock(&s->lock);
+	for (guint i = 0; i < tmps->len; i++) {
+		close(g_array_index(fds, int, i));
+		store_body_abort(s->store, g_ptr_array_index(tmps, i));
+	}
+	g_ptr_array_free(tmps, TRUE);
+	g_array_free(fds, TRUE);
+	g_mutex_lock(&s->lock);
+	g_cond_broadcast(&s->stream_cond);
+	g_mutex_unlock(&s->lock);
+	stats_sub(streams_active, 1);
+	return NULL;
+}
+
+/* ---------------------------------------------------------------- the reader's side */
+
+int sync_first_message(void *ctx, const struct store_message *m)
+{
+	struct store_message *next = ctx;
+
+	next->uid = m->uid;
+	next->name = g_strdup(m->name);
+	return 1;
+}
+
+static uint64_t sync_stream_window(const struct sync_ctx *s)
+{
+	uint64_t w = SYNC_STREAM_WINDOW;
+	const char *env = getenv("MAILFS_STREAM_WINDOW");
+
+	if (env && *env)
+		w = g_ascii_strtoull(env, NULL, 10);
+	if (w > s->cfg->cache_size / 4)
+		w = s->cfg->cache_size / 4;
+	return w < SYNC_STREAM_MIN_WINDOW ? SYNC_STREAM_MIN_WINDOW : w;
+}
+
+static struct sync_stream *sync_stream_find(struct sync_ctx *s, int64_t folder_id)
+{
+	for (guint i = 0; s->streams && i < s->streams->len; i++) {
+		struct sync_stream *st = g_ptr_array_index(s->streams, i);
+		if (st->folder_id == folder_id && !st->finished)
+			return st;
+	}
+	return NULL;
+}
+
+/* Finished streams leave the registry (their threads are joined). */
+static void sync_stream_collect_finished(struct sync_ctx *s, int all)
+{
+	GPtrArray *gone = g_ptr_array_new();
+
+	g_mutex_lock(&s->lock);
+	for (guint i = 0; s->streams && i < s->streams->len;) {
+		struct sync_stream *st = g_ptr_array_index(s->streams, i);
+		if (all)
+			st->stop = 1;
+		if (st->finished || all) {
+			g_ptr_array_add(gone, st);
+			g_ptr_array_remove_index(s->streams, i);
+		} else {
+			i++;
+		}
+	}
+	g_cond_broadcast(&s->stream_cond);
+	g_mutex_unlock(&s->lock);
+	for (guint i = 0; i < gone->len; i++) {
+		struct sync_stream *st = g_ptr_array_index(gone, i);
+		g_thread_join(st->thread);
+		sync_stream_unref(st);
+	}
+	g_ptr_array_free(gone, TRUE);
+}
+
+int sync_stream_active(struct sync_ctx *s, int64_t folder_id)
+{
+	int active;
+
+	g_mutex_lock(&s->lock);
+	active = sync_stream_find(s, folder_id) != NULL;
+	g_mutex_unlock(&s->lock);
+	return active;
+}
+
+int sync_stream_start(struct sync_ctx *s, const struct store_folder *f,
+                      const struct store_message *after, int by_uid)
+{
+	struct sync_stream *st;
+	/* One connection stays for everything else, and watched folders
+	 * (mailbox_ops.watch) hold one each. */
+	int max = s->cfg->connections - 1 - (s->mb && s->mb->ops->watch ? s->cfg->watch : 0);
+
+	if (!s->mb || !s->mb->ops->stream_bodies || s->cfg->mark_seen)
+		return 0;
+	if (!(s->mb->ops->caps & MAILBOX_CAP_SERVER_UIDS))
+		max = 1;  /* one session (POP3): the stream lends it to opens */
+	sync_stream_collect_finished(s, 0);
+	g_mutex_lock(&s->lock);
+	if (!s->streams)
+		s->streams = g_ptr_array_new();
+	if (sync_stream_find(s, f->id) || (int)s->streams->len >= max) {
+		g_mutex_unlock(&s->lock);
+		return sync_stream_find(s, f->id) != NULL;
+	}
+	st = g_new0(struct sync_stream, 1);
+	st->refs = 1;
+	st->s = s;
+	st->folder_id = f->id;
+	st->wire_name = g_strdup(f->wire_name);
+	st->uidvalidity = f->uidvalidity;
+	st->by_uid = by_uid;
+	st->cursor_uid = after->uid;
+	st->cursor_name = g_strdup(after->name);
+	st->reader_uid = after->uid;
+	st->reader_name = g_strdup(after->name);
+	g_queue_init(&st->order);
+	st->entries = g_hash_table_new(g_direct_hash, g_direct_equal);
+	st->window = sync_stream_window(s);
+	st->last_open = st->progress_at = g_get_monotonic_time();
+	g_ptr_array_add(s->streams, st);
+	/* The first batch now: the reader's next opens find it on its way
+	 * while the stream's connection is still being opened. */
+	sync_stream_plan(st, SYNC_STREAM_FIRST);
+	g_mutex_unlock(&s->lock);
+	stats_add(streams_started, 1);
+	stats_add(streams_active, 1);
+	log_debug("stream of %s starts after %s (%s order, window %" G_GUINT64_FORMAT " bytes)",
+	          f->path, after->name, by_uid ? "UID" : "name", st->window);
+	st->thread = g_thread_new("mailfs-stream", sync_stream_thread, st);
+	return 1;
+}
+
+/* Whether m is the first uncached message after the stream's cursor: the
+ * reader is just ahead of the stream, not elsewhere. */
+static int sync_stream_is_next(struct sync_ctx *s, struct sync_stream *st,
+                               const struct store_message *m)
+{
+	struct store_message cursor = { .uid = st->cursor_uid, .name = g_strdup(st->cursor_name) };
+	struct store_message next = { 0 };
+	int by_uid = st->by_uid;
+	int64_t folder_id = st->folder_id;
+
+	g_mutex_unlock(&s->lock);
+	store_messages_uncached_after(s->store, folder_id, &cursor, by_uid, UINT64_MAX, 1,
+	                              sync_first_message, &next);
+	g_mutex_lock(&s->lock);
+	g_free(cursor.name);
+	g_free(next.name);
+	return next.uid == m->uid;
+}
+
+void sync_stream_note_hit(struct sync_ctx *s, int64_t folder_id, uint32_t uid)
+{
+	struct sync_stream *st;
+	struct sync_stream_entry *e;
+
+	g_mutex_lock(&s->lock);
+	st = sync_stream_find(s, folder_id);
+	e = st ? g_hash_table_lookup(st->entries, GUINT_TO_POINTER(uid)) : NULL;
+	if (e) {
+		st->last_open = g_get_monotonic_time();
+		sync_stream_consume(st, e->uid, e->name);
+	}
+	g_mutex_unlock(&s->lock);
+}
+
+int sync_stream_open(struct sync_ctx *s, int64_t folder_id, const struct store_message *m,
+                     int *fd_out)
+{
+	gint64 timeout_us = (gint64)s->cfg->timeout * G_USEC_PER_SEC;
+	struct sync_stream *st;
+	struct sync_stream_entry *e;
+	int served = 0;
+
+	g_mutex_lock(&s->lock);
+	st = sync_stream_find(s, folder_id);
+	if (!st) {
+		g_mutex_unlock(&s->lock);
+		return 0;
+	}
+	st->last_open = g_get_monotonic_time();
+	e = g_hash_table_lookup(st->entries, GUINT_TO_POINTER(m->uid));
+	if (e) {
+		/* On its way: wait for it alone, as long as the stream moves. */
+		g_atomic_int_inc(&st->refs);
+		e->waiters++;
+		sync_stream_consume(st, e->uid, e->name);
+		while (e->flight && !st->finished) {
+			gint64 until = st->progress_at + timeout_us;
+			if (!g_cond_wait_until(&s->stream_cond, &s->lock, until) &&
+			    g_get_monotonic_time() >= st->progress_at + timeout_us)
+				break;
+		}
+		served = !e->flight && e->status == MF_OK;
+		e->waiters--;
+		sync_stream_reap(st);
+		g_mutex_unlock(&s->lock);
+		sync_stream_unref(st);
+		if (served) {
+			*fd_out = store_body_open(s->store, folder_id, m->uid);
+			served = *fd_out >= 0;
+		}
+		return served;
+	}
+	if (m->uid == st->cursor_uid) {
+		/* The message the stream started after. */
+	} else if (!sync_stream_before(st, m->uid, m->name, st->cursor_uid, st->cursor_name)) {
+		/* Not reached yet: fetched at once elsewhere, and the stream goes
+		 * on after it; a reader far ahead has left it. */
+		if (sync_stream_is_next(s, st, m) && !st->finished) {
+			sync_stream_consume(st, m->uid, m->name);
+			st->cursor_uid = m->uid;
+			g_free(st->cursor_name);
+			st->cursor_name = g_strdup(m->name);
+			st->exhausted = 0;
+		} else {
+			log_debug("a reader left the stream of %s: ended", st->wire_name);
+			st->stop = 1;
+		}
+	} else {
+		/* Behind the cursor: one the stream passed over (too large for
+		 * the window) is fetched elsewhere; before what the stream holds,
+		 * the reader went back. */
+		if (sync_stream_before(st, st->reader_uid, st->reader_name, m->uid, m->name)) {
+			sync_stream_consume(st, m->uid, m->name);
+		} else {
+			log_debug("a reader went back in the stream of %s: ended", st->wire_name);
+			st->stop = 1;
+		}
+	}
+	g_cond_broadcast(&s->stream_cond);
+	g_mutex_unlock(&s->lock);
+	return 0;
+}
+
+void sync_streams_stop(struct sync_ctx *s)
+{
+	sync_stream_collect_finished(s, 1);
+	if (s->streams)
+		g_ptr_array_free(s->streams, TRUE);
+	s->streams = NULL;
+}
