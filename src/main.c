@@ -115,7 +115,7 @@ static void main_usage(FILE *out)
 "    -o mark_seen             reading a message sets \\Seen (default: it does not)\n"
 "    -o show_deleted          list messages flagged \\Deleted too\n"
 "    -o trash=FOLDER          rm moves messages to FOLDER\n"
-"    -o connections=N         IMAP connections in parallel (default 4)\n"
+"    -o connections=N         IMAP connections in parallel (default 6)\n"
 "    -o watch=N               folders in use kept under IMAP IDLE, INBOX first, at most\n"
 "                             connections-1 (default 2; 0: no push, -o refresh alone)\n"
 "    -o timeout=SECONDS       bound on every network wait (default 60)\n"
@@ -396,7 +396,7 @@ static int main_build_config(struct main_opts *mo, struct mf_config *cfg)
 		return main_fail(MAIN_EXIT_USAGE, "bad option names=%s: use subject or uid", mo->names);
 	cfg->mark_seen = mo->mark_seen;
 	cfg->refresh = 30;
-	cfg->connections = 4;
+	cfg->connections = 6;  /* two under watch, four for reading (DESIGN said 4, before push) */
 	cfg->watch = 2;
 	cfg->timeout = 60;  /* at most INT_MAX / 1000: net.c counts milliseconds in an int */
 	if ((rc = main_parse_number("refresh", mo->refresh, 0, INT_MAX, &cfg->refresh)) != 0 ||
