@@ -10,7 +10,8 @@
 #   bench/backup-bench.sh --scale 0.1      # a tenth of every count: about a minute
 #   bench/backup-bench.sh --runs 5 --cases imap,pop3 --tls
 #
-# Environment: MAILFS_BIN (default build/mailfs), BENCH_SCALE, BENCH_RUNS,
+# Environment: MAILFS_BIN (default build/mailfs), MAILFS_BEFORE (an older build, timed in
+# the same rounds: the "before" figures), BENCH_SCALE, BENCH_RUNS,
 # BENCH_DIR, BENCH_KEEP=1, DELAYPROXY (default ../shared/tools/delayproxy.py).
 # Runs as root (the private Dovecot runs as the dovecot user; FUSE mounts).
 # Needs mbsync (Debian: isync) and mpop, installed with apt-get when missing.

@@ -63,6 +63,8 @@ import sysutil  # noqa: E402  (tests/sysutil.py)
 
 PY = sys.executable or "/usr/bin/python3"
 MAILFS = os.path.abspath(os.environ.get("MAILFS_BIN") or os.path.join(HERE, "..", "build", "mailfs"))
+# MAILFS_BEFORE: an older build, timed in the same rounds ("before" figures).
+BEFORE = os.path.abspath(os.environ["MAILFS_BEFORE"]) if os.environ.get("MAILFS_BEFORE") else None
 PASSWORD = "secret"
 RTT_MS = 20
 MIB = 1024 * 1024
@@ -382,7 +384,7 @@ def _vmhwm_kib(pid):
     return 0
 
 
-def mailfs(url, folder, check_content=False):
+def mailfs(url, folder, check_content=False, binary=None):
     """Cold: mount on a new cache, tar cf - INBOX | cat, unmount; all timed.
     Returns (seconds, peak RSS in KiB)."""
     mnt = os.path.join(WORKDIR, "mnt")
@@ -393,7 +395,7 @@ def mailfs(url, folder, check_content=False):
     opts += ["cafile=" + DC.ca_file] if TLS else ["tls=none"]
     log = open(os.path.join(WORKDIR, "mailfs.out"), "ab")
     t0 = time.monotonic()
-    proc = subprocess.Popen([MAILFS, "-f", "-o", ",".join(opts), url, mnt],
+    proc = subprocess.Popen([binary or MAILFS, "-f", "-o", ",".join(opts), url, mnt],
                             env=dict(os.environ, MAILFS_PASSWORD=PASSWORD), stdin=subprocess.DEVNULL,
                             stdout=log, stderr=log, start_new_session=True)
     log.close()
@@ -468,6 +470,10 @@ def run_cases(args, folders, res):
                     folder.bytes, "tar of the server's Maildir", only_cur=True))
             res[key, "mbsync"].append(mbsync(p, folder))
             res[key, "mailfs"].append(mailfs(url(folder.user, p), folder))
+            if BEFORE:
+                res[key, "before"].append(mailfs(url(folder.user, p), folder, binary=BEFORE))
+                print("run %d: MAILFS_BEFORE %.2f s, %.1f MiB" % (
+                    r + 1, res[key, "before"][-1][0], res[key, "before"][-1][1] / 1024))
             print("run %d: floor %.2f s; %smbsync %.2f + tar %.2f s; mailfs %.2f s, %.1f MiB" % (
                 r + 1, res[key, "floor"][-1],
                 ("server tar %.2f s; " % res[key, "server tar"][-1]) if server_tar else "",
@@ -493,6 +499,10 @@ def run_cases(args, folders, res):
         for r in range(args.runs):
             res["pop3", "mpop"].append(mpop(pop))
             res["pop3", "mailfs"].append(mailfs(pop_url, pop))
+            if BEFORE:
+                res["pop3", "before"].append(mailfs(pop_url, pop, binary=BEFORE))
+                print("run %d: MAILFS_BEFORE %.2f s, %.1f MiB" % (
+                    r + 1, res["pop3", "before"][-1][0], res["pop3", "before"][-1][1] / 1024))
             print("run %d: mpop --keep %.2f + tar %.2f s; mailfs %.2f s, %.1f MiB" % (
                 r + 1, res["pop3", "mpop"][-1][0], res["pop3", "mpop"][-1][1],
                 res["pop3", "mailfs"][-1][0], res["pop3", "mailfs"][-1][1] / 1024), flush=True)
@@ -532,7 +542,8 @@ def report(args, folders, res):
     for (key, tool), xs in sorted(res.items()):
         if not xs:
             continue
-        vals = [x[0] + x[1] if tool in ("mbsync", "mpop") else x[0] if tool == "mailfs" else x
+        vals = [x[0] + x[1] if tool in ("mbsync", "mpop") else x[0] if tool in ("mailfs", "before")
+                else x
                 for x in xs]
         print("  %-6s %-11s %s" % (key, tool + (" + tar" if tool in ("mbsync", "mpop") else ""),
                                    fmt_list(vals)))
@@ -555,6 +566,11 @@ def report(args, folders, res):
                   for m, o in zip(res[key, "mailfs"], other)]
         verdict(what, t_m / (t_sum if with_tar else t_o), 1.0,
                 per_run="; round by round: " + " ".join(rounds))
+        if res.get((key, "before")):
+            t_b = med([x[0] for x in res[key, "before"]])
+            print("        %-52s %7.2f× (MAILFS_BEFORE %s, same rounds; peak RSS %.1f MiB)" % (
+                "the same, before:", t_b / (t_sum if with_tar else t_o), BEFORE,
+                max(x[1] for x in res[key, "before"]) / 1024))
     ratio("imap", True, "cold tar 10k: mailfs / (mbsync + tar)")
     ratio("delay", False, "cold tar at %d ms: mailfs / mbsync" % RTT_MS)
     ratio("many", True, "cold tar 50k: mailfs / (mbsync + tar)")
