@@ -1,0 +1,199 @@
+"""Re-checks see what another client did (issue 14): QRESYNC where offered,
+CONDSTORE, or the plain path; folder times that move; folders another
+client creates or deletes.
+
+The other client is Python's imaplib.  Three servers: Dovecot's own
+capabilities (CONDSTORE and QRESYNC), a list with CONDSTORE but without
+QRESYNC, and one with neither (Dovecot's imap_capability setting).  The
+mounts use a short -o refresh, so that a re-check follows each change;
+what the mount shows is compared with what imaplib reads from the server.
+"""
+
+import os
+import re
+import time
+
+import pytest
+
+import sample_mail
+from harness import SEQ, getfattr, listing, new_folder, run, server_messages, wait_for
+
+BASE_CAPABILITY = ("IMAP4rev1 LITERAL+ SASL-IR ID ENABLE IDLE NAMESPACE CHILDREN UIDPLUS "
+                   "MOVE UNSELECT")
+CAPABILITIES = {
+    "qresync": None,                                  # Dovecot's own
+    "condstore": BASE_CAPABILITY + " CONDSTORE",      # no QRESYNC
+    "plain": BASE_CAPABILITY,                         # neither
+}
+SERVER_KINDS = {kind: {"capability": cap} for kind, cap in CAPABILITIES.items()}
+REFRESH = 2       # -o refresh: a re-check follows each change soon
+BOUND = 60        # seconds any condition here may take, at most
+
+
+def expected_state(dc, folder, raws_by_mid):
+    """{file name: flags set} the server holds now, \\Deleted ones hidden."""
+    msgs = server_messages(dc, folder)
+    pairs = [(r["uid"], sample_mail.expected_name(raws_by_mid[r["mid"]], r["internaldate"]))
+             for r in msgs if "\\Deleted" not in r["flags"]]
+    names = sample_mail.apply_collisions(pairs)
+    flags = {r["uid"]: r["flags"] for r in msgs}
+    return {names[uid]: flags[uid] for uid in names}
+
+
+def mount_state(m, folder):
+    """{file name: flags set} as the mount shows them."""
+    state = {}
+    for name in listing(m.p(folder)):
+        raw = getfattr(m.p(folder, name), "user.mail.flags", check=False) or ""
+        state[name] = set(raw.split())
+    return state
+
+
+def sent_commands(m):
+    """The commands the mount sent (its -o debug log's C: lines)."""
+    return [re.sub(r"^.*?\bC: ", "", line) for line in m.log_text().split("\n")
+            if re.search(r"\bC: \S+ [A-Z]", line)]
+
+
+def matches(m, dc, folder, raws_by_mid):
+    want = expected_state(dc, folder, raws_by_mid)
+    try:
+        got = mount_state(m, folder)
+    except OSError:
+        return False
+    return got == want
+
+
+@pytest.mark.parametrize("kind", list(CAPABILITIES))
+def test_recheck_shows_other_clients_flags_and_expunges(mount, servers, kind):
+    """After the other client sets and clears flags, expunges messages and
+    appends one, the re-check leaves the mount with exactly the server's
+    names, flags and count.  With QRESYNC the re-check's EXAMINE carries
+    QRESYNC and no UID SEARCH is sent; with CONDSTORE only, CHANGEDSINCE;
+    with neither, the plain path."""
+    dc = servers.get(kind)
+    raws = sample_mail.sample_messages(14, 31, tricky=False)
+    by_mid = {sample_mail.message_id(r): r for r in raws}
+    folder = new_folder(dc, "Resync", raws[:12])
+    m = mount(options=["debug", "refresh=%d" % REFRESH], server=dc)
+    assert len(listing(m.p(folder))) == 12
+    first = len(sent_commands(m))
+    uids = [r["uid"] for r in server_messages(dc, folder)]
+    dc.store_flags("alice", folder, uids[0], "+FLAGS", "\\Seen \\Flagged")
+    dc.store_flags("alice", folder, uids[3], "+FLAGS", "$Label1")
+    dc.store_flags("alice", folder, uids[5], "+FLAGS", "\\Answered")
+    dc.expunge_uids("alice", folder, [uids[2], uids[7], uids[11]])
+    sample = sample_mail.sample_messages(1, 32, tricky=False)[0]
+    by_mid[sample_mail.message_id(sample)] = sample
+    dc.append("alice", folder, sample, flags="\\Seen")
+    wait_for(lambda: matches(m, dc, folder, by_mid), BOUND,
+             what="the mount showing the server's names and flags after the re-check")
+    assert len(listing(m.p(folder))) == 10
+    again = sent_commands(m)[first:]
+    examines = [s for s in again if re.match(r"\S+ EXAMINE ", s)]
+    assert examines, "no re-check was sent: %s" % again
+    searches = [s for s in again if re.match(r"\S+ UID SEARCH\b", s)]
+    if kind == "qresync":
+        assert any("(QRESYNC (" in s for s in examines), examines
+        assert not searches, "QRESYNC needs no UID SEARCH: %s" % searches
+        assert not [s for s in again if "CHANGEDSINCE" in s]
+    elif kind == "condstore":
+        assert not [s for s in again if "QRESYNC" in s]
+        assert any("CHANGEDSINCE" in s for s in again), again
+    else:
+        assert not [s for s in again if "QRESYNC" in s or "CONDSTORE" in s]
+
+
+def test_vanished_on_a_body_connection(mount, servers):
+    """After ENABLE QRESYNC the server says VANISHED, not EXPUNGE, on every
+    connection with the folder open, including the one that read a body:
+    the mount keeps working there and the next re-check is exact."""
+    dc = servers.get("qresync")
+    raws = sample_mail.sample_messages(6, 33, tricky=False)
+    by_mid = {sample_mail.message_id(r): r for r in raws}
+    folder = new_folder(dc, "Vanish", raws)
+    m = mount(options=["debug", "refresh=%d" % REFRESH, "connections=1"], server=dc)
+    names = sorted(listing(m.p(folder)))
+    run(["cat", m.p(folder, names[0])])
+    uids = [r["uid"] for r in server_messages(dc, folder)]
+    dc.expunge_uids("alice", folder, uids[1:3])
+    # the one connection has the folder open: the VANISHED comes before
+    # the answer to what the mount asks next
+    run(["cat", m.p(folder, names[-1])])
+    wait_for(lambda: matches(m, dc, folder, by_mid), BOUND,
+             what="the mount showing the server's state after VANISHED")
+    assert len(listing(m.p(folder))) == 4
+    log = m.log_text()
+    assert re.search(r"S: \* VANISHED \d", log), "the server sent no VANISHED: the test " \
+        "does not test what it says"
+    assert "ENABLE QRESYNC" in log
+
+
+def folder_mtime(m, folder):
+    st = os.stat(m.p(folder))
+    assert st.st_mtime_ns == st.st_ctime_ns
+    return st.st_mtime_ns
+
+
+def test_folder_time_moves_when_mail_arrives_and_survives_remount(mount, servers, tmp_path):
+    """A folder's mtime is the last time its contents changed as seen by
+    the mount: it moves forward when another client's message is seen,
+    when the mount itself appends or removes one, and it is the same
+    after a remount of the same cache."""
+    dc = servers.get("qresync")
+    raws = sample_mail.sample_messages(3, 35, tricky=False)
+    folder = new_folder(dc, "Times", raws)
+    cache = str(tmp_path / "cache")
+    m = mount(options=["refresh=%d" % REFRESH], server=dc, cache_dir=cache)
+    assert len(listing(m.p(folder))) == 3
+    t0 = folder_mtime(m, folder)
+    assert abs(t0 / 1e9 - time.time()) < 600, "a first listing sets the time to its own"
+    assert folder_mtime(m, folder) == t0, "nothing changed: the time stays"
+
+    # another client's message, seen after refresh
+    dc.append("alice", folder, sample_mail.sample_messages(1, 36, tricky=False)[0])
+    wait_for(lambda: len(listing(m.p(folder))) == 4, BOUND, what="the new message listed")
+    wait_for(lambda: folder_mtime(m, folder) > t0, BOUND,
+             what="the folder's mtime moving forward after a new message")
+    t1 = folder_mtime(m, folder)
+
+    # the mount's own APPEND
+    src = tmp_path / "new.eml"
+    src.write_bytes(sample_mail.sample_messages(1, 37, tricky=False)[0])
+    run(["cp", str(src), m.p(folder, "mine.eml")])
+    t2 = folder_mtime(m, folder)
+    assert t2 > t1, "the mount's own APPEND moves the time"
+
+    # the mount's own removal
+    os.unlink(m.p(folder, "mine.eml"))
+    t3 = folder_mtime(m, folder)
+    assert t3 > t2, "the mount's own removal moves the time"
+    assert len(server_messages(dc, folder)) == 4
+    m.unmount()
+
+    m2 = mount(options=["refresh=3600"], server=dc, cache_dir=cache)
+    assert folder_mtime(m2, folder) == t3, "the time is the cache's, not the mount's"
+
+
+def test_folders_of_another_client_appear_and_go(mount, servers):
+    """A folder created by the other client appears within refresh, one it
+    deletes disappears, one it renames moves."""
+    dc = servers.get("qresync")
+    gone = new_folder(dc, "Doomed", sample_mail.sample_messages(1, 38, tricky=False))
+    moved = new_folder(dc, "Before", sample_mail.sample_messages(1, 39, tricky=False))
+    m = mount(options=["refresh=%d" % REFRESH], server=dc)
+    top = listing(m.path)
+    assert gone in top and moved in top
+    born = "Born%d" % next(SEQ)
+    after = "After%d" % next(SEQ)
+    dc.create_folder("alice", born)
+    dc.delete_folder("alice", gone)
+    with dc.session("alice") as c:
+        typ, data = c.rename(moved, after)
+        assert typ == "OK", data
+    wait_for(lambda: born in listing(m.path) and gone not in listing(m.path) and
+             after in listing(m.path) and moved not in listing(m.path), BOUND,
+             what="the root listing the other client's folders")
+    assert os.path.isdir(m.p(born))
+    assert not os.path.exists(m.p(gone))
+    assert len(listing(m.p(after))) == 1
