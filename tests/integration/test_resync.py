@@ -197,3 +197,21 @@ def test_folders_of_another_client_appear_and_go(mount, servers):
     assert os.path.isdir(m.p(born))
     assert not os.path.exists(m.p(gone))
     assert len(listing(m.p(after))) == 1
+
+
+def test_folder_time_reaches_the_kernel_at_once(mount, servers):
+    """A folder whose contents change behind the kernel's back (rm moves a
+    message into the trash folder) shows its new time at once, though the
+    kernel was told it may keep the folder's attributes for refresh
+    (an hour here): the store's observer invalidates them."""
+    dc = servers.get("qresync")
+    folder = new_folder(dc, "Src", sample_mail.sample_messages(2, 40, tricky=False))
+    trash = new_folder(dc, "Bin", sample_mail.sample_messages(1, 41, tricky=False))
+    m = mount(options=["refresh=3600", "trash=" + trash], server=dc)
+    names = listing(m.p(folder))
+    assert len(listing(m.p(trash))) == 1
+    t0 = folder_mtime(m, trash)      # the kernel keeps this for an hour
+    os.unlink(m.p(folder, names[0]))
+    assert len(server_messages(dc, trash)) == 2
+    assert folder_mtime(m, trash) > t0, "the trash folder's time hidden by the kernel's cache"
+    assert len(listing(m.p(trash))) == 2
