@@ -215,3 +215,82 @@ def test_folder_time_reaches_the_kernel_at_once(mount, servers):
     assert len(server_messages(dc, trash)) == 2
     assert folder_mtime(m, trash) > t0, "the trash folder's time hidden by the kernel's cache"
     assert len(listing(m.p(trash))) == 2
+
+
+BIG = int(os.environ.get("MAILFS_RESYNC_MESSAGES", "50000"))
+
+
+def write_maildir(dc, folder, messages):
+    """The folder's messages as Maildir files written directly into
+    Dovecot's store (as bench/benchlib.py does): 50,000 APPENDs would take
+    minutes."""
+    import pwd
+    dc.create_folder("alice", folder)
+    cur = os.path.join(dc.workdir, "home", "alice", "Maildir", folder, "cur")
+    assert os.path.isdir(cur), "Dovecot's folder is not at %s" % cur
+    owner = pwd.getpwnam("dovecot")
+    for i, raw in enumerate(messages):
+        path = os.path.join(cur, "%d.M%dP1.resync,S=%d,W=%d:2,%s" % (
+            1700000000 + i, i, len(raw), len(raw), "S" if i % 3 else ""))
+        with open(path, "wb") as f:
+            f.write(raw)
+        os.chown(path, owner.pw_uid, owner.pw_gid)
+
+
+def moved(m):
+    s = m.stats()
+    return s["bytes_received"] + s["bytes_sent"]
+
+
+def test_big_folder_recheck_moves_little(mount, servers):
+    """Issue 14's measurement: on a 50,000-message folder, with CONDSTORE and
+    QRESYNC, the re-check after another client changed flags on 10 messages
+    and expunged 5 moves under 100 KB in all (the mount's own count of bytes
+    sent and received, user.mailfs.stats; 2 bytes a message for another
+    MAILFS_RESYNC_MESSAGES), and leaves the server's count, without the
+    expunged ones, with the flags set."""
+    dc = servers.get("qresync")
+    folder = "Big%d" % next(SEQ)
+    raws = sample_mail.sample_messages(BIG, 42, tricky=False)
+    write_maildir(dc, folder, raws)
+    m = mount(options=["refresh=%d" % REFRESH], server=dc)
+    wait_for(lambda: len(os.listdir(m.p(folder))) == BIG, 600, interval=1,
+             what="the first listing of %d messages" % BIG)
+    listed = time.monotonic()
+    with dc.session("alice") as c:
+        typ, data = c.select(folder)
+        assert typ == "OK", data
+        uids = [int(u) for u in c.uid("SEARCH", "ALL")[1][0].split()]
+        assert len(uids) == BIG
+        flagged = uids[BIG // 20:BIG:BIG // 10][:10]
+        gone = uids[BIG // 7:BIG:BIG // 5][:5]
+        mids = {}
+        for u in flagged + gone:
+            data = c.uid("FETCH", str(u), "(BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)])")[1]
+            mids[u] = sample_mail.message_id(data[0][1] + b"\r\n")
+        for u in flagged:
+            assert c.uid("STORE", str(u), "+FLAGS.SILENT", "(\\Flagged)")[0] == "OK"
+        s = ",".join(str(u) for u in gone)
+        assert c.uid("STORE", s, "+FLAGS.SILENT", "(\\Deleted)")[0] == "OK"
+        assert c.uid("EXPUNGE", s)[0] == "OK"
+    # the names of those messages (a name is the Date and Subject's: the
+    # sample's 50,000 are all different)
+    by_mid = {sample_mail.message_id(r): r for r in raws}
+    name = {u: sample_mail.expected_name(by_mid[mid], 0) for u, mid in mids.items()}
+    # a directory's getattr re-checks it once refresh has passed
+    wait_for(lambda: time.monotonic() > listed + REFRESH + 0.5, REFRESH + 5,
+             what="refresh to pass")
+    before = moved(m)
+    synced = m.stats()["folders_synced"]
+    os.stat(m.p(folder))
+    assert m.stats()["folders_synced"] == synced + 1, "the stat did not re-check the folder"
+    cost = moved(m) - before
+    assert cost < 2 * BIG, "the re-check moved %d bytes" % cost
+    names = set(os.listdir(m.p(folder)))
+    assert len(names) == BIG - 5
+    assert len(dc.messages("alice", folder)) == BIG - 5
+    for u in gone:
+        assert name[u] not in names
+    for u in flagged:
+        flags = getfattr(m.p(folder, name[u]), "user.mail.flags")
+        assert "\\Flagged" in flags.split(), (name[u], flags)
