@@ -89,6 +89,11 @@ struct mailbox_sync_result {
 	 * <= last_uid the server said are gone (IMAP QRESYNC's VANISHED),
 	 * whether or not present_valid; they may include UIDs never held. */
 	GArray *vanished;
+	/* The server's count of the folder's messages once the answer was
+	 * complete, when exists_valid: the caller can tell whether what it
+	 * holds adds up (else its next check should ask for everything). */
+	int exists_valid;
+	uint32_t exists;
 };
 
 struct mailbox_body_request {

@@ -339,6 +339,8 @@ again:
 		res->present_valid = st == MF_OK;
 	}
 	g_array_sort(res->present, imap_uid_cmp);
+	res->exists = c->exists;
+	res->exists_valid = st == MF_OK && !req->new_only;
 	return st;
 }
 

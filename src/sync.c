@@ -249,6 +249,15 @@ static enum mf_status sync_folder_now(struct sync_ctx *s, int64_t folder_id, int
 	}
 
 	n_new = res.added->len;
+	/* Told what went rather than what is left (QRESYNC, CONDSTORE): when
+	 * the count does not add up, something was missed, and the next
+	 * check asks for every UID (no modseq to start from). */
+	if (!res.reset && !res.present_valid && res.exists_valid && !req.new_only &&
+	    (int64_t)n_known - (int64_t)n_removed + (int64_t)n_new != (int64_t)res.exists) {
+		log_warn("%s: the server counts %u messages, the cache %zu: the next check "
+		         "asks for all of them", f.path, res.exists, n_known - n_removed + n_new);
+		res.highestmodseq = 0;
+	}
 	added = g_new0(struct store_sync_message *, n_new ? n_new : 1);
 	for (size_t i = 0; i < n_new; i++) {
 		const struct mailbox_message *m = &g_array_index(res.added, struct mailbox_message, i);

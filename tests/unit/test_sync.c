@@ -192,8 +192,12 @@ static enum mf_status fake_sync_folder(struct mailbox *mb, const struct mailbox_
 	out->uidnext = f->uidnext;
 	out->reset = server_uids && req->uidvalidity && req->uidvalidity != f->uidvalidity;
 	out->present_valid = !req->new_only && !fk->vanished;
-	if (fk->vanished)
+	if (fk->vanished) {
 		g_array_append_vals(out->vanished, fk->vanished->data, fk->vanished->len);
+		out->highestmodseq = 7;
+		out->exists_valid = 1;
+		out->exists = f->msgs->len;
+	}
 	if (!server_uids)
 		g_assert(req->known_remote_ids);  /* sync must fill it for such a driver */
 	for (guint i = 0; i < f->msgs->len; i++) {
@@ -584,6 +588,17 @@ static void test_recheck_new_vanished_changed(void **state)
 	assert_stored(fx, "INBOX", "21:\\Flagged 1:\\Seen 2:- 4:- 5:\\Answered \\Seen");
 }
 
+static uint64_t modseq(struct fixture *fx, const char *path)
+{
+	struct store_folder f;
+	uint64_t m;
+
+	assert_int_equal(store_folder_by_id(fx->st, folder_id(fx, path), &f), MF_OK);
+	m = f.highestmodseq;
+	store_folder_clear(&f);
+	return m;
+}
+
 /* QRESYNC: what the server names as vanished goes (ranges in any order,
  * overlapping, reaching past what the cache holds), nothing else. */
 static void test_recheck_vanished_ranges(void **state)
@@ -606,6 +621,15 @@ static void test_recheck_vanished_ranges(void **state)
 	g_array_append_vals(fx->fk->vanished, gone, G_N_ELEMENTS(gone));
 	check_folder(fx, "INBOX", 1, 1);
 	assert_stored(fx, "INBOX", "1:- 4:- 5:- 7:- 8:-");
+	assert_int_equal(modseq(fx, "INBOX"), 7);
+
+	/* A server that does not name all that went: the count says so, and
+	 * the next check starts from no modseq (asks for every UID). */
+	assert_non_null(fake_msg(inbox, 8, &i));
+	g_ptr_array_remove_index(inbox->msgs, i);
+	g_array_set_size(fx->fk->vanished, 0);
+	check_folder(fx, "INBOX", 1, 0);
+	assert_int_equal(modseq(fx, "INBOX"), 0);
 
 }
 
