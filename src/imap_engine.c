@@ -518,7 +518,7 @@ static void imap_select_untagged(void *ctx, struct imap_conn *c, const struct im
 static enum mf_status imap_select_mode(struct imap_conn *c, const char *wire_name, int rw,
                                        const struct imap_qresync *q)
 {
-	struct imap_select_ctx sel = { q, c->selected == NULL };
+	struct imap_select_ctx sel = { q, !c->opened };
 	GString *cmd;
 	enum mf_status st;
 
@@ -541,6 +541,7 @@ static enum mf_status imap_select_mode(struct imap_conn *c, const char *wire_nam
 			g_string_append(cmd, " (CONDSTORE)");
 		}
 		st = imap_command(c, cmd->str, q ? imap_select_untagged : NULL, &sel);
+		c->opened = st == MF_OK;  /* a failed SELECT leaves none open */
 	}
 	/* No [CLOSED] after a folder was open: what came cannot be told
 	 * apart, and the caller must ask the CONDSTORE way. */

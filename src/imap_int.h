@@ -85,6 +85,9 @@ struct imap_conn {
 	int enable_tried;      /* ENABLE QRESYNC was sent (before the first SELECT) */
 	int qresync;           /* the server ENABLED QRESYNC: VANISHED, not EXPUNGE */
 	int selected_qresync;  /* the last SELECT/EXAMINE carried QRESYNC parameters */
+	int opened;            /* a SELECT/EXAMINE succeeded since the last failed one:
+	                          the server may have a folder open (selected may be
+	                          NULL after UNSELECT or RENAME) */
 };
 
 struct imap_driver {

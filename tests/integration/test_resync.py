@@ -16,7 +16,9 @@ import time
 import pytest
 
 import sample_mail
-from harness import SEQ, getfattr, listing, new_folder, run, server_messages, wait_for
+from harness import (SEQ, getfattr, listing, new_folder, run, server_messages, server_url,
+                     wait_for)
+from tcp_proxy import FaultProxy
 
 BASE_CAPABILITY = ("IMAP4rev1 LITERAL+ SASL-IR ID ENABLE IDLE NAMESPACE CHILDREN UIDPLUS "
                    "MOVE UNSELECT")
@@ -128,6 +130,39 @@ def test_vanished_on_a_body_connection(mount, servers):
         "does not test what it says"
     assert "ENABLE QRESYNC" in log
 
+
+
+def test_news_of_the_previous_folder_are_not_this_ones(mount, servers):
+    """What a server sends on a connection before "* OK [CLOSED]" belongs to
+    the folder that was open before (RFC 7162): a FETCH of flags there
+    (injected by a proxy before Dovecot's [CLOSED]) is not applied to the
+    folder being re-checked."""
+    dc = servers.get("qresync")
+    raws = sample_mail.sample_messages(3, 43, tricky=False)
+    folder = new_folder(dc, "Closed", raws)
+
+    def inject(line):
+        if line.startswith(b"* OK [CLOSED]"):
+            return b"* 1 FETCH (UID 1 FLAGS ($Injected))\r\n" + line
+        return line
+
+    with FaultProxy(("127.0.0.1", dc.imap_port), rewrite=inject) as px:
+        m = mount(url=server_url(dc, "imap", port=px.port), server=dc, cafile=False,
+                  options=["tls=none", "debug", "connections=1", "refresh=%d" % REFRESH])
+        names = listing(m.p(folder))
+        uids = {int(getfattr(m.p(folder, n), "user.mail.uid")): n for n in names}
+        assert 1 in uids
+        second = sorted(uids)[1]
+        dc.store_flags("alice", folder, second, "+FLAGS", "\\Flagged")
+        wait_for(lambda: "\\Flagged" in getfattr(m.p(folder, uids[second]), "user.mail.flags"),
+                 BOUND, what="the re-check seeing the other client's flag")
+        assert "(QRESYNC (" in m.log_text()
+        log = m.log_text()
+        injected = log.find("S: * 1 FETCH (UID 1 FLAGS ($Injected))")
+        assert injected >= 0 and log.find("S: * OK [CLOSED]", injected) > injected, \
+            "nothing injected before [CLOSED]: nothing tested"
+        assert "$Injected" not in getfattr(m.p(folder, uids[1]), "user.mail.flags")
+        m.unmount()
 
 def folder_mtime(m, folder):
     st = os.stat(m.p(folder))
