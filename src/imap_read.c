@@ -276,8 +276,12 @@ again:
 	if (req->uidvalidity != c->uidvalidity) {
 		res->reset = req->uidvalidity != 0 || req->last_uid != 0;
 		sc->last_uid = 0;
+		/* The server ignores a state of other UIDs: none should have come. */
 		g_array_set_size(res->vanished, 0);
-		g_array_set_size(res->flag_updates, 0);  /* none came: the server ignores the state */
+		for (guint i = 0; i < res->flag_updates->len; i++)
+			g_free(g_array_index(res->flag_updates, struct mailbox_flag_update, i).flags);
+		g_array_set_size(res->flag_updates, 0);
+		g_array_set_size(res->present, 0);
 	}
 	if (c->exists == 0 && !reuse) {
 		res->present_valid = 1;  /* all gone, if there were any */
