@@ -477,7 +477,9 @@ static int fs_readdir(const char *path, void *buf, fuse_fill_dir_t filler, off_t
 	}
 	for (guint i = (guint)offset; i < d->entries->len; i++) {
 		const struct fs_dirent *e = &g_array_index(d->entries, struct fs_dirent, i);
-		int plus = i >= 2 ? FUSE_FILL_DIR_PLUS : 0;
+		/* A folder's attributes are not given: its time comes from a
+		 * getattr, which re-checks it when stale (find -newer, notmuch). */
+		int plus = i >= 2 && !e->dir ? FUSE_FILL_DIR_PLUS : 0;
 		struct stat st;
 		if (e->dir)
 			fs_dir_stat(ctx, e->ino, e->mtime, &st);

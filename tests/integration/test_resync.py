@@ -170,6 +170,15 @@ def folder_mtime(m, folder):
     return st.st_mtime_ns
 
 
+def listed_mtime(m, folder):
+    """The folder's time once its first listing's has reached the kernel
+    (the kernel may hold the mount's time, whole seconds, a moment longer:
+    the store's news travel to it on a thread of their own)."""
+    wait_for(lambda: folder_mtime(m, folder) % 10**9 != 0, 10,
+             what="the first listing's time of %s" % folder)
+    return folder_mtime(m, folder)
+
+
 def test_folder_time_moves_when_mail_arrives_and_survives_remount(mount, servers, tmp_path):
     """A folder's mtime is the last time its contents changed as seen by
     the mount: it moves forward when another client's message is seen,
@@ -181,7 +190,7 @@ def test_folder_time_moves_when_mail_arrives_and_survives_remount(mount, servers
     cache = str(tmp_path / "cache")
     m = mount(options=["refresh=%d" % REFRESH], server=dc, cache_dir=cache)
     assert len(listing(m.p(folder))) == 3
-    t0 = folder_mtime(m, folder)
+    t0 = listed_mtime(m, folder)
     assert abs(t0 / 1e9 - time.time()) < 600, "a first listing sets the time to its own"
     assert folder_mtime(m, folder) == t0, "nothing changed: the time stays"
 
@@ -245,7 +254,7 @@ def test_folder_time_reaches_the_kernel_at_once(mount, servers):
     m = mount(options=["refresh=3600", "trash=" + trash], server=dc)
     names = listing(m.p(folder))
     assert len(listing(m.p(trash))) == 1
-    t0 = folder_mtime(m, trash)      # the kernel keeps this for an hour
+    t0 = listed_mtime(m, trash)      # the kernel keeps this for an hour
     os.unlink(m.p(folder, names[0]))
     assert len(server_messages(dc, trash)) == 2
     assert folder_mtime(m, trash) > t0, "the trash folder's time hidden by the kernel's cache"
@@ -329,3 +338,38 @@ def test_big_folder_recheck_moves_little(mount, servers):
     for u in flagged:
         flags = getfattr(m.p(folder, name[u]), "user.mail.flags")
         assert "\\Flagged" in flags.split(), (name[u], flags)
+
+
+def test_find_newer_sees_new_mail_by_the_folders_time(mount, servers, tmp_path):
+    """As notmuch does: a folder's time alone tells that mail arrived.
+    After refresh, `find -newer REF -type d` (a stat of each folder, no
+    listing first) names the folder that got a message from the other
+    client and not the one that got none."""
+    dc = servers.get("qresync")
+    busy = new_folder(dc, "Busy", sample_mail.sample_messages(2, 44, tricky=False))
+    quiet = new_folder(dc, "Quiet", sample_mail.sample_messages(2, 45, tricky=False))
+    cache = str(tmp_path / "cache")
+    m = mount(options=["refresh=%d" % REFRESH], server=dc, cache_dir=cache)
+    for folder in (busy, quiet):
+        names = listing(m.p(folder))
+        assert len(names) == 2
+        os.stat(m.p(folder, names[0]))  # waits until the first listing is stored
+    m.unmount()
+    # a new mount: the folders' times come from the cache, none in flight
+    m = mount(options=["refresh=%d" % REFRESH], server=dc, cache_dir=cache)
+    ref = tmp_path / "ref"
+    listed = max(os.stat(m.p(busy)).st_mtime_ns, os.stat(m.p(quiet)).st_mtime_ns)
+
+    def touch_ref():   # file times are the kernel's coarse clock: a tick behind
+        ref.write_text("")
+        return ref.stat().st_mtime_ns > listed
+    wait_for(touch_ref, 10, what="a reference file newer than both folders")
+    dc.append("alice", busy, sample_mail.sample_messages(1, 46, tricky=False)[0])
+
+    def newer():
+        out = run(["find", m.path, "-mindepth", "1", "-maxdepth", "1", "-type", "d",
+                   "-newer", str(ref)]).stdout
+        return {os.path.basename(p) for p in out.decode().split()}
+    wait_for(lambda: busy in newer(), BOUND, what="find -newer naming the folder with new mail")
+    assert quiet not in newer()
+    assert len(listing(m.p(busy))) == 3
