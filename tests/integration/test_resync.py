@@ -11,6 +11,7 @@ what the mount shows is compared with what imaplib reads from the server.
 
 import os
 import re
+import shutil
 import time
 
 import pytest
@@ -373,3 +374,29 @@ def test_find_newer_sees_new_mail_by_the_folders_time(mount, servers, tmp_path):
     wait_for(lambda: busy in newer(), BOUND, what="find -newer naming the folder with new mail")
     assert quiet not in newer()
     assert len(listing(m.p(busy))) == 3
+
+
+def test_notmuch_new_sees_new_mail(mount, tmp_path):
+    """Issue 14's report: `notmuch new` with database.mail_root on the mount
+    said "No new mail" after another client's message had arrived, since it
+    trusts a folder whose time did not move.  Now, once refresh has passed,
+    it adds the new message."""
+    if not shutil.which("notmuch"):
+        pytest.skip("notmuch is not installed (Debian: notmuch)")
+    dc = mount.private_server()
+    folder = new_folder(dc, "Notmuch", sample_mail.sample_messages(2, 47, tricky=False))
+    m = mount(options=["refresh=%d" % REFRESH], server=dc)
+    conf = tmp_path / "notmuch-config"
+    conf.write_text("[database]\npath=%s\nmail_root=%s\n[new]\ntags=new\n"
+                    "[maildir]\nsynchronize_flags=false\n" % (tmp_path / "nm", m.path))
+    env = dict(os.environ, NOTMUCH_CONFIG=str(conf), HOME=str(tmp_path))
+
+    def notmuch(*args):
+        return run(["notmuch"] + list(args), env=env, timeout=120).stdout.decode()
+    (tmp_path / "nm").mkdir()
+    notmuch("new")
+    assert notmuch("count", "--", "*").strip() == "2"
+    dc.append("alice", folder, sample_mail.sample_messages(1, 48, tricky=False)[0])
+    wait_for(lambda: "Added 1 new message" in notmuch("new"), BOUND,
+             what="notmuch new adding the other client's message")
+    assert notmuch("count", "--", "*").strip() == "3"
