@@ -1,5 +1,5 @@
-# mountlib.sh: mounting and unmounting mailfs for the benchmarks, sourced
-# by bench/*-bench.sh. Uses WORK (state directory with env, mailfs.pid,
+# mountlib.sh: mounting and unmounting mailfs for the benchmarks, and
+# installing the tools they compare with, sourced by bench/*-bench.sh. Uses WORK (state directory with env, mailfs.pid,
 # mailfs.log), MNT, CACHE, MAILFS_BIN and the DC_* variables of WORK/env.
 
 load_env() { WORK=$1; # shellcheck disable=SC1091
@@ -42,4 +42,16 @@ mailfs_mount() {
   done
   echo "$name: mailfs did not mount within 10 s" >&2
   return 1
+}
+
+# need_pkg COMMAND PACKAGE: install PACKAGE with apt-get when COMMAND is
+# missing (an apt-get update only if the first try fails); else say so and exit.
+need_pkg() {
+  local me=${0##*/}
+  command -v "$1" >/dev/null 2>&1 && return 0
+  echo "$me: $1 is missing; installing $2 (apt-get install $2)" >&2
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "$2" ||
+    { DEBIAN_FRONTEND=noninteractive apt-get update -q &&
+      DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "$2"; } ||
+    { echo "$me: please install $2" >&2; exit 1; }
 }

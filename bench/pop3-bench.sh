@@ -59,14 +59,6 @@ case $MAILFS_BIN in /*) ;; *) MAILFS_BIN=$ROOT/$MAILFS_BIN ;; esac
 
 [ "$(id -u)" = 0 ] || { echo "pop3-bench: run as root (the private Dovecot runs as the dovecot user)" >&2; exit 1; }
 [ -x "$MAILFS_BIN" ] || { echo "pop3-bench: no executable $MAILFS_BIN (run make first)" >&2; exit 1; }
-need_pkg() {   # need_pkg COMMAND PACKAGE
-  command -v "$1" >/dev/null 2>&1 && return 0
-  echo "pop3-bench: $1 is missing; installing $2 (apt-get install $2)" >&2
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "$2" ||
-    { DEBIAN_FRONTEND=noninteractive apt-get update -q &&
-      DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "$2"; } ||
-    { echo "pop3-bench: please install $2" >&2; exit 1; }
-}
 need_pkg hyperfine hyperfine
 need_pkg mpop mpop
 for tool in fusermount3 mountpoint getfattr tar; do

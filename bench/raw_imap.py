@@ -71,10 +71,10 @@ def command(sock, rd, tag, text):
             return fetches
 
 
-def listing(host, port, cafile, user, password, folder):
+def listing(host, port, cafile, user, password, folder, timeout=60):
     """Returns (FETCH responses, bytes received)."""
     ctx = ssl.create_default_context(cafile=cafile)
-    with socket.create_connection((host, int(port)), timeout=60) as raw:
+    with socket.create_connection((host, int(port)), timeout=timeout) as raw:
         with ctx.wrap_socket(raw, server_hostname=host) as sock:
             rd = Reader(sock)
             greeting = rd.line()

@@ -25,6 +25,7 @@ struct mf_config {
 	int mark_seen;
 	int refresh;           /* seconds */
 	int connections;
+	int watch;             /* folders kept under IDLE at most (0: no push) */
 	char *trash;
 	int show_deleted;
 	int offline;

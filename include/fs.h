@@ -20,6 +20,10 @@ struct sync_ctx;
  * before the mount starts. */
 struct fs_ctx *fs_new(const struct mf_config *cfg);
 void fs_attach(struct fs_ctx *ctx, struct store *store, struct sync_ctx *sync);
+/* Once the FUSE loop has ended, before fuse_destroy (which frees the
+ * nodes an invalidation looks up, then calls destroy): ends push and the
+ * kernel-cache invalidations. destroy does it when this was not called. */
+void fs_stop(struct fs_ctx *ctx);
 void fs_free(struct fs_ctx *ctx);
 
 

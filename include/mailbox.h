@@ -105,6 +105,21 @@ struct mailbox_body_request {
 	enum mf_status status;    /* out: MF_OK, MF_ERR_NOTFOUND, ... */
 };
 
+/* What mailbox_ops.watch reports of a folder (bits). */
+enum mailbox_news {
+	/* Messages were added, and nothing else changed as far as the
+	 * server said: the messages above the known UIDs are all there is
+	 * to fetch. */
+	MAILBOX_NEWS_ADDED = 1 << 0,
+	/* Anything else: messages expunged, flags changed, or the watch was
+	 * (re)established and whatever happened before is unknown. */
+	MAILBOX_NEWS_CHANGED = 1 << 1,
+};
+
+/* Called from a thread of the driver's, never with a lock of the
+ * caller's held; must not block. */
+typedef void (*mailbox_news_fn)(void *ctx, const char *wire_name, unsigned news);
+
 struct mailbox_ops {
 	unsigned caps;            /* enum mailbox_cap bits */
 
@@ -170,6 +185,19 @@ struct mailbox_ops {
 	enum mf_status (*fetch_bodies)(struct mailbox *mb, const char *wire_name,
 	                               uint32_t uidvalidity,
 	                               struct mailbox_body_request *reqs, size_t n);
+
+	/* Push: the server tells of changes to the folders named (wire
+	 * names), each on a connection of its own (IMAP IDLE) counted among
+	 * the driver's connections, until the next call, which replaces the
+	 * set (n 0: none; waits until the folders no longer watched are let
+	 * go). news is called for a folder once its watch is in place (and
+	 * again after each reconnect: what happened meanwhile is unknown),
+	 * then whenever the server reports a change. A lost watch is
+	 * re-established with backoff. MF_ERR_NOTFOUND: the server cannot
+	 * push (no IDLE); nothing is watched. NULL in a driver without push
+	 * (POP3). */
+	enum mf_status (*watch)(struct mailbox *mb, const char *const *wire_names, size_t n,
+	                        mailbox_news_fn news, void *ctx);
 
 	void (*destroy)(struct mailbox *mb);
 };

@@ -33,6 +33,8 @@ enum mf_status net_recv(struct net_conn *c, void *buf, size_t cap, size_t *got);
 /* Without waiting: 1 when the peer has closed the connection; else 0,
  * with whatever had arrived (at most cap bytes) in buf and *got. */
 int net_peek_closed(struct net_conn *c, void *buf, size_t cap, size_t *got);
+/* The socket, for a poll() beside others (an IMAP IDLE); -1 none. */
+int net_socket(const struct net_conn *c);
 /* Closes the connection (the caller sends any LOGOUT first). NULL-safe. */
 void net_close(struct net_conn *c);
 

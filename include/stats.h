@@ -25,5 +25,7 @@ extern struct mf_stats mf_stats;
 
 /* Renders the counters as one JSON object into out. */
 void stats_format_json(GString *out);
+/* Adds "name": value as the last member of the JSON object in json. */
+void stats_json_add(GString *json, const char *name, uint64_t value);
 
 #endif

@@ -26,6 +26,16 @@ struct sync_ctx *sync_new(const struct mf_config *cfg, struct store *store, stru
 /* Waits for listings still being stored, then frees. */
 void sync_free(struct sync_ctx *s);
 
+/* Push (-o watch=N, a driver that can): INBOX and the folders in use
+ * are watched, and each change the server tells of is brought into the
+ * store at once; changed(ctx, folder_path) is then called (from a thread
+ * of sync's) so that the caller drops what the kernel holds of the
+ * folder. Nothing happens without push: -o refresh alone serves. */
+void sync_watch_start(struct sync_ctx *s, void (*changed)(void *ctx, const char *folder_path),
+                      void *ctx);
+/* Ends every watch (bounded: a DONE and its answer, 2 s at most). */
+void sync_watch_stop(struct sync_ctx *s);
+
 /* Whether a message with these flags is left out of listings: \Deleted
  * ones are, unless -o show_deleted. */
 int sync_hidden(const struct sync_ctx *s, const char *flags);

@@ -196,6 +196,15 @@ static void fs_store_changed(void *data, const char *path)
 	g_free(p);
 }
 
+/* Push (sync_watch_start): a folder was brought in step with what
+ * another client did; its directory's attributes go from the kernel's
+ * cache (names gone or moved went through fs_store_changed, and new ones
+ * are looked up: no negative entries are cached). */
+static void fs_folder_changed(void *data, const char *folder_path)
+{
+	fs_store_changed(data, folder_path);
+}
+
 static void *fs_init(struct fuse_conn_info *conn, struct fuse_config *cfg)
 {
 	struct fs_ctx *ctx = fs_ctx();
@@ -217,18 +226,30 @@ static void *fs_init(struct fuse_conn_info *conn, struct fuse_config *cfg)
 	ctx->invalidate = g_async_queue_new();
 	ctx->invalidator = g_thread_new("invalidate", fs_invalidator, ctx);
 	store_set_observer(ctx->store, fs_store_changed, ctx);
+	sync_watch_start(ctx->sync, fs_folder_changed, ctx);
 	return ctx;
+}
+
+/* Push ends, then the invalidator (nothing reports to it any more): while
+ * fuse's node table still exists. */
+void fs_stop(struct fs_ctx *ctx)
+{
+	if (!ctx->invalidator)
+		return;
+	sync_watch_stop(ctx->sync);
+	store_set_observer(ctx->store, NULL, NULL);
+	g_async_queue_push(ctx->invalidate, g_strdup(""));
+	g_thread_join(ctx->invalidator);
+	ctx->invalidator = NULL;
+	g_async_queue_unref(ctx->invalidate);
+	ctx->invalidate = NULL;
 }
 
 static void fs_destroy(void *data)
 {
 	struct fs_ctx *ctx = data;
 
-	store_set_observer(ctx->store, NULL, NULL);
-	g_async_queue_push(ctx->invalidate, g_strdup(""));
-	g_thread_join(ctx->invalidator);
-	g_async_queue_unref(ctx->invalidate);
-	ctx->invalidate = NULL;
+	fs_stop(ctx);
 	fs_staged_clear(ctx);
 }
 
@@ -580,6 +601,59 @@ static int fs_xattr_namespace_ok(const char *name)
 	return strncmp(name, "user.", 5) == 0;
 }
 
+/* What the cache holds of a folder, for mailfs prefetch: its listed
+ * messages and their bytes, and how many of them (and bytes) have their
+ * body cached. One JSON object, whatever the folder's size: the list of
+ * files is readdir's, each file's state its own user.mailfs.cached. */
+struct fs_cache_count {
+	struct fs_ctx *ctx;
+	uint64_t messages, bytes, cached, cached_bytes;
+};
+
+static int fs_count_cached(void *data, const struct store_message *m)
+{
+	struct fs_cache_count *c = data;
+
+	if (sync_hidden(c->ctx->sync, m->flags))
+		return 0;
+	c->messages++;
+	c->bytes += m->size;
+	if (m->body_cached) {
+		c->cached++;
+		c->cached_bytes += m->size;
+	}
+	return 0;
+}
+
+static char *fs_folder_cache_json(struct fs_ctx *ctx, const struct store_folder *f)
+{
+	struct fs_cache_count c = { ctx, 0, 0, 0, 0 };
+
+	if (!f->noselect) {
+		sync_folder_settle(ctx->sync, f->id);  /* a first listing counts once stored */
+		if (store_messages_list(ctx->store, f->id, fs_count_cached, &c) != MF_OK)
+			return NULL;
+	}
+	return g_strdup_printf("{\"messages\": %" PRIu64 ", \"bytes\": %" PRIu64
+	                       ", \"cached\": %" PRIu64 ", \"cached_bytes\": %" PRIu64 "}",
+	                       c.messages, c.bytes, c.cached, c.cached_bytes);
+}
+
+/* The mount's counters, and the body cache's cap and use (mailfs
+ * prefetch checks that what it is asked to fetch fits). */
+static char *fs_root_stats_json(struct fs_ctx *ctx)
+{
+	GString *s = g_string_new(NULL);
+	uint64_t used = 0, count = 0;
+
+	sync_settle_all(ctx->sync);  /* a listing just shown counts once stored */
+	stats_format_json(s);
+	store_body_usage(ctx->store, &used, &count);
+	stats_json_add(s, "cache_size", ctx->cfg->cache_size);
+	stats_json_add(s, "cache_used", used);
+	return g_string_free(s, FALSE);
+}
+
 static int fs_getxattr(const char *path, const char *name, char *buf, size_t size)
 {
 	struct fs_ctx *ctx = fs_ctx();
@@ -593,11 +667,13 @@ static int fs_getxattr(const char *path, const char *name, char *buf, size_t siz
 
 	if (rc != 0)
 		return rc;
+	/* user.mailfs.cache and user.mailfs.cached are not in listxattr:
+	 * they change as bodies come and go, and cp -a, rsync -X or tar
+	 * --xattrs must not copy a cache's state into a backup. */
 	if (n.kind == FS_ROOT && strcmp(name, "user.mailfs.stats") == 0) {
-		GString *s = g_string_new(NULL);
-		sync_settle_all(ctx->sync);  /* a listing just shown counts once stored */
-		stats_format_json(s);
-		value = g_string_free(s, FALSE);
+		value = fs_root_stats_json(ctx);
+	} else if (n.kind == FS_FOLDER && strcmp(name, "user.mailfs.cache") == 0) {
+		value = fs_folder_cache_json(ctx, &n.folder);
 	} else if (n.kind == FS_MESSAGE) {
 		const struct store_message *m = &n.msg;
 		if (strcmp(name, "user.mail.flags") == 0)
@@ -612,6 +688,8 @@ static int fs_getxattr(const char *path, const char *name, char *buf, size_t siz
 			value = mime_decode_from(m->from_raw);
 		else if (strcmp(name, "user.mail.date") == 0)
 			value = mime_decode_date(m->date_raw);
+		else if (strcmp(name, "user.mailfs.cached") == 0)
+			value = g_strdup(m->body_cached ? "1" : "0");
 	}
 	fs_node_clear(&n);
 	if (!value)

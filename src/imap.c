@@ -11,11 +11,14 @@ static void imap_destroy(struct mailbox *mb)
 {
 	struct imap_driver *d = (struct imap_driver *)mb;
 
+	imap_watch_end(d);  /* its connections go back to the pool first */
 	for (guint i = 0; i < d->spare->len; i++)
 		imap_conn_free(g_ptr_array_index(d->spare, i));
 	g_ptr_array_free(d->spare, TRUE);
 	g_mutex_clear(&d->lock);
 	g_cond_clear(&d->cond);
+	g_mutex_clear(&d->watch_lock);
+	g_ptr_array_free(d->watchers, TRUE);
 	g_free(d);
 }
 
@@ -33,6 +36,7 @@ static const struct mailbox_ops imap_ops = {
 	.delete_folder = imap_delete_folder,
 	.rename_folder = imap_rename_folder,
 	.quota = imap_quota,
+	.watch = imap_watch,
 	.destroy = imap_destroy,
 };
 
@@ -47,6 +51,8 @@ enum mf_status imap_mailbox_open(const struct mf_config *cfg, struct mailbox **o
 	g_mutex_init(&d->lock);
 	g_cond_init(&d->cond);
 	d->spare = g_ptr_array_new();
+	g_mutex_init(&d->watch_lock);
+	d->watchers = g_ptr_array_new();
 	st = imap_conn_open(cfg, &c, err);
 	if (st != MF_OK) {
 		imap_destroy(&d->base);

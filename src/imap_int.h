@@ -14,6 +14,8 @@
  *                  read-ahead)
  *   imap_write.c   APPEND, MOVE/COPY, EXPUNGE, flags,
  *                  CREATE/RENAME/DELETE, quota
+ *   imap_watch.c   push: a thread and an IDLE connection per watched
+ *                  folder, news up through mailbox_ops.watch's callback
  *
  * Parsing is imap_parse.c's job (pure). */
 #ifndef MAILFS_IMAP_INT_H
@@ -102,6 +104,12 @@ struct imap_driver {
 	int total;             /* open or opening connections */
 	int lost;              /* connections dropped, to count reconnects */
 	char delim;            /* hierarchy delimiter seen in LIST, 0 unknown */
+	/* imap_watch.c's, under watch_lock (never held across I/O): */
+	GMutex watch_lock;
+	GPtrArray *watchers;   /* struct imap_watcher *, one per watched folder */
+	mailbox_news_fn news;
+	void *news_ctx;
+	int watch_off;         /* the server offers no IDLE: nothing is watched */
 };
 
 typedef void (*imap_untagged_fn)(void *ctx, struct imap_conn *c,
@@ -177,6 +185,11 @@ enum mf_status imap_fetch_body(struct mailbox *mb, const char *wire_name,
 enum mf_status imap_fetch_bodies(struct mailbox *mb, const char *wire_name,
                                  uint32_t uidvalidity,
                                  struct mailbox_body_request *reqs, size_t n);
+
+/* imap_watch.c: mailbox_ops.watch, and the end of every watch (destroy) */
+enum mf_status imap_watch(struct mailbox *mb, const char *const *wire_names, size_t n,
+                          mailbox_news_fn news, void *ctx);
+void imap_watch_end(struct imap_driver *d);
 
 /* imap_write.c: mailbox_ops */
 enum mf_status imap_append(struct mailbox *mb, const char *wire_name, int fd,

@@ -112,6 +112,7 @@ enum mf_status imap_acquire(struct imap_driver *d, const char *folder,
 	char *err = NULL;
 	int counted_reconnect = 0;
 	int me;  /* our place in d->waiting */
+	int told = 0;
 
 	g_mutex_lock(&d->lock);
 	g_queue_push_tail(&d->waiting, &me);
@@ -165,6 +166,12 @@ enum mf_status imap_acquire(struct imap_driver *d, const char *folder,
 			g_queue_remove(&d->waiting, &me);
 			g_cond_broadcast(&d->cond);
 			break;
+		}
+		if (!told) {
+			/* Its place in the line, for -o debug (and the fairness test). */
+			log_debug("waiting for an IMAP connection: %d ahead",
+			          g_queue_index(&d->waiting, &me));
+			told = 1;
 		}
 		gint64 since = d->progress_at > start ? d->progress_at : start;
 		if (!g_cond_wait_until(&d->cond, &d->lock, since + timeout_us) &&

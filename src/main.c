@@ -25,6 +25,7 @@
 #include "mime.h"
 #include "net.h"
 #include "notify.h"
+#include "prefetch.h"
 #include "secret.h"
 #include "store.h"
 #include "sync.h"
@@ -44,7 +45,7 @@ struct main_opts {
 	char *tls, *cafile, *cache_dir, *cache_size, *names, *trash, *logfile;
 	/* Numbers as text: libfuse's %d would accept "30abc" and refuse "abc"
 	 * with a message of its own. */
-	char *refresh, *connections, *timeout;
+	char *refresh, *connections, *timeout, *watch;
 	int insecure, mark_seen, show_deleted, offline, readonly, debug;
 	int show_help, show_version;
 	char *url;
@@ -68,6 +69,7 @@ static const struct fuse_opt main_opt_spec[] = {
 	MAIN_OPT("mark_seen", mark_seen, 1),
 	MAIN_OPT("refresh=%s", refresh, 0),
 	MAIN_OPT("connections=%s", connections, 0),
+	MAIN_OPT("watch=%s", watch, 0),
 	MAIN_OPT("trash=%s", trash, 0),
 	MAIN_OPT("show_deleted", show_deleted, 1),
 	MAIN_OPT("offline", offline, 1),
@@ -86,6 +88,7 @@ static void main_usage(FILE *out)
 {
 	fprintf(out,
 "usage: mailfs [options] URL MOUNTPOINT\n"
+"       mailfs prefetch PATH...\n"
 "       mailfs --version | --help\n"
 "\n"
 "Mounts a mail account: folders are directories, messages are files whose\n"
@@ -113,6 +116,8 @@ static void main_usage(FILE *out)
 "    -o show_deleted          list messages flagged \\Deleted too\n"
 "    -o trash=FOLDER          rm moves messages to FOLDER\n"
 "    -o connections=N         IMAP connections in parallel (default 4)\n"
+"    -o watch=N               folders in use kept under IMAP IDLE, INBOX first, at most\n"
+"                             connections-1 (default 2; 0: no push, -o refresh alone)\n"
 "    -o timeout=SECONDS       bound on every network wait (default 60)\n"
 "    -o ro                    read-only (always on for POP3)\n"
 "    -o logfile=FILE          log here (default: stderr with -f, else syslog)\n"
@@ -125,6 +130,11 @@ static void main_usage(FILE *out)
 "    -o max_threads=N         threads serving requests at most (libfuse's default 10)\n"
 "    -o max_idle_threads=N    idle ones kept; -o clone_fd: a /dev/fuse fd per thread\n"
 "    -o allow_other, ...      the other libfuse mount options\n"
+"\n"
+"mailfs prefetch PATH... fetches every body under PATH (folders of a running\n"
+"mount, or the mount) into its cache, for offline use, with a progress bar\n"
+"on a terminal; resumable, stopped by Ctrl-C; refused when it does not fit\n"
+"in cache_size.\n"
 "\n"
 "See mailfs(1).\n");
 }
@@ -387,11 +397,15 @@ static int main_build_config(struct main_opts *mo, struct mf_config *cfg)
 	cfg->mark_seen = mo->mark_seen;
 	cfg->refresh = 30;
 	cfg->connections = 4;
+	cfg->watch = 2;
 	cfg->timeout = 60;  /* at most INT_MAX / 1000: net.c counts milliseconds in an int */
 	if ((rc = main_parse_number("refresh", mo->refresh, 0, INT_MAX, &cfg->refresh)) != 0 ||
 	    (rc = main_parse_number("connections", mo->connections, 1, 64, &cfg->connections)) != 0 ||
-	    (rc = main_parse_number("timeout", mo->timeout, 1, INT_MAX / 1000, &cfg->timeout)) != 0)
+	    (rc = main_parse_number("timeout", mo->timeout, 1, INT_MAX / 1000, &cfg->timeout)) != 0 ||
+	    (rc = main_parse_number("watch", mo->watch, 0, 64, &cfg->watch)) != 0)
 		return rc;
+	if (cfg->watch > cfg->connections - 1)
+		cfg->watch = cfg->connections - 1;  /* one at least is left for reading */
 	cfg->trash = g_strdup(mo->trash);
 	cfg->show_deleted = mo->show_deleted;
 	cfg->offline = mo->offline;
@@ -543,6 +557,9 @@ int main(int argc, char **argv)
 	int rc = MAIN_EXIT_FAILURE, mounted = 0, prc;
 	enum mf_status st;
 
+	/* mailfs prefetch PATH...: a client of a running mount (prefetch.c). */
+	if (argc > 1 && strcmp(argv[1], "prefetch") == 0)
+		return prefetch_main(argc - 1, argv + 1);
 	/* Before anything can start a child (password_command). */
 	notify_init();
 	signal(SIGPIPE, SIG_IGN);
@@ -700,6 +717,7 @@ int main(int argc, char **argv)
 		fuse_loop_cfg_destroy(lc);
 	}
 	notify_send("STOPPING=1");
+	fs_stop(fsctx);  /* push and invalidations end while fuse's nodes exist */
 	/* A positive value is the signal (SIGTERM from systemctl stop, ^C)
 	 * that asked for the unmount: a clean end, as an unmount is. */
 	rc = prc < 0 ? MAIN_EXIT_FAILURE : MAIN_EXIT_OK;
@@ -737,6 +755,7 @@ out:
 	g_free(mo.logfile);
 	g_free(mo.refresh);
 	g_free(mo.connections);
+	g_free(mo.watch);
 	g_free(mo.timeout);
 	return rc;
 }

@@ -280,6 +280,11 @@ int net_peek_closed(struct net_conn *c, void *buf, size_t cap, size_t *got)
 	return 0;
 }
 
+int net_socket(const struct net_conn *c)
+{
+	return c ? (int)c->sock : -1;
+}
+
 void net_close(struct net_conn *c)
 {
 	if (!c)

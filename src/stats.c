@@ -22,3 +22,12 @@ void stats_format_json(GString *out)
 	g_string_append(out, "}");
 #undef FIELD
 }
+
+void stats_json_add(GString *json, const char *name, uint64_t value)
+{
+	gsize end = json->len && json->str[json->len - 1] == '}' ? json->len - 1 : json->len;
+	char *field = g_strdup_printf(", \"%s\": %" PRIu64, name, value);
+
+	g_string_insert(json, (gssize)end, field);
+	g_free(field);
+}

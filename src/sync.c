@@ -35,6 +35,7 @@ void sync_free(struct sync_ctx *s)
 {
 	if (!s)
 		return;
+	sync_watch_stop(s);
 	sync_settle_all(s);
 	g_hash_table_destroy(s->writing);
 	g_free(s->ra_next);
@@ -80,6 +81,7 @@ enum mf_status sync_folders(struct sync_ctx *s)
 		g_mutex_lock(&s->lock);
 		s->folders_attempted = g_get_monotonic_time();
 		g_mutex_unlock(&s->lock);
+		sync_watch_review(s);
 	}
 	return st;
 }
@@ -398,6 +400,7 @@ enum mf_status sync_folder_run(struct sync_ctx *s, int64_t folder_id, int force,
 		*live = NULL;
 	if (!s->mb)
 		return MF_OK;
+	sync_watch_note(s, folder_id);  /* in use: watched for a while */
 	g_mutex_lock(&s->lock);
 	while (g_hash_table_contains(s->busy, &folder_id)) {
 		/* Someone is syncing it: their result is as fresh as ours

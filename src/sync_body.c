@@ -181,6 +181,7 @@ enum mf_status sync_body_open(struct sync_ctx *s, int64_t folder_id, uint32_t ui
 
 	if (size_changed)
 		*size_changed = 0;
+	sync_watch_note(s, folder_id);  /* in use: watched for a while */
 	fd = store_body_open(s->store, folder_id, uid);
 	if (fd >= 0) {
 		stats_add(cache_hits, 1);

@@ -8,6 +8,7 @@
  *   sync_body.c   bodies on first read, read-ahead
  *   sync_write.c  APPEND, move, remove, flags, folder create/delete/rename,
  *                 quota
+ *   sync_watch.c  push: the folders in use watched, their news applied
  *
  * sync is the layer between fs and the store and mailbox drivers: it is
  * the only one that sees both. It asks a driver what it can do through
@@ -44,12 +45,18 @@ struct sync_ctx {
 	char *ra_next;                 /* the uncached message a sequential reader opens next, */
 	uint32_t ra_next_uid;          /* by name or by UID (0: none) */
 	int ra_streak;                 /* sequential misses in a row */
+	struct sync_watch *watch;      /* sync_watch.c's; NULL: no push */
 };
 
 /* new_only: after our own change, fetch just the messages above the
  * cached UIDs; live: see sync_folder_live (sync.c). */
 enum mf_status sync_folder_run(struct sync_ctx *s, int64_t folder_id, int force,
                                int new_only, int *changed, struct sync_live **live);
+
+/* ---- sync_watch.c: a folder came into use (listed, looked into,
+ * opened, written); the folder list changed. */
+void sync_watch_note(struct sync_ctx *s, int64_t folder_id);
+void sync_watch_review(struct sync_ctx *s);
 
 /* ---- sync_live.c */
 

@@ -198,6 +198,10 @@ def start():
     if first:
         run_shown("getfattr -d -e text %s" % shlex.quote("demo/mnt/INBOX/" + first[0]))
     run_shown("getfattr -n user.mailfs.stats demo/mnt")
+    # The end of the tour: the whole account made available offline.
+    prog = os.path.relpath(binary, REPO) if binary.startswith(REPO + os.sep) else binary
+    run_shown("%s prefetch demo/mnt" % shlex.quote(prog))
+    run_shown("getfattr -n user.mailfs.cache demo/mnt/Archive")
     say("-" * 67)
     say("The mount stays up: try `ls -lR demo/mnt | less`, `du -sh demo/mnt`, `cat ...`.")
     say("Log: demo/mailfs.log.  To unmount and stop the server: make demo-stop")

@@ -10,6 +10,8 @@
 #   store     (store*.c)   no driver, FUSE or sync
 #   drivers   (imap*.c, pop3*.c, net.c)   no store, FUSE or sync
 #   leaves    (mime.c, utf7.c, *_parse.c) only their own header and civil.h
+#   prefetch  (prefetch.c) a client of a running mount, beside main.c: no
+#                          store, sync, fs, driver or FUSE
 #   every src/*.c and src/*.h file stays under 1,000 lines
 #
 # Prints one line per broken rule and exits 1, or one summary line.
@@ -47,6 +49,8 @@ done
 for f in src/imap*.c src/pop3*.c src/net.c; do
 	forbid "$f" '^(store.*|sqlite3|fuse.*|sync.*|fs.*)\.h$' 'drivers see no store, FUSE or sync'
 done
+forbid src/prefetch.c '^(store.*|sync.*|fs.*|mailbox|imap.*|pop3.*|net|sqlite3|curl|fuse.*)\.h$' \
+	'prefetch is a plain client of the mount'
 for f in src/mime.c src/utf7.c src/imap_parse.c src/pop3_parse.c; do
 	own=$(basename "$f" .c)
 	checked=$((checked + 1))

@@ -19,7 +19,10 @@ without MOVE (COPY + COPYUID, UID EXPUNGE), and neither (COPY confirmed by
 a search, a plain EXPUNGE).
 """
 
+import itertools
 import os
+import re
+import subprocess
 import threading
 import time
 
@@ -366,4 +369,52 @@ def test_lost_folder_answer_tells_the_truth(mount, servers, op):
         assert have == want, "the server holds %s, want %s" % (have, want)
         assert r.returncode == 0, "%s reported failure though the server did it: %s\n%s" % (
             op, r.stderr.decode(errors="replace"), m.log_tail())
+        m.unmount()
+
+
+def test_connection_wait_is_first_come_first_served(mount, servers):
+    """With every connection busy, operations wait for one in the order
+    they came: with -o connections=1 and a body FETCH whose answer the
+    proxy holds, three more opens queue behind it (the -o debug log tells
+    each one's place); once the answer goes on, their FETCHes reach the
+    server in that order, and every copy is the server's BODY[]."""
+    dc = servers.get("move")
+    raws = sample_mail.sample_messages(9, "fifo-%s" % next(SEQ), tricky=False)
+    a = new_folder(dc, "Fifo", raws)
+    bodies = dc.fetch_bodies("alice", a)
+    by_name = {name_of(raw): uid for uid, raw in
+               ((u, bodies[u]) for u in sorted(bodies))}
+    with FaultProxy(("127.0.0.1", dc.imap_port), r"^\S+ UID FETCH \d+ \(UID BODY\.PEEK\[\]\)",
+                    "hold", answer_timeout=120) as px:
+        m = mount(url=server_url(dc, "imap", port=px.port), server=dc, cafile=False,
+                  options=["tls=none", "timeout=60", "connections=1", "debug"])
+        names = sorted(listing(m.p(a)))
+        assert sorted(by_name) == names
+        # Never two neighbours in a row, by name or by UID: no read-ahead.
+        uids = sorted(bodies)
+        order = next(o for o in itertools.permutations(names, 4)
+                     if not any(abs(names.index(x) - names.index(y)) <= 1 or
+                                abs(uids.index(by_name[x]) - uids.index(by_name[y])) <= 1
+                                for x, y in zip(o, o[1:])))
+        procs = []
+        try:
+            procs.append(subprocess.Popen(["cat", m.p(a, order[0])], stdout=subprocess.PIPE))
+            wait_for(px.holding.is_set, 30, what="the first body FETCH to be held")
+            for place, name in enumerate(order[1:]):
+                procs.append(subprocess.Popen(["cat", m.p(a, name)], stdout=subprocess.PIPE))
+                line = "waiting for an IMAP connection: %d ahead" % place
+                wait_for(lambda: line in m.log_text(), 30, what="'%s' in the log" % line)
+        finally:
+            px.release()
+            outs = [p.communicate(timeout=90)[0] for p in procs]
+        for name, out in zip(order, outs):
+            assert out == bodies[by_name[name]], "%s: not the server's BODY[]" % name
+        fetched = []
+        for line in px.command_lines():
+            mm = re.match(r"^\S+ UID FETCH (\d+) \(UID BODY\.PEEK\[\]\)", line)
+            if mm:
+                fetched.append(int(mm.group(1)))
+        want = [by_name[n] for n in order]
+        assert fetched == want, "FETCH order %s, the opens came in order %s\n%s" % (
+            fetched, want, m.log_tail(30))
         m.unmount()
