@@ -48,6 +48,11 @@ struct mailbox_flag_update {
 	char *flags;
 };
 
+/* UIDs first..last (first <= last), both included. */
+struct mailbox_uid_range {
+	uint32_t first, last;
+};
+
 struct mailbox_sync_request {
 	const char *wire_name;
 	uint32_t uidvalidity;     /* what the cache holds; 0 when nothing */
@@ -78,7 +83,17 @@ struct mailbox_sync_result {
 	GArray *flag_updates;     /* struct mailbox_flag_update for UIDs <= last_uid
 	                             (with CONDSTORE only those that changed) */
 	GArray *present;          /* uint32_t: UIDs <= last_uid still on the server, ascending */
-	int present_valid;        /* present was asked for; else nothing vanished */
+	int present_valid;        /* present was asked for; else nothing vanished
+	                             but what vanished names */
+	/* struct mailbox_uid_range, in no order, maybe overlapping: UIDs
+	 * <= last_uid the server said are gone (IMAP QRESYNC's VANISHED),
+	 * whether or not present_valid; they may include UIDs never held. */
+	GArray *vanished;
+	/* The server's count of the folder's messages once the answer was
+	 * complete, when exists_valid: the caller can tell whether what it
+	 * holds adds up (else its next check should ask for everything). */
+	int exists_valid;
+	uint32_t exists;
 };
 
 struct mailbox_body_request {

@@ -39,6 +39,11 @@ struct store_folder {
 	 * the cache lives, and a folder gets a new one when its UIDs start
 	 * again (UIDVALIDITY), so an inode number always means one message. */
 	uint64_t ino_base;
+	/* Unix time in µs when its contents last changed as the mount saw
+	 * them (a message new or gone, its own APPEND, removal, move or
+	 * rename), or of its first listing; 0 before that. Only ever moves
+	 * forward, and each change moves it. */
+	int64_t changed_at;
 };
 
 struct store_message {
@@ -69,7 +74,7 @@ void store_claim(struct store *st);
  * ("INBOX/x.eml", or a folder's "Archive/2023") whose name, size or
  * existence it changed: a message removed, one whose name shifted (both
  * its old and new name), a size corrected by a download, a folder
- * removed. Called with the store's lock held: it must not call the
+ * removed, a folder whose changed_at moved. Called with the store's lock held: it must not call the
  * store. NULL: nobody. */
 void store_set_observer(struct store *st, void (*changed)(void *ctx, const char *path),
                         void *ctx);

@@ -143,7 +143,10 @@ static int fs_resolve(struct fs_ctx *ctx, const char *path, struct fs_node *n, i
 	return 0;
 }
 
-static void fs_dir_stat(struct fs_ctx *ctx, uint64_t ino, struct stat *st)
+/* changed_us: when the folder's contents last changed (store_folder's
+ * changed_at, Unix µs); 0: the mount's time (the root, a folder never
+ * listed). */
+static void fs_dir_stat(struct fs_ctx *ctx, uint64_t ino, int64_t changed_us, struct stat *st)
 {
 	memset(st, 0, sizeof *st);
 	st->st_ino = ino;
@@ -151,7 +154,13 @@ static void fs_dir_stat(struct fs_ctx *ctx, uint64_t ino, struct stat *st)
 	st->st_nlink = 2;
 	st->st_uid = ctx->uid;
 	st->st_gid = ctx->gid;
-	st->st_mtime = st->st_ctime = st->st_atime = ctx->mounted_at;
+	if (changed_us > 0) {
+		st->st_mtim.tv_sec = (time_t)(changed_us / G_USEC_PER_SEC);
+		st->st_mtim.tv_nsec = (long)(changed_us % G_USEC_PER_SEC) * 1000;
+	} else {
+		st->st_mtim.tv_sec = ctx->mounted_at;
+	}
+	st->st_ctim = st->st_atim = st->st_mtim;
 }
 
 static void fs_file_stat(struct fs_ctx *ctx, uint64_t ino, uint64_t size, int64_t mtime,
@@ -256,10 +265,23 @@ static int fs_getattr(const char *path, struct stat *st, struct fuse_file_info *
 
 	if (rc != 0)
 		return rc;
+	if (n.kind == FS_FOLDER && n.folder.synced_at && !n.folder.noselect) {
+		/* A folder's time says whether it changed (notmuch, find -newer,
+		 * make look no further): a listed one is re-checked when stale,
+		 * as a listing would be; one never listed is not listed for it. */
+		int changed = 0;
+		struct store_folder f;
+		if (sync_folder_if_stale(ctx->sync, n.folder.id, 0, &changed) == MF_OK && changed &&
+		    store_folder_by_id(ctx->store, n.folder.id, &f) == MF_OK) {
+			store_folder_clear(&n.folder);
+			n.folder = f;
+		}
+	}
 	if (n.kind == FS_MESSAGE)
 		fs_message_stat(ctx, n.folder.ino_base, &n.msg, st);
 	else
-		fs_dir_stat(ctx, n.kind == FS_ROOT ? FS_ROOT_INO : FS_INO(n.folder.ino_base, 0), st);
+		fs_dir_stat(ctx, n.kind == FS_ROOT ? FS_ROOT_INO : FS_INO(n.folder.ino_base, 0),
+		            n.kind == FS_ROOT ? 0 : n.folder.changed_at, st);
 	fs_node_clear(&n);
 	return 0;
 }
@@ -273,7 +295,7 @@ struct fs_dirent {       /* what readdir needs of an entry's stat: a
                             50,000-message folder's listing is held whole */
 	const char *name;    /* in fs_dir.names */
 	uint64_t ino, size;
-	int64_t mtime;
+	int64_t mtime;       /* a directory's: Unix µs */
 	int dir;
 };
 
@@ -301,6 +323,9 @@ static void fs_dir_add(struct fs_dir *d, const char *name, const struct stat *st
 	struct fs_dirent e = { g_string_chunk_insert(d->names, name), st->st_ino,
 	                       (uint64_t)st->st_size, st->st_mtime, S_ISDIR(st->st_mode) };
 
+	if (e.dir)
+		e.mtime = (int64_t)st->st_mtim.tv_sec * G_USEC_PER_SEC + st->st_mtim.tv_nsec / 1000;
+
 	g_array_append_val(d->entries, e);
 }
 
@@ -316,7 +341,7 @@ static int fs_fill_folder(void *data, const struct store_folder *f)
 	struct stat st;
 	const char *base = strrchr(f->path, '/');
 
-	fs_dir_stat(fill->ctx, FS_INO(f->ino_base, 0), &st);
+	fs_dir_stat(fill->ctx, FS_INO(f->ino_base, 0), f->changed_at, &st);
 	fs_dir_add(fill->dir, base ? base + 1 : f->path, &st);
 	return 0;
 }
@@ -390,9 +415,10 @@ static int fs_dir_snapshot(struct fs_ctx *ctx, const char *path, struct fs_dir *
 	d->entries = g_array_new(FALSE, FALSE, sizeof(struct fs_dirent));
 	d->names = g_string_chunk_new(16 * 1024);
 	fill = (struct fs_fill){ ctx, d, n.folder.ino_base };
-	fs_dir_stat(ctx, n.kind == FS_ROOT ? FS_ROOT_INO : FS_INO(n.folder.ino_base, 0), &st);
+	fs_dir_stat(ctx, n.kind == FS_ROOT ? FS_ROOT_INO : FS_INO(n.folder.ino_base, 0),
+	            n.kind == FS_ROOT ? 0 : n.folder.changed_at, &st);
 	fs_dir_add(d, ".", &st);
-	fs_dir_stat(ctx, fs_parent_ino(ctx, n.kind == FS_ROOT ? NULL : n.folder.path), &st);
+	fs_dir_stat(ctx, fs_parent_ino(ctx, n.kind == FS_ROOT ? NULL : n.folder.path), 0, &st);
 	fs_dir_add(d, "..", &st);
 	s = store_folder_children(ctx->store, n.kind == FS_ROOT ? "" : n.folder.path,
 	                          fs_fill_folder, &fill);
@@ -472,10 +498,12 @@ static int fs_readdir(const char *path, void *buf, fuse_fill_dir_t filler, off_t
 	}
 	for (guint i = (guint)offset; i < d->entries->len; i++) {
 		const struct fs_dirent *e = &g_array_index(d->entries, struct fs_dirent, i);
-		int plus = i >= 2 ? FUSE_FILL_DIR_PLUS : 0;
+		/* A folder's attributes are not given: its time comes from a
+		 * getattr, which re-checks it when stale (find -newer, notmuch). */
+		int plus = i >= 2 && !e->dir ? FUSE_FILL_DIR_PLUS : 0;
 		struct stat st;
 		if (e->dir)
-			fs_dir_stat(ctx, e->ino, &st);
+			fs_dir_stat(ctx, e->ino, e->mtime, &st);
 		else
 			fs_file_stat(ctx, e->ino, e->size, e->mtime, &st);
 		if (filler(buf, e->name, &st, (off_t)i + 1, plus))

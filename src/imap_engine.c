@@ -50,6 +50,18 @@ static void imap_conn_note_untagged(struct imap_conn *c, const struct imap_respo
 	} else if (r->has_number && strcmp(r->keyword, "EXPUNGE") == 0) {
 		if (c->exists)
 			c->exists--;
+	} else if (strcmp(r->keyword, "VANISHED") == 0) {
+		/* RFC 7162: after ENABLE QRESYNC, what EXPUNGE was; (EARLIER)
+		 * answers a re-check and leaves the count alone. */
+		int earlier;
+		const char *set = imap_vanished_set(r, &earlier);
+		int64_t gone = set && !earlier ? imap_uid_ranges(set, 0, NULL) : 0;
+		if (gone > 0)
+			c->exists = (uint64_t)gone < c->exists ? c->exists - (uint32_t)gone : 0;
+	} else if (strcmp(r->keyword, "ENABLED") == 0) {
+		for (size_t i = 0; i < r->args.count; i++)
+			if (imap_value_is_atom(&r->args.items[i], "QRESYNC"))
+				c->qresync = 1;
 	} else if (strcmp(r->keyword, "CAPABILITY") == 0) {
 		imap_conn_note_capabilities(c, &r->args);
 	} else if (strcmp(r->keyword, "BYE") == 0) {
@@ -406,30 +418,151 @@ enum mf_status imap_append_mailbox(struct imap_conn *c, GString *cmd, const char
 	return MF_OK;
 }
 
-/* SELECT (rw) or EXAMINE the folder, fresh. */
-static enum mf_status imap_select_mode(struct imap_conn *c, const char *wire_name, int rw)
+const char *imap_vanished_set(const struct imap_response *r, int *earlier)
 {
+	const struct imap_value *v;
+
+	*earlier = 0;
+	if (r->kind != IMAP_RESPONSE_UNTAGGED || !r->keyword || strcmp(r->keyword, "VANISHED") != 0 ||
+	    r->args.count < 1)
+		return NULL;
+	v = &r->args.items[0];
+	if (v->type == IMAP_VALUE_LIST) {
+		*earlier = v->count == 1 && imap_value_is_atom(&v->items[0], "EARLIER");
+		if (r->args.count < 2)
+			return NULL;
+		v = &r->args.items[1];
+	}
+	return v->type == IMAP_VALUE_ATOM && strlen(v->str) == v->len ? v->str : NULL;
+}
+
+/* Reads a UID (1..4294967295) at *s, advancing it. */
+static int imap_read_uid(const char **s, uint32_t *uid)
+{
+	uint64_t n = 0;
+	const char *p = *s;
+
+	for (; g_ascii_isdigit(*p) && n <= UINT32_MAX; p++)
+		n = n * 10 + (uint64_t)(*p - '0');
+	if (p == *s || n == 0 || n > UINT32_MAX)
+		return -1;
+	*uid = (uint32_t)n;
+	*s = p;
+	return 0;
+}
+
+int64_t imap_uid_ranges(const char *set, uint32_t max, GArray *out)
+{
+	int64_t total = 0;
+	const char *p = set;
+
+	for (;;) {
+		struct mailbox_uid_range r;
+		if (imap_read_uid(&p, &r.first) < 0)
+			return -1;
+		r.last = r.first;
+		if (*p == ':') {
+			p++;
+			if (imap_read_uid(&p, &r.last) < 0)
+				return -1;
+			if (r.last < r.first) {
+				uint32_t t = r.first;
+				r.first = r.last;
+				r.last = t;
+			}
+		}
+		total += (int64_t)r.last - r.first + 1;
+		if (out && r.first <= max) {
+			if (r.last > max)
+				r.last = max;
+			g_array_append_val(out, r);
+		}
+		if (*p == '\0')
+			return total;
+		if (*p++ != ',')
+			return -1;
+	}
+}
+
+/* Once, before a connection's first SELECT (ENABLE is for the
+ * authenticated state): ENABLE QRESYNC where offered. */
+static void imap_enable_qresync(struct imap_conn *c)
+{
+	if (c->enable_tried || !(c->caps & IMAP_CAP_QRESYNC))
+		return;
+	c->enable_tried = 1;
+	if (imap_command(c, "ENABLE QRESYNC", NULL, NULL) != MF_OK)
+		c->qresync = 0;
+}
+
+/* The untagged responses of a SELECT with QRESYNC parameters: those
+ * before "OK [CLOSED]" (RFC 7162 3.2.11) are the previous folder's. */
+struct imap_select_ctx {
+	const struct imap_qresync *q;
+	int closed;            /* the previous folder's news are over */
+};
+
+static void imap_select_untagged(void *ctx, struct imap_conn *c, const struct imap_response *r)
+{
+	struct imap_select_ctx *sc = ctx;
+
+	if (r->status == IMAP_STATUS_OK && r->code.type == IMAP_VALUE_LIST && r->code.count >= 1 &&
+	    imap_value_is_atom(&r->code.items[0], "CLOSED"))
+		sc->closed = 1;
+	else if (sc->closed && sc->q->fn)
+		sc->q->fn(sc->q->ctx, c, r);
+}
+
+/* SELECT (rw) or EXAMINE the folder, fresh; with QRESYNC parameters
+ * when q (may be NULL) holds a state and QRESYNC is enabled. */
+static enum mf_status imap_select_mode(struct imap_conn *c, const char *wire_name, int rw,
+                                       const struct imap_qresync *q)
+{
+	struct imap_select_ctx sel = { q, !c->opened };
 	GString *cmd;
 	enum mf_status st;
 
+	imap_enable_qresync(c);
 	g_clear_pointer(&c->selected, g_free);
 	c->exists = c->uidvalidity = c->uidnext = 0;
 	c->highestmodseq = 0;
+	c->selected_qresync = 0;
 	cmd = g_string_new(rw ? "SELECT " : "EXAMINE ");
 	st = imap_append_mailbox(c, cmd, wire_name);
 	if (st == MF_OK) {
-		if (c->caps & IMAP_CAP_CONDSTORE)
+		if (c->qresync && q && q->uidvalidity && q->modseq) {
+			g_string_append_printf(cmd, " (QRESYNC (%u %" G_GUINT64_FORMAT, q->uidvalidity,
+			                       q->modseq);
+			if (q->last_uid)
+				g_string_append_printf(cmd, " 1:%u", q->last_uid);
+			g_string_append(cmd, "))");
+			c->selected_qresync = 1;
+		} else if (c->caps & IMAP_CAP_CONDSTORE) {
 			g_string_append(cmd, " (CONDSTORE)");
-		st = imap_command(c, cmd->str, NULL, NULL);
+		}
+		st = imap_command(c, cmd->str, q ? imap_select_untagged : NULL, &sel);
+		c->opened = st == MF_OK;  /* a failed SELECT leaves none open */
 	}
+	/* No [CLOSED] after a folder was open: what came cannot be told
+	 * apart, and the caller must ask the CONDSTORE way. */
+	if (!sel.closed)
+		c->selected_qresync = 0;
 	g_string_free(cmd, TRUE);
 	if (st == MF_ERR_REFUSED)
 		st = MF_ERR_NOTFOUND;  /* the folder is gone, or not selectable */
 	if (st == MF_OK) {
 		c->selected = g_strdup(wire_name);
 		c->selected_rw = rw;
+	} else {
+		c->selected_qresync = 0;
 	}
 	return st;
+}
+
+enum mf_status imap_examine_qresync(struct imap_conn *c, const char *wire_name,
+                                    const struct imap_qresync *q)
+{
+	return imap_select_mode(c, wire_name, 0, q);
 }
 
 /* EXAMINE folder (read-only: no flag changes, no \Recent taken) unless it
@@ -438,7 +571,7 @@ enum mf_status imap_examine(struct imap_conn *c, const char *wire_name, int fres
 {
 	if (!fresh && c->selected && strcmp(c->selected, wire_name) == 0)
 		return MF_OK;
-	return imap_select_mode(c, wire_name, 0);
+	return imap_select_mode(c, wire_name, 0, NULL);
 }
 
 /* SELECTs folder for changes and checks that uidvalidity still holds. */
@@ -447,7 +580,7 @@ enum mf_status imap_select_rw(struct imap_conn *c, const char *folder, uint32_t 
 	enum mf_status st = MF_OK;
 
 	if (!(c->selected && c->selected_rw && strcmp(c->selected, folder) == 0))
-		st = imap_select_mode(c, folder, 1);
+		st = imap_select_mode(c, folder, 1, NULL);
 	if (st == MF_OK && uidvalidity && c->uidvalidity != uidvalidity)
 		st = MF_ERR_NOTFOUND;
 	return st;

@@ -86,6 +86,12 @@ struct imap_conn {
 	gint64 spare_since;    /* monotonic µs when it went back to the pool */
 	uint32_t exists, uidvalidity, uidnext;
 	uint64_t highestmodseq;
+	int enable_tried;      /* ENABLE QRESYNC was sent (before the first SELECT) */
+	int qresync;           /* the server ENABLED QRESYNC: VANISHED, not EXPUNGE */
+	int selected_qresync;  /* the last SELECT/EXAMINE carried QRESYNC parameters */
+	int opened;            /* a SELECT/EXAMINE succeeded since the last failed one:
+	                          the server may have a folder open (selected may be
+	                          NULL after UNSELECT or RENAME) */
 };
 
 struct imap_driver {
@@ -125,6 +131,29 @@ enum mf_status imap_command(struct imap_conn *c, const char *command,
                             imap_untagged_fn fn, void *ctx);
 enum mf_status imap_append_mailbox(struct imap_conn *c, GString *cmd, const char *name);
 enum mf_status imap_examine(struct imap_conn *c, const char *wire_name, int fresh);
+/* What a re-check knows of a folder, for EXAMINE's QRESYNC parameters
+ * (RFC 7162): the server answers with VANISHED (EARLIER) and the FETCHes
+ * of what changed since modseq, handed to fn during the EXAMINE. */
+struct imap_qresync {
+	uint32_t uidvalidity;
+	uint64_t modseq;
+	uint32_t last_uid;     /* known UIDs are 1:last_uid */
+	imap_untagged_fn fn;
+	void *ctx;
+};
+/* EXAMINE, fresh, with QRESYNC parameters when the connection has QRESYNC
+ * enabled and q holds a state (c->selected_qresync says whether they
+ * went); else as imap_examine. */
+enum mf_status imap_examine_qresync(struct imap_conn *c, const char *wire_name,
+                                    const struct imap_qresync *q);
+/* The UID set of a "* VANISHED [(EARLIER)] set" response, or NULL;
+ * *earlier tells whether it answers a re-check (else the UIDs just went). */
+const char *imap_vanished_set(const struct imap_response *r, int *earlier);
+/* Walks a UID set ("1:3,7"): appends to out (may be NULL) each range
+ * clipped to UIDs <= max, and returns how many UIDs the set names, -1
+ * when it is not a UID set. Bounded by the set's length, never by the
+ * numbers in it. */
+int64_t imap_uid_ranges(const char *set, uint32_t max, GArray *out);
 enum mf_status imap_select_rw(struct imap_conn *c, const char *folder, uint32_t uidvalidity);
 const struct imap_value *imap_fetch_attributes(const struct imap_response *r, uint64_t *uid);
 int imap_sink_head_body(const char *head, size_t head_len, uint64_t *offset, uint64_t *uid);

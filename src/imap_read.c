@@ -155,16 +155,26 @@ struct imap_sync_ctx {
 	struct mailbox_sync_result *res;
 	uint32_t last_uid;     /* UIDs above this are new */
 	int bad;               /* a FETCH lacked what it must hold */
+	int selecting;         /* in the EXAMINE: new messages come later, whole */
 };
 
 static void imap_sync_untagged(void *ctx, struct imap_conn *c, const struct imap_response *r)
 {
 	struct imap_sync_ctx *sc = ctx;
 	const struct imap_value *list, *v;
+	const char *set;
 	uint64_t uid, size;
+	int earlier;
 
+	/* QRESYNC: gone, whether in answer to the EXAMINE or since. */
+	set = imap_vanished_set(r, &earlier);
+	if (set) {
+		if (imap_uid_ranges(set, sc->last_uid, sc->res->vanished) < 0)
+			sc->bad = 1;
+		return;
+	}
 	list = imap_fetch_attributes(r, &uid);
-	if (!list)
+	if (!list || (sc->selecting && uid > sc->last_uid))
 		return;
 	if (uid <= sc->last_uid) {
 		struct mailbox_flag_update fu = { (uint32_t)uid, NULL };
@@ -245,9 +255,20 @@ again:
 	/* A retry on a fresh connection starts from nothing. */
 	mailbox_sync_result_clear(res);
 	mailbox_sync_result_init(res);
-	st = reuse ? MF_OK : imap_examine(c, req->wire_name, 1);
-	if (st != MF_OK)
-		return st;
+	if (!reuse) {
+		/* QRESYNC where offered: what vanished and what changed come
+		 * with the EXAMINE's answer. */
+		const struct imap_qresync q = {
+			req->new_only ? 0 : req->uidvalidity, req->highestmodseq, req->last_uid,
+			imap_sync_untagged, sc,
+		};
+		sc->last_uid = req->last_uid;
+		sc->selecting = 1;
+		st = imap_examine_qresync(c, req->wire_name, &q);
+		sc->selecting = 0;
+		if (st != MF_OK)
+			return st;
+	}
 	res->uidvalidity = c->uidvalidity;
 	res->uidnext = c->uidnext;
 	res->highestmodseq = c->highestmodseq;
@@ -255,6 +276,12 @@ again:
 	if (req->uidvalidity != c->uidvalidity) {
 		res->reset = req->uidvalidity != 0 || req->last_uid != 0;
 		sc->last_uid = 0;
+		/* The server ignores a state of other UIDs: none should have come. */
+		g_array_set_size(res->vanished, 0);
+		for (guint i = 0; i < res->flag_updates->len; i++)
+			g_free(g_array_index(res->flag_updates, struct mailbox_flag_update, i).flags);
+		g_array_set_size(res->flag_updates, 0);
+		g_array_set_size(res->present, 0);
 	}
 	if (c->exists == 0 && !reuse) {
 		res->present_valid = 1;  /* all gone, if there were any */
@@ -264,6 +291,8 @@ again:
 	 * are asked for, and the UIDs only when the count says some went. */
 	int condstore = (c->caps & IMAP_CAP_CONDSTORE) && req->highestmodseq && c->highestmodseq &&
 	                !res->reset && !reuse;
+	/* With QRESYNC the EXAMINE said it all: no CHANGEDSINCE, no SEARCH. */
+	int qresync = condstore && c->selected_qresync;
 	/* Awaited before the FETCH: Dovecot runs pipelined commands side by
 	 * side, and a FETCH sent with the NOOP may not see what it announces. */
 	if (reuse) {
@@ -277,7 +306,8 @@ again:
 		tag_old = imap_send(c, cmd);
 		g_free(cmd);
 		res->present_valid = 1;
-	} else if (sc->last_uid > 0 && condstore && c->highestmodseq != req->highestmodseq) {
+	} else if (sc->last_uid > 0 && condstore && !qresync &&
+	           c->highestmodseq != req->highestmodseq) {
 		cmd = g_strdup_printf("UID FETCH 1:%u (UID FLAGS) (CHANGEDSINCE %" PRIu64 ")",
 		                      sc->last_uid, req->highestmodseq);
 		tag_old = imap_send(c, cmd);
@@ -302,7 +332,7 @@ again:
 	}
 	if (st == MF_OK && sc->bad)
 		st = MF_ERR_PROTOCOL;
-	if (st == MF_OK && condstore && sc->last_uid > 0 &&
+	if (st == MF_OK && condstore && !qresync && sc->last_uid > 0 &&
 	    c->exists != req->known_count + res->added->len) {
 		/* Some went (or the count cannot be trusted): which are left? */
 		struct imap_search_ctx search = { res->present };
@@ -313,6 +343,8 @@ again:
 		res->present_valid = st == MF_OK;
 	}
 	g_array_sort(res->present, imap_uid_cmp);
+	res->exists = c->exists;
+	res->exists_valid = st == MF_OK && !req->new_only;
 	return st;
 }
 

@@ -40,6 +40,7 @@ void mailbox_sync_result_init(struct mailbox_sync_result *r)
 	r->added = g_array_new(FALSE, TRUE, sizeof(struct mailbox_message));
 	r->flag_updates = g_array_new(FALSE, TRUE, sizeof(struct mailbox_flag_update));
 	r->present = g_array_new(FALSE, FALSE, sizeof(uint32_t));
+	r->vanished = g_array_new(FALSE, FALSE, sizeof(struct mailbox_uid_range));
 }
 
 void mailbox_sync_result_clear(struct mailbox_sync_result *r)
@@ -60,5 +61,7 @@ void mailbox_sync_result_clear(struct mailbox_sync_result *r)
 	}
 	if (r->present)
 		g_array_free(r->present, TRUE);
+	if (r->vanished)
+		g_array_free(r->vanished, TRUE);
 	*r = (struct mailbox_sync_result){ 0 };
 }

@@ -22,7 +22,7 @@
 #include "log.h"
 #include "store_int.h"
 
-#define STORE_SCHEMA_VERSION 3
+#define STORE_SCHEMA_VERSION 4
 
 /* ino_base: the last inode base handed out. A counter, so that a base
  * is never handed out twice while the cache lives. */
@@ -48,6 +48,11 @@ static const char *const store_upgrade_sql[STORE_SCHEMA_VERSION] = {
 	      " UPDATE meta SET value = (SELECT coalesce(max(seq), 0)"
 	      "   FROM sqlite_sequence WHERE name = 'folders') WHERE key = 'ino_base';"
 	      " PRAGMA user_version = 3; COMMIT",
+	/* Version 4 keeps a folder's time: when its contents last changed as
+	 * the mount saw them (0 until its first listing). */
+	[3] = "BEGIN IMMEDIATE;"
+	      " ALTER TABLE folders ADD COLUMN changed_at INTEGER NOT NULL DEFAULT 0;"
+	      " PRAGMA user_version = 4; COMMIT",
 };
 
 static const char store_schema_sql[] =
@@ -63,7 +68,8 @@ static const char store_schema_sql[] =
 	"  highestmodseq INTEGER NOT NULL DEFAULT 0,"
 	"  synced_at INTEGER NOT NULL DEFAULT 0,"
 	"  messages INTEGER NOT NULL DEFAULT 0,"  /* kept by every change: a lookup must not count */
-	"  ino_base INTEGER NOT NULL DEFAULT 0);" /* inode numbers: see store_folder.ino_base */
+	"  ino_base INTEGER NOT NULL DEFAULT 0,"  /* inode numbers: see store_folder.ino_base */
+	"  changed_at INTEGER NOT NULL DEFAULT 0);" /* µs: see store_folder.changed_at */
 	"CREATE INDEX IF NOT EXISTS folders_parent ON folders(parent, path);"
 	"CREATE TABLE IF NOT EXISTS messages("
 	"  folder_id INTEGER NOT NULL REFERENCES folders(id) ON DELETE CASCADE,"
@@ -95,7 +101,8 @@ static const char store_schema_sql[] =
 
 #define STORE_FOLDER_COLUMNS \
 	"SELECT f.id, f.path, f.wire_name, f.delim, f.noselect, f.uidvalidity," \
-	" f.uidnext, f.highestmodseq, f.synced_at, f.messages, f.ino_base FROM folders f "
+	" f.uidnext, f.highestmodseq, f.synced_at, f.messages, f.ino_base, f.changed_at" \
+	" FROM folders f "
 
 #define STORE_MESSAGE_COLUMNS \
 	"SELECT m.folder_id, m.uid, m.remote_id, m.name, m.flags, m.size," \
@@ -129,6 +136,11 @@ static const char *const store_query_sql[Q_COUNT] = {
 		"UPDATE folders SET uidvalidity = ?2, uidnext = ?3, highestmodseq = ?4,"
 		" synced_at = ?5 WHERE id = ?1",
 	[Q_FOLDER_TOUCH] = "UPDATE folders SET synced_at = ?2 WHERE id = ?1",
+	/* Forward only, and strictly: each change is a new time. ?3: the
+	 * contents changed (else only a first listing sets it). */
+	[Q_FOLDER_CHANGED] =
+		"UPDATE folders SET changed_at = max(changed_at + 1, ?2)"
+		" WHERE id = ?1 AND (?3 OR changed_at = 0)",
 	[Q_MSG_BY_NAME] = STORE_MESSAGE_COLUMNS "WHERE m.folder_id = ?1 AND m.name = ?2",
 	[Q_MSG_BY_UID] = STORE_MESSAGE_COLUMNS "WHERE m.folder_id = ?1 AND m.uid = ?2",
 	[Q_MSG_LIST] = STORE_MESSAGE_COLUMNS

@@ -49,6 +49,20 @@ static void store_folder_from_row(sqlite3_stmt *q, void *out, int copy)
 	f->synced_at = sqlite3_column_int64(q, 8);
 	f->message_count = (uint32_t)sqlite3_column_int64(q, 9);
 	f->ino_base = (uint64_t)sqlite3_column_int64(q, 10);
+	f->changed_at = sqlite3_column_int64(q, 11);
+}
+
+enum mf_status store_folder_changed(struct store *st, int64_t folder_id, int changed)
+{
+	sqlite3_stmt *q = store_query_folder(st, Q_FOLDER_CHANGED, folder_id);
+	enum mf_status rc;
+
+	sqlite3_bind_int64(q, 2, g_get_real_time());
+	sqlite3_bind_int(q, 3, changed != 0);
+	rc = store_run(q);
+	if (rc == MF_OK && sqlite3_changes(st->db) > 0)
+		store_note_change(st, folder_id, NULL);  /* the kernel's attributes of it go */
+	return rc;
 }
 
 enum mf_status store_folder_new_base(struct store *st, int64_t folder_id)

@@ -40,7 +40,7 @@ enum store_query {
 	Q_BEGIN, Q_COMMIT, Q_ROLLBACK,
 	Q_FOLDER_BY_PATH, Q_FOLDER_BY_ID, Q_FOLDER_CHILDREN, Q_FOLDER_COUNT,
 	Q_FOLDER_EXISTS, Q_FOLDER_UPSERT, Q_FOLDER_UPSERT_IMPLIED, Q_FOLDER_ALL,
-	Q_FOLDER_DELETE, Q_FOLDER_SET_SYNC, Q_FOLDER_TOUCH,
+	Q_FOLDER_DELETE, Q_FOLDER_SET_SYNC, Q_FOLDER_TOUCH, Q_FOLDER_CHANGED,
 	Q_MSG_BY_NAME, Q_MSG_BY_UID, Q_MSG_LIST, Q_MSG_UIDS, Q_MSG_REMOTE_IDS,
 	Q_MSG_UPSERT, Q_MSG_SET_FLAGS,
 	Q_MSG_DELETE, Q_MSG_DELETE_FOLDER, Q_MSG_NAMES, Q_MSG_SET_NAME,
@@ -86,6 +86,9 @@ static inline const struct store_sync_message *store_sync_added(const struct sto
 }
 /* A new inode base for the folder, from the counter (lock held). */
 enum mf_status store_folder_new_base(struct store *st, int64_t folder_id);
+/* The folder's contents changed (changed: 1), or it was listed: its
+ * changed_at moves to now (a first listing's only when unset), noted. */
+enum mf_status store_folder_changed(struct store *st, int64_t folder_id, int changed);
 
 
 /* ---- store_db.c: statements, transactions, columns ---- */

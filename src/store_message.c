@@ -145,6 +145,8 @@ enum mf_status store_folder_apply_sync(struct store *st, const struct store_sync
 		if (rc == MF_OK && !names)
 			rc = store_assign_names(st, s->folder_id);
 	}
+	if (rc == MF_OK)
+		rc = store_folder_changed(st, s->folder_id, s->reset || s->n_added || s->n_removed);
 out:
 	rc = store_end(st, rc, doomed);
 	pthread_mutex_unlock(&st->lock);
@@ -271,6 +273,8 @@ enum mf_status store_message_set_user_name(struct store *st, int64_t folder_id, 
 	rc = store_run(q);
 	if (rc == MF_OK && sqlite3_changes(st->db) == 0)
 		rc = MF_ERR_NOTFOUND;
+	if (rc == MF_OK)
+		rc = store_folder_changed(st, folder_id, 1);  /* a name in it changed */
 	if (rc == MF_OK && recount) {
 		rc = store_assign_names(st, folder_id);
 	} else if (rc == MF_OK) {
@@ -312,8 +316,11 @@ enum mf_status store_message_remove(struct store *st, int64_t folder_id, uint32_
 	recount = rc == MF_OK && store_name_wanted(st, folder_id, uid);
 	if (rc == MF_OK)
 		rc = store_delete_message(st, folder_id, uid, doomed);
-	if (rc == MF_OK && sqlite3_changes(st->db) > 0)
+	if (rc == MF_OK && sqlite3_changes(st->db) > 0) {
 		rc = store_run(store_query_folder(st, Q_FOLDER_COUNT_DOWN, folder_id));
+		if (rc == MF_OK)
+			rc = store_folder_changed(st, folder_id, 1);
+	}
 	if (rc == MF_OK && recount)
 		rc = store_assign_names(st, folder_id);
 	rc = store_end(st, rc, doomed);

@@ -126,6 +126,20 @@ static int sync_uid_cmp(const void *a, const void *b)
 	return x < y ? -1 : x > y;
 }
 
+/* Ranges by their first UID. Walked with ascending UIDs, those ending
+ * below a UID are passed for good; the next one holds it, or none does
+ * (every later one starts at or above the next one's start). */
+static int sync_range_cmp(const void *a, const void *b)
+{
+	const struct mailbox_uid_range *x = a, *y = b;
+	return x->first < y->first ? -1 : x->first > y->first;
+}
+
+static const struct mailbox_uid_range *sync_range_at(GArray *ranges, size_t i)
+{
+	return &g_array_index(ranges, struct mailbox_uid_range, i);
+}
+
 static int sync_note_remote_id(void *ctx, uint32_t uid, const char *remote_id)
 {
 	g_hash_table_insert(ctx, g_strdup(remote_id), GUINT_TO_POINTER(uid));
@@ -221,17 +235,32 @@ static enum mf_status sync_folder_now(struct sync_ctx *s, int64_t folder_id, int
 		goto out;
 	}
 
-	/* Vanished: known UIDs <= last_uid that the server no longer lists. */
-	if (!res.reset && n_known && !req.new_only && res.present_valid) {
+	/* Vanished: known UIDs <= last_uid that the server no longer lists,
+	 * or that it named as gone. */
+	if (!res.reset && n_known) {
+		int listed = !req.new_only && res.present_valid;
 		removed = g_new(uint32_t, n_known);
-		for (size_t i = 0; i < n_known; i++) {
-			if (!bsearch(&known[i], res.present->data, res.present->len, sizeof(uint32_t),
-			             sync_uid_cmp))
+		g_array_sort(res.vanished, sync_range_cmp);
+		for (size_t i = 0, r = 0; i < n_known; i++) {
+			while (r < res.vanished->len && sync_range_at(res.vanished, r)->last < known[i])
+				r++;
+			if ((r < res.vanished->len && sync_range_at(res.vanished, r)->first <= known[i]) ||
+			    (listed && !bsearch(&known[i], res.present->data, res.present->len,
+			                        sizeof(uint32_t), sync_uid_cmp)))
 				removed[n_removed++] = known[i];
 		}
 	}
 
 	n_new = res.added->len;
+	/* Told what went rather than what is left (QRESYNC, CONDSTORE): when
+	 * the count does not add up, something was missed, and the next
+	 * check asks for every UID (no modseq to start from). */
+	if (!res.reset && !res.present_valid && res.exists_valid && !req.new_only &&
+	    (int64_t)n_known - (int64_t)n_removed + (int64_t)n_new != (int64_t)res.exists) {
+		log_warn("%s: the server counts %u messages, the cache %zu: the next check "
+		         "asks for all of them", f.path, res.exists, n_known - n_removed + n_new);
+		res.highestmodseq = 0;
+	}
 	added = g_new0(struct store_sync_message *, n_new ? n_new : 1);
 	for (size_t i = 0; i < n_new; i++) {
 		const struct mailbox_message *m = &g_array_index(res.added, struct mailbox_message, i);

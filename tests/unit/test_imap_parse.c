@@ -9,6 +9,7 @@
 #include <cmocka.h>
 #include <glib.h>
 #include "imap_parse.h"
+#include "../../src/imap_int.h"  /* imap_uid_ranges, imap_vanished_set */
 
 /* Parses s (which must hold exactly one response) and checks OK. */
 static void parse_one(const char *s, size_t len, struct imap_response *r)
@@ -1073,6 +1074,54 @@ static void test_frame_taken_literal(void **state)
 	imap_response_free(&r);
 }
 
+/* QRESYNC's VANISHED: the set, whether (EARLIER), and its ranges clipped
+ * to what the cache holds, never expanded. */
+static void test_vanished(void **state)
+{
+	struct imap_response r = { 0 };
+	GArray *ranges = g_array_new(FALSE, FALSE, sizeof(struct mailbox_uid_range));
+	struct mailbox_uid_range *g;
+	int earlier = -1;
+
+	(void)state;
+	parse_str("* VANISHED (EARLIER) 1:3,9:7,41\r\n", &r);
+	assert_string_equal(imap_vanished_set(&r, &earlier), "1:3,9:7,41");
+	assert_int_equal(earlier, 1);
+	assert_int_equal(imap_uid_ranges("1:3,9:7,41", 8, ranges), 7);
+	assert_int_equal(ranges->len, 2);  /* 41 is above what is held */
+	g = &g_array_index(ranges, struct mailbox_uid_range, 0);
+	assert_int_equal(g[0].first, 1);
+	assert_int_equal(g[0].last, 3);
+	assert_int_equal(g[1].first, 7);
+	assert_int_equal(g[1].last, 8);  /* clipped */
+	imap_response_free(&r);
+
+	parse_str("* VANISHED 5\r\n", &r);
+	assert_string_equal(imap_vanished_set(&r, &earlier), "5");
+	assert_int_equal(earlier, 0);
+	imap_response_free(&r);
+	parse_str("* 5 EXPUNGE\r\n", &r);
+	assert_null(imap_vanished_set(&r, &earlier));
+	imap_response_free(&r);
+	parse_str("* VANISHED (EARLIER)\r\n", &r);
+	assert_null(imap_vanished_set(&r, &earlier));
+	imap_response_free(&r);
+
+	/* The whole UID space costs nothing; nonsense is refused. */
+	g_array_set_size(ranges, 0);
+	assert_int_equal(imap_uid_ranges("1:4294967295", 0, ranges), 4294967295LL);
+	assert_int_equal(ranges->len, 0);
+	assert_int_equal(imap_uid_ranges("1:4294967295,1:4294967295", 0, NULL), 2 * 4294967295LL);
+	assert_int_equal(imap_uid_ranges("", 10, NULL), -1);
+	assert_int_equal(imap_uid_ranges("0", 10, NULL), -1);
+	assert_int_equal(imap_uid_ranges("1:", 10, NULL), -1);
+	assert_int_equal(imap_uid_ranges("1,,2", 10, NULL), -1);
+	assert_int_equal(imap_uid_ranges("4294967296", 10, NULL), -1);
+	assert_int_equal(imap_uid_ranges("3:*", 10, NULL), -1);
+	assert_int_equal(imap_uid_ranges("1 2", 10, NULL), -1);
+	g_array_free(ranges, TRUE);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1099,6 +1148,7 @@ int main(void)
 		cmocka_unit_test(test_quote),
 		cmocka_unit_test(test_format),
 		cmocka_unit_test(test_uid_set),
+		cmocka_unit_test(test_vanished),
 		cmocka_unit_test(test_internaldate),
 		cmocka_unit_test(test_frame),
 		cmocka_unit_test(test_frame_bounds),

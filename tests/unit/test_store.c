@@ -1047,6 +1047,77 @@ static void test_persistence(void **state)
 	assert_list(fx->st, fid, 0, "seven.eml,seven~2.eml");
 }
 
+static int64_t changed_at(struct store *st, int64_t fid)
+{
+	struct store_folder f;
+	int64_t t;
+
+	assert_int_equal(store_folder_by_id(st, fid, &f), MF_OK);
+	t = f.changed_at;
+	store_folder_clear(&f);
+	return t;
+}
+
+static void note_path(void *ctx, const char *path)
+{
+	g_string_append_printf(ctx, "%s;", path);
+}
+
+/* One sync of folder fid: at most one message added (uid, or 0 none), one
+ * flag update of uid 1, one removal (uid, or 0); its changed_at after. */
+static int64_t sync_once(struct store *st, int64_t fid, uint32_t add, int flags, uint32_t rm)
+{
+	struct store_sync_message added[] = { msg(add, "m", "") };
+	struct store_sync_flags seen[] = { { 1, "\\Seen" } };
+	struct store_sync s = {
+		.folder_id = fid, .uidvalidity = 5, .uidnext = 9, .now = 1,
+		.added = added, .n_added = add != 0, .flag_updates = seen, .n_flag_updates = flags != 0,
+		.removed = &rm, .n_removed = rm != 0,
+	};
+
+	assert_int_equal(store_folder_apply_sync(st, &s), MF_OK);
+	return changed_at(st, fid);
+}
+
+/* A folder's time: set by its first listing, moved forward (strictly) by
+ * every change of its contents, not by flags; noted for the kernel; kept
+ * across a reopen. */
+static void test_folder_changed_at(void **state)
+{
+	struct fixture *fx = *state;
+	int64_t fid = make_folder(fx->st, "INBOX");
+	GString *noted = g_string_new(NULL);
+	int64_t t0, t1, t2, t3;
+	char *err = NULL;
+
+	assert_int_equal(changed_at(fx->st, fid), 0);
+	store_set_observer(fx->st, note_path, noted);
+	t0 = sync_once(fx->st, fid, 0, 0, 0);  /* an empty folder's first listing */
+	assert_true(t0 > 0 && llabs(t0 / G_USEC_PER_SEC - (int64_t)time(NULL)) < 600);
+	assert_string_equal(noted->str, "INBOX;");
+	assert_int_equal(sync_once(fx->st, fid, 0, 1, 0), t0);  /* nothing yet to flag */
+	t1 = sync_once(fx->st, fid, 1, 0, 0);
+	assert_true(t1 > t0);
+	assert_int_equal(sync_once(fx->st, fid, 0, 1, 0), t1);  /* flags alone */
+	t2 = sync_once(fx->st, fid, 2, 0, 0);
+	assert_true(t2 > t1);
+	t3 = sync_once(fx->st, fid, 0, 0, 2);
+	assert_true(t3 > t2);
+	assert_int_equal(store_message_remove(fx->st, fid, 1), MF_OK);
+	assert_true(changed_at(fx->st, fid) > t3);
+	t3 = changed_at(fx->st, fid);
+	assert_int_equal(store_message_remove(fx->st, fid, 1), MF_OK);  /* gone already */
+	assert_int_equal(changed_at(fx->st, fid), t3);
+	assert_string_equal(noted->str, "INBOX;INBOX;INBOX;INBOX/m~2.eml;INBOX;INBOX/m.eml;INBOX;");
+	store_set_observer(fx->st, NULL, NULL);
+	g_string_free(noted, TRUE);
+
+	store_close(fx->st);
+	fx->st = store_open(fx->dir, UINT64_C(1) << 30, &err);
+	assert_non_null(fx->st);
+	assert_int_equal(changed_at(fx->st, fid), t3);
+}
+
 static void test_sync_10000(void **state)
 {
 	struct fixture *fx = *state;
@@ -1212,6 +1283,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_open_creates_private_dir, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_upgrade_from_version_1, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_folder_changed_at, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_folders_replace, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_children_stop, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_apply_sync, setup, teardown),

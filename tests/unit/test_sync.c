@@ -46,6 +46,9 @@ struct fake {
 	GPtrArray *folders;  /* struct fake_folder * */
 	GString *calls;      /* one line per call: "VERB folder args" */
 	int fail_sync, fail_move, fail_expunge;
+	/* Not NULL: answer as QRESYNC does, naming what vanished (struct
+	 * mailbox_uid_range) instead of listing what is present. */
+	GArray *vanished;
 };
 
 static void fake_msg_free(gpointer p)
@@ -188,7 +191,13 @@ static enum mf_status fake_sync_folder(struct mailbox *mb, const struct mailbox_
 	out->uidvalidity = f->uidvalidity;
 	out->uidnext = f->uidnext;
 	out->reset = server_uids && req->uidvalidity && req->uidvalidity != f->uidvalidity;
-	out->present_valid = !req->new_only;
+	out->present_valid = !req->new_only && !fk->vanished;
+	if (fk->vanished) {
+		g_array_append_vals(out->vanished, fk->vanished->data, fk->vanished->len);
+		out->highestmodseq = 7;
+		out->exists_valid = 1;
+		out->exists = f->msgs->len;
+	}
 	if (!server_uids)
 		g_assert(req->known_remote_ids);  /* sync must fill it for such a driver */
 	for (guint i = 0; i < f->msgs->len; i++) {
@@ -324,6 +333,8 @@ static void fake_destroy(struct mailbox *mb)
 
 	g_ptr_array_free(fk->folders, TRUE);
 	g_string_free(fk->calls, TRUE);
+	if (fk->vanished)
+		g_array_free(fk->vanished, TRUE);
 	g_free(fk);
 }
 
@@ -575,6 +586,51 @@ static void test_recheck_new_vanished_changed(void **state)
 	fake_msg(inbox, 1, NULL)->flags = g_strdup("\\Seen");
 	check_folder(fx, "INBOX", 1, 0);
 	assert_stored(fx, "INBOX", "21:\\Flagged 1:\\Seen 2:- 4:- 5:\\Answered \\Seen");
+}
+
+static uint64_t modseq(struct fixture *fx, const char *path)
+{
+	struct store_folder f;
+	uint64_t m;
+
+	assert_int_equal(store_folder_by_id(fx->st, folder_id(fx, path), &f), MF_OK);
+	m = f.highestmodseq;
+	store_folder_clear(&f);
+	return m;
+}
+
+/* QRESYNC: what the server names as vanished goes (ranges in any order,
+ * overlapping, reaching past what the cache holds), nothing else. */
+static void test_recheck_vanished_ranges(void **state)
+{
+	struct fixture *fx = *state;
+	struct fake_folder *inbox = fake_folder(fx->fk, "INBOX");
+	const struct mailbox_uid_range gone[] = { { 6, 6 }, { 2, 3 }, { 3, 3 }, { 9, 400 } };
+	guint i = 0;
+
+	g_ptr_array_set_size(inbox->msgs, 9);
+	check_folder(fx, "INBOX", 0, 1);
+	assert_stored(fx, "INBOX", "1:- 2:\\Seen 3:- 4:- 5:- 6:- 7:- 8:- 9:-");
+	for (uint32_t uid = 2; uid <= 9; uid++) {
+		if (uid == 4 || uid == 5 || uid == 7 || uid == 8)
+			continue;
+		assert_non_null(fake_msg(inbox, uid, &i));
+		g_ptr_array_remove_index(inbox->msgs, i);
+	}
+	fx->fk->vanished = g_array_new(FALSE, FALSE, sizeof(struct mailbox_uid_range));
+	g_array_append_vals(fx->fk->vanished, gone, G_N_ELEMENTS(gone));
+	check_folder(fx, "INBOX", 1, 1);
+	assert_stored(fx, "INBOX", "1:- 4:- 5:- 7:- 8:-");
+	assert_int_equal(modseq(fx, "INBOX"), 7);
+
+	/* A server that does not name all that went: the count says so, and
+	 * the next check starts from no modseq (asks for every UID). */
+	assert_non_null(fake_msg(inbox, 8, &i));
+	g_ptr_array_remove_index(inbox->msgs, i);
+	g_array_set_size(fx->fk->vanished, 0);
+	check_folder(fx, "INBOX", 1, 0);
+	assert_int_equal(modseq(fx, "INBOX"), 0);
+
 }
 
 static void test_uidvalidity_change(void **state)
@@ -860,6 +916,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_stale_and_fresh, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_folder_list_fresh_after_start, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_recheck_new_vanished_changed, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_recheck_vanished_ranges, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_uidvalidity_change, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_local_uids_without_server_uids, setup_no_uids,
 		                                teardown),
