@@ -135,6 +135,9 @@ struct store_sync_message {  /* input: a message new to the cache */
 struct store_sync_flags {
 	uint32_t uid;
 	const char *flags;
+	/* The caller hides it now (\Deleted): its name is gone from the
+	 * listing, and the observer hears of it. */
+	int hidden;
 };
 
 struct store_sync {

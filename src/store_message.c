@@ -122,6 +122,9 @@ enum mf_status store_folder_apply_sync(struct store *st, const struct store_sync
 		                     s->flag_updates[i].flags);
 		if (rc != MF_OK)
 			goto out;
+		/* A stat of the name must not answer from the kernel's cache. */
+		if (s->flag_updates[i].hidden)
+			store_note_message(st, s->folder_id, s->flag_updates[i].uid);
 	}
 
 	for (size_t i = 0; i < s->n_removed; i++) {

@@ -286,7 +286,7 @@ static enum mf_status sync_folder_now(struct sync_ctx *s, int64_t folder_id, int
 	for (guint i = 0; i < res.flag_updates->len; i++) {
 		const struct mailbox_flag_update *u =
 			&g_array_index(res.flag_updates, struct mailbox_flag_update, i);
-		flags[i] = (struct store_sync_flags){ u->uid, u->flags };
+		flags[i] = (struct store_sync_flags){ u->uid, u->flags, sync_hidden(s, u->flags) };
 	}
 
 	out.folder_id = folder_id;

@@ -140,6 +140,20 @@ def test_flag_change_shows(mount, servers):
     m.unmount()
 
 
+def test_message_flagged_deleted_goes(mount, servers):
+    """Flagged \\Deleted by the other client, not expunged: the listing
+    hides it, and a stat of its name (which the kernel knew) says ENOENT
+    at once too, not after refresh."""
+    dc, raws, folder, m = live_folder(mount, servers, "LiveDel", 2, 2)
+    name = name_of(raws[0])
+    os.stat(m.p(folder, name))              # the kernel now knows the name
+    watched(m, folder)
+    dc.store_flags("alice", folder, uid_of(dc, folder, raws[0]), "+FLAGS", "\\Deleted")
+    shows(m, folder, "a message flagged \\Deleted hidden",
+          lambda: name not in listing(m.p(folder)) and gone(m.p(folder, name)))
+    m.unmount()
+
+
 def test_move_between_watched_folders(mount, servers):
     dc = servers.get("idle")
     raws = sample_mail.sample_messages(3, "live-move-%d" % next(SEQ), tricky=False)
