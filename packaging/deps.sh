@@ -27,13 +27,14 @@ set -euo pipefail
 #   attr                                    getfattr/setfattr in tests and the demo
 #   rsync, tar, procps (ps), mount (umount) shell tools the mount tests drive
 #   mandoc                                  mandoc -Tlint on the man page (test_packaging.py)
+#   notmuch                                 notmuch new on the mount (test_resync.py)
 PACKAGES=(
   make gcc libc6-dev build-essential pkg-config
   libfuse3-dev fuse3 libcurl4-openssl-dev libgmime-3.0-dev libsqlite3-dev
   libcmocka-dev clang
   dovecot-imapd dovecot-pop3d
   python3 python3-pytest
-  openssl ca-certificates attr rsync tar procps mount mandoc
+  openssl ca-certificates attr rsync tar procps mount mandoc notmuch
 )
 
 log() { printf 'deps.sh: %s\n' "$*" >&2; }
@@ -100,6 +101,7 @@ verify() {
   check "openssl" openssl version
   check "getfattr/setfattr" sh -c 'command -v getfattr && command -v setfattr'
   check "rsync, tar, ps, umount" sh -c 'command -v rsync && command -v tar && command -v ps && command -v umount'
+  check "notmuch" notmuch --version
   if [ -e /dev/fuse ]; then printf '  ok    /dev/fuse\n'; else printf '  WARN  no /dev/fuse (mount tests cannot run here)\n'; fi
   return $bad
 }
