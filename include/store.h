@@ -41,8 +41,9 @@ struct store_folder {
 	uint64_t ino_base;
 	/* Unix time in µs when its contents last changed as the mount saw
 	 * them (a message new or gone, its own APPEND, removal, move or
-	 * rename), or of its first listing; 0 before that. Only ever moves
-	 * forward, and each change moves it. */
+	 * rename), or when the mount first saw the folder (a first listing
+	 * leaves it); 0 in a cache from before schema 4, until the next
+	 * sync. Only ever moves forward, and each change moves it. */
 	int64_t changed_at;
 };
 
@@ -153,6 +154,9 @@ struct store_sync {
 	const struct store_sync_flags *flag_updates; size_t n_flag_updates;
 	const uint32_t *removed; size_t n_removed; /* uids gone from the server */
 	int64_t now;             /* becomes synced_at */
+	int first;               /* the folder's first listing: the mount learns
+	                            its contents, it sees no change (its time,
+	                            set when the folder was first seen, stays) */
 };
 
 /* Applies one sync result in one transaction, then assigns file names:

@@ -144,8 +144,8 @@ static int fs_resolve(struct fs_ctx *ctx, const char *path, struct fs_node *n, i
 }
 
 /* changed_us: when the folder's contents last changed (store_folder's
- * changed_at, Unix µs); 0: the mount's time (the root, a folder never
- * listed). */
+ * changed_at, Unix µs); 0: the mount's time (the root; a folder of a
+ * cache from before schema 4, until its next sync). */
 static void fs_dir_stat(struct fs_ctx *ctx, uint64_t ino, int64_t changed_us, struct stat *st)
 {
 	memset(st, 0, sizeof *st);

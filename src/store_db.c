@@ -123,13 +123,13 @@ static const char *const store_query_sql[Q_COUNT] = {
 	[Q_FOLDER_COUNT] = "SELECT count(*) FROM folders",
 	[Q_FOLDER_EXISTS] = "SELECT 1 FROM folders WHERE id = ?1",
 	[Q_FOLDER_UPSERT] =
-		"INSERT INTO folders(path, parent, wire_name, delim, noselect)"
-		" VALUES(?1, ?2, ?3, ?4, ?5) ON CONFLICT(path) DO UPDATE SET"
+		"INSERT INTO folders(path, parent, wire_name, delim, noselect, changed_at)"
+		" VALUES(?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT(path) DO UPDATE SET"
 		" wire_name = excluded.wire_name, delim = excluded.delim,"
 		" noselect = excluded.noselect",
 	[Q_FOLDER_UPSERT_IMPLIED] =
-		"INSERT INTO folders(path, parent, wire_name, delim, noselect)"
-		" VALUES(?1, ?2, NULL, ?3, 1) ON CONFLICT(path) DO UPDATE SET noselect = 1",
+		"INSERT INTO folders(path, parent, wire_name, delim, noselect, changed_at)"
+		" VALUES(?1, ?2, NULL, ?3, 1, ?4) ON CONFLICT(path) DO UPDATE SET noselect = 1",
 	[Q_FOLDER_ALL] = "SELECT id, path FROM folders",
 	[Q_FOLDER_DELETE] = "DELETE FROM folders WHERE id = ?1",
 	[Q_FOLDER_SET_SYNC] =
@@ -137,7 +137,8 @@ static const char *const store_query_sql[Q_COUNT] = {
 		" synced_at = ?5 WHERE id = ?1",
 	[Q_FOLDER_TOUCH] = "UPDATE folders SET synced_at = ?2 WHERE id = ?1",
 	/* Forward only, and strictly: each change is a new time. ?3: the
-	 * contents changed (else only a first listing sets it). */
+	 * contents changed (else it is set only where it was never set: a
+	 * folder of a cache from before schema 4). */
 	[Q_FOLDER_CHANGED] =
 		"UPDATE folders SET changed_at = max(changed_at + 1, ?2)"
 		" WHERE id = ?1 AND (?3 OR changed_at = 0)",

@@ -187,6 +187,11 @@ enum mf_status store_folders_replace(struct store *st,
 	wanted = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
 	gone = g_array_new(FALSE, FALSE, sizeof(int64_t));
 	doomed = g_ptr_array_new_with_free_func(g_free);
+	/* A folder's time starts when the mount first sees it (its first
+	 * listing learns its contents; it changes nothing): what tar saw
+	 * before it read a folder stays what it sees after. */
+	int64_t now = g_get_real_time();
+
 	pthread_mutex_lock(&st->lock);
 	st->body_total = -1;  /* deleted folders take their bodies along */
 	rc = store_begin(st);
@@ -202,6 +207,7 @@ enum mf_status store_folders_replace(struct store *st,
 		sqlite3_bind_text(q, 3, entries[i].wire_name, -1, SQLITE_STATIC);
 		sqlite3_bind_int(q, 4, (unsigned char)entries[i].delim);
 		sqlite3_bind_int(q, 5, entries[i].noselect ? 1 : 0);
+		sqlite3_bind_int64(q, 6, now);
 		rc = store_run(q);
 		g_free(parent);
 		if (rc != MF_OK)
@@ -220,6 +226,7 @@ enum mf_status store_folders_replace(struct store *st,
 			sqlite3_bind_text(q, 1, path, -1, SQLITE_STATIC);
 			sqlite3_bind_text(q, 2, parent, -1, SQLITE_STATIC);
 			sqlite3_bind_int(q, 3, (unsigned char)entries[i].delim);
+			sqlite3_bind_int64(q, 4, now);
 			rc = store_run(q);
 			g_free(parent);
 			if (rc != MF_OK) {

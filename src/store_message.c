@@ -149,7 +149,8 @@ enum mf_status store_folder_apply_sync(struct store *st, const struct store_sync
 			rc = store_assign_names(st, s->folder_id);
 	}
 	if (rc == MF_OK)
-		rc = store_folder_changed(st, s->folder_id, s->reset || s->n_added || s->n_removed);
+		rc = store_folder_changed(st, s->folder_id,
+		                          !s->first && (s->reset || s->n_added || s->n_removed));
 out:
 	rc = store_end(st, rc, doomed);
 	pthread_mutex_unlock(&st->lock);

@@ -290,6 +290,7 @@ static enum mf_status sync_folder_now(struct sync_ctx *s, int64_t folder_id, int
 	}
 
 	out.folder_id = folder_id;
+	out.first = f.synced_at == 0;
 	out.reset = res.reset;
 	out.uidvalidity = res.uidvalidity;
 	out.uidnext = req.known_remote_ids ? (uint32_t)local_next : res.uidnext;

@@ -192,7 +192,7 @@ def test_folder_time_moves_when_mail_arrives_and_survives_remount(mount, servers
     m = mount(options=["refresh=%d" % REFRESH], server=dc, cache_dir=cache)
     assert len(listing(m.p(folder))) == 3
     t0 = listed_mtime(m, folder)
-    assert abs(t0 / 1e9 - time.time()) < 600, "a first listing sets the time to its own"
+    assert abs(t0 / 1e9 - time.time()) < 600, "the folder's time is from when it was first seen"
     assert folder_mtime(m, folder) == t0, "nothing changed: the time stays"
 
     # another client's message, seen after refresh
@@ -218,6 +218,27 @@ def test_folder_time_moves_when_mail_arrives_and_survives_remount(mount, servers
 
     m2 = mount(options=["refresh=3600"], server=dc, cache_dir=cache)
     assert folder_mtime(m2, folder) == t3, "the time is the cache's, not the mount's"
+
+
+@pytest.mark.parametrize("first", ["stat", "tar"])
+def test_tar_of_a_folder_never_listed(mount, servers, tmp_path, first):
+    """tar stats a folder, reads it, and stats it again: on a fresh mount
+    the folder's first listing happens in between and must not move its
+    time ("tar: INBOX: file changed as we read it", exit 1). Its time is
+    the one the mount gave it when it first saw the folder, before and
+    after, and after a remount."""
+    dc = servers.get("qresync")
+    folder = new_folder(dc, "Untarred", sample_mail.sample_messages(4, 38, tricky=False))
+    cache = str(tmp_path / "cache")
+    m = mount(options=["refresh=3600"], server=dc, cache_dir=cache)
+    before = folder_mtime(m, folder) if first == "stat" else None
+    r = run(["tar", "cf", str(tmp_path / "t.tar"), "-C", m.path, folder], check=False)
+    assert r.returncode == 0, "tar: %s" % r.stderr.decode(errors="replace")
+    after = folder_mtime(m, folder)
+    assert before in (None, after)
+    m.unmount()
+    m2 = mount(options=["refresh=3600"], server=dc, cache_dir=cache)
+    assert folder_mtime(m2, folder) == after
 
 
 def test_folders_of_another_client_appear_and_go(mount, servers):
