@@ -34,8 +34,8 @@ import uuid
 
 import pytest
 
-from harness import (MOUNT_TIMEOUT, PASSWORD, REPO, child_env, listing, read_text,
-                     require_mailfs, run, server_url)
+from harness import (MOUNT_TIMEOUT, PASSWORD, REPO, SANITIZER_EXIT, child_env, listing,
+                     read_text, require_mailfs, run, sanitizer_reports, server_url)
 from sysutil import _unescape_mountinfo, force_unmount, free_ports, is_mounted
 
 UNIT_TEMPLATE = os.path.join(REPO, "packaging", "mailfs@.service.in")
@@ -223,6 +223,8 @@ def test_sigterm_unmounts_and_exits_zero(mount, notify_socket):
     assert_ready_when_mounted(notify_socket, m, m.proc.pid)
     m.proc.send_signal(signal.SIGTERM)
     rc = m.proc.wait(timeout=30)
+    if rc == SANITIZER_EXIT and not sanitizer_reports(m.tmpdir):
+        rc = 0      # libfuse's directory handle only (harness.libfuse_dirhandle_leak)
     assert rc == 0, "mailfs exited %s on SIGTERM\n%s" % (rc, m.diagnostics())
     assert not is_mounted(m.path), "still mounted after SIGTERM"
 
