@@ -257,8 +257,14 @@ void sync_watch_note(struct sync_ctx *s, int64_t folder_id)
 	if (!w || g_thread_self() == w->thread)
 		return;  /* the watch's own re-checks are no use */
 	g_mutex_lock(&w->lock);
-	g_hash_table_replace(w->used, g_memdup2(&folder_id, sizeof folder_id),
-	                     g_memdup2(&now, sizeof now));
+	/* Every open comes here (cache hits too): a folder already noted
+	 * only gets its time moved, no allocation. */
+	gint64 *used = g_hash_table_lookup(w->used, &folder_id);
+	if (used)
+		*used = now;
+	else
+		g_hash_table_insert(w->used, g_memdup2(&folder_id, sizeof folder_id),
+		                    g_memdup2(&now, sizeof now));
 	if (!w->off && !g_hash_table_contains(w->watched, &folder_id)) {
 		w->review = 1;
 		g_cond_broadcast(&w->cond);
