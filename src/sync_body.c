@@ -205,8 +205,17 @@ enum mf_status sync_body_open(struct sync_ctx *s, int64_t folder_id, uint32_t ui
 		store_folder_clear(&f);
 		return MF_OK;
 	}
-	if (st == MF_OK)
+	if (st == MF_OK) {
+		/* A stream that ended meanwhile may have brought it after all. */
+		fd = store_body_open(s->store, folder_id, uid);
+		if (fd >= 0) {
+			*fd_out = fd;
+			store_message_clear(&m);
+			store_folder_clear(&f);
+			return MF_OK;
+		}
 		st = sync_fetch_into_cache(s, &f, &m, fd_out, size_changed);
+	}
 	if (st == MF_ERR_NOTFOUND)
 		log_warn("message %u of %s is gone from the server", uid, f.path ? f.path : "?");
 	else if (st != MF_OK)

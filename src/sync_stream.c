@@ -518,6 +518,7 @@ int sync_stream_open(struct sync_ctx *s, int64_t folder_id, const struct store_m
 		return 0;
 	}
 	st->last_open = g_get_monotonic_time();
+again:
 	e = g_hash_table_lookup(st->entries, GUINT_TO_POINTER(m->uid));
 	if (e) {
 		/* On its way: wait for it alone, as long as the stream moves. */
@@ -546,7 +547,18 @@ int sync_stream_open(struct sync_ctx *s, int64_t folder_id, const struct store_m
 	} else if (!sync_stream_before(st, m->uid, m->name, st->cursor_uid, st->cursor_name)) {
 		/* Not reached yet: fetched at once elsewhere, and the stream goes
 		 * on after it; a reader far ahead has left it. */
-		if (sync_stream_is_next(s, st, m) && !st->finished) {
+		uint32_t cursor_uid = st->cursor_uid;
+		char *cursor_name = g_strdup(st->cursor_name);
+		int next = sync_stream_is_next(s, st, m);
+		int moved = cursor_uid != st->cursor_uid || g_strcmp0(cursor_name, st->cursor_name) != 0;
+		g_free(cursor_name);
+		if (moved) {
+			/* The stream planned meanwhile (the lock was dropped): the
+			 * message may be on its way now, or even in the cache, and
+			 * must not be fetched twice. */
+			goto again;
+		}
+		if (next && !st->finished) {
 			sync_stream_consume(st, m->uid, m->name);
 			st->cursor_uid = m->uid;
 			g_free(st->cursor_name);
