@@ -20,6 +20,7 @@ struct mf_stats {
 	uint64_t streams_active;     /* gauge */
 	uint64_t stream_fetches;     /* commands a stream sent (UID FETCH, RETR) */
 	uint64_t stream_bodies;      /* bodies that came in a stream */
+	uint64_t getattrs;           /* LOOKUPs and GETATTRs the kernel sent */
 };
 
 extern struct mf_stats mf_stats;

@@ -86,12 +86,16 @@ int fs_parent_folder(struct fs_ctx *ctx, const char *path, struct store_folder *
 	return 0;
 }
 
-/* Finds what path names. may_sync: a name the cache does not know is
- * looked for on the server when the cached view is stale. A message waits
+/* Finds what path names. FS_RESOLVE_SYNC: a name the cache does not know
+ * is looked for on the server when the cached view is stale;
+ * FS_RESOLVE_KEY: of a message, only its uid and flags. A message waits
  * while its folder's first listing is not stored yet, so that every use
  * sees it whole (for a folder, what changes it waits: sync_folder_settle). */
-static int fs_resolve(struct fs_ctx *ctx, const char *path, struct fs_node *n, int may_sync)
+int fs_resolve(struct fs_ctx *ctx, const char *path, struct fs_node *n, int flags)
 {
+	enum mf_status (*by_name)(struct store *, int64_t, const char *, struct store_message *) =
+		flags & FS_RESOLVE_KEY ? store_message_key_by_name : store_message_by_name;
+	int may_sync = flags & FS_RESOLVE_SYNC;
 	const char *rel = path + 1;
 	const char *slash;
 	char *parent = NULL;
@@ -125,11 +129,11 @@ static int fs_resolve(struct fs_ctx *ctx, const char *path, struct fs_node *n, i
 		return -ENOENT;
 	}
 	sync_folder_settle(ctx->sync, n->folder.id);
-	st = store_message_by_name(ctx->store, n->folder.id, slash + 1, &n->msg);
+	st = by_name(ctx->store, n->folder.id, slash + 1, &n->msg);
 	if (st == MF_ERR_NOTFOUND && may_sync) {
 		int changed = 0;
 		if (sync_folder_if_stale(ctx->sync, n->folder.id, 0, &changed) == MF_OK && changed)
-			st = store_message_by_name(ctx->store, n->folder.id, slash + 1, &n->msg);
+			st = by_name(ctx->store, n->folder.id, slash + 1, &n->msg);
 	}
 	if (st != MF_OK) {
 		fs_node_clear(n);
@@ -216,6 +220,11 @@ static void *fs_init(struct fuse_conn_info *conn, struct fuse_config *cfg)
 	 * costs no request while nothing changed. */
 	double t = ctx->cfg->refresh;
 
+	/* Attributes with every listing, not only with its first chunk: tar,
+	 * rsync and restic stat each name they list, and the kernel's
+	 * "auto" mode switched to plain listings after the first chunk, so
+	 * a listing after a mount cost a LOOKUP per message. */
+	conn->want &= ~FUSE_CAP_READDIRPLUS_AUTO;
 	cfg->use_ino = 1;  /* the store's numbers: the same on every mount of a cache */
 	cfg->entry_timeout = t;
 	cfg->attr_timeout = t;
@@ -259,9 +268,10 @@ static int fs_getattr(const char *path, struct stat *st, struct fuse_file_info *
 	struct fs_node n;
 	int rc;
 
+	stats_add(getattrs, 1);
 	if (fs_staged_getattr(ctx, path, st, &rc))
 		return rc;
-	rc = fs_resolve(ctx, path, &n, 1);
+	rc = fs_resolve(ctx, path, &n, FS_RESOLVE_SYNC);
 
 	if (rc != 0)
 		return rc;
@@ -531,7 +541,7 @@ static int fs_open(const char *path, struct fuse_file_info *fi)
 
 	if (fs_staged_open(ctx, path, fi))
 		return 0;
-	rc = fs_resolve(ctx, path, &n, 1);
+	rc = fs_resolve(ctx, path, &n, FS_RESOLVE_SYNC | FS_RESOLVE_KEY);
 	if (rc != 0)
 		return rc;
 	if (n.kind != FS_MESSAGE) {
@@ -574,191 +584,6 @@ static int fs_read(const char *path, char *buf, size_t size, off_t off, struct f
 		n = pread(fs_handle(fi)->fd, buf, size, off);
 	while (n < 0 && errno == EINTR);
 	return n < 0 ? -errno : (int)n;
-}
-
-/* ---------------------------------------------------------------- xattrs */
-
-static const char *const fs_message_xattrs[] = {
-	"user.mail.flags", "user.mail.uid", "user.mail.message_id",
-	"user.mail.subject", "user.mail.from", "user.mail.date",
-};
-
-static int fs_xattr_reply(const char *value, size_t len, char *buf, size_t size)
-{
-	if (size == 0)
-		return (int)len;
-	if (len > size)
-		return -ERANGE;
-	memcpy(buf, value, len);
-	return (int)len;
-}
-
-/* Only the user namespace exists here. Saying ENOTSUP (not ENODATA) for
- * the others lets ls -l stop asking every file for security.selinux and
- * its ACLs: it remembers an unsupported device. */
-static int fs_xattr_namespace_ok(const char *name)
-{
-	return strncmp(name, "user.", 5) == 0;
-}
-
-/* What the cache holds of a folder, for mailfs prefetch: its listed
- * messages and their bytes, and how many of them (and bytes) have their
- * body cached. One JSON object, whatever the folder's size: the list of
- * files is readdir's, each file's state its own user.mailfs.cached. */
-struct fs_cache_count {
-	struct fs_ctx *ctx;
-	uint64_t messages, bytes, cached, cached_bytes;
-};
-
-static int fs_count_cached(void *data, const struct store_message *m)
-{
-	struct fs_cache_count *c = data;
-
-	if (sync_hidden(c->ctx->sync, m->flags))
-		return 0;
-	c->messages++;
-	c->bytes += m->size;
-	if (m->body_cached) {
-		c->cached++;
-		c->cached_bytes += m->size;
-	}
-	return 0;
-}
-
-static char *fs_folder_cache_json(struct fs_ctx *ctx, const struct store_folder *f)
-{
-	struct fs_cache_count c = { ctx, 0, 0, 0, 0 };
-
-	if (!f->noselect) {
-		sync_folder_settle(ctx->sync, f->id);  /* a first listing counts once stored */
-		if (store_messages_list(ctx->store, f->id, fs_count_cached, &c) != MF_OK)
-			return NULL;
-	}
-	return g_strdup_printf("{\"messages\": %" PRIu64 ", \"bytes\": %" PRIu64
-	                       ", \"cached\": %" PRIu64 ", \"cached_bytes\": %" PRIu64 "}",
-	                       c.messages, c.bytes, c.cached, c.cached_bytes);
-}
-
-/* The mount's counters, and the body cache's cap and use (mailfs
- * prefetch checks that what it is asked to fetch fits). */
-static char *fs_root_stats_json(struct fs_ctx *ctx)
-{
-	GString *s = g_string_new(NULL);
-	uint64_t used = 0, count = 0;
-
-	sync_settle_all(ctx->sync);  /* a listing just shown counts once stored */
-	stats_format_json(s);
-	store_body_usage(ctx->store, &used, &count);
-	stats_json_add(s, "cache_size", ctx->cfg->cache_size);
-	stats_json_add(s, "cache_used", used);
-	return g_string_free(s, FALSE);
-}
-
-static int fs_getxattr(const char *path, const char *name, char *buf, size_t size)
-{
-	struct fs_ctx *ctx = fs_ctx();
-	struct fs_node n;
-	char *value = NULL;
-	int rc;
-
-	if (!fs_xattr_namespace_ok(name))
-		return -ENOTSUP;
-	rc = fs_resolve(ctx, path, &n, 0);
-
-	if (rc != 0)
-		return rc;
-	/* user.mailfs.cache and user.mailfs.cached are not in listxattr:
-	 * they change as bodies come and go, and cp -a, rsync -X or tar
-	 * --xattrs must not copy a cache's state into a backup. */
-	if (n.kind == FS_ROOT && strcmp(name, "user.mailfs.stats") == 0) {
-		value = fs_root_stats_json(ctx);
-	} else if (n.kind == FS_FOLDER && strcmp(name, "user.mailfs.cache") == 0) {
-		value = fs_folder_cache_json(ctx, &n.folder);
-	} else if (n.kind == FS_MESSAGE) {
-		const struct store_message *m = &n.msg;
-		if (strcmp(name, "user.mail.flags") == 0)
-			value = g_strdup(m->flags ? m->flags : "");
-		else if (strcmp(name, "user.mail.uid") == 0)
-			value = m->remote_id ? g_strdup(m->remote_id) : g_strdup_printf("%u", m->uid);
-		else if (strcmp(name, "user.mail.message_id") == 0 && m->message_id)
-			value = g_strdup(m->message_id);
-		else if (strcmp(name, "user.mail.subject") == 0 && m->subject)
-			value = g_strdup(m->subject);
-		else if (strcmp(name, "user.mail.from") == 0)
-			value = mime_decode_from(m->from_raw);
-		else if (strcmp(name, "user.mail.date") == 0)
-			value = mime_decode_date(m->date_raw);
-		else if (strcmp(name, "user.mailfs.cached") == 0)
-			value = g_strdup(m->body_cached ? "1" : "0");
-	}
-	fs_node_clear(&n);
-	if (!value)
-		return -ENODATA;
-	rc = fs_xattr_reply(value, strlen(value), buf, size);
-	g_free(value);
-	return rc;
-}
-
-static int fs_listxattr(const char *path, char *buf, size_t size)
-{
-	struct fs_ctx *ctx = fs_ctx();
-	struct fs_node n;
-	GString *names = g_string_new(NULL);
-	int rc = fs_resolve(ctx, path, &n, 0);
-
-	if (rc != 0) {
-		g_string_free(names, TRUE);
-		return rc;
-	}
-	if (n.kind == FS_ROOT) {
-		g_string_append_len(names, "user.mailfs.stats", sizeof "user.mailfs.stats");
-	} else if (n.kind == FS_MESSAGE) {
-		char *from = mime_decode_from(n.msg.from_raw), *date = mime_decode_date(n.msg.date_raw);
-		const char *present[G_N_ELEMENTS(fs_message_xattrs)] = {
-			"", "", n.msg.message_id, n.msg.subject, from, date,
-		};
-		for (size_t i = 0; i < G_N_ELEMENTS(fs_message_xattrs); i++)
-			if (present[i])
-				g_string_append_len(names, fs_message_xattrs[i],
-				                    strlen(fs_message_xattrs[i]) + 1);
-		g_free(from);
-		g_free(date);
-	}
-	fs_node_clear(&n);
-	rc = fs_xattr_reply(names->str, names->len, buf, size);
-	g_string_free(names, TRUE);
-	return rc;
-}
-
-static int fs_setxattr(const char *path, const char *name, const char *value, size_t size,
-                       int flags)
-{
-	struct fs_ctx *ctx = fs_ctx();
-	struct fs_node n;
-	enum mf_status st;
-	char *flagtext;
-	int rc;
-
-	if (!fs_xattr_namespace_ok(name))
-		return -ENOTSUP;
-	if (strcmp(name, "user.mail.flags") != 0)
-		return ctx->cfg->readonly ? -EROFS : -ENOTSUP;
-	if (ctx->cfg->readonly)
-		return -EROFS;
-	if (memchr(value, 0, size) || size > 4096)
-		return -EINVAL;
-	rc = fs_resolve(ctx, path, &n, 0);
-	if (rc != 0)
-		return rc;
-	if (n.kind != FS_MESSAGE) {
-		fs_node_clear(&n);
-		return -ENOTSUP;
-	}
-	flagtext = g_strndup(value, size);
-	st = sync_set_flags(ctx->sync, n.folder.id, n.msg.uid, flagtext);
-	g_free(flagtext);
-	fs_node_clear(&n);
-	return fs_errno(st);
 }
 
 static int fs_statfs(const char *path, struct statvfs *sv)

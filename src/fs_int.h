@@ -4,6 +4,8 @@
  *   fs.c         the operations on folders and stored messages: lookup,
  *                getattr, readdir, open/read, xattrs, statfs, unlink,
  *                mkdir, rmdir, rename
+ *   fs_xattr.c   extended attributes: a message's flags, uid and
+ *                headers; a folder's cache state; the root's stats
  *   fs_staged.c  files being written: create, write, truncate, utimens,
  *                flush (the APPEND), release; and what the other
  *                operations do to a file still staged
@@ -66,6 +68,20 @@ void fs_invalidate(struct fs_ctx *ctx, const char *path);
  * empty), 0 with *out filled and *name the last component, or -errno. */
 int fs_parent_folder(struct fs_ctx *ctx, const char *path, struct store_folder *out,
                      const char **name);
+/* Finds what path names (n cleared with fs_node_clear), or -errno.
+ * FS_RESOLVE_SYNC: a name the cache does not know is looked for on the
+ * server when the cached view is stale; FS_RESOLVE_KEY: of a message,
+ * only its uid and flags. */
+#define FS_RESOLVE_SYNC 1
+#define FS_RESOLVE_KEY 2
+int fs_resolve(struct fs_ctx *ctx, const char *path, struct fs_node *n, int flags);
+
+/* ---- fs_xattr.c */
+
+int fs_getxattr(const char *path, const char *name, char *buf, size_t size);
+int fs_listxattr(const char *path, char *buf, size_t size);
+int fs_setxattr(const char *path, const char *name, const char *value, size_t size,
+                int flags);
 
 /* ---- fs_staged.c */
 

@@ -22,7 +22,8 @@ void stats_format_json(GString *out)
 	FIELD(streams_started, 0);
 	FIELD(streams_active, 0);
 	FIELD(stream_fetches, 0);
-	FIELD(stream_bodies, 1);
+	FIELD(stream_bodies, 0);
+	FIELD(getattrs, 1);
 	g_string_append(out, "}");
 #undef FIELD
 }

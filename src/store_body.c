@@ -129,30 +129,103 @@ out:
 
 /* ---- bodies ---- */
 
-/* 1 when the file holds as many bytes as were recorded at commit. */
-static int store_body_size_ok(struct store *st, int64_t folder_id, uint32_t uid, int fd)
+/* The size recorded at commit of the body's file; -1: none cached. */
+static int64_t store_body_size(struct store *st, int64_t folder_id, uint32_t uid)
 {
 	sqlite3_stmt *q = store_query_message(st, Q_BODY_SIZE, folder_id, uid);
-	struct stat sb;
-	int ok = 0;
+	int64_t size = -1;
 
-	if (sqlite3_step(q) == SQLITE_ROW && fstat(fd, &sb) == 0)
-		ok = sb.st_size == sqlite3_column_int64(q, 0);
+	if (sqlite3_step(q) == SQLITE_ROW)
+		size = sqlite3_column_int64(q, 0);
 	sqlite3_reset(q);
-	return ok;
+	return size;
+}
+
+/* One pending LRU bump per body: (folder_id << 32 | uid), and the order
+ * of the open that asked for it. */
+struct store_touch {
+	gint64 key;                /* first: the table hashes it */
+	uint64_t seq;
+};
+
+#define STORE_TOUCH_BATCH 256
+#define STORE_TOUCH_DELAY_US G_USEC_PER_SEC
+
+static gint store_touch_order(gconstpointer a, gconstpointer b)
+{
+	const struct store_touch *x = *(const struct store_touch *const *)a;
+	const struct store_touch *y = *(const struct store_touch *const *)b;
+
+	return x->seq < y->seq ? -1 : x->seq > y->seq;
+}
+
+enum mf_status store_body_touch_flush(struct store *st)
+{
+	GPtrArray *all;
+	GHashTableIter it;
+	gpointer t;
+	enum mf_status rc = MF_OK;
+	int own;
+
+	if (g_hash_table_size(st->touched) == 0)
+		return MF_OK;
+	all = g_ptr_array_sized_new(g_hash_table_size(st->touched));
+	g_hash_table_iter_init(&it, st->touched);
+	while (g_hash_table_iter_next(&it, &t, NULL))
+		g_ptr_array_add(all, t);
+	g_ptr_array_sort(all, store_touch_order);
+	own = sqlite3_get_autocommit(st->db) != 0;
+	if (own)
+		rc = store_begin(st);
+	for (guint i = 0; i < all->len && rc == MF_OK; i++) {
+		const struct store_touch *x = g_ptr_array_index(all, i);
+		rc = store_run(store_query_message(st, Q_BODY_TOUCH, x->key >> 32,
+		                                   (uint32_t)(x->key & 0xffffffff)));
+	}
+	if (own)
+		rc = store_end(st, rc, NULL);
+	g_ptr_array_free(all, TRUE);
+	/* A failed LRU bump only makes eviction slightly less exact. */
+	g_hash_table_remove_all(st->touched);
+	st->touch_since = 0;
+	return rc;
+}
+
+/* The body was opened: it becomes the most recently used, in memory now
+ * and in the table with the next batch (lock held). */
+static void store_body_touch(struct store *st, int64_t folder_id, uint32_t uid)
+{
+	struct store_touch *t;
+	gint64 now = g_get_monotonic_time();
+
+	if (folder_id < 0 || folder_id > INT32_MAX) {
+		store_run(store_query_message(st, Q_BODY_TOUCH, folder_id, uid));
+		return;
+	}
+	t = g_new(struct store_touch, 1);
+	t->key = folder_id << 32 | uid;
+	t->seq = ++st->touch_seq;
+	g_hash_table_replace(st->touched, t, NULL);  /* frees an older bump of it */
+	if (!st->touch_since)
+		st->touch_since = now;
+	if (g_hash_table_size(st->touched) >= STORE_TOUCH_BATCH ||
+	    now - st->touch_since >= STORE_TOUCH_DELAY_US)
+		store_body_touch_flush(st);
 }
 
 int store_body_open(struct store *st, int64_t folder_id, uint32_t uid)
 {
-	enum mf_status rc = MF_OK;
 	char *path = store_body_path(st, folder_id, uid);
+	struct stat sb;
+	int64_t size;
 	int fd = -1;
 
 	pthread_mutex_lock(&st->lock);
-	if (!store_has_body(st, folder_id, uid, &rc))
+	size = store_body_size(st, folder_id, uid);
+	if (size < 0)
 		goto out;
 	fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd >= 0 && !store_body_size_ok(st, folder_id, uid, fd)) {
+	if (fd >= 0 && (fstat(fd, &sb) != 0 || sb.st_size != size)) {
 		/* Bodies are written without fsync (they are a cache): after a
 		 * crash a file may be short. Never serve it: fetch it again. */
 		close(fd);
@@ -166,8 +239,7 @@ int store_body_open(struct store *st, int64_t folder_id, uint32_t uid)
 		store_run(store_query_message(st, Q_BODY_DELETE, folder_id, uid));
 		goto out;
 	}
-	/* A failed LRU bump only makes eviction slightly less exact. */
-	store_run(store_query_message(st, Q_BODY_TOUCH, folder_id, uid));
+	store_body_touch(st, folder_id, uid);
 out:
 	pthread_mutex_unlock(&st->lock);
 	g_free(path);
@@ -251,33 +323,25 @@ out:
 	return rc;
 }
 
-enum mf_status store_body_commit(struct store *st, int64_t folder_id,
-                                 uint32_t uid, const char *tmp_path,
-                                 int *size_changed)
+/* One body of a commit, inside the caller's transaction (lock held):
+ * its file renamed into place (*renamed), its row and its size. */
+static enum mf_status store_body_commit_one(struct store *st, int64_t folder_id, uint32_t uid,
+                                            const char *tmp_path, const char *path,
+                                            int *size_changed, int *renamed, GPtrArray *doomed)
 {
 	static const enum store_query sized[] = { Q_BODY_UPSERT, Q_MSG_SET_SIZE };
-	GPtrArray *doomed = g_ptr_array_new_with_free_func(g_free);
 	char *dir = store_body_dir(st, folder_id);
-	char *path = store_body_path(st, folder_id, uid);
 	enum mf_status rc;
-	int renamed = 0, fd = -1, src;
 	uint64_t old_size = 0;
 	struct stat sb;
 	sqlite3_stmt *q;
+	int src;
 
-	if (size_changed)
-		*size_changed = 0;
-	pthread_mutex_lock(&st->lock);
 	/* No fsync: a body is a cache entry, checked by size when opened. */
-	fd = open(tmp_path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0 || fstat(fd, &sb) != 0) {
+	if (stat(tmp_path, &sb) != 0) {
 		rc = MF_ERR_IO;
 		goto out;
 	}
-	rc = store_begin(st);
-	if (rc != MF_OK)
-		goto out;
-
 	q = store_query_message(st, Q_MSG_SIZE, folder_id, uid);
 	src = sqlite3_step(q);
 	if (src == SQLITE_ROW)
@@ -291,7 +355,7 @@ enum mf_status store_body_commit(struct store *st, int64_t folder_id,
 		rc = MF_ERR_IO;
 		goto out;
 	}
-	renamed = 1;
+	*renamed = 1;
 
 	if (store_has_body(st, folder_id, uid, &rc))
 		st->body_total = -1;  /* replaced: sum again */
@@ -308,21 +372,70 @@ enum mf_status store_body_commit(struct store *st, int64_t folder_id,
 	}
 	if (rc == MF_OK)
 		rc = store_evict(st, folder_id, uid, doomed);
-out:
-	rc = store_end(st, rc, doomed);
 	if (rc == MF_OK && size_changed)
 		*size_changed = (uint64_t)sb.st_size != old_size;
-	if (rc != MF_OK) {
-		/* Whichever name the file has now, it must not stay behind. */
-		unlink(renamed ? path : tmp_path);
+out:
+	g_free(dir);
+	return rc;
+}
+
+enum mf_status store_body_commit_many(struct store *st, int64_t folder_id,
+                                      struct store_body_item *items, size_t n)
+{
+	GPtrArray *doomed = g_ptr_array_new_with_free_func(g_free);
+	char **paths = g_new0(char *, n);
+	int *renamed = g_new0(int, n);
+	enum mf_status rc;
+
+	for (size_t i = 0; i < n; i++) {
+		items[i].size_changed = 0;
+		items[i].status = MF_ERR_IO;
+		paths[i] = store_body_path(st, folder_id, items[i].uid);
+	}
+	pthread_mutex_lock(&st->lock);
+	rc = store_begin(st);
+	if (rc == MF_OK) {
+		/* The opens before this commit come before it in the LRU. */
+		store_body_touch_flush(st);
+		for (size_t i = 0; i < n && rc == MF_OK; i++) {
+			items[i].status = store_body_commit_one(st, folder_id, items[i].uid,
+			                                        items[i].tmp_path, paths[i],
+			                                        &items[i].size_changed, &renamed[i],
+			                                        doomed);
+			/* A message gone meanwhile loses its body alone; anything
+			 * else undoes the whole commit. */
+			if (items[i].status != MF_OK && items[i].status != MF_ERR_NOTFOUND)
+				rc = items[i].status;
+		}
+	}
+	rc = store_end(st, rc, doomed);
+	for (size_t i = 0; i < n; i++) {
+		if (rc != MF_OK)
+			items[i].status = rc;
+		if (items[i].status != MF_OK) {
+			/* Whichever name the file has now, it must not stay behind. */
+			unlink(renamed[i] ? paths[i] : items[i].tmp_path);
+			items[i].size_changed = 0;
+		}
+		g_free(paths[i]);
 	}
 	pthread_mutex_unlock(&st->lock);
-	if (fd >= 0)
-		close(fd);
 	g_ptr_array_free(doomed, TRUE);
-	g_free(dir);
-	g_free(path);
+	g_free(paths);
+	g_free(renamed);
 	return rc;
+}
+
+enum mf_status store_body_commit(struct store *st, int64_t folder_id,
+                                 uint32_t uid, const char *tmp_path,
+                                 int *size_changed)
+{
+	struct store_body_item item = { .uid = uid, .tmp_path = tmp_path };
+	enum mf_status rc = store_body_commit_many(st, folder_id, &item, 1);
+
+	if (size_changed)
+		*size_changed = item.size_changed;
+	return rc == MF_OK ? item.status : rc;
 }
 
 void store_body_abort(struct store *st, const char *tmp_path)

@@ -143,6 +143,7 @@ static const char *const store_query_sql[Q_COUNT] = {
 		"UPDATE folders SET changed_at = max(changed_at + 1, ?2)"
 		" WHERE id = ?1 AND (?3 OR changed_at = 0)",
 	[Q_MSG_BY_NAME] = STORE_MESSAGE_COLUMNS "WHERE m.folder_id = ?1 AND m.name = ?2",
+	[Q_MSG_KEY_BY_NAME] = "SELECT uid, flags FROM messages WHERE folder_id = ?1 AND name = ?2",
 	[Q_MSG_BY_UID] = STORE_MESSAGE_COLUMNS "WHERE m.folder_id = ?1 AND m.uid = ?2",
 	[Q_MSG_LIST] = STORE_MESSAGE_COLUMNS
 		"WHERE m.folder_id = ?1 AND m.name IS NOT NULL ORDER BY m.name",
@@ -691,6 +692,9 @@ struct store *store_open(const char *dir, uint64_t body_cap, char **err)
 	st->dir = g_strdup(dir);
 	st->body_cap = body_cap;
 	st->body_total = -1;
+	st->touched = g_hash_table_new_full(g_int64_hash, g_int64_equal, g_free, NULL);
+	st->folder_paths = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
+	st->folder_paths_stale = 1;
 
 	dbpath = g_build_filename(dir, "cache.sqlite", NULL);
 	rc = store_open_db(st, dbpath, &msg);
@@ -736,6 +740,11 @@ void store_close(struct store *st)
 {
 	if (!st)
 		return;
+	if (st->db) {
+		pthread_mutex_lock(&st->lock);
+		store_body_touch_flush(st);
+		pthread_mutex_unlock(&st->lock);
+	}
 	for (int i = 0; i < Q_COUNT; i++)
 		sqlite3_finalize(st->q[i]);
 	sqlite3_close(st->db);
@@ -744,6 +753,10 @@ void store_close(struct store *st)
 		close(st->lock_fd);  /* the lock goes with it */
 	if (st->changes)
 		g_ptr_array_free(st->changes, TRUE);
+	if (st->touched)
+		g_hash_table_destroy(st->touched);
+	if (st->folder_paths)
+		g_hash_table_destroy(st->folder_paths);
 	g_free(st->noted_path);
 	g_free(st->dir);
 	g_free(st);

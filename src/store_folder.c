@@ -278,6 +278,25 @@ out:
 	return rc;
 }
 
+/* Whether path may be a folder's: 0 only when it is surely none (lock
+ * held). */
+static int store_folder_path_may_exist(struct store *st, const char *path)
+{
+	if (st->folder_paths_stale) {
+		sqlite3_stmt *q = store_query(st, Q_FOLDER_ALL);
+		int src;
+
+		g_hash_table_remove_all(st->folder_paths);
+		while ((src = sqlite3_step(q)) == SQLITE_ROW)
+			g_hash_table_add(st->folder_paths, store_column_dup(q, 1));
+		sqlite3_reset(q);
+		if (src != SQLITE_DONE)
+			return 1;  /* unknown: ask the table */
+		st->folder_paths_stale = 0;
+	}
+	return path && g_hash_table_contains(st->folder_paths, path);
+}
+
 enum mf_status store_folder_by_path(struct store *st, const char *path,
                                     struct store_folder *out)
 {
@@ -286,6 +305,10 @@ enum mf_status store_folder_by_path(struct store *st, const char *path,
 
 	memset(out, 0, sizeof *out);
 	pthread_mutex_lock(&st->lock);
+	if (!store_folder_path_may_exist(st, path)) {
+		pthread_mutex_unlock(&st->lock);
+		return MF_ERR_NOTFOUND;
+	}
 	q = store_query(st, Q_FOLDER_BY_PATH);
 	/* A NULL path binds NULL, which no row equals: MF_ERR_NOTFOUND. */
 	sqlite3_bind_text(q, 1, path, -1, SQLITE_STATIC);

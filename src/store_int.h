@@ -41,7 +41,7 @@ enum store_query {
 	Q_FOLDER_BY_PATH, Q_FOLDER_BY_ID, Q_FOLDER_CHILDREN, Q_FOLDER_COUNT,
 	Q_FOLDER_EXISTS, Q_FOLDER_UPSERT, Q_FOLDER_UPSERT_IMPLIED, Q_FOLDER_ALL,
 	Q_FOLDER_DELETE, Q_FOLDER_SET_SYNC, Q_FOLDER_TOUCH, Q_FOLDER_CHANGED,
-	Q_MSG_BY_NAME, Q_MSG_BY_UID, Q_MSG_LIST, Q_MSG_UIDS, Q_MSG_REMOTE_IDS,
+	Q_MSG_BY_NAME, Q_MSG_KEY_BY_NAME, Q_MSG_BY_UID, Q_MSG_LIST, Q_MSG_UIDS, Q_MSG_REMOTE_IDS,
 	Q_MSG_UPSERT, Q_MSG_SET_FLAGS,
 	Q_MSG_DELETE, Q_MSG_DELETE_FOLDER, Q_MSG_NAMES, Q_MSG_SET_NAME,
 	Q_MSG_SIZE, Q_MSG_SET_SIZE, Q_MSG_NAME_HOLDER, Q_MSG_SET_USER_NAME,
@@ -68,6 +68,18 @@ struct store {
 	GPtrArray *changes;
 	int64_t noted_folder; /* the last folder noted, and its path */
 	char *noted_path;
+	/* Bodies opened since the LRU was last written: (folder_id << 32 |
+	 * uid) -> the order of their last open. A write per open cost more
+	 * than the rest of an open; store_body_touch_flush writes them, in
+	 * that order, before anything reads or extends the LRU. */
+	GHashTable *touched;
+	uint64_t touch_seq;
+	gint64 touch_since;
+	/* Every folder's path, so that a path that is no folder (each open
+	 * of a message asks) costs no query; rebuilt after any statement
+	 * that may add, remove or rename a folder (store_query). */
+	GHashTable *folder_paths;
+	int folder_paths_stale;
 };
 
 /* The entry folder_id/name (name NULL: the folder itself) changed, went
@@ -78,6 +90,9 @@ void store_note_message(struct store *st, int64_t folder_id, uint32_t uid);
 void store_note_folder_messages(struct store *st, int64_t folder_id);
 
 void store_lock_note_pid(int fd);
+/* Writes the pending LRU bumps (lock held; inside the caller's
+ * transaction, or in one of its own). */
+enum mf_status store_body_touch_flush(struct store *st);
 /* Row i of a sync's new messages, whichever way they were given. */
 static inline const struct store_sync_message *store_sync_added(const struct store_sync *s,
                                                                 size_t i)
@@ -100,6 +115,10 @@ static inline sqlite3_stmt *store_query(struct store *st, enum store_query id)
 {
 	sqlite3_stmt *q = st->q[id];
 
+	/* A rollback may bring back folders a lookup saw deleted. */
+	if (id == Q_FOLDER_UPSERT || id == Q_FOLDER_UPSERT_IMPLIED || id == Q_FOLDER_DELETE ||
+	    id == Q_FOLDER_RENAME || id == Q_ROLLBACK)
+		st->folder_paths_stale = 1;
 	sqlite3_reset(q);
 	sqlite3_clear_bindings(q);
 	return q;

@@ -183,20 +183,48 @@ static void store_message_from_row(sqlite3_stmt *q, void *out, int copy)
 	m->body_cached = sqlite3_column_int(q, 12);
 }
 
-enum mf_status store_message_by_name(struct store *st, int64_t folder_id,
-                                     const char *name, struct store_message *out)
+static void store_message_key_from_row(sqlite3_stmt *q, void *out, int copy)
+{
+	struct store_message *m = out;
+
+	(void)copy;
+	m->uid = (uint32_t)sqlite3_column_int64(q, 0);
+	m->flags = store_column_dup(q, 1);
+	if (!m->flags)
+		m->flags = g_strdup("");
+}
+
+/* The message named name in the folder, read by query and fill. */
+static enum mf_status store_message_named(struct store *st, int64_t folder_id, const char *name,
+                                          enum store_query query,
+                                          void (*fill)(sqlite3_stmt *, void *, int),
+                                          struct store_message *out)
 {
 	enum mf_status rc;
 	sqlite3_stmt *q;
 
 	memset(out, 0, sizeof *out);
+	out->folder_id = folder_id;
 	pthread_mutex_lock(&st->lock);
-	q = store_query_folder(st, Q_MSG_BY_NAME, folder_id);
+	q = store_query_folder(st, query, folder_id);
 	/* A NULL name binds NULL, which no row equals: MF_ERR_NOTFOUND. */
 	sqlite3_bind_text(q, 2, name, -1, SQLITE_STATIC);
-	rc = store_fetch(q, store_message_from_row, out);
+	rc = store_fetch(q, fill, out);
 	pthread_mutex_unlock(&st->lock);
 	return rc;
+}
+
+enum mf_status store_message_by_name(struct store *st, int64_t folder_id,
+                                     const char *name, struct store_message *out)
+{
+	return store_message_named(st, folder_id, name, Q_MSG_BY_NAME, store_message_from_row, out);
+}
+
+enum mf_status store_message_key_by_name(struct store *st, int64_t folder_id,
+                                         const char *name, struct store_message *out)
+{
+	return store_message_named(st, folder_id, name, Q_MSG_KEY_BY_NAME,
+	                           store_message_key_from_row, out);
 }
 
 enum mf_status store_message_by_uid(struct store *st, int64_t folder_id,

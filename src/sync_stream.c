@@ -23,6 +23,7 @@
 #define SYNC_STREAM_FIRST 64    /* messages planned as a stream starts */
 #define SYNC_STREAM_MIN_WINDOW ((uint64_t)64 * 1024)
 #define SYNC_STREAM_IDLE_US (5 * G_USEC_PER_SEC)   /* no open for so long: the stream ends */
+#define SYNC_STREAM_BATCH 16    /* complete bodies committed to the store at once */
 
 struct sync_stream_entry {
 	uint32_t uid;
@@ -32,6 +33,7 @@ struct sync_stream_entry {
 	char *tmp;                 /* the download's file, until committed */
 	int fd;
 	int flight;                /* planned, with the driver, or being committed */
+	int ready;                 /* complete, waiting in the stream's batch */
 	int sent;                  /* handed to the driver */
 	int consumed;              /* the reader reached or passed it */
 	int waiters;               /* opens waiting for it: it stays */
@@ -53,6 +55,11 @@ struct sync_stream {
 	GQueue order;              /* struct sync_stream_entry *, planned, in order */
 	GList *first_unsent;       /* in order: the first not handed to the driver */
 	GHashTable *entries;       /* uid -> entry (borrowed from order) */
+	/* Complete bodies not yet in the store, in order: one transaction
+	 * per body cost the stream a third of its time, so they go in
+	 * batches, at once when a reader waits for one of them. */
+	GPtrArray *ready;
+	int committing;            /* batches being committed */
 	uint64_t ahead;            /* bytes handed out and not consumed */
 	uint64_t window;
 	gint64 last_open, progress_at;
@@ -78,6 +85,7 @@ static void sync_stream_unref(struct sync_stream *st)
 		sync_stream_entry_free(g_queue_pop_head(&st->order));
 	}
 	g_hash_table_destroy(st->entries);
+	g_ptr_array_free(st->ready, TRUE);
 	g_free(st->cursor_name);
 	g_free(st->reader_name);
 	g_free(st->wire_name);
@@ -233,6 +241,8 @@ static void sync_stream_plan(struct sync_stream *st, size_t max)
 	}
 }
 
+static void sync_stream_commit_ready(struct sync_stream *st);
+
 static int sync_stream_next(void *ctx, struct mailbox_body_request *reqs, size_t max, int wait)
 {
 	struct sync_stream *st = ctx;
@@ -264,6 +274,13 @@ static int sync_stream_next(void *ctx, struct mailbox_body_request *reqs, size_t
 			n = 0;
 			break;
 		}
+		if (st->ready->len > 0) {
+			/* Nothing to hand out: what is complete goes to the store. */
+			g_mutex_unlock(&s->lock);
+			sync_stream_commit_ready(st);
+			g_mutex_lock(&s->lock);
+			continue;
+		}
 		/* The window is full: wait for the reader, not forever. */
 		gint64 until = st->last_open + SYNC_STREAM_IDLE_US;
 		if (!g_cond_wait_until(&s->stream_cond, &s->lock, until) &&
@@ -277,36 +294,79 @@ static int sync_stream_next(void *ctx, struct mailbox_body_request *reqs, size_t
 	return n;
 }
 
+/* Commits the complete bodies of the batch to the store, in one
+ * transaction, and wakes the opens waiting for them. Called without the
+ * lock, by the stream's thread or by an open that waits for a body in the
+ * batch; each batch is taken whole by one of them. */
+static void sync_stream_commit_ready(struct sync_stream *st)
+{
+	struct sync_ctx *s = st->s;
+	struct store_body_item *items;
+	GPtrArray *batch;
+	size_t n = 0;
+
+	g_mutex_lock(&s->lock);
+	if (st->ready->len == 0) {
+		g_mutex_unlock(&s->lock);
+		return;
+	}
+	batch = st->ready;
+	st->ready = g_ptr_array_new();
+	st->committing++;
+	for (guint i = 0; i < batch->len; i++)
+		((struct sync_stream_entry *)g_ptr_array_index(batch, i))->ready = 0;
+	g_mutex_unlock(&s->lock);
+	/* The entries stay while in flight: their tmp is ours until then. */
+	items = g_new0(struct store_body_item, batch->len);
+	for (guint i = 0; i < batch->len; i++) {
+		struct sync_stream_entry *e = g_ptr_array_index(batch, i);
+		if (e->status == MF_OK)
+			items[n++] = (struct store_body_item){ .uid = e->uid, .tmp_path = e->tmp };
+		else
+			store_body_abort(s->store, e->tmp);
+	}
+	if (n > 0)
+		store_body_commit_many(s->store, st->folder_id, items, n);
+	g_mutex_lock(&s->lock);
+	n = 0;
+	for (guint i = 0; i < batch->len; i++) {
+		struct sync_stream_entry *e = g_ptr_array_index(batch, i);
+		if (e->status == MF_OK)
+			e->status = items[n++].status;
+		g_clear_pointer(&e->tmp, g_free);
+		e->flight = 0;
+	}
+	st->committing--;
+	st->progress_at = g_get_monotonic_time();
+	sync_stream_reap(st);
+	g_cond_broadcast(&s->stream_cond);
+	g_mutex_unlock(&s->lock);
+	g_free(items);
+	g_ptr_array_free(batch, TRUE);
+}
+
 static void sync_stream_done(void *ctx, const struct mailbox_body_request *req)
 {
 	struct sync_stream *st = ctx;
 	struct sync_ctx *s = st->s;
 	struct sync_stream_entry *e;
-	enum mf_status status = req->status;
-	char *tmp;
+	int now;
 
 	g_mutex_lock(&s->lock);
 	e = g_hash_table_lookup(st->entries, GUINT_TO_POINTER(req->uid));
-	tmp = e ? e->tmp : NULL;
-	if (e)
-		e->tmp = NULL;
-	g_mutex_unlock(&s->lock);
-	if (!e)
+	if (!e) {
+		g_mutex_unlock(&s->lock);
 		return;
-	close(req->fd);
-	if (status == MF_OK)
-		status = store_body_commit(s->store, st->folder_id, req->uid, tmp, NULL);
-	else
-		store_body_abort(s->store, tmp);
-	g_free(tmp);
-	g_mutex_lock(&s->lock);
+	}
 	e->fd = -1;
-	e->status = status;
-	e->flight = 0;
-	st->progress_at = g_get_monotonic_time();
-	sync_stream_reap(st);
-	g_cond_broadcast(&s->stream_cond);
+	e->status = req->status;
+	e->ready = 1;
+	g_ptr_array_add(st->ready, e);
+	now = e->waiters > 0 || st->ready->len >= SYNC_STREAM_BATCH;
 	g_mutex_unlock(&s->lock);
+	close(req->fd);
+	if (now)
+		sync_stream_commit_ready(st);
 }
 
 static gpointer sync_stream_thread(gpointer data)
@@ -319,7 +379,10 @@ static gpointer sync_stream_thread(gpointer data)
 	rc = s->mb->ops->stream_bodies(s->mb, st->wire_name, st->uidvalidity, &cb);
 	if (rc != MF_OK)
 		log_warn("the stream of folder %s ended: %s", st->wire_name, mf_status_str(rc));
+	sync_stream_commit_ready(st);
 	g_mutex_lock(&s->lock);
+	while (st->committing > 0)  /* an open's batch: its entries are still in flight */
+		g_cond_wait(&s->stream_cond, &s->lock);
 	st->finished = st->stop = 1;
 	st->first_unsent = NULL;
 	/* Planned but never sent: their files go (taken under the lock: a
@@ -454,6 +517,7 @@ int sync_stream_start(struct sync_ctx *s, const struct store_folder *f,
 	st->reader_name = g_strdup(after->name);
 	g_queue_init(&st->order);
 	st->entries = g_hash_table_new(g_direct_hash, g_direct_equal);
+	st->ready = g_ptr_array_new();
 	st->window = sync_stream_window(s);
 	st->last_open = st->progress_at = g_get_monotonic_time();
 	g_ptr_array_add(s->streams, st);
@@ -526,6 +590,13 @@ again:
 		e->waiters++;
 		sync_stream_consume(st, e->uid, e->name);
 		while (e->flight && !st->finished) {
+			if (e->ready) {
+				/* Complete, in the batch: committed now, for us. */
+				g_mutex_unlock(&s->lock);
+				sync_stream_commit_ready(st);
+				g_mutex_lock(&s->lock);
+				continue;
+			}
 			gint64 until = st->progress_at + timeout_us;
 			if (!g_cond_wait_until(&s->stream_cond, &s->lock, until) &&
 			    g_get_monotonic_time() >= st->progress_at + timeout_us)

@@ -11,7 +11,7 @@ import os
 import re
 
 import sample_mail
-from harness import (SEQ, USER, append_samples, getfattr, listing, run, server_url,
+from harness import (SEQ, USER, append_samples, getfattr, listing, new_folder, run, server_url,
                      wait_for)
 from tcp_proxy import FaultProxy
 
@@ -166,3 +166,26 @@ def test_libfuse_loop_options(mount, private_dovecot):
     assert len(names) == 8
     with open(m.p("INBOX", names[0]), "rb") as f:
         assert f.read(5) == b"From:" or len(f.read()) > 0
+
+
+def test_a_listing_after_a_remount_gives_every_attribute(mount, private_dovecot, tmp_path):
+    """tar, rsync and restic list a folder, then lstat each name: after a
+    remount (the kernel knows nothing yet) the listing itself must carry
+    every entry's attributes, or each lstat costs a LOOKUP round trip.
+    The stats xattr counts the LOOKUPs and GETATTRs mailfs is sent."""
+    dc = private_dovecot
+    name = new_folder(dc, "Many", sample_mail.sample_messages(300, "plus", tricky=False))
+    cache = str(tmp_path / "cache")
+    m = mount(server=dc, cache_dir=cache, options=["refresh=3600"])
+    assert len(listing(m.p(name))) == 300
+    m.unmount()
+    m = mount(server=dc, cache_dir=cache, options=["refresh=3600"])
+    folder = m.p(name)
+    os.stat(folder)
+    before = m.stats()["getattrs"]
+    names = os.listdir(folder)
+    sizes = [os.lstat(os.path.join(folder, n)).st_size for n in names]
+    asked = m.stats()["getattrs"] - before
+    assert len(names) == 300 and min(sizes) > 0
+    # The folder itself may be asked once or twice; not each message.
+    assert asked <= 5, "lstat of 300 listed names after a remount: %d LOOKUP/GETATTR" % asked

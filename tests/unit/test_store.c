@@ -1001,6 +1001,38 @@ static void test_lru_eviction(void **state)
 	close(fd);
 }
 
+/* Opens are written to the LRU in batches: in the order of each body's
+ * last open, and before the store closes. */
+static void test_lru_touches_batched_in_order(void **state)
+{
+	struct fixture *fx = *state;
+	char *err = NULL;
+
+	store_close(fx->st);
+	fx->st = store_open(fx->dir, 250, &err);
+	assert_non_null(fx->st);
+	int64_t fid = make_folder(fx->st, "INBOX");
+	struct store_sync_message added[] = { msg(1, "one", ""), msg(2, "two", ""), msg(3, "three", "") };
+	sync_add(fx->st, fid, added, 3);
+	assert_int_equal(put_body(fx->st, fid, 1, 100, '1', NULL), MF_OK);
+	assert_int_equal(put_body(fx->st, fid, 2, 100, '2', NULL), MF_OK);
+	const uint32_t opens[] = { 1, 2, 1 };  /* 1 last: the most recent */
+	for (size_t i = 0; i < G_N_ELEMENTS(opens); i++) {
+		int fd = store_body_open(fx->st, fid, opens[i]);
+		assert_true(fd >= 0);
+		close(fd);
+	}
+	store_close(fx->st);
+	fx->st = store_open(fx->dir, 250, &err);
+	assert_non_null(fx->st);
+	assert_int_equal(put_body(fx->st, fid, 3, 100, '3', NULL), MF_OK);
+	for (uint32_t uid = 1; uid <= 3; uid++) {
+		char *p = body_file(fx, fid, uid);
+		assert_int_equal(file_exists(p), uid != 2);
+		g_free(p);
+	}
+}
+
 static void test_persistence(void **state)
 {
 	struct fixture *fx = *state;
@@ -1322,6 +1354,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_body_roundtrip, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_body_commit_vanished, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_lru_eviction, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_lru_touches_batched_in_order, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_persistence, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_names_for_new, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_sync_10000, setup, teardown),
