@@ -261,4 +261,9 @@ void store_body_abort(struct store *st, const char *tmp_path);
 /* Bytes and count of cached bodies. */
 enum mf_status store_body_usage(struct store *st, uint64_t *bytes, uint64_t *count);
 
+/* A number that changes with every write to the cache (any table): what
+ * was read at one generation is still what the cache says while the
+ * generation is the same. */
+uint64_t store_generation(struct store *st);
+
 #endif

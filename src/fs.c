@@ -260,6 +260,7 @@ static void fs_destroy(void *data)
 
 	fs_stop(ctx);
 	fs_staged_clear(ctx);
+	fs_xattr_forget();
 }
 
 static int fs_getattr(const char *path, struct stat *st, struct fuse_file_info *fi)

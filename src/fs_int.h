@@ -82,6 +82,8 @@ int fs_getxattr(const char *path, const char *name, char *buf, size_t size);
 int fs_listxattr(const char *path, char *buf, size_t size);
 int fs_setxattr(const char *path, const char *name, const char *value, size_t size,
                 int flags);
+/* Forgets the values remembered for the last messages asked about. */
+void fs_xattr_forget(void);
 
 /* ---- fs_staged.c */
 

@@ -90,44 +90,128 @@ static char *fs_root_stats_json(struct fs_ctx *ctx)
 	return g_string_free(s, FALSE);
 }
 
+/* restic asks each file for its list of names twice, then for each
+ * name: eight requests a file, each of which resolved the path and
+ * decoded From and Date again. The last messages asked about are
+ * remembered with their values, for as long as the cache is unchanged
+ * (store_generation: any write, flags included, makes them stale). */
+#define FS_MEMOS 8
+#define FS_NVALUES G_N_ELEMENTS(fs_message_xattrs)
+struct fs_memo {
+	char *path;
+	uint64_t gen;
+	char *v[FS_NVALUES];       /* fs_message_xattrs' values; NULL: absent */
+};
+static GMutex fs_memo_lock;
+static struct fs_memo fs_memos[FS_MEMOS];
+static unsigned fs_memo_next;
+
+static void fs_memo_copy(char **to, char *const *from)
+{
+	for (size_t i = 0; i < FS_NVALUES; i++)
+		to[i] = g_strdup(from[i]);
+}
+
+static void fs_values_clear(char **v)
+{
+	for (size_t i = 0; i < FS_NVALUES; i++)
+		g_clear_pointer(&v[i], g_free);
+}
+
+/* The values of fs_message_xattrs for the message at path (copies in v):
+ * 1; 0 when path is no message; or -errno. */
+static int fs_message_values(struct fs_ctx *ctx, const char *path, char **v)
+{
+	uint64_t gen = store_generation(ctx->store);
+	struct fs_memo *memo;
+	struct fs_node n;
+	int rc;
+
+	g_mutex_lock(&fs_memo_lock);
+	for (size_t i = 0; i < FS_MEMOS; i++) {
+		if (fs_memos[i].path && fs_memos[i].gen == gen && strcmp(fs_memos[i].path, path) == 0) {
+			fs_memo_copy(v, fs_memos[i].v);
+			g_mutex_unlock(&fs_memo_lock);
+			return 1;
+		}
+	}
+	g_mutex_unlock(&fs_memo_lock);
+	rc = fs_resolve(ctx, path, &n, 0);
+	if (rc != 0)
+		return rc;
+	if (n.kind != FS_MESSAGE) {
+		fs_node_clear(&n);
+		return 0;
+	}
+	v[0] = g_strdup(n.msg.flags ? n.msg.flags : "");
+	v[1] = n.msg.remote_id ? g_strdup(n.msg.remote_id) : g_strdup_printf("%u", n.msg.uid);
+	v[2] = g_strdup(n.msg.message_id);
+	v[3] = g_strdup(n.msg.subject);
+	v[4] = mime_decode_from(n.msg.from_raw);
+	v[5] = mime_decode_date(n.msg.date_raw);
+	fs_node_clear(&n);
+	g_mutex_lock(&fs_memo_lock);
+	memo = &fs_memos[fs_memo_next++ % FS_MEMOS];
+	g_free(memo->path);
+	fs_values_clear(memo->v);
+	memo->path = g_strdup(path);
+	memo->gen = gen;  /* read before the resolve: a write since makes it stale */
+	fs_memo_copy(memo->v, v);
+	g_mutex_unlock(&fs_memo_lock);
+	return 1;
+}
+
+void fs_xattr_forget(void)
+{
+	g_mutex_lock(&fs_memo_lock);
+	for (size_t i = 0; i < FS_MEMOS; i++) {
+		g_clear_pointer(&fs_memos[i].path, g_free);
+		fs_values_clear(fs_memos[i].v);
+	}
+	g_mutex_unlock(&fs_memo_lock);
+}
+
+/* The index of name in fs_message_xattrs, or -1. */
+static int fs_message_xattr_index(const char *name)
+{
+	for (size_t i = 0; i < FS_NVALUES; i++)
+		if (strcmp(name, fs_message_xattrs[i]) == 0)
+			return (int)i;
+	return -1;
+}
+
 int fs_getxattr(const char *path, const char *name, char *buf, size_t size)
 {
 	struct fs_ctx *ctx = fs_ctx();
+	int k = fs_message_xattr_index(name);
 	struct fs_node n;
 	char *value = NULL;
 	int rc;
 
 	if (!fs_xattr_namespace_ok(name))
 		return -ENOTSUP;
-	rc = fs_resolve(ctx, path, &n, 0);
-
-	if (rc != 0)
-		return rc;
-	/* user.mailfs.cache and user.mailfs.cached are not in listxattr:
-	 * they change as bodies come and go, and cp -a, rsync -X or tar
-	 * --xattrs must not copy a cache's state into a backup. */
-	if (n.kind == FS_ROOT && strcmp(name, "user.mailfs.stats") == 0) {
-		value = fs_root_stats_json(ctx);
-	} else if (n.kind == FS_FOLDER && strcmp(name, "user.mailfs.cache") == 0) {
-		value = fs_folder_cache_json(ctx, &n.folder);
-	} else if (n.kind == FS_MESSAGE) {
-		const struct store_message *m = &n.msg;
-		if (strcmp(name, "user.mail.flags") == 0)
-			value = g_strdup(m->flags ? m->flags : "");
-		else if (strcmp(name, "user.mail.uid") == 0)
-			value = m->remote_id ? g_strdup(m->remote_id) : g_strdup_printf("%u", m->uid);
-		else if (strcmp(name, "user.mail.message_id") == 0 && m->message_id)
-			value = g_strdup(m->message_id);
-		else if (strcmp(name, "user.mail.subject") == 0 && m->subject)
-			value = g_strdup(m->subject);
-		else if (strcmp(name, "user.mail.from") == 0)
-			value = mime_decode_from(m->from_raw);
-		else if (strcmp(name, "user.mail.date") == 0)
-			value = mime_decode_date(m->date_raw);
-		else if (strcmp(name, "user.mailfs.cached") == 0)
-			value = g_strdup(m->body_cached ? "1" : "0");
+	if (k >= 0) {
+		char *v[FS_NVALUES] = { 0 };
+		rc = fs_message_values(ctx, path, v);
+		if (rc < 0)
+			return rc;
+		value = g_steal_pointer(&v[k]);
+		fs_values_clear(v);
+	} else {
+		rc = fs_resolve(ctx, path, &n, 0);
+		if (rc != 0)
+			return rc;
+		/* user.mailfs.cache and user.mailfs.cached are not in listxattr:
+		 * they change as bodies come and go, and cp -a, rsync -X or tar
+		 * --xattrs must not copy a cache's state into a backup. */
+		if (n.kind == FS_ROOT && strcmp(name, "user.mailfs.stats") == 0)
+			value = fs_root_stats_json(ctx);
+		else if (n.kind == FS_FOLDER && strcmp(name, "user.mailfs.cache") == 0)
+			value = fs_folder_cache_json(ctx, &n.folder);
+		else if (n.kind == FS_MESSAGE && strcmp(name, "user.mailfs.cached") == 0)
+			value = g_strdup(n.msg.body_cached ? "1" : "0");
+		fs_node_clear(&n);
 	}
-	fs_node_clear(&n);
 	if (!value)
 		return -ENODATA;
 	rc = fs_xattr_reply(value, strlen(value), buf, size);
@@ -138,29 +222,23 @@ int fs_getxattr(const char *path, const char *name, char *buf, size_t size)
 int fs_listxattr(const char *path, char *buf, size_t size)
 {
 	struct fs_ctx *ctx = fs_ctx();
-	struct fs_node n;
+	char *v[FS_NVALUES] = { 0 };
 	GString *names = g_string_new(NULL);
-	int rc = fs_resolve(ctx, path, &n, 0);
+	int rc = fs_message_values(ctx, path, v);
 
-	if (rc != 0) {
+	if (rc < 0) {
 		g_string_free(names, TRUE);
 		return rc;
 	}
-	if (n.kind == FS_ROOT) {
-		g_string_append_len(names, "user.mailfs.stats", sizeof "user.mailfs.stats");
-	} else if (n.kind == FS_MESSAGE) {
-		char *from = mime_decode_from(n.msg.from_raw), *date = mime_decode_date(n.msg.date_raw);
-		const char *present[G_N_ELEMENTS(fs_message_xattrs)] = {
-			"", "", n.msg.message_id, n.msg.subject, from, date,
-		};
-		for (size_t i = 0; i < G_N_ELEMENTS(fs_message_xattrs); i++)
-			if (present[i])
+	if (rc == 1) {
+		for (size_t i = 0; i < FS_NVALUES; i++)
+			if (v[i])
 				g_string_append_len(names, fs_message_xattrs[i],
 				                    strlen(fs_message_xattrs[i]) + 1);
-		g_free(from);
-		g_free(date);
+		fs_values_clear(v);
+	} else if (strcmp(path, "/") == 0) {
+		g_string_append_len(names, "user.mailfs.stats", sizeof "user.mailfs.stats");
 	}
-	fs_node_clear(&n);
 	rc = fs_xattr_reply(names->str, names->len, buf, size);
 	g_string_free(names, TRUE);
 	return rc;

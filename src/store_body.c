@@ -333,6 +333,7 @@ static enum mf_status store_body_commit_one(struct store *st, int64_t folder_id,
 	char *dir = store_body_dir(st, folder_id);
 	enum mf_status rc;
 	uint64_t old_size = 0;
+	int known = 0;
 	struct stat sb;
 	sqlite3_stmt *q;
 	int src;
@@ -344,8 +345,10 @@ static enum mf_status store_body_commit_one(struct store *st, int64_t folder_id,
 	}
 	q = store_query_message(st, Q_MSG_SIZE, folder_id, uid);
 	src = sqlite3_step(q);
-	if (src == SQLITE_ROW)
+	if (src == SQLITE_ROW) {
 		old_size = (uint64_t)sqlite3_column_int64(q, 0);
+		known = sqlite3_column_int(q, 1);
+	}
 	sqlite3_reset(q);
 	rc = store_found(src);
 	if (rc != MF_OK)
@@ -361,11 +364,13 @@ static enum mf_status store_body_commit_one(struct store *st, int64_t folder_id,
 		st->body_total = -1;  /* replaced: sum again */
 	else if (st->body_total >= 0)
 		st->body_total += sb.st_size;
-	/* The body's row, and its length as the message's real size: both
-	 * statements take (folder_id, uid, size). */
+	/* The body's row, and its length as the message's real size (when
+	 * that is news): both statements take (folder_id, uid, size). */
 	if (rc == MF_OK && (uint64_t)sb.st_size != old_size)
 		store_note_message(st, folder_id, uid);  /* its size, as stat says it */
 	for (size_t i = 0; i < G_N_ELEMENTS(sized) && rc == MF_OK; i++) {
+		if (sized[i] == Q_MSG_SET_SIZE && known && (uint64_t)sb.st_size == old_size)
+			break;
 		q = store_query_message(st, sized[i], folder_id, uid);
 		sqlite3_bind_int64(q, 3, (sqlite3_int64)sb.st_size);
 		rc = store_run(q);

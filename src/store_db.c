@@ -169,7 +169,7 @@ static const char *const store_query_sql[Q_COUNT] = {
 		"SELECT uid, base_name, user_name, name FROM messages"
 		" WHERE folder_id = ?1 ORDER BY uid",
 	[Q_MSG_SET_NAME] = "UPDATE messages SET name = ?3 WHERE folder_id = ?1 AND uid = ?2",
-	[Q_MSG_SIZE] = "SELECT size FROM messages WHERE folder_id = ?1 AND uid = ?2",
+	[Q_MSG_SIZE] = "SELECT size, size_known FROM messages WHERE folder_id = ?1 AND uid = ?2",
 	[Q_MSG_SET_SIZE] =
 		"UPDATE messages SET size = ?3, size_known = 1 WHERE folder_id = ?1 AND uid = ?2",
 	[Q_MSG_NAME_HOLDER] =
@@ -614,6 +614,7 @@ static enum store_db_open store_open_db(struct store *st, const char *dbpath, ch
 			*msg = g_strdup_printf("cannot prepare a cache query: %s", sqlite3_errmsg(st->db));
 			goto fail_db;
 		}
+		st->q_writes[i] = !sqlite3_stmt_readonly(st->q[i]) || i == Q_ROLLBACK;
 	}
 
 	return STORE_DB_OK;
@@ -734,6 +735,16 @@ out:
 	g_free(sub);
 	g_free(dbpath);
 	return st;
+}
+
+uint64_t store_generation(struct store *st)
+{
+	uint64_t gen;
+
+	pthread_mutex_lock(&st->lock);
+	gen = st->gen;
+	pthread_mutex_unlock(&st->lock);
+	return gen;
 }
 
 void store_close(struct store *st)

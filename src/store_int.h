@@ -80,6 +80,10 @@ struct store {
 	 * that may add, remove or rename a folder (store_query). */
 	GHashTable *folder_paths;
 	int folder_paths_stale;
+	/* Which statements write (or undo writes), and how many ran:
+	 * store_generation. */
+	uint8_t q_writes[Q_COUNT];
+	uint64_t gen;
 };
 
 /* The entry folder_id/name (name NULL: the folder itself) changed, went
@@ -119,6 +123,8 @@ static inline sqlite3_stmt *store_query(struct store *st, enum store_query id)
 	if (id == Q_FOLDER_UPSERT || id == Q_FOLDER_UPSERT_IMPLIED || id == Q_FOLDER_DELETE ||
 	    id == Q_FOLDER_RENAME || id == Q_ROLLBACK)
 		st->folder_paths_stale = 1;
+	if (st->q_writes[id])
+		st->gen++;
 	sqlite3_reset(q);
 	sqlite3_clear_bindings(q);
 	return q;
