@@ -7,7 +7,8 @@
 # the same messages in a local Maildir; mailfs's peak RSS; and the FUSE requests per
 # file of a warm tar (libfuse's -d trace). It prints the ratios mailfs / local.
 #
-# Environment: MAILFS_BIN (default build/mailfs), BENCH_MESSAGES (10000, every 20th
+# Environment: MAILFS_BIN (default build/mailfs), MAILFS_BEFORE (an older build, measured
+# the same way in the same run), BENCH_MESSAGES (10000, every 20th
 # with a 100 KB - 2 MB attachment), BENCH_MANY (50000 small ones), BENCH_TRACE (500),
 # BENCH_RUNS (3), BENCH_DIR (default: a new /tmp/mailfs-lbench.*), BENCH_KEEP=1.
 # Runs as root (a private Dovecot, FUSE mounts). Needs restic (Debian: restic).

@@ -45,6 +45,7 @@ import sysutil  # noqa: E402
 import pwd  # noqa: E402
 
 MAILFS = os.environ.get("MAILFS_BIN") or os.path.join(HERE, "..", "build", "mailfs")
+BEFORE = os.environ.get("MAILFS_BEFORE")   # an older build, measured in the same run
 N_BIG = int(os.environ.get("BENCH_MESSAGES", "10000"))
 N_MANY = int(os.environ.get("BENCH_MANY", "50000"))
 N_TRACE = int(os.environ.get("BENCH_TRACE", "500"))
@@ -95,7 +96,8 @@ def fill(dc, workdir, folder, messages, seed):
 
 
 class Mount:
-    def __init__(self, workdir, dc, name="mnt", extra=(), debug=False):
+    def __init__(self, workdir, dc, name="mnt", extra=(), debug=False, binary=None):
+        self.binary = binary or MAILFS
         self.dir = os.path.join(workdir, name)
         self.cache = os.path.join(workdir, name + "-cache")
         self.dc, self.extra, self.debug = dc, list(extra), debug
@@ -106,7 +108,7 @@ class Mount:
     def up(self):
         opts = ["cafile=" + self.dc.ca_file, "cache_dir=" + self.cache,
                 "logfile=" + self.cache + ".log", "refresh=3600"] + self.extra
-        args = [MAILFS, "-d" if self.debug else "-f", "-o", ",".join(opts),
+        args = [self.binary, "-d" if self.debug else "-f", "-o", ",".join(opts),
                 "imaps://%s@%s:%d/" % (USER, self.dc.host, self.dc.imaps_port), self.dir]
         out = open(self.trace, "ab") if self.debug else subprocess.DEVNULL
         self.proc = subprocess.Popen(args, env=dict(os.environ, MAILFS_PASSWORD=PASSWORD),
@@ -166,22 +168,71 @@ def restic(repo, path):
     return dt, summary["files_changed"] + summary["files_new"], summary["files_unmodified"]
 
 
-def fuse_requests_per_file(workdir, dc):
-    """A warm tar of folder "Trace" on a -d mount: requests per file."""
-    m = Mount(workdir, dc, "trace-mnt", debug=True).up()
-    try:
-        sh(tar_cmd(m.dir, "Trace"))             # cold: lists and fetches
-        sh(tar_cmd(m.dir, "Trace"))             # warm once
+def fuse_requests_per_file(workdir, dc, binary, tag):
+    """A tar of folder "Trace" on a -d mount, warm (same mount), then
+    after a remount: (requests per file, {opcode: count}) of each."""
+    def traced(m):
         mark = os.path.getsize(m.trace)
         sh(tar_cmd(m.dir, "Trace"))
         time.sleep(0.5)
         with open(m.trace, "rb") as f:
             f.seek(mark)
             data = f.read().decode(errors="replace")
+        ops = collections.Counter(re.findall(r"opcode: (\w+)", data))
+        return sum(ops.values()) / N_TRACE, dict(ops)
+
+    m = Mount(workdir, dc, tag + "trace-mnt", debug=True, binary=binary).up()
+    try:
+        sh(tar_cmd(m.dir, "Trace"))             # cold: lists and fetches
+        sh(tar_cmd(m.dir, "Trace"))             # warm once
+        warm = traced(m)
+        m.down()
+        m = Mount(workdir, dc, tag + "trace-mnt", debug=True, binary=binary).up()
+        remount = traced(m)
     finally:
         m.down()
-    ops = collections.Counter(re.findall(r"opcode: (\w+)", data))
-    return sum(ops.values()) / N_TRACE, dict(ops)
+    return warm, remount
+
+
+def mailfs_phase(workdir, dc, big, res, binary, tag):
+    """Everything measured on mailfs (binary), into res under keys
+    prefixed with tag; restic on the local Maildir too, the first time."""
+    m = Mount(workdir, dc, tag + "mnt", binary=binary).up()
+    t0 = time.monotonic()
+    sh(tar_cmd(m.dir, "Big"))                # cold: list and fetch every body
+    res[tag + "cold_big"] = time.monotonic() - t0
+    res[tag + "warm_big"] = timed(tar_cmd(m.dir, "Big"))
+    sh(tar_cmd(m.dir, "Many"))
+    res[tag + "warm_many"] = timed(tar_cmd(m.dir, "Many"))
+    res[tag + "rss_after_reads_kib"] = m.hwm_kib()
+    m.down()
+
+    def remount():
+        nonlocal m
+        m.down()
+        m = Mount(workdir, dc, tag + "mnt", binary=binary).up()
+    m = Mount(workdir, dc, tag + "mnt", binary=binary).up()
+    res[tag + "remount_big"] = timed(tar_cmd(m.dir, "Big"), prepare=remount)
+    res[tag + "remount_many"] = timed(tar_cmd(m.dir, "Many"), prepare=remount)
+    res[tag + "rss_remount_kib"] = m.hwm_kib()
+
+    # restic: twice on the same mount, then after a remount.
+    for side, path in (("mailfs", os.path.join(m.dir, "Big")),
+                       ("local", os.path.join(big))):
+        repo = os.path.join(workdir, tag + "restic-" + side)
+        sh("RESTIC_PASSWORD=bench restic -q init -r %s" % repo)
+        first = restic(repo, path)
+        second = restic(repo, path)
+        if side == "mailfs":
+            remount()
+            path = os.path.join(m.dir, "Big")
+        third = restic(repo, path)
+        res[tag + "restic_" + side] = [first, second, third]
+    res[tag + "rss_restic_kib"] = m.hwm_kib()
+    m.down()
+
+    res[tag + "fuse_warm"], res[tag + "fuse_remount"] = fuse_requests_per_file(workdir, dc,
+                                                                             binary, tag)
 
 
 def main():
@@ -207,41 +258,9 @@ def main():
         sh(tar_cmd(local_parent, "Many"))
         res["local_many"] = timed(tar_cmd(local_parent, "Many"))
 
-        m = Mount(workdir, dc).up()
-        t0 = time.monotonic()
-        sh(tar_cmd(m.dir, "Big"))                # cold: list and fetch every body
-        res["cold_big"] = time.monotonic() - t0
-        res["warm_big"] = timed(tar_cmd(m.dir, "Big"))
-        sh(tar_cmd(m.dir, "Many"))
-        res["warm_many"] = timed(tar_cmd(m.dir, "Many"))
-        res["rss_after_reads_kib"] = m.hwm_kib()
-        m.down()
-
-        def remount():
-            nonlocal m
-            m.down()
-            m = Mount(workdir, dc).up()
-        m = Mount(workdir, dc).up()
-        res["remount_big"] = timed(tar_cmd(m.dir, "Big"), prepare=remount)
-        res["remount_many"] = timed(tar_cmd(m.dir, "Many"), prepare=remount)
-        res["rss_remount_kib"] = m.hwm_kib()
-
-        # restic: twice on the same mount, then after a remount.
-        for side, path in (("mailfs", os.path.join(m.dir, "Big")),
-                           ("local", os.path.join(big))):
-            repo = os.path.join(workdir, "restic-" + side)
-            sh("RESTIC_PASSWORD=bench restic -q init -r %s" % repo)
-            first = restic(repo, path)
-            second = restic(repo, path)
-            if side == "mailfs":
-                remount()
-                path = os.path.join(m.dir, "Big")
-            third = restic(repo, path)
-            res["restic_" + side] = [first, second, third]
-        res["rss_restic_kib"] = m.hwm_kib()
-        m.down()
-
-        res["fuse_per_file"], res["fuse_ops"] = fuse_requests_per_file(workdir, dc)
+        mailfs_phase(workdir, dc, big, res, MAILFS, "")
+        if BEFORE:
+            mailfs_phase(workdir, dc, big, res, BEFORE, "before_")
     finally:
         dc.stop()
         if not os.environ.get("BENCH_KEEP"):
@@ -249,44 +268,54 @@ def main():
 
     print("\n== local-bench: %d messages (Big, %.0f MB), %d (Many); medians of %d runs" % (
         N_BIG, big_bytes / 1e6, N_MANY, RUNS))
+    for tag, label in (("", "mailfs " + MAILFS), ("before_", "before: " + str(BEFORE))):
+        if tag and not BEFORE:
+            continue
+        print("\n-- %s" % label)
+        report(res, tag)
+
+
+def report(res, tag):
     rows = [
         ("tar Big: local Maildir", res["local_big"]),
-        ("tar Big: mailfs warm, same mount", res["warm_big"]),
-        ("tar Big: mailfs after a remount (cache on disk)", res["remount_big"]),
-        ("tar Big: mailfs cold (list + fetch, for scale)", res["cold_big"]),
+        ("tar Big: mailfs warm, same mount", res[tag + "warm_big"]),
+        ("tar Big: mailfs after a remount (cache on disk)", res[tag + "remount_big"]),
+        ("tar Big: mailfs cold (list + fetch, for scale)", res[tag + "cold_big"]),
         ("tar Many: local Maildir", res["local_many"]),
-        ("tar Many: mailfs warm, same mount", res["warm_many"]),
-        ("tar Many: mailfs after a remount", res["remount_many"]),
+        ("tar Many: mailfs warm, same mount", res[tag + "warm_many"]),
+        ("tar Many: mailfs after a remount", res[tag + "remount_many"]),
     ]
     for label, v in rows:
         print("%-55s %8.2f s" % (label, v))
     for side in ("local", "mailfs"):
-        r = res["restic_" + side]
+        r = res[tag + "restic_" + side]
         print("restic %-6s: first %6.2f s; again %6.2f s (%d changed, %d unmodified); "
               "after a remount %6.2f s (%d changed, %d unmodified)" % (
                   side, r[0][0], r[1][0], r[1][1], r[1][2], r[2][0], r[2][1], r[2][2]))
+    rss = [res[tag + k] for k in ("rss_after_reads_kib", "rss_remount_kib", "rss_restic_kib")]
     print("mailfs peak RSS: %.1f MiB after the reads, %.1f after a remount, %.1f with restic" % (
-        res["rss_after_reads_kib"] / 1024, res["rss_remount_kib"] / 1024,
-        res["rss_restic_kib"] / 1024))
-    print("FUSE requests per file of a warm tar: %.2f %s" % (res["fuse_per_file"], res["fuse_ops"]))
+        rss[0] / 1024, rss[1] / 1024, rss[2] / 1024))
+    for what in ("warm", "remount"):
+        per, ops = res[tag + "fuse_" + what]
+        print("FUSE requests per file of a tar, %s: %.2f %s" % (
+            "warm" if what == "warm" else "after a remount", per, ops))
     print()
 
     def ratio(what, a, b, target):
         x = a / b if b else float("inf")
         print("ratio %-46s %6.2fx  (target <= %.1fx: %s)" % (what, x, target,
                                                              "meets" if x <= target else "MISSES"))
-    ratio("warm tar Big / local", res["warm_big"], res["local_big"], 2.0)
-    ratio("tar Big after a remount / local", res["remount_big"], res["local_big"], 2.0)
-    ratio("warm tar Many / local", res["warm_many"], res["local_many"], 4.0)
-    ratio("restic again / local again", res["restic_mailfs"][1][0], res["restic_local"][1][0], 3.0)
-    ratio("restic after a remount / local again", res["restic_mailfs"][2][0],
-          res["restic_local"][1][0], 3.0)
+    restic_m, restic_l = res[tag + "restic_mailfs"], res[tag + "restic_local"]
+    ratio("warm tar Big / local", res[tag + "warm_big"], res["local_big"], 2.0)
+    ratio("tar Big after a remount / local", res[tag + "remount_big"], res["local_big"], 2.0)
+    ratio("warm tar Many / local", res[tag + "warm_many"], res["local_many"], 4.0)
+    ratio("tar Many after a remount / local", res[tag + "remount_many"], res["local_many"], 4.0)
+    ratio("restic again / local again", restic_m[1][0], restic_l[1][0], 3.0)
+    ratio("restic after a remount / local again", restic_m[2][0], restic_l[1][0], 3.0)
     print("restic after a remount: %d files changed (target 0: %s)" % (
-        res["restic_mailfs"][2][1], "meets" if res["restic_mailfs"][2][1] == 0 else "MISSES"))
+        restic_m[2][1], "meets" if restic_m[2][1] == 0 else "MISSES"))
     print("peak RSS %.1f MiB (target <= 64: %s)" % (
-        max(res["rss_after_reads_kib"], res["rss_remount_kib"], res["rss_restic_kib"]) / 1024,
-        "meets" if max(res["rss_after_reads_kib"], res["rss_remount_kib"],
-                       res["rss_restic_kib"]) <= 64 * 1024 else "MISSES"))
+        max(rss) / 1024, "meets" if max(rss) <= 64 * 1024 else "MISSES"))
 
 
 if __name__ == "__main__":
