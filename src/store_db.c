@@ -768,6 +768,8 @@ void store_close(struct store *st)
 		g_hash_table_destroy(st->touched);
 	if (st->folder_paths)
 		g_hash_table_destroy(st->folder_paths);
+	for (size_t i = 0; i < G_N_ELEMENTS(st->folder_memo); i++)
+		store_folder_clear(&st->folder_memo[i]);
 	g_free(st->noted_path);
 	g_free(st->dir);
 	g_free(st);

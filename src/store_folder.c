@@ -31,6 +31,14 @@ void store_folder_clear(struct store_folder *f)
 	memset(f, 0, sizeof *f);
 }
 
+/* A deep copy of f into to. */
+static void store_folder_copy(struct store_folder *to, const struct store_folder *f)
+{
+	*to = *f;
+	to->path = g_strdup(f->path);
+	to->wire_name = g_strdup(f->wire_name);
+}
+
 /* Fills f (a struct store_folder) from a STORE_FOLDER_COLUMNS row;
  * strings copied or borrowed. */
 static void store_folder_from_row(sqlite3_stmt *q, void *out, int copy)
@@ -309,10 +317,24 @@ enum mf_status store_folder_by_path(struct store *st, const char *path,
 		pthread_mutex_unlock(&st->lock);
 		return MF_ERR_NOTFOUND;
 	}
+	for (size_t i = 0; i < G_N_ELEMENTS(st->folder_memo); i++) {
+		const struct store_folder *m = &st->folder_memo[i];
+		if (m->path && st->folder_memo_gen[i] == st->gen && strcmp(m->path, path) == 0) {
+			store_folder_copy(out, m);
+			pthread_mutex_unlock(&st->lock);
+			return MF_OK;
+		}
+	}
 	q = store_query(st, Q_FOLDER_BY_PATH);
 	/* A NULL path binds NULL, which no row equals: MF_ERR_NOTFOUND. */
 	sqlite3_bind_text(q, 1, path, -1, SQLITE_STATIC);
 	rc = store_fetch(q, store_folder_from_row, out);
+	if (rc == MF_OK) {
+		unsigned k = st->folder_memo_next++ % G_N_ELEMENTS(st->folder_memo);
+		store_folder_clear(&st->folder_memo[k]);
+		store_folder_copy(&st->folder_memo[k], out);
+		st->folder_memo_gen[k] = st->gen;
+	}
 	pthread_mutex_unlock(&st->lock);
 	return rc;
 }

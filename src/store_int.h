@@ -84,6 +84,11 @@ struct store {
 	 * store_generation. */
 	uint8_t q_writes[Q_COUNT];
 	uint64_t gen;
+	/* The folders last looked up by path, valid while gen is theirs:
+	 * each open of a message looks up its folder. */
+	struct store_folder folder_memo[4];
+	uint64_t folder_memo_gen[4];
+	unsigned folder_memo_next;
 };
 
 /* The entry folder_id/name (name NULL: the folder itself) changed, went
