@@ -482,7 +482,11 @@ static int fs_readdir_live(struct fs_ctx *ctx, struct fs_dir *d, void *buf,
 				continue;
 			struct store_message m = { .uid = e->uid, .size = e->size, .internaldate = e->mtime };
 			fs_message_stat(ctx, d->ino_base, &m, &sb);
-			if (filler(buf, e->name, &sb, (off_t)(base + k + 1), FUSE_FILL_DIR_PLUS))
+			/* Names only: an entry with attributes is a node in libfuse's
+			 * table from now on, and while the first listing is held
+			 * whole until stored, 50,000 of them raised the peak by a
+			 * fifth (the kernel looks up what it stats instead). */
+			if (filler(buf, e->name, &sb, (off_t)(base + k + 1), 0))
 				return 0;
 			filled = 1;
 		}
