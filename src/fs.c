@@ -564,6 +564,9 @@ static int fs_open(const char *path, struct fuse_file_info *fi)
 		return fs_errno(st);
 	h = g_new0(struct fs_handle, 1);
 	h->fd = fd;
+	g_mutex_lock(&ctx->reading_lock);
+	g_hash_table_add(ctx->reading, h);
+	g_mutex_unlock(&ctx->reading_lock);
 	fi->fh = (uint64_t)(uintptr_t)h;
 	/* A body never changes, so the page cache may keep it; when the real
 	 * size differs from the server's RFC822.SIZE, read around the kernel's
@@ -574,6 +577,29 @@ static int fs_open(const char *path, struct fuse_file_info *fi)
 		fi->keep_cache = 1;
 	fi->noflush = 1;  /* a reader's close has nothing to say: no FLUSH request */
 	return 0;
+}
+
+void fs_reading_release(struct fs_ctx *ctx, struct fs_handle *h)
+{
+	g_mutex_lock(&ctx->reading_lock);
+	g_hash_table_remove(ctx->reading, h);
+	g_mutex_unlock(&ctx->reading_lock);
+	close(h->fd);
+	g_free(h);
+}
+
+static void fs_reading_clear(struct fs_ctx *ctx)
+{
+	GHashTableIter it;
+	gpointer h;
+
+	g_hash_table_iter_init(&it, ctx->reading);
+	while (g_hash_table_iter_next(&it, &h, NULL)) {
+		close(((struct fs_handle *)h)->fd);
+		g_free(h);
+	}
+	g_hash_table_destroy(ctx->reading);
+	ctx->reading = NULL;
 }
 
 struct fs_handle *fs_handle(struct fuse_file_info *fi)
@@ -800,6 +826,8 @@ struct fs_ctx *fs_new(const struct mf_config *cfg)
 	ctx->uid = getuid();
 	ctx->gid = getgid();
 	ctx->mounted_at = time(NULL);
+	g_mutex_init(&ctx->reading_lock);
+	ctx->reading = g_hash_table_new(g_direct_hash, g_direct_equal);
 	return ctx;
 }
 
@@ -811,5 +839,9 @@ void fs_attach(struct fs_ctx *ctx, struct store *store, struct sync_ctx *sync)
 
 void fs_free(struct fs_ctx *ctx)
 {
+	if (!ctx)
+		return;
+	fs_reading_clear(ctx);  /* after fuse_destroy: no request comes any more */
+	g_mutex_clear(&ctx->reading_lock);
 	g_free(ctx);
 }

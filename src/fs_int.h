@@ -31,6 +31,11 @@ struct fs_ctx {
 	GHashTable *staged;      /* path -> struct fs_staged: files being written */
 	GAsyncQueue *invalidate; /* paths whose kernel caches must be dropped */
 	GThread *invalidator;
+	/* Handles of messages being read: freed at destroy when the kernel's
+	 * RELEASE (sent in the background at close) came too late for the
+	 * session, as after an unmount right after a read. */
+	GMutex reading_lock;
+	GHashTable *reading;
 };
 
 enum fs_kind { FS_ROOT, FS_FOLDER, FS_MESSAGE };
@@ -62,6 +67,8 @@ struct fs_ctx *fs_ctx(void);
 void fs_node_clear(struct fs_node *n);
 int fs_errno(enum mf_status st);
 struct fs_handle *fs_handle(struct fuse_file_info *fi);
+/* Closes and frees the handle of a message being read. */
+void fs_reading_release(struct fs_ctx *ctx, struct fs_handle *h);
 /* Asks the invalidator thread to drop the kernel's caches for path. */
 void fs_invalidate(struct fs_ctx *ctx, const char *path);
 /* The folder that will hold a new entry at path: 1 for the root (out

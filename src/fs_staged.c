@@ -316,8 +316,7 @@ int fs_release(const char *path, struct fuse_file_info *fi)
 	int last;
 
 	if (!sf) {
-		close(h->fd);
-		g_free(h);
+		fs_reading_release(ctx, h);
 		return 0;
 	}
 	g_mutex_lock(&ctx->staged_lock);
