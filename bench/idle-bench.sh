@@ -16,7 +16,7 @@
 #   bench/idle-bench.sh [--seconds N]
 #
 # Environment: MAILFS_BIN (default build/mailfs), BENCH_MESSAGES (50),
-# BENCH_DIR (default: a new /tmp/mailfs-bench.*), BENCH_KEEP=1 (keep it).
+# BENCH_DIR (default: a new /tmp/mailfs-idle-bench.*), BENCH_KEEP=1 (keep it).
 # Runs as root (the private Dovecot runs as the dovecot user).
 set -euo pipefail
 
@@ -39,20 +39,10 @@ done
 case $SECONDS_IDLE in ''|*[!0-9]*) echo "idle-bench: --seconds takes a number" >&2; exit 2 ;; esac
 
 N=${BENCH_MESSAGES:-50}
-MAILFS_BIN=${MAILFS_BIN:-$ROOT/build/mailfs}
-case $MAILFS_BIN in /*) ;; *) MAILFS_BIN=$ROOT/$MAILFS_BIN ;; esac
-[ "$(id -u)" = 0 ] || { echo "idle-bench: run as root (the private Dovecot runs as the dovecot user)" >&2; exit 1; }
-[ -x "$MAILFS_BIN" ] || { echo "idle-bench: no executable $MAILFS_BIN (make first)" >&2; exit 1; }
 for tool in ss fusermount3 mountpoint getfattr; do
   command -v "$tool" >/dev/null || { echo "idle-bench: $tool is missing" >&2; exit 1; }
 done
-
-WORK=${BENCH_DIR:-$(mktemp -d /tmp/mailfs-bench.XXXXXX)}
-mkdir -p "$WORK"
-WORK=$(cd "$WORK" && pwd)
-chmod 755 "$WORK"
-MNT=$WORK/mnt
-CACHE=$WORK/cache
+bench_start idle-bench
 
 cleanup() {
   local rc=$?

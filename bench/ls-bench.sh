@@ -15,7 +15,7 @@
 # bytes_received and Dovecot's out=) against the mailbox size.
 #
 # Environment: MAILFS_BIN (default build/mailfs), BENCH_MESSAGES (10000),
-# BENCH_RUNS (10), BENCH_SEED (1), BENCH_DIR (default: a new /tmp/mailfs-bench.*),
+# BENCH_RUNS (10), BENCH_SEED (1), BENCH_DIR (default: a new /tmp/mailfs-ls-bench.*),
 # BENCH_KEEP=1 (keep BENCH_DIR), BENCH_SKIP_MAILFS=1 (only the server side).
 # Runs as root (the private Dovecot runs as the dovecot user). Needs hyperfine.
 set -euo pipefail
@@ -57,27 +57,11 @@ esac
 N=${BENCH_MESSAGES:-10000}
 RUNS=${BENCH_RUNS:-10}
 SEED=${BENCH_SEED:-1}
-MAILFS_BIN=${MAILFS_BIN:-$ROOT/build/mailfs}
-case $MAILFS_BIN in /*) ;; *) MAILFS_BIN=$ROOT/$MAILFS_BIN ;; esac
-
-[ "$(id -u)" = 0 ] || { echo "ls-bench: run as root (the private Dovecot runs as the dovecot user)" >&2; exit 1; }
-if ! command -v hyperfine >/dev/null 2>&1; then
-  echo "ls-bench: hyperfine is missing; installing it (apt-get install hyperfine)" >&2
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends hyperfine ||
-    { DEBIAN_FRONTEND=noninteractive apt-get update -q &&
-      DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends hyperfine; } ||
-    { echo "ls-bench: please install hyperfine" >&2; exit 1; }
-fi
+need_pkg hyperfine hyperfine
 for tool in openssl fusermount3 mountpoint getfattr; do
   command -v "$tool" >/dev/null || { echo "ls-bench: $tool is missing (run packaging/deps.sh)" >&2; exit 1; }
 done
-
-WORK=${BENCH_DIR:-$(mktemp -d /tmp/mailfs-bench.XXXXXX)}
-mkdir -p "$WORK"
-WORK=$(cd "$WORK" && pwd)
-chmod 755 "$WORK"
-MNT=$WORK/mnt
-CACHE=$WORK/cache
+bench_start ls-bench
 JSON=$WORK/results
 mkdir -p "$JSON"
 

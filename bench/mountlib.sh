@@ -44,6 +44,23 @@ mailfs_mount() {
   return 1
 }
 
+# bench_start NAME: checks that we run as root with an executable MAILFS_BIN
+# (default build/mailfs under ROOT, made absolute), then makes the work
+# directory WORK (BENCH_DIR, or a new /tmp/mailfs-NAME.*) and names MNT and
+# CACHE in it.
+bench_start() {
+  MAILFS_BIN=${MAILFS_BIN:-$ROOT/build/mailfs}
+  case $MAILFS_BIN in /*) ;; *) MAILFS_BIN=$ROOT/$MAILFS_BIN ;; esac
+  [ "$(id -u)" = 0 ] || { echo "$1: run as root (the private Dovecot runs as the dovecot user)" >&2; exit 1; }
+  [ -x "$MAILFS_BIN" ] || { echo "$1: no executable $MAILFS_BIN (run make first)" >&2; exit 1; }
+  WORK=${BENCH_DIR:-$(mktemp -d "/tmp/mailfs-$1.XXXXXX")}
+  mkdir -p "$WORK"
+  WORK=$(cd "$WORK" && pwd)
+  chmod 755 "$WORK"
+  MNT=$WORK/mnt
+  CACHE=$WORK/cache
+}
+
 # need_pkg COMMAND PACKAGE: install PACKAGE with apt-get when COMMAND is
 # missing (an apt-get update only if the first try fails); else say so and exit.
 need_pkg() {

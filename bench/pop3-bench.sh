@@ -54,23 +54,12 @@ esac
 N=${BENCH_MESSAGES:-2000}
 RUNS=${BENCH_RUNS:-5}
 SEED=${BENCH_SEED:-1}
-MAILFS_BIN=${MAILFS_BIN:-$ROOT/build/mailfs}
-case $MAILFS_BIN in /*) ;; *) MAILFS_BIN=$ROOT/$MAILFS_BIN ;; esac
-
-[ "$(id -u)" = 0 ] || { echo "pop3-bench: run as root (the private Dovecot runs as the dovecot user)" >&2; exit 1; }
-[ -x "$MAILFS_BIN" ] || { echo "pop3-bench: no executable $MAILFS_BIN (run make first)" >&2; exit 1; }
 need_pkg hyperfine hyperfine
 need_pkg mpop mpop
 for tool in fusermount3 mountpoint getfattr tar; do
   command -v "$tool" >/dev/null || { echo "pop3-bench: $tool is missing (run packaging/deps.sh)" >&2; exit 1; }
 done
-
-WORK=${BENCH_DIR:-$(mktemp -d /tmp/mailfs-pop3-bench.XXXXXX)}
-mkdir -p "$WORK"
-WORK=$(cd "$WORK" && pwd)
-chmod 755 "$WORK"
-MNT=$WORK/mnt
-CACHE=$WORK/cache
+bench_start pop3-bench
 JSON=$WORK/results
 mkdir -p "$JSON"
 
