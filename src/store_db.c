@@ -184,9 +184,10 @@ static const char *const store_query_sql[Q_COUNT] = {
 		" VALUES(?1, ?2, ?3, " STORE_NEXT_TICK ")"
 		" ON CONFLICT(folder_id, uid) DO UPDATE SET"
 		" size = excluded.size, last_used = excluded.last_used",
-	[Q_BODY_TOUCH] =
-		"UPDATE bodies SET last_used = " STORE_NEXT_TICK
-		" WHERE folder_id = ?1 AND uid = ?2",
+	/* ?3: a tick above every body's (Q_BODY_LAST_TICK + 1, + 2, ... for
+	 * a batch). */
+	[Q_BODY_TOUCH] = "UPDATE bodies SET last_used = ?3 WHERE folder_id = ?1 AND uid = ?2",
+	[Q_BODY_LAST_TICK] = "SELECT coalesce(max(last_used), 0) FROM bodies",
 	[Q_BODY_DELETE] = "DELETE FROM bodies WHERE folder_id = ?1 AND uid = ?2",
 	[Q_MSG_NAME_WANTED] =
 		"SELECT 1 FROM messages WHERE folder_id = ?1 AND uid != ?2 AND base_name IN (?3, ?4)"
@@ -559,7 +560,12 @@ static enum store_db_open store_open_db(struct store *st, const char *dbpath, ch
 	 * transaction, spills to the WAL file (the OS caches it) rather than
 	 * hold the folder twice in memory (a 50,000-message folder must be
 	 * listed within 64 MiB of RSS). */
-	rc = sqlite3_exec(st->db, "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;"
+	/* Exclusive: the mount is the cache's one user (DIR/lock), so a
+	 * transaction takes no file lock (in WAL mode the WAL's index then
+	 * lives in memory, not in a -shm file). Each open of a message used
+	 * to take and drop two POSIX locks: four fcntl calls. */
+	rc = sqlite3_exec(st->db, "PRAGMA locking_mode=EXCLUSIVE;"
+	                  " PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;"
 	                  " PRAGMA cache_size=-2048;"
 	                  " PRAGMA foreign_keys=ON;", NULL, NULL, NULL);
 	if (rc == SQLITE_OK)

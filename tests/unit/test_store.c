@@ -239,6 +239,19 @@ static void sql_exec(const char *dir, const char *sql)
 	g_free(path);
 }
 
+/* The store holds its database exclusively while open: a write behind
+ * its back is made between a close and a reopen. */
+static void fx_sql_exec(struct fixture *fx, const char *sql)
+{
+	char *err = NULL;
+
+	store_close(fx->st);
+	sql_exec(fx->dir, sql);
+	fx->st = store_open(fx->dir, UINT64_C(1) << 30, &err);
+	assert_null(err);
+	assert_non_null(fx->st);
+}
+
 static double now_seconds(void)
 {
 	struct timespec ts;
@@ -650,7 +663,7 @@ static void test_name_collisions(void **state)
 
 	/* A user-given name is kept and skipped by derived names; several
 	 * names shift at once (checks the UNIQUE index never trips). */
-	sql_exec(fx->dir, "UPDATE messages SET user_name = 'b~2.eml' WHERE uid = 7");
+	fx_sql_exec(fx, "UPDATE messages SET user_name = 'b~2.eml' WHERE uid = 7");
 	/* Behind the store's back: a sync with a removal renames them all
 	 * (one that only appends higher UIDs leaves stored names alone). */
 	uint32_t unknown = 999;
@@ -761,6 +774,27 @@ static void test_one_store_per_directory(void **state)
 	snprintf(pid, sizeof pid, "(pid %ld)", (long)getpid());
 	assert_non_null(strstr(err, pid));
 	g_free(err);
+}
+
+/* The mount is the database's one user: it keeps it locked, so that a
+ * transaction takes no file lock. */
+static void test_database_held_exclusively(void **state)
+{
+	struct fixture *fx = *state;
+	char *path = g_build_filename(fx->dir, "cache.sqlite", NULL);
+	sqlite3 *db = NULL;
+	int64_t fid = make_folder(fx->st, "INBOX");
+	struct store_sync_message added = msg(10, "ten", "");
+	struct store_message m;
+
+	sync_add(fx->st, fid, &added, 1);
+	assert_int_equal(store_message_by_name(fx->st, fid, "ten.eml", &m), MF_OK);
+	store_message_clear(&m);
+	assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+	assert_int_equal(sqlite3_exec(db, "SELECT count(*) FROM messages", NULL, NULL, NULL),
+	                 SQLITE_BUSY);
+	sqlite3_close(db);
+	g_free(path);
 }
 
 static void test_lookup(void **state)
@@ -1351,6 +1385,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_remote_ids, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_folder_rename, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_one_store_per_directory, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_database_held_exclusively, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_body_roundtrip, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_body_commit_vanished, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_lru_eviction, setup, teardown),
