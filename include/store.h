@@ -194,8 +194,9 @@ enum mf_status store_message_by_name(struct store *st, int64_t folder_id,
                                      const char *name, struct store_message *out);
 enum mf_status store_message_by_uid(struct store *st, int64_t folder_id,
                                     uint32_t uid, struct store_message *out);
-/* The same by name, with only folder_id, uid and flags filled in: what
- * an open needs, at less than half the cost. */
+/* The same by name, with only folder_id, uid and flags filled in, flags
+ * only when they hold \Deleted ("" otherwise): what an open needs,
+ * answered from indexes. */
 enum mf_status store_message_key_by_name(struct store *st, int64_t folder_id,
                                          const char *name, struct store_message *out);
 /* Calls cb for each message of the folder in name order (what to hide

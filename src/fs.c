@@ -88,7 +88,8 @@ int fs_parent_folder(struct fs_ctx *ctx, const char *path, struct store_folder *
 
 /* Finds what path names. FS_RESOLVE_SYNC: a name the cache does not know
  * is looked for on the server when the cached view is stale;
- * FS_RESOLVE_KEY: of a message, only its uid and flags. A message waits
+ * FS_RESOLVE_KEY: of a message, only its uid, and its flags when they may
+ * hide it. A message waits
  * while its folder's first listing is not stored yet, so that every use
  * sees it whole (for a folder, what changes it waits: sync_folder_settle). */
 int fs_resolve(struct fs_ctx *ctx, const char *path, struct fs_node *n, int flags)

@@ -22,13 +22,20 @@
 #include "log.h"
 #include "store_int.h"
 
-#define STORE_SCHEMA_VERSION 4
+#define STORE_SCHEMA_VERSION 5
 
 /* ino_base: the last inode base handed out. A counter, so that a base
  * is never handed out twice while the cache lives. */
 #define STORE_META_SQL \
 	"CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;" \
 	"INSERT OR IGNORE INTO meta VALUES('ino_base', 0);"
+
+/* The messages a flag may hide: so few that an open of a message learns
+ * whether it is one from this index alone (LIKE is a superset of
+ * mailbox_flags_deleted's test, which sees the flags it returns). */
+#define STORE_DELETED_INDEX_SQL \
+	"CREATE INDEX IF NOT EXISTS messages_deleted ON messages(folder_id, uid)" \
+	"  WHERE flags LIKE '%\\Deleted%';"
 
 /* The step from version i to i + 1, each one transaction. */
 static const char *const store_upgrade_sql[STORE_SCHEMA_VERSION] = {
@@ -53,6 +60,10 @@ static const char *const store_upgrade_sql[STORE_SCHEMA_VERSION] = {
 	[3] = "BEGIN IMMEDIATE;"
 	      " ALTER TABLE folders ADD COLUMN changed_at INTEGER NOT NULL DEFAULT 0;"
 	      " PRAGMA user_version = 4; COMMIT",
+	/* Version 5 indexes the messages flagged \Deleted. */
+	[4] = "BEGIN IMMEDIATE;"
+	      STORE_DELETED_INDEX_SQL
+	      " PRAGMA user_version = 5; COMMIT",
 };
 
 static const char store_schema_sql[] =
@@ -88,6 +99,7 @@ static const char store_schema_sql[] =
 	/* Partial: IMAP rows have no remote_id and cost the index nothing. */
 	"CREATE INDEX IF NOT EXISTS messages_remote_id ON messages(folder_id, remote_id)"
 	"  WHERE remote_id IS NOT NULL;"
+	STORE_DELETED_INDEX_SQL
 	"CREATE TABLE IF NOT EXISTS bodies("
 	"  folder_id INTEGER NOT NULL,"
 	"  uid INTEGER NOT NULL,"
@@ -143,7 +155,15 @@ static const char *const store_query_sql[Q_COUNT] = {
 		"UPDATE folders SET changed_at = max(changed_at + 1, ?2)"
 		" WHERE id = ?1 AND (?3 OR changed_at = 0)",
 	[Q_MSG_BY_NAME] = STORE_MESSAGE_COLUMNS "WHERE m.folder_id = ?1 AND m.name = ?2",
-	[Q_MSG_KEY_BY_NAME] = "SELECT uid, flags FROM messages WHERE folder_id = ?1 AND name = ?2",
+	/* Indexes alone answer it: the name's (which holds the key), and the
+	 * one of \Deleted messages for the flags; a row is read only for a
+	 * message that index holds. Reading each row cost a page the cache
+	 * missed, for a folder read in name order. */
+	[Q_MSG_KEY_BY_NAME] =
+		"SELECT m.uid, d.flags FROM messages m"
+		" LEFT JOIN messages d INDEXED BY messages_deleted"
+		"  ON d.folder_id = m.folder_id AND d.uid = m.uid AND d.flags LIKE '%\\Deleted%'"
+		" WHERE m.folder_id = ?1 AND m.name = ?2",
 	[Q_MSG_BY_UID] = STORE_MESSAGE_COLUMNS "WHERE m.folder_id = ?1 AND m.uid = ?2",
 	[Q_MSG_LIST] = STORE_MESSAGE_COLUMNS
 		"WHERE m.folder_id = ?1 AND m.name IS NOT NULL ORDER BY m.name",

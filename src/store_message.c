@@ -189,7 +189,7 @@ static void store_message_key_from_row(sqlite3_stmt *q, void *out, int copy)
 
 	(void)copy;
 	m->uid = (uint32_t)sqlite3_column_int64(q, 0);
-	m->flags = store_column_dup(q, 1);
+	m->flags = store_column_dup(q, 1);  /* NULL: not flagged \Deleted */
 	if (!m->flags)
 		m->flags = g_strdup("");
 }

@@ -683,6 +683,21 @@ static void test_name_collisions(void **state)
 	assert_name(fx->st, other, 1, "b.eml");
 }
 
+/* Whether the open's lookup of message uid ("m<uid>.eml") says it is
+ * flagged \Deleted. */
+static void assert_key_deleted(struct store *st, int64_t fid, uint32_t uid, int deleted)
+{
+	char name[32];
+	struct store_message m;
+
+	snprintf(name, sizeof name, "m%u.eml", uid);
+	assert_int_equal(store_message_key_by_name(st, fid, name, &m), MF_OK);
+	assert_int_equal(m.uid, uid);
+	assert_non_null(m.flags);
+	assert_int_equal(mailbox_flags_deleted(m.flags), deleted);
+	store_message_clear(&m);
+}
+
 static void test_show_deleted(void **state)
 {
 	struct fixture *fx = *state;
@@ -705,6 +720,14 @@ static void test_show_deleted(void **state)
 	sync_add(fx->st, fid, added, G_N_ELEMENTS(added));
 	assert_list(fx->st, fid, 0, "m1.eml,m4.eml,m5.eml");
 	assert_list(fx->st, fid, 1, "m1.eml,m2.eml,m3.eml,m4.eml,m5.eml,m6.eml");
+	/* An open's lookup (from indexes) sees what hides a message too,
+	 * also once flags change. */
+	for (size_t i = 0; i < G_N_ELEMENTS(added); i++)
+		assert_key_deleted(fx->st, fid, i + 1, deleted[i]);
+	assert_int_equal(store_message_set_flags(fx->st, fid, 1, "\\Seen \\Deleted"), MF_OK);
+	assert_int_equal(store_message_set_flags(fx->st, fid, 2, "\\Seen"), MF_OK);
+	assert_key_deleted(fx->st, fid, 1, 1);
+	assert_key_deleted(fx->st, fid, 2, 0);
 
 	struct store_folder f;
 	assert_int_equal(store_folder_by_id(fx->st, fid, &f), MF_OK);
