@@ -10,6 +10,7 @@
  * lock across network I/O, download a body to answer a listing, or test
  * which protocol is in use (ask the driver's caps). */
 #include <errno.h>
+#include <malloc.h>
 #include <string.h>
 #include <unistd.h>
 #include "log.h"
@@ -335,6 +336,11 @@ out:
 	if (req.known_remote_ids)
 		g_hash_table_destroy(req.known_remote_ids);
 	store_folder_clear(&f);
+	/* A big listing's buffers are free now: their pages go back, or a
+	 * process that once listed 50,000 messages would keep that peak for
+	 * good, under what it reads next. */
+	if (n_new >= SYNC_TRIM_AFTER)
+		malloc_trim(0);
 	return st;
 }
 

@@ -136,6 +136,9 @@ void sync_parser_clear(struct sync_parser *p);
 /* Jobs go to the pool in batches: a wake-up per message costs more than
  * parsing it. */
 #define SYNC_PARSE_BATCH 32
+/* Messages in a listing from which its end gives the freed memory back
+ * to the system (malloc_trim). */
+#define SYNC_TRIM_AFTER 1000
 
 
 struct sync_live *sync_live_new(int hide_deleted);

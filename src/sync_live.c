@@ -5,6 +5,7 @@
  *
  * Must not: touch the store but through its namer (sync.c stores the
  * result), or hold the listing's lock while parsing. */
+#include <malloc.h>
 #include <string.h>
 #include "mime.h"
 #include "sync_int.h"
@@ -239,6 +240,8 @@ struct sync_live *sync_live_new(int hide_deleted)
 
 void sync_live_unref(struct sync_live *l)
 {
+	guint n;
+
 	if (!l || !g_atomic_int_dec_and_test(&l->refs))
 		return;
 	store_namer_free(l->namer);  /* (NULL once complete) before the names it borrows */
@@ -247,10 +250,13 @@ void sync_live_unref(struct sync_live *l)
 		g_free(e->name);
 		g_free(e);
 	}
+	n = l->entries->len;
 	g_ptr_array_free(l->entries, TRUE);
 	g_mutex_clear(&l->lock);
 	g_cond_clear(&l->cond);
 	g_free(l);
+	if (n >= SYNC_TRIM_AFTER)
+		malloc_trim(0);  /* as after the listing's sync (sync_folder_now) */
 }
 
 /* The end of a live listing: what is left is shown (a message that came

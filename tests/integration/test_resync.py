@@ -364,6 +364,39 @@ def test_big_folder_recheck_moves_little(mount, servers):
         assert "\\Flagged" in flags.split(), (name[u], flags)
 
 
+def vm_kib(pid, field):
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise AssertionError("no %s in /proc/%d/status" % (field, pid))
+
+
+TRIM_MESSAGES = int(os.environ.get("MAILFS_TRIM_MESSAGES", "30000"))
+
+
+def test_a_big_first_listing_gives_its_memory_back(mount, servers):
+    """The memory a first listing of 30,000 messages held (names shown as
+    they arrive, the headers parsed, the store's rows) goes back to the
+    system once the listing is stored and the directory closed: the
+    resident set falls well below its peak (a mount that listed a big
+    folder once must not keep that peak under everything it reads next)."""
+    dc = servers.get("qresync")
+    folder = "Trim%d" % next(SEQ)
+    write_maildir(dc, folder, sample_mail.sample_messages(TRIM_MESSAGES, 47, tricky=False))
+    m = mount(server=dc)
+    assert len(os.listdir(m.p(folder))) == TRIM_MESSAGES
+    os.stat(m.p(folder, listing(m.p(folder))[0]))   # waits until the listing is stored
+    pid = m.proc.pid
+    peak = vm_kib(pid, "VmHWM")
+    rss = []
+    try:
+        wait_for(lambda: rss.append(vm_kib(pid, "VmRSS")) or rss[-1] < peak - 4 * 1024,
+                 BOUND, interval=0.2, what="the resident set falling 4 MiB below its peak")
+    finally:
+        print("peak %.1f MiB, resident %.1f MiB" % (peak / 1024, rss[-1] / 1024))
+
+
 def test_find_newer_sees_new_mail_by_the_folders_time(mount, servers, tmp_path):
     """As notmuch does: a folder's time alone tells that mail arrived.
     After refresh, `find -newer REF -type d` (a stat of each folder, no
