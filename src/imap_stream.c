@@ -18,6 +18,12 @@
 #define IMAP_STREAM_BATCH 256          /* requests asked for at once */
 #define IMAP_STREAM_COMMANDS 8         /* UID FETCHes in flight at most */
 #define IMAP_STREAM_PROGRESS ((uint64_t)1024 * 1024)  /* bytes that push the deadline */
+/* A body's bytes are gathered up to this many before they are written:
+ * they arrive a TLS record (about 4 KiB) at a time, and each write at an
+ * offset inside a block the file has not got yet costs the kernel a
+ * zeroing of that block's rest (9% of a cold tar's CPU, in ext4's
+ * write_begin, with one write per record). */
+#define IMAP_STREAM_WRITE_BYTES ((size_t)128 * 1024)
 
 struct imap_stream_req {
 	struct mailbox_body_request r;
@@ -31,6 +37,8 @@ struct imap_stream_ctx {
 	GQueue tags;                 /* GUINT_TO_POINTER(tag) in flight, oldest first */
 	struct mailbox_body_request batch[IMAP_STREAM_BATCH];
 	struct imap_streamed streamed;
+	char *pending;               /* the literal's next bytes, not written yet */
+	size_t n_pending;
 	uint64_t since_progress;     /* bytes since the deadline moved */
 	int stop;                    /* next said -1: abandon what is in flight */
 	int bad;                     /* a body came that was not asked for */
@@ -91,6 +99,15 @@ static enum mf_status imap_stream_refill(struct imap_stream_ctx *sc, int wait)
 	return MF_OK;
 }
 
+/* Writes the literal's gathered bytes. */
+static enum mf_status imap_stream_flush(struct imap_stream_ctx *sc)
+{
+	size_t n = sc->n_pending;
+
+	sc->n_pending = 0;
+	return n ? imap_streamed_write(&sc->streamed, sc->pending, n) : MF_OK;
+}
+
 static enum imap_sink_choice imap_stream_literal(void *ctx, const char *head, size_t head_len,
                                                  uint64_t n)
 {
@@ -109,6 +126,7 @@ static enum imap_sink_choice imap_stream_literal(void *ctx, const char *head, si
 	q = g_hash_table_lookup(sc->by_uid, GUINT_TO_POINTER((guint)uid));
 	sc->streamed = (struct imap_streamed){ .active = 1, .offset = off, .size = n, .uid = uid,
 	                                       .fd = q ? q->r.fd : -1 };
+	sc->n_pending = 0;
 	if (q && (off != 0 || n > imap_body_limit(q->r.size_hint))) {
 		log_error("IMAP server sends %" G_GUINT64_FORMAT " bytes for message %" G_GUINT64_FORMAT
 		          ", whose RFC822.SIZE is %" G_GUINT64_FORMAT ": refused", n, uid,
@@ -127,7 +145,14 @@ static enum mf_status imap_stream_data(void *ctx, const char *bytes, size_t len)
 	sc->since_progress += len;
 	if (sc->since_progress >= IMAP_STREAM_PROGRESS)
 		imap_stream_progress(sc);
-	return imap_streamed_write(&sc->streamed, bytes, len);
+	if (sc->n_pending + len > IMAP_STREAM_WRITE_BYTES) {
+		enum mf_status st = imap_stream_flush(sc);
+		if (st != MF_OK || len >= IMAP_STREAM_WRITE_BYTES)
+			return st != MF_OK ? st : imap_streamed_write(&sc->streamed, bytes, len);
+	}
+	memcpy(sc->pending + sc->n_pending, bytes, len);
+	sc->n_pending += len;
+	return MF_OK;
 }
 
 static void imap_stream_untagged(void *ctx, struct imap_conn *c, const struct imap_response *r)
@@ -135,6 +160,7 @@ static void imap_stream_untagged(void *ctx, struct imap_conn *c, const struct im
 	struct imap_stream_ctx *sc = ctx;
 	const struct imap_value *list, *body;
 	struct imap_stream_req *q;
+	enum mf_status written = imap_stream_flush(sc);  /* the literal, if any, is whole */
 	struct imap_streamed streamed = sc->streamed;
 	uint64_t uid;
 
@@ -154,7 +180,8 @@ static void imap_stream_untagged(void *ctx, struct imap_conn *c, const struct im
 		imap_stream_finish(sc, q, MF_ERR_NOTFOUND);
 	} else if (streamed.active) {
 		q->r.written = streamed.written;
-		imap_stream_finish(sc, q, streamed.written == streamed.size ? MF_OK : MF_ERR_PROTOCOL);
+		imap_stream_finish(sc, q, written != MF_OK ? written
+		                          : streamed.written == streamed.size ? MF_OK : MF_ERR_PROTOCOL);
 	} else if (body->len > imap_body_limit(q->r.size_hint)) {
 		imap_stream_finish(sc, q, MF_ERR_PROTOCOL);
 	} else {
@@ -231,6 +258,7 @@ enum mf_status imap_stream_bodies(struct mailbox *mb, const char *wire_name,
 	enum mf_status st;
 
 	sc.by_uid = g_hash_table_new(g_direct_hash, g_direct_equal);
+	sc.pending = g_malloc(IMAP_STREAM_WRITE_BYTES);
 	g_queue_init(&sc.tags);
 	st = imap_acquire(d, wire_name, &sc.c);
 	if (st == MF_OK) {
@@ -244,5 +272,6 @@ enum mf_status imap_stream_bodies(struct mailbox *mb, const char *wire_name,
 	imap_stream_close_tag(&sc, 0, st != MF_OK ? st : MF_ERR_IO);
 	g_queue_clear(&sc.tags);
 	g_hash_table_destroy(sc.by_uid);
+	g_free(sc.pending);
 	return st;
 }
