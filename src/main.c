@@ -711,7 +711,10 @@ int main(int argc, char **argv)
 		 * max_threads), as fuse_parse_cmdline read them. */
 		struct fuse_loop_config *lc = fuse_loop_cfg_create();
 		fuse_loop_cfg_set_clone_fd(lc, cmd.clone_fd);
-		fuse_loop_cfg_set_idle_threads(lc, cmd.max_idle_threads);
+		/* Unset is UINT_MAX, which libfuse 3.14 logs as "Ignoring
+		 * invalid max threads value" at every mount. */
+		if (cmd.max_idle_threads != UINT_MAX)
+			fuse_loop_cfg_set_idle_threads(lc, cmd.max_idle_threads);
 		fuse_loop_cfg_set_max_threads(lc, cmd.max_threads);
 		prc = fuse_loop_mt(fuse, lc);
 		fuse_loop_cfg_destroy(lc);

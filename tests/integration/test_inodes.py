@@ -168,6 +168,18 @@ def test_libfuse_loop_options(mount, private_dovecot):
         assert f.read(5) == b"From:" or len(f.read()) > 0
 
 
+def test_a_default_mount_writes_nothing_to_stderr(mount, private_dovecot):
+    """In the foreground (a systemd unit's journal) a mount with libfuse's
+    loop options left unset says nothing: libfuse 3.14 logs "Ignoring
+    invalid max threads value 4294967295" when handed the unset value."""
+    m = mount(server=private_dovecot)
+    assert len(listing(m.p("INBOX"))) == 8
+    m.unmount()
+    with open(m.stderr_path, encoding="utf-8", errors="replace") as f:
+        err = f.read()
+    assert err == "", err
+
+
 def test_a_listing_after_a_remount_gives_every_attribute(mount, private_dovecot, tmp_path):
     """tar, rsync and restic list a folder, then lstat each name: after a
     remount (the kernel knows nothing yet) the listing itself must carry
