@@ -17,8 +17,8 @@ import time
 import pytest
 
 import sample_mail
-from harness import (SEQ, getfattr, listing, new_folder, run, server_messages, server_url,
-                     wait_for)
+from harness import (SEQ, getfattr, listing, mailfs_bin, new_folder, run, server_messages,
+                     server_url, wait_for)
 from tcp_proxy import FaultProxy
 
 BASE_CAPABILITY = ("IMAP4rev1 LITERAL+ SASL-IR ID ENABLE IDLE NAMESPACE CHILDREN UIDPLUS "
@@ -381,6 +381,9 @@ def test_a_big_first_listing_gives_its_memory_back(mount, servers):
     system once the listing is stored and the directory closed: the
     resident set falls well below its peak (a mount that listed a big
     folder once must not keep that peak under everything it reads next)."""
+    if "build-asan" in mailfs_bin():
+        pytest.skip("under ASan the allocator is ASan's, not glibc's: malloc_trim has "
+                    "nothing to give back, and the resident set is mostly shadow memory")
     dc = servers.get("qresync")
     folder = "Trim%d" % next(SEQ)
     write_maildir(dc, folder, sample_mail.sample_messages(TRIM_MESSAGES, 47, tricky=False))
