@@ -108,12 +108,15 @@ def main():
         m = local_bench.Mount(workdir, srv, "mnt",
                               extra=[o for o in os.environ.get("BENCH_OPTIONS", "").split(",") if o])
         mounts.append(m)
-        # The yardstick's session is logged when it ends: after it, the
-        # log holds only the mount's sessions.
-        # Sessions are logged when they end, the two warm-ups' too: wait
-        # for all three.
-        deadline = time.monotonic() + 30
-        while len(dc.sessions(benchlib.USER)) < 3 and time.monotonic() < deadline:
+        # Sessions are logged when they end: wait until the two warm-ups'
+        # and the yardstick's listings are all in the log, so that after
+        # it the log holds only the mount's sessions. (Counting sessions
+        # alone was not enough: the folder's CREATE is one too, and at
+        # 200,000 messages the yardstick's line came after the offset.)
+        def listings_logged():
+            return sum(1 for x in dc.sessions(benchlib.USER) if x.get("hdr_count", 0) >= N)
+        deadline = time.monotonic() + 60
+        while listings_logged() < 3 and time.monotonic() < deadline:
             time.sleep(0.1)
         off = dc.log_offset()
         t1 = time.monotonic()
