@@ -591,7 +591,10 @@ static enum store_db_open store_open_db(struct store *st, const char *dbpath, ch
 	if (rc == SQLITE_OK)
 		rc = store_pragma_int(st->db, "PRAGMA user_version", &version);
 	if (rc != SQLITE_OK) {
-		*msg = g_strdup_printf("cannot use %s: %s", dbpath, sqlite3_errmsg(st->db));
+		/* The mount holds the database alone (locking_mode above): a
+		 * program that has it open, sqlite3 say, keeps it out. */
+		*msg = g_strdup_printf("cannot use %s: %s%s", dbpath, sqlite3_errmsg(st->db),
+		                       rc == SQLITE_BUSY ? " (another program has it open)" : "");
 		goto fail_db;
 	}
 	problem = store_quick_check(st->db, &rc);

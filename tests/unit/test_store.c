@@ -820,6 +820,33 @@ static void test_database_held_exclusively(void **state)
 	g_free(path);
 }
 
+/* ...and a program that has it open keeps the mount out, with a clear
+ * one-line error (after SQLite's 5 s busy timeout). */
+static void test_database_open_elsewhere_is_named(void **state)
+{
+	struct fixture *fx = *state;
+	char *path = g_build_filename(fx->dir, "cache.sqlite", NULL);
+	sqlite3 *db = NULL;
+	char *err = NULL;
+	struct store *st;
+
+	store_close(fx->st);
+	fx->st = NULL;
+	assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+	assert_int_equal(sqlite3_exec(db, "SELECT count(*) FROM messages", NULL, NULL, NULL),
+	                 SQLITE_OK);  /* a WAL reader keeps a shared lock while open */
+	st = store_open(fx->dir, 1000, &err);
+	assert_null(st);
+	assert_non_null(err);
+	assert_non_null(strstr(err, "another program has it open"));
+	assert_null(strchr(err, '\n'));
+	g_free(err);
+	sqlite3_close(db);
+	fx->st = store_open(fx->dir, 1000, &err);
+	assert_non_null(fx->st);
+	g_free(path);
+}
+
 static void test_lookup(void **state)
 {
 	struct fixture *fx = *state;
@@ -1409,6 +1436,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_folder_rename, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_one_store_per_directory, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_database_held_exclusively, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_database_open_elsewhere_is_named, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_body_roundtrip, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_body_commit_vanished, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_lru_eviction, setup, teardown),
