@@ -44,23 +44,10 @@ for tool in ss fusermount3 mountpoint getfattr; do
 done
 bench_start idle-bench
 
-cleanup() {
-  local rc=$?
-  trap - EXIT INT TERM HUP
-  if [ -f "$WORK/env" ]; then do_unmount || true; fi
-  "$PY" "$HERE/benchlib.py" stop "$WORK" || true
-  if [ "${BENCH_KEEP:-}" = 1 ]; then echo "idle-bench: kept $WORK"; else rm -rf --one-file-system "$WORK"; fi
-  exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT; trap 'exit 143' TERM; trap 'exit 129' HUP
+bench_cleanup_on_exit idle-bench
 
-"$PY" "$HERE/benchlib.py" setup "$WORK" "$N" 1 >"$WORK/env.server"
-{
-  cat "$WORK/env.server"
-  printf 'MNT=%q\nCACHE=%q\nMAILFS_BIN=%q\n' "$MNT" "$CACHE" "$MAILFS_BIN"
-} >"$WORK/env"
-load_env "$WORK"
+bench_helper setup "$WORK" "$N" 1 >"$WORK/env.server"
+bench_env
 FOLDERS=(INBOX "$BENCH_FOLDER" W1 W2 W3)
 "$PY" - "$DC_HOST" "$DC_IMAPS_PORT" "$DC_CA" "$DC_USER" "$DC_PASSWORD" <<'EOF'
 import imaplib, ssl, sys

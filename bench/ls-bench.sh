@@ -65,26 +65,13 @@ bench_start ls-bench
 JSON=$WORK/results
 mkdir -p "$JSON"
 
-cleanup() {
-  local rc=$?
-  trap - EXIT INT TERM HUP
-  if [ -f "$WORK/env" ]; then do_unmount || true; fi
-  "$PY" "$HERE/benchlib.py" stop "$WORK" || true
-  if [ "${BENCH_KEEP:-}" = 1 ]; then echo "ls-bench: kept $WORK"; else rm -rf --one-file-system "$WORK"; fi
-  exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT; trap 'exit 143' TERM; trap 'exit 129' HUP
+bench_cleanup_on_exit ls-bench
 
 section() { printf '\n== %s\n' "$*"; }
 
 section "setup: Dovecot with $N messages in folder Big (seed $SEED)"
-"$PY" "$HERE/benchlib.py" setup "$WORK" "$N" "$SEED" >"$WORK/env.server"
-{
-  cat "$WORK/env.server"
-  printf 'MNT=%q\nCACHE=%q\nMAILFS_BIN=%q\n' "$MNT" "$CACHE" "$MAILFS_BIN"
-} >"$WORK/env"
-load_env "$WORK"
+bench_helper setup "$WORK" "$N" "$SEED" >"$WORK/env.server"
+bench_env
 echo "mailbox: $N messages, $MAILBOX_BYTES bytes (sum of RFC822.SIZE); filled in ${FILL_SECONDS}s"
 echo "Dovecot $(dovecot --version | cut -d' ' -f1) on $DC_HOST:$DC_IMAPS_PORT (TLS), work dir $WORK"
 echo "machine: $(nproc) cores, $(uname -r), $(hyperfine --version)"

@@ -61,6 +61,38 @@ bench_start() {
   CACHE=$WORK/cache
 }
 
+# bench_helper ARGS: the script that starts (setup WORK N SEED, printing its
+# variables) and stops (stop WORK) the private Dovecot; a bench may define its own.
+bench_helper() { "$PY" "$HERE/benchlib.py" "$@"; }
+
+# bench_cleanup_on_exit NAME: at exit (and on ^C, TERM, HUP) unmount, stop
+# the private Dovecot, and remove WORK unless BENCH_KEEP=1.
+bench_cleanup_on_exit() {
+  BENCH_NAME=$1
+  trap bench_cleanup EXIT
+  trap 'exit 130' INT; trap 'exit 143' TERM; trap 'exit 129' HUP
+}
+bench_cleanup() {
+  local rc=$?
+  trap - EXIT INT TERM HUP
+  if [ -f "$WORK/env" ]; then do_unmount || true; fi
+  bench_helper stop "$WORK" || true
+  if [ "${BENCH_KEEP:-}" = 1 ]; then echo "$BENCH_NAME: kept $WORK"; else rm -rf --one-file-system "$WORK"; fi
+  exit "$rc"
+}
+
+# bench_env [NAME=VALUE...]: WORK/env from the helper's setup output
+# (WORK/env.server), MNT, CACHE, MAILFS_BIN and the pairs given; then loads it.
+bench_env() {
+  local kv
+  {
+    cat "$WORK/env.server"
+    printf 'MNT=%q\nCACHE=%q\nMAILFS_BIN=%q\n' "$MNT" "$CACHE" "$MAILFS_BIN"
+    for kv in "$@"; do printf '%s=%q\n' "${kv%%=*}" "${kv#*=}"; done
+  } >"$WORK/env"
+  load_env "$WORK"
+}
+
 # need_pkg COMMAND PACKAGE: install PACKAGE with apt-get when COMMAND is
 # missing (an apt-get update only if the first try fails); else say so and exit.
 need_pkg() {

@@ -160,32 +160,18 @@ else:
     raise SystemExit("pop3bench: unknown command " + cmd)
 EOF
 export MAILFS_TESTS=$ROOT/tests
-helper() { "$PY" "$WORK/pop3bench.py" "$@"; }
+bench_helper() { "$PY" "$WORK/pop3bench.py" "$@"; }
 
-cleanup() {
-  local rc=$?
-  trap - EXIT INT TERM HUP
-  if [ -f "$WORK/env" ]; then do_unmount || true; fi
-  helper stop "$WORK" || true
-  if [ "${BENCH_KEEP:-}" = 1 ]; then echo "pop3-bench: kept $WORK"; else rm -rf --one-file-system "$WORK"; fi
-  exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT; trap 'exit 143' TERM; trap 'exit 129' HUP
+bench_cleanup_on_exit pop3-bench
 
 section() { printf '\n== %s\n' "$*"; }
 
 section "setup: Dovecot with $N messages in INBOX (seed $SEED)"
-helper setup "$WORK" "$N" "$SEED" >"$WORK/env.server"
+bench_helper setup "$WORK" "$N" "$SEED" >"$WORK/env.server"
 MPOP_MAILDIR=$WORK/mpop-maildir
 MPOP_UIDLS=$WORK/mpop-uidls
 MPOP_RC=$WORK/mpoprc
-{
-  cat "$WORK/env.server"
-  printf 'MNT=%q\nCACHE=%q\nMAILFS_BIN=%q\n' "$MNT" "$CACHE" "$MAILFS_BIN"
-  printf 'MPOP_MAILDIR=%q\nMPOP_UIDLS=%q\nMPOP_RC=%q\n' "$MPOP_MAILDIR" "$MPOP_UIDLS" "$MPOP_RC"
-} >"$WORK/env"
-load_env "$WORK"
+bench_env "MPOP_MAILDIR=$MPOP_MAILDIR" "MPOP_UIDLS=$MPOP_UIDLS" "MPOP_RC=$MPOP_RC"
 echo "mailbox: $N messages, $MAILBOX_BYTES bytes (STAT); filled in ${FILL_SECONDS}s"
 echo "Dovecot $(dovecot --version | cut -d' ' -f1) on $DC_HOST:$DC_POP3S_PORT (POP3S), work dir $WORK"
 echo "machine: $(nproc) cores, $(uname -r), $(hyperfine --version), $(mpop --version | head -1)"
@@ -218,23 +204,23 @@ HF=(hyperfine --style basic --runs "$RUNS")
 
 section "check: mpop downloads all $N messages and deletes none"
 mpop_prepare
-off=$(helper log-offset "$WORK")
+off=$(bench_helper log-offset "$WORK")
 "${MPOP[@]}" >"$WORK/mpop.out" 2>&1 || { cat "$WORK/mpop.out" >&2; exit 1; }
 tail -2 "$WORK/mpop.out"
-read -r mp_out mp_sessions mp_retr < <(helper out-bytes "$WORK" "$off")
+read -r mp_out mp_sessions mp_retr < <(bench_helper out-bytes "$WORK" "$off")
 got=$(find "$MPOP_MAILDIR/new" "$MPOP_MAILDIR/cur" -type f | wc -l)
 echo "mpop delivered $got messages; Dovecot: $mp_sessions session(s), retr=$mp_retr, out=$mp_out bytes"
 [ "$got" = "$N" ] || { echo "pop3-bench: mpop delivered $got messages, expected $N" >&2; exit 1; }
 
 section "check: mailfs lists and reads all $N messages"
 wipe_cache
-off=$(helper log-offset "$WORK")
+off=$(bench_helper log-offset "$WORK")
 do_mount
 count=$(find "$MNT/INBOX" -maxdepth 1 -type f | wc -l)
 mailfs_tar
 stats=$(getfattr -n user.mailfs.stats --only-values "$MNT" 2>/dev/null || echo '{}')
 do_unmount
-read -r mf_out mf_sessions mf_retr < <(helper out-bytes "$WORK" "$off")
+read -r mf_out mf_sessions mf_retr < <(bench_helper out-bytes "$WORK" "$off")
 echo "mailfs lists $count files; stats: $stats"
 echo "mailfs: Dovecot $mf_sessions session(s), retr=$mf_retr, out=$mf_out bytes (mpop: $mp_out)"
 [ "$count" = "$N" ] || { echo "pop3-bench: mailfs lists $count files, expected $N" >&2; exit 1; }

@@ -46,23 +46,10 @@ CPUS=$(nproc)
 [ "$CPUS" -ge 2 ] || { echo "wakeup-bench: needs two CPUs at least (this machine has $CPUS)" >&2; exit 1; }
 bench_start wakeup-bench
 
-cleanup() {
-  local rc=$?
-  trap - EXIT INT TERM HUP
-  if [ -f "$WORK/env" ]; then do_unmount || true; fi
-  "$PY" "$HERE/benchlib.py" stop "$WORK" || true
-  if [ "${BENCH_KEEP:-}" = 1 ]; then echo "wakeup-bench: kept $WORK"; else rm -rf --one-file-system "$WORK"; fi
-  exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT; trap 'exit 143' TERM; trap 'exit 129' HUP
+bench_cleanup_on_exit wakeup-bench
 
-"$PY" "$HERE/benchlib.py" setup "$WORK" "$N" 7 >"$WORK/env.server"
-{
-  cat "$WORK/env.server"
-  printf 'MNT=%q\nCACHE=%q\nMAILFS_BIN=%q\n' "$MNT" "$CACHE" "$MAILFS_BIN"
-} >"$WORK/env"
-load_env "$WORK"
+bench_helper setup "$WORK" "$N" 7 >"$WORK/env.server"
+bench_env
 LOCAL_PARENT=$(dirname "$LOCAL_MAILDIR")   # .../maildir/FOLDER/cur -> .../maildir/FOLDER
 LOCAL_PARENT=$(dirname "$LOCAL_PARENT")
 
