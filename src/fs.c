@@ -580,27 +580,20 @@ static int fs_open(const char *path, struct fuse_file_info *fi)
 	return 0;
 }
 
-void fs_reading_release(struct fs_ctx *ctx, struct fs_handle *h)
+static void fs_reading_free(gpointer p)
 {
-	g_mutex_lock(&ctx->reading_lock);
-	g_hash_table_remove(ctx->reading, h);
-	g_mutex_unlock(&ctx->reading_lock);
+	struct fs_handle *h = p;
+
 	close(h->fd);
 	g_free(h);
 }
 
-static void fs_reading_clear(struct fs_ctx *ctx)
+void fs_reading_release(struct fs_ctx *ctx, struct fs_handle *h)
 {
-	GHashTableIter it;
-	gpointer h;
-
-	g_hash_table_iter_init(&it, ctx->reading);
-	while (g_hash_table_iter_next(&it, &h, NULL)) {
-		close(((struct fs_handle *)h)->fd);
-		g_free(h);
-	}
-	g_hash_table_destroy(ctx->reading);
-	ctx->reading = NULL;
+	g_mutex_lock(&ctx->reading_lock);
+	g_hash_table_steal(ctx->reading, h);
+	g_mutex_unlock(&ctx->reading_lock);
+	fs_reading_free(h);
 }
 
 struct fs_handle *fs_handle(struct fuse_file_info *fi)
@@ -828,7 +821,7 @@ struct fs_ctx *fs_new(const struct mf_config *cfg)
 	ctx->gid = getgid();
 	ctx->mounted_at = time(NULL);
 	g_mutex_init(&ctx->reading_lock);
-	ctx->reading = g_hash_table_new(g_direct_hash, g_direct_equal);
+	ctx->reading = g_hash_table_new_full(g_direct_hash, g_direct_equal, fs_reading_free, NULL);
 	return ctx;
 }
 
@@ -842,7 +835,8 @@ void fs_free(struct fs_ctx *ctx)
 {
 	if (!ctx)
 		return;
-	fs_reading_clear(ctx);  /* after fuse_destroy: no request comes any more */
+	/* After fuse_destroy: no request comes any more. */
+	g_hash_table_destroy(ctx->reading);
 	g_mutex_clear(&ctx->reading_lock);
 	g_free(ctx);
 }

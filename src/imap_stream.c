@@ -147,8 +147,10 @@ static enum mf_status imap_stream_data(void *ctx, const char *bytes, size_t len)
 		imap_stream_progress(sc);
 	if (sc->n_pending + len > IMAP_STREAM_WRITE_BYTES) {
 		enum mf_status st = imap_stream_flush(sc);
-		if (st != MF_OK || len >= IMAP_STREAM_WRITE_BYTES)
-			return st != MF_OK ? st : imap_streamed_write(&sc->streamed, bytes, len);
+		if (st != MF_OK)
+			return st;
+		if (len >= IMAP_STREAM_WRITE_BYTES)
+			return imap_streamed_write(&sc->streamed, bytes, len);
 	}
 	memcpy(sc->pending + sc->n_pending, bytes, len);
 	sc->n_pending += len;
