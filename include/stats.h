@@ -21,6 +21,9 @@ struct mf_stats {
 	uint64_t stream_fetches;     /* commands a stream sent (UID FETCH, RETR) */
 	uint64_t stream_bodies;      /* bodies that came in a stream */
 	uint64_t getattrs;           /* LOOKUPs and GETATTRs the kernel sent */
+	uint64_t opens;              /* OPENs of stored messages */
+	uint64_t reads;              /* READs of stored messages */
+	uint64_t bodies_pushed;      /* bodies put in the page cache at their open */
 };
 
 extern struct mf_stats mf_stats;

@@ -75,7 +75,8 @@ void store_claim(struct store *st);
  * ("INBOX/x.eml", or a folder's "Archive/2023") whose name, size or
  * existence it changed: a message removed, one whose name shifted (both
  * its old and new name), a size corrected by a download, a folder
- * removed, a folder whose changed_at moved. Called with the store's lock held: it must not call the
+ * removed, a folder whose changed_at moved, and "FOLDER/" for a folder
+ * whose inode base changed (its UIDs started again). Called with the store's lock held: it must not call the
  * store. NULL: nobody. */
 void store_set_observer(struct store *st, void (*changed)(void *ctx, const char *path),
                         void *ctx);
@@ -110,6 +111,9 @@ enum mf_status store_folder_by_path(struct store *st, const char *path,
                                     struct store_folder *out);
 enum mf_status store_folder_by_id(struct store *st, int64_t id,
                                   struct store_folder *out);
+/* The folder whose inode base is base (store_folder.ino_base). */
+enum mf_status store_folder_by_base(struct store *st, uint64_t base,
+                                    struct store_folder *out);
 /* Calls cb for every direct child of parent ("" for the top level), in
  * path order. cb returns 0 to go on, non-zero to stop. The folder passed
  * is borrowed for the call. */
@@ -199,6 +203,11 @@ enum mf_status store_message_by_uid(struct store *st, int64_t folder_id,
  * answered from indexes. */
 enum mf_status store_message_key_by_name(struct store *st, int64_t folder_id,
                                          const char *name, struct store_message *out);
+/* The same by uid, from the index of \Deleted messages alone: MF_OK
+ * (uid and flags filled in) only for a message flagged \Deleted;
+ * MF_ERR_NOTFOUND for every other uid, stored or not. */
+enum mf_status store_message_deleted(struct store *st, int64_t folder_id, uint32_t uid,
+                                     struct store_message *out);
 /* Calls cb for each message of the folder in name order (what to hide
  * is the caller's business). The message passed is borrowed for the
  * call. cb returns non-zero to stop. */

@@ -1,8 +1,11 @@
-/* fs.c — the libfuse operations. Each one resolves a path to a folder or
- * a message through the store, calls sync when the server must be asked,
- * and maps statuses to -errno (status.c). Files being written are
- * fs_staged.c's. Must not: include protocol, driver or SQLite headers
- * (directly or through its own), download a body for stat or readdir. */
+/* fs.c — the libfuse low-level operations. A node id is the store's
+ * inode number (fs_int.h), so each request finds its folder and message
+ * from the id alone; requests by name (lookup, unlink, rename, ...)
+ * build the path and resolve it through the store. Calls sync when the
+ * server must be asked, and maps statuses to errnos (status.c). Files
+ * being written are fs_staged.c's, listings fs_dir.c's. Must not:
+ * include protocol, driver or SQLite headers (directly or through its
+ * own), download a body for stat or readdir. */
 #include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
@@ -16,11 +19,11 @@
 #include "log.h"
 #include "stats.h"
 
-
-struct fs_ctx *fs_ctx(void)
-{
-	return fuse_get_context()->private_data;
-}
+/* A body up to this size is pushed into the kernel's page cache at its
+ * open: no READ follows, and no attribute request for the atime a READ
+ * makes stale. Larger ones are read as asked. */
+#define FS_PUSH_MAX (1024 * 1024)
+#define FS_PUSHED_BITS (1u << 20)  /* 128 KiB of bits */
 
 void fs_node_clear(struct fs_node *n)
 {
@@ -33,28 +36,27 @@ int fs_errno(enum mf_status st)
 	return -mf_status_to_errno(st);
 }
 
-/* Asks the invalidator thread to drop the kernel's caches for path: not
- * from the operation itself, which may hold the locks the kernel needs. */
-void fs_invalidate(struct fs_ctx *ctx, const char *path)
+static struct fs_ctx *fs_req_ctx(fuse_req_t req)
 {
-	if (ctx->invalidate)
-		g_async_queue_push(ctx->invalidate, g_strdup(path));
+	return fuse_req_userdata(req);
 }
 
-static gpointer fs_invalidator(gpointer data)
+/* The store changed a name, a size or an entry's existence. */
+static void fs_store_changed(void *data, const char *path)
 {
-	struct fs_ctx *ctx = data;
-
-	for (;;) {
-		char *path = g_async_queue_pop(ctx->invalidate);
-		if (!*path) {
-			g_free(path);
-			return NULL;
-		}
-		fuse_invalidate_path(ctx->fuse, path);
-		g_free(path);
-	}
+	fs_invalidate(data, path);
 }
+
+/* Push (sync_watch_start): a folder was brought in step with what
+ * another client did; its directory's attributes go from the kernel's
+ * cache (names gone or moved went through fs_store_changed, and new ones
+ * are looked up: no negative entries are cached). */
+static void fs_folder_changed(void *data, const char *folder_path)
+{
+	fs_invalidate(data, folder_path);
+}
+
+/* ---- paths and node ids */
 
 static void fs_path_split(const char *path, char **parent, const char **name)
 {
@@ -64,10 +66,33 @@ static void fs_path_split(const char *path, char **parent, const char **name)
 	*name = slash + 1;
 }
 
+char *fs_child_path(struct fs_ctx *ctx, fuse_ino_t parent, const char *name, int *rc)
+{
+	struct store_folder f;
+	enum mf_status st;
+	char *path;
+
+	*rc = 0;
+	if (parent == FS_ROOT_INO)
+		return g_strconcat("/", name, NULL);
+	if ((parent & FS_STAGED_BIT) || FS_INO_UID(parent) != 0) {
+		*rc = -ENOTDIR;
+		return NULL;
+	}
+	st = store_folder_by_base(ctx->store, FS_INO_BASE(parent), &f);
+	if (st != MF_OK) {
+		*rc = st == MF_ERR_NOTFOUND ? -ENOENT : fs_errno(st);
+		return NULL;
+	}
+	path = g_strconcat("/", f.path, "/", name, NULL);
+	store_folder_clear(&f);
+	return path;
+}
+
 /* The folder that will hold a new entry at path: "/" for the root. Waits
  * like fs_resolve. */
 int fs_parent_folder(struct fs_ctx *ctx, const char *path, struct store_folder *out,
-                            const char **name)
+                     const char **name)
 {
 	char *parent;
 	enum mf_status st;
@@ -87,15 +112,12 @@ int fs_parent_folder(struct fs_ctx *ctx, const char *path, struct store_folder *
 }
 
 /* Finds what path names. FS_RESOLVE_SYNC: a name the cache does not know
- * is looked for on the server when the cached view is stale;
- * FS_RESOLVE_KEY: of a message, only its uid, and its flags when they may
- * hide it. A message waits
- * while its folder's first listing is not stored yet, so that every use
- * sees it whole (for a folder, what changes it waits: sync_folder_settle). */
+ * is looked for on the server when the cached view is stale. A message
+ * waits while its folder's first listing is not stored yet, so that
+ * every use sees it whole (for a folder, what changes it waits:
+ * sync_folder_settle). */
 int fs_resolve(struct fs_ctx *ctx, const char *path, struct fs_node *n, int flags)
 {
-	enum mf_status (*by_name)(struct store *, int64_t, const char *, struct store_message *) =
-		flags & FS_RESOLVE_KEY ? store_message_key_by_name : store_message_by_name;
 	int may_sync = flags & FS_RESOLVE_SYNC;
 	const char *rel = path + 1;
 	const char *slash;
@@ -130,11 +152,11 @@ int fs_resolve(struct fs_ctx *ctx, const char *path, struct fs_node *n, int flag
 		return -ENOENT;
 	}
 	sync_folder_settle(ctx->sync, n->folder.id);
-	st = by_name(ctx->store, n->folder.id, slash + 1, &n->msg);
+	st = store_message_by_name(ctx->store, n->folder.id, slash + 1, &n->msg);
 	if (st == MF_ERR_NOTFOUND && may_sync) {
 		int changed = 0;
 		if (sync_folder_if_stale(ctx->sync, n->folder.id, 0, &changed) == MF_OK && changed)
-			st = by_name(ctx->store, n->folder.id, slash + 1, &n->msg);
+			st = store_message_by_name(ctx->store, n->folder.id, slash + 1, &n->msg);
 	}
 	if (st != MF_OK) {
 		fs_node_clear(n);
@@ -148,10 +170,74 @@ int fs_resolve(struct fs_ctx *ctx, const char *path, struct fs_node *n, int flag
 	return 0;
 }
 
+/* A message moved to another folder keeps its old node id in the kernel
+ * under its new name until the invalidator drops that name, and a
+ * request may already be on its way with it: until the kernel forgets
+ * the old id, it finds the message at its new path. */
+static int fs_moved_node(struct fs_ctx *ctx, fuse_ino_t ino, struct fs_node *n)
+{
+	char *path = NULL;
+	int rc;
+
+	g_mutex_lock(&ctx->moved_lock);
+	if (g_hash_table_size(ctx->moved))
+		path = g_strdup(g_hash_table_lookup(ctx->moved, GSIZE_TO_POINTER(ino)));
+	g_mutex_unlock(&ctx->moved_lock);
+	if (!path)
+		return -ENOENT;
+	rc = fs_resolve(ctx, path, n, FS_RESOLVE_SYNC);
+	g_free(path);
+	if (rc == 0 && n->kind != FS_MESSAGE) {
+		fs_node_clear(n);
+		rc = -ENOENT;
+	}
+	return rc;
+}
+
+int fs_node_of(struct fs_ctx *ctx, fuse_ino_t ino, struct fs_node *n)
+{
+	enum mf_status st;
+
+	memset(n, 0, sizeof *n);
+	if (ino == FS_ROOT_INO) {
+		n->kind = FS_ROOT;
+		return 0;
+	}
+	if (ino & FS_STAGED_BIT)
+		return -ENOENT;
+	st = store_folder_by_base(ctx->store, FS_INO_BASE(ino), &n->folder);
+	if (st == MF_ERR_NOTFOUND && FS_INO_UID(ino))
+		return fs_moved_node(ctx, ino, n);
+	if (st != MF_OK)
+		return st == MF_ERR_NOTFOUND ? -ENOENT : fs_errno(st);
+	if (FS_INO_UID(ino) == 0) {
+		n->kind = FS_FOLDER;
+		return 0;
+	}
+	if (n->folder.noselect) {
+		fs_node_clear(n);
+		return -ENOENT;
+	}
+	sync_folder_settle(ctx->sync, n->folder.id);
+	st = store_message_by_uid(ctx->store, n->folder.id, FS_INO_UID(ino), &n->msg);
+	if (st == MF_ERR_NOTFOUND) {
+		fs_node_clear(n);
+		return fs_moved_node(ctx, ino, n);
+	}
+	if (st != MF_OK || sync_hidden(ctx->sync, n->msg.flags)) {
+		fs_node_clear(n);
+		return st != MF_OK ? fs_errno(st) : -ENOENT;
+	}
+	n->kind = FS_MESSAGE;
+	return 0;
+}
+
+/* ---- attributes */
+
 /* changed_us: when the folder's contents last changed (store_folder's
  * changed_at, Unix µs); 0: the mount's time (the root; a folder of a
  * cache from before schema 4, until its next sync). */
-static void fs_dir_stat(struct fs_ctx *ctx, uint64_t ino, int64_t changed_us, struct stat *st)
+void fs_dir_stat(struct fs_ctx *ctx, uint64_t ino, int64_t changed_us, struct stat *st)
 {
 	memset(st, 0, sizeof *st);
 	st->st_ino = ino;
@@ -168,8 +254,8 @@ static void fs_dir_stat(struct fs_ctx *ctx, uint64_t ino, int64_t changed_us, st
 	st->st_ctim = st->st_atim = st->st_mtim;
 }
 
-static void fs_file_stat(struct fs_ctx *ctx, uint64_t ino, uint64_t size, int64_t mtime,
-                         struct stat *st)
+void fs_file_stat(struct fs_ctx *ctx, uint64_t ino, uint64_t size, int64_t mtime,
+                  struct stat *st)
 {
 	memset(st, 0, sizeof *st);
 	st->st_ino = ino;
@@ -183,76 +269,68 @@ static void fs_file_stat(struct fs_ctx *ctx, uint64_t ino, uint64_t size, int64_
 	st->st_mtime = st->st_ctime = st->st_atime = (time_t)mtime;
 }
 
-static void fs_message_stat(struct fs_ctx *ctx, uint64_t ino_base, const struct store_message *m,
-                            struct stat *st)
+void fs_message_stat(struct fs_ctx *ctx, uint64_t ino_base, const struct store_message *m,
+                     struct stat *st)
 {
 	fs_file_stat(ctx, FS_INO(ino_base, m->uid), m->size, m->internaldate, st);
 }
 
-/* The store changed a name, a size or an entry's existence: the kernel's
- * idea of it goes (from the invalidator thread, never from the store's
- * lock). */
-static void fs_store_changed(void *data, const char *path)
+void fs_entry(struct fs_ctx *ctx, const struct stat *st, struct fuse_entry_param *e)
+{
+	memset(e, 0, sizeof *e);
+	e->ino = st->st_ino;
+	e->attr = *st;
+	e->attr_timeout = ctx->timeout;
+	e->entry_timeout = ctx->timeout;
+}
+
+/* n's attributes. A folder's time says whether it changed (notmuch,
+ * find -newer, make look no further): a listed one is re-checked when
+ * stale, as a listing would be; one never listed is not listed for it. */
+static void fs_node_stat(struct fs_ctx *ctx, struct fs_node *n, struct stat *st)
+{
+	if (n->kind == FS_FOLDER && n->folder.synced_at && !n->folder.noselect) {
+		int changed = 0;
+		struct store_folder f;
+		if (sync_folder_if_stale(ctx->sync, n->folder.id, 0, &changed) == MF_OK && changed &&
+		    store_folder_by_id(ctx->store, n->folder.id, &f) == MF_OK) {
+			store_folder_clear(&n->folder);
+			n->folder = f;
+		}
+	}
+	if (n->kind == FS_MESSAGE)
+		fs_message_stat(ctx, n->folder.ino_base, &n->msg, st);
+	else
+		fs_dir_stat(ctx, n->kind == FS_ROOT ? FS_ROOT_INO : FS_INO(n->folder.ino_base, 0),
+		            n->kind == FS_ROOT ? 0 : n->folder.changed_at, st);
+}
+
+/* ---- the operations */
+
+static void fs_init(void *data, struct fuse_conn_info *conn)
 {
 	struct fs_ctx *ctx = data;
-	char *p = g_strconcat("/", path, NULL);
-
-	fs_invalidate(ctx, p);
-	g_free(p);
-}
-
-/* Push (sync_watch_start): a folder was brought in step with what
- * another client did; its directory's attributes go from the kernel's
- * cache (names gone or moved went through fs_store_changed, and new ones
- * are looked up: no negative entries are cached). */
-static void fs_folder_changed(void *data, const char *folder_path)
-{
-	fs_store_changed(data, folder_path);
-}
-
-static void *fs_init(struct fuse_conn_info *conn, struct fuse_config *cfg)
-{
-	struct fs_ctx *ctx = fs_ctx();
-	/* How long the kernel may trust a name or attributes without asking:
-	 * as long as the cache itself trusts the folder (refresh). What the
-	 * mount learns of before then (a name that shifts, a size corrected
-	 * by a download, a message gone) is pushed to the kernel as it
-	 * happens (fs_store_changed), so a stat or an open after readdir
-	 * costs no request while nothing changed. */
-	double t = ctx->cfg->refresh;
 
 	/* Attributes with every listing, not only with its first chunk: tar,
 	 * rsync and restic stat each name they list, and the kernel's
 	 * "auto" mode switched to plain listings after the first chunk, so
 	 * a listing after a mount cost a LOOKUP per message. */
 	conn->want &= ~FUSE_CAP_READDIRPLUS_AUTO;
-	cfg->use_ino = 1;  /* the store's numbers: the same on every mount of a cache */
-	cfg->entry_timeout = t;
-	cfg->attr_timeout = t;
-	cfg->negative_timeout = 0;
-	cfg->nullpath_ok = 0;
-	ctx->fuse = fuse_get_context()->fuse;
 	fs_staged_init(ctx);
-	ctx->invalidate = g_async_queue_new();
-	ctx->invalidator = g_thread_new("invalidate", fs_invalidator, ctx);
+	fs_inval_start(ctx);
 	store_set_observer(ctx->store, fs_store_changed, ctx);
 	sync_watch_start(ctx->sync, fs_folder_changed, ctx);
-	return ctx;
 }
 
-/* Push ends, then the invalidator (nothing reports to it any more): while
- * fuse's node table still exists. */
+/* Push ends, then the invalidator (nothing reports to it any more):
+ * while the session still exists. */
 void fs_stop(struct fs_ctx *ctx)
 {
 	if (!ctx->invalidator)
 		return;
 	sync_watch_stop(ctx->sync);
 	store_set_observer(ctx->store, NULL, NULL);
-	g_async_queue_push(ctx->invalidate, g_strdup(""));
-	g_thread_join(ctx->invalidator);
-	ctx->invalidator = NULL;
-	g_async_queue_unref(ctx->invalidate);
-	ctx->invalidate = NULL;
+	fs_inval_stop(ctx);
 }
 
 static void fs_destroy(void *data)
@@ -260,309 +338,218 @@ static void fs_destroy(void *data)
 	struct fs_ctx *ctx = data;
 
 	fs_stop(ctx);
-	fs_staged_clear(ctx);
+	if (ctx->staged)
+		fs_staged_clear(ctx);
 	fs_xattr_forget();
 }
 
-static int fs_getattr(const char *path, struct stat *st, struct fuse_file_info *fi)
+/* Answers a lookup (or a mkdir) with what path names. */
+static void fs_reply_entry(fuse_req_t req, struct fs_ctx *ctx, const char *path)
 {
-	struct fs_ctx *ctx = fs_ctx();
+	struct fuse_entry_param e;
 	struct fs_node n;
+	struct stat st;
+	int rc = fs_resolve(ctx, path, &n, FS_RESOLVE_SYNC);
+
+	if (rc != 0) {
+		fuse_reply_err(req, -rc);
+		return;
+	}
+	fs_node_stat(ctx, &n, &st);
+	fs_node_clear(&n);
+	fs_entry(ctx, &st, &e);
+	fuse_reply_entry(req, &e);
+}
+
+static void fs_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+	struct fs_ctx *ctx = fs_req_ctx(req);
+	struct fuse_entry_param e;
+	char *path;
 	int rc;
 
 	stats_add(getattrs, 1);
-	if (fs_staged_getattr(ctx, path, st, &rc))
-		return rc;
-	rc = fs_resolve(ctx, path, &n, FS_RESOLVE_SYNC);
-
-	if (rc != 0)
-		return rc;
-	if (n.kind == FS_FOLDER && n.folder.synced_at && !n.folder.noselect) {
-		/* A folder's time says whether it changed (notmuch, find -newer,
-		 * make look no further): a listed one is re-checked when stale,
-		 * as a listing would be; one never listed is not listed for it. */
-		int changed = 0;
-		struct store_folder f;
-		if (sync_folder_if_stale(ctx->sync, n.folder.id, 0, &changed) == MF_OK && changed &&
-		    store_folder_by_id(ctx->store, n.folder.id, &f) == MF_OK) {
-			store_folder_clear(&n.folder);
-			n.folder = f;
-		}
+	path = fs_child_path(ctx, parent, name, &rc);
+	if (!path) {
+		fuse_reply_err(req, -rc);
+		return;
 	}
-	if (n.kind == FS_MESSAGE)
-		fs_message_stat(ctx, n.folder.ino_base, &n.msg, st);
-	else
-		fs_dir_stat(ctx, n.kind == FS_ROOT ? FS_ROOT_INO : FS_INO(n.folder.ino_base, 0),
-		            n.kind == FS_ROOT ? 0 : n.folder.changed_at, st);
-	fs_node_clear(&n);
-	return 0;
-}
-
-/* A directory listing taken at the first readdir of an open directory
- * and served by offset from then on: the kernel gets complete entries
- * (readdirplus with attributes), so ls -l needs no lookup per file, and
- * a listing stays consistent across the many readdir calls of a big
- * folder. */
-struct fs_dirent {       /* what readdir needs of an entry's stat: a
-                            50,000-message folder's listing is held whole */
-	const char *name;    /* in fs_dir.names */
-	uint64_t ino, size;
-	int64_t mtime;       /* a directory's: Unix µs */
-	int dir;
-};
-
-struct fs_dir {
-	GArray *entries;      /* struct fs_dirent; NULL until the first readdir */
-	GStringChunk *names;
-	struct sync_live *live;  /* a first listing, after entries (NULL: none) */
-	uint64_t ino_base;    /* the folder's */
-};
-
-static void fs_dir_clear(struct fs_dir *d)
-{
-	if (d->entries)
-		g_array_free(d->entries, TRUE);
-	if (d->names)
-		g_string_chunk_free(d->names);
-	sync_live_unref(d->live);
-	d->entries = NULL;
-	d->names = NULL;
-	d->live = NULL;
-}
-
-static void fs_dir_add(struct fs_dir *d, const char *name, const struct stat *st)
-{
-	struct fs_dirent e = { g_string_chunk_insert(d->names, name), st->st_ino,
-	                       (uint64_t)st->st_size, st->st_mtime, S_ISDIR(st->st_mode) };
-
-	if (e.dir)
-		e.mtime = (int64_t)st->st_mtim.tv_sec * G_USEC_PER_SEC + st->st_mtim.tv_nsec / 1000;
-
-	g_array_append_val(d->entries, e);
-}
-
-struct fs_fill {
-	struct fs_ctx *ctx;
-	struct fs_dir *dir;
-	uint64_t ino_base;    /* the folder's, for its messages */
-};
-
-static int fs_fill_folder(void *data, const struct store_folder *f)
-{
-	struct fs_fill *fill = data;
-	struct stat st;
-	const char *base = strrchr(f->path, '/');
-
-	fs_dir_stat(fill->ctx, FS_INO(f->ino_base, 0), f->changed_at, &st);
-	fs_dir_add(fill->dir, base ? base + 1 : f->path, &st);
-	return 0;
-}
-
-static int fs_fill_message(void *data, const struct store_message *m)
-{
-	struct fs_fill *fill = data;
-	struct stat st;
-
-	if (sync_hidden(fill->ctx->sync, m->flags))
-		return 0;
-	fs_message_stat(fill->ctx, fill->ino_base, m, &st);
-	fs_dir_add(fill->dir, m->name, &st);
-	return 0;
-}
-
-/* The inode number of the folder holding path's folder (NULL: the root). */
-static uint64_t fs_parent_ino(struct fs_ctx *ctx, const char *folder_path)
-{
-	const char *slash = folder_path ? strrchr(folder_path, '/') : NULL;
-	struct store_folder f;
-	uint64_t ino = FS_ROOT_INO;
-	char *parent;
-
-	if (!slash)
-		return FS_ROOT_INO;
-	parent = g_strndup(folder_path, slash - folder_path);
-	if (store_folder_by_path(ctx->store, parent, &f) == MF_OK) {
-		ino = FS_INO(f.ino_base, 0);
-		store_folder_clear(&f);
+	if (fs_staged_lookup(ctx, path, &e)) {
+		g_free(path);
+		fuse_reply_entry(req, &e);
+		return;
 	}
-	g_free(parent);
-	return ino;
+	fs_reply_entry(req, ctx, path);
+	g_free(path);
 }
 
-/* The folder as the sync left it: whether the cache holds a listing of
- * it (one never listed, because the server was away or the mount is
- * offline, has no contents to show, not an empty one), and its inode
- * base (a re-check that found its UIDs started again gave it a new one).
- * One lookup, for both. */
-static enum mf_status fs_folder_after_sync(struct fs_ctx *ctx, int64_t folder_id, int *listed,
-                                           uint64_t *base)
+/* The kernel forgets a node: a staged file's goes when nothing else
+ * holds it, and a message moved away is no longer found by its old id
+ * (no request can name it any more). Other nodes are numbers: nothing
+ * to free. */
+static void fs_forget_one(struct fs_ctx *ctx, fuse_ino_t ino, uint64_t nlookup)
 {
-	struct store_folder f = { 0 };
-	enum mf_status st = store_folder_by_id(ctx->store, folder_id, &f);
-
-	if (st == MF_OK) {
-		*listed = f.synced_at != 0 || f.message_count != 0;
-		*base = f.ino_base;
+	if (ino & FS_STAGED_BIT) {
+		fs_staged_forget(ctx, ino, nlookup);
+		return;
 	}
-	store_folder_clear(&f);
-	return st;
+	g_mutex_lock(&ctx->moved_lock);
+	if (g_hash_table_size(ctx->moved))
+		g_hash_table_remove(ctx->moved, GSIZE_TO_POINTER(ino));
+	g_mutex_unlock(&ctx->moved_lock);
 }
 
-static int fs_dir_snapshot(struct fs_ctx *ctx, const char *path, struct fs_dir *d)
+static void fs_forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup)
 {
-	struct fs_fill fill;
+	fs_forget_one(fs_req_ctx(req), ino, nlookup);
+	fuse_reply_none(req);
+}
+
+static void fs_forget_multi(fuse_req_t req, size_t count, struct fuse_forget_data *forgets)
+{
+	for (size_t i = 0; i < count; i++)
+		fs_forget_one(fs_req_ctx(req), forgets[i].ino, forgets[i].nlookup);
+	fuse_reply_none(req);
+}
+
+static int fs_stat_ino(struct fs_ctx *ctx, fuse_ino_t ino, struct stat *st)
+{
 	struct fs_node n;
-	struct stat st;
-	enum mf_status s;
 	int rc;
 
-	sync_folders_if_stale(ctx->sync);
-	rc = fs_resolve(ctx, path, &n, 0);
+	if (ino & FS_STAGED_BIT)
+		return fs_staged_getattr(ctx, ino, st);
+	rc = fs_node_of(ctx, ino, &n);
 	if (rc != 0)
 		return rc;
-	if (n.kind == FS_MESSAGE) {
-		fs_node_clear(&n);
-		return -ENOTDIR;
-	}
-	d->entries = g_array_new(FALSE, FALSE, sizeof(struct fs_dirent));
-	d->names = g_string_chunk_new(16 * 1024);
-	fill = (struct fs_fill){ ctx, d, n.folder.ino_base };
-	fs_dir_stat(ctx, n.kind == FS_ROOT ? FS_ROOT_INO : FS_INO(n.folder.ino_base, 0),
-	            n.kind == FS_ROOT ? 0 : n.folder.changed_at, &st);
-	fs_dir_add(d, ".", &st);
-	fs_dir_stat(ctx, fs_parent_ino(ctx, n.kind == FS_ROOT ? NULL : n.folder.path), 0, &st);
-	fs_dir_add(d, "..", &st);
-	s = store_folder_children(ctx->store, n.kind == FS_ROOT ? "" : n.folder.path,
-	                          fs_fill_folder, &fill);
-	if (s == MF_OK && n.kind == FS_FOLDER && !n.folder.noselect) {
-		/* A failure leaves the cache as it was: list what it holds. A
-		 * first listing comes from the sync as it arrives. */
-		int listed = 1;
-		sync_folder_live(ctx->sync, n.folder.id, &d->live);
-		if (!d->live)
-			s = fs_folder_after_sync(ctx, n.folder.id, &listed, &fill.ino_base);
-		if (s == MF_OK && !listed)
-			s = MF_ERR_IO;  /* an empty directory would be a lie (rsync --delete) */
-		else if (s == MF_OK && !d->live)
-			s = store_messages_list(ctx->store, n.folder.id, fs_fill_message, &fill);
-		d->ino_base = fill.ino_base;
-	}
+	fs_node_stat(ctx, &n, st);
 	fs_node_clear(&n);
-	if (s != MF_OK) {
-		fs_dir_clear(d);
-		return fs_errno(s);
-	}
 	return 0;
 }
 
-/* The handle must exist from opendir on: libfuse keeps only what opendir
- * put in fi->fh, not what readdir puts there. */
-static int fs_opendir(const char *path, struct fuse_file_info *fi)
+static void fs_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
-	fi->fh = (uint64_t)(uintptr_t)g_new0(struct fs_dir, 1);
-	return 0;
+	struct fs_ctx *ctx = fs_req_ctx(req);
+	struct stat st;
+	int rc;
+
+	stats_add(getattrs, 1);
+	rc = fs_stat_ino(ctx, ino, &st);
+	if (rc != 0)
+		fuse_reply_err(req, -rc);
+	else
+		fuse_reply_attr(req, &st, ino & FS_STAGED_BIT ? 0 : ctx->timeout);
 }
 
-/* The entries of a first listing from offset on, as they arrive: waits
- * for one at least, then hands over what there is, so that ls works on
- * the first names while the rest still come. */
-static int fs_readdir_live(struct fs_ctx *ctx, struct fs_dir *d, void *buf,
-                           fuse_fill_dir_t filler, off_t offset)
+/* Modes and owners are fixed, and a stored message's date cannot
+ * change: cp -p and rsync -a set them anyway, and saying no would fail
+ * them, so they are accepted as no-ops. A size is a staged file's only. */
+static void fs_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set,
+                       struct fuse_file_info *fi)
 {
-	struct sync_live_entry *batch[256];
-	size_t base = d->entries->len, k = (size_t)offset > base ? (size_t)offset - base : 0;
-	int filled = 0, complete;
-	enum mf_status st;
+	struct fs_ctx *ctx = fs_req_ctx(req);
+	struct stat st;
+	int rc = 0;
+
+	if (ctx->cfg->readonly)
+		rc = -EROFS;
+	else if (ino & FS_STAGED_BIT)
+		rc = fs_staged_setattr(ctx, ino, attr, to_set, fi);
+	else if (to_set & FUSE_SET_ATTR_SIZE)
+		rc = -EPERM;  /* messages are immutable */
+	if (rc == 0)
+		rc = fs_stat_ino(ctx, ino, &st);
+	if (rc != 0)
+		fuse_reply_err(req, -rc);
+	else
+		fuse_reply_attr(req, &st, ino & FS_STAGED_BIT ? 0 : ctx->timeout);
+}
+
+/* Pushes a body of at most FS_PUSH_MAX bytes into the kernel's page
+ * cache, once a mount for each node (ctx->pushed). */
+static void fs_push(struct fs_ctx *ctx, fuse_ino_t ino, int fd)
+{
+	struct fuse_bufvec bufv = FUSE_BUFVEC_INIT(0);
+	gint64 key = (gint64)ino;
+	guint bit = g_int64_hash(&key) % FS_PUSHED_BITS;
+	guint mask = 1u << (bit % 32);
 	struct stat sb;
 
-	for (;;) {
-		size_t got = sync_live_wait(d->live, k, batch, G_N_ELEMENTS(batch), &complete, &st);
-		for (size_t i = 0; i < got; i++, k++) {
-			const struct sync_live_entry *e = batch[i];
-			if (e->hidden)
-				continue;
-			struct store_message m = { .uid = e->uid, .size = e->size, .internaldate = e->mtime };
-			fs_message_stat(ctx, d->ino_base, &m, &sb);
-			/* Names only: an entry with attributes is a node in libfuse's
-			 * table from now on, and while the first listing is held
-			 * whole until stored, 50,000 of them raised the peak by a
-			 * fifth (the kernel looks up what it stats instead). */
-			if (filler(buf, e->name, &sb, (off_t)(base + k + 1), 0))
-				return 0;
-			filled = 1;
-		}
-		if (complete)
-			return filled || st == MF_OK ? 0 : fs_errno(st);
-		if (filled)
-			return 0;
+	if ((guint)g_atomic_int_get(&ctx->pushed[bit / 32]) & mask)
+		return;
+	if (fstat(fd, &sb) != 0 || sb.st_size == 0 || sb.st_size > FS_PUSH_MAX)
+		return;
+	bufv.buf[0].size = (size_t)sb.st_size;
+	bufv.buf[0].flags = FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK;
+	bufv.buf[0].fd = fd;
+	bufv.buf[0].pos = 0;
+	if (fuse_lowlevel_notify_store(ctx->se, ino, 0, &bufv, 0) == 0) {
+		g_atomic_int_or((guint *)&ctx->pushed[bit / 32], mask);
+		stats_add(bodies_pushed, 1);
 	}
 }
 
-static int fs_readdir(const char *path, void *buf, fuse_fill_dir_t filler, off_t offset,
-                      struct fuse_file_info *fi, enum fuse_readdir_flags flags)
+static void fs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
-	struct fs_ctx *ctx = fs_ctx();
-	struct fs_dir *d = (struct fs_dir *)(uintptr_t)fi->fh;
-	int rc;
-
-	/* Offset 0 is a new listing (also after rewinddir). */
-	if (!d->entries || offset == 0) {
-		fs_dir_clear(d);
-		rc = fs_dir_snapshot(ctx, path, d);
-		if (rc != 0)
-			return rc;
-	}
-	for (guint i = (guint)offset; i < d->entries->len; i++) {
-		const struct fs_dirent *e = &g_array_index(d->entries, struct fs_dirent, i);
-		/* A folder's attributes are not given: its time comes from a
-		 * getattr, which re-checks it when stale (find -newer, notmuch). */
-		int plus = i >= 2 && !e->dir ? FUSE_FILL_DIR_PLUS : 0;
-		struct stat st;
-		if (e->dir)
-			fs_dir_stat(ctx, e->ino, e->mtime, &st);
-		else
-			fs_file_stat(ctx, e->ino, e->size, e->mtime, &st);
-		if (filler(buf, e->name, &st, (off_t)i + 1, plus))
-			return 0;
-	}
-	return d->live ? fs_readdir_live(ctx, d, buf, filler, offset) : 0;
-}
-
-static int fs_releasedir(const char *path, struct fuse_file_info *fi)
-{
-	struct fs_dir *d = (struct fs_dir *)(uintptr_t)fi->fh;
-
-	fs_dir_clear(d);
-	g_free(d);
-	return 0;
-}
-
-static int fs_open(const char *path, struct fuse_file_info *fi)
-{
-	struct fs_ctx *ctx = fs_ctx();
+	struct fs_ctx *ctx = fs_req_ctx(req);
+	struct store_folder f = { 0 };
+	struct store_message m = { 0 };
 	struct fs_handle *h;
 	struct fs_node n;
 	int rc, fd = -1, size_changed = 0;
+	int64_t folder_id;
+	uint32_t uid;
 	enum mf_status st;
 
-	if (fs_staged_open(ctx, path, fi))
-		return 0;
-	rc = fs_resolve(ctx, path, &n, FS_RESOLVE_SYNC | FS_RESOLVE_KEY);
-	if (rc != 0)
-		return rc;
-	if (n.kind != FS_MESSAGE) {
-		fs_node_clear(&n);
-		return -EISDIR;
+	if (ino & FS_STAGED_BIT) {
+		rc = fs_staged_open(ctx, ino, fi);
+		if (rc != 0)
+			fuse_reply_err(req, -rc);
+		else if (fuse_reply_open(req, fi) == -ENOENT)
+			fs_release_handle(ctx, fs_handle(fi));  /* the open was interrupted */
+		return;
 	}
+	stats_add(opens, 1);
 	if ((fi->flags & O_ACCMODE) != O_RDONLY || (fi->flags & O_TRUNC)) {
-		fs_node_clear(&n);
 		/* Messages are immutable: write a new file and rename it. */
-		return ctx->cfg->readonly ? -EROFS : -EPERM;
+		fuse_reply_err(req, ctx->cfg->readonly ? EROFS : EPERM);
+		return;
 	}
-	st = sync_body_open(ctx->sync, n.folder.id, n.msg.uid, &fd, &size_changed);
-	fs_node_clear(&n);
-	if (st != MF_OK)
-		return fs_errno(st);
+	if (fs_moved_node(ctx, ino, &n) == 0) {
+		/* Moved to another folder: the kernel's name for it is not
+		 * dropped yet. */
+		folder_id = n.folder.id;
+		uid = n.msg.uid;
+		fs_node_clear(&n);
+		st = MF_OK;
+	} else {
+		/* The folder and the message's flags from indexes: no row is
+		 * read for a message flagged nothing that hides it. */
+		st = store_folder_by_base(ctx->store, FS_INO_BASE(ino), &f);
+		if (st == MF_OK && FS_INO_UID(ino) == 0) {
+			store_folder_clear(&f);
+			fuse_reply_err(req, EISDIR);
+			return;
+		}
+		if (st == MF_OK && f.noselect)
+			st = MF_ERR_NOTFOUND;
+		folder_id = f.id;
+		uid = FS_INO_UID(ino);
+		store_folder_clear(&f);
+		if (st == MF_OK) {
+			sync_folder_settle(ctx->sync, folder_id);
+			if (store_message_deleted(ctx->store, folder_id, uid, &m) == MF_OK &&
+			    sync_hidden(ctx->sync, m.flags))
+				st = MF_ERR_NOTFOUND;
+			store_message_clear(&m);
+		}
+	}
+	if (st == MF_OK)
+		st = sync_body_open(ctx->sync, folder_id, uid, &fd, &size_changed);
+	if (st != MF_OK) {
+		fuse_reply_err(req, -fs_errno(st));
+		return;
+	}
 	h = g_new0(struct fs_handle, 1);
 	h->fd = fd;
 	g_mutex_lock(&ctx->reading_lock);
@@ -572,12 +559,15 @@ static int fs_open(const char *path, struct fuse_file_info *fi)
 	/* A body never changes, so the page cache may keep it; when the real
 	 * size differs from the server's RFC822.SIZE, read around the kernel's
 	 * idea of the size instead. */
-	if (size_changed)
+	if (size_changed) {
 		fi->direct_io = 1;
-	else
+	} else {
 		fi->keep_cache = 1;
+		fs_push(ctx, ino, fd);
+	}
 	fi->noflush = 1;  /* a reader's close has nothing to say: no FLUSH request */
-	return 0;
+	if (fuse_reply_open(req, fi) == -ENOENT)
+		fs_reading_release(ctx, h);  /* the open was interrupted */
 }
 
 static void fs_reading_free(gpointer p)
@@ -601,38 +591,46 @@ struct fs_handle *fs_handle(struct fuse_file_info *fi)
 	return (struct fs_handle *)(uintptr_t)fi->fh;
 }
 
-static int fs_read(const char *path, char *buf, size_t size, off_t off, struct fuse_file_info *fi)
+static void fs_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+                    struct fuse_file_info *fi)
 {
+	char *buf = g_malloc(size ? size : 1);
 	ssize_t n;
 
+	if (!fs_handle(fi)->staged)
+		stats_add(reads, 1);
 	do
 		n = pread(fs_handle(fi)->fd, buf, size, off);
 	while (n < 0 && errno == EINTR);
-	return n < 0 ? -errno : (int)n;
+	if (n < 0)
+		fuse_reply_err(req, errno);
+	else
+		fuse_reply_buf(req, buf, (size_t)n);
+	g_free(buf);
 }
 
-static int fs_statfs(const char *path, struct statvfs *sv)
+static void fs_statfs(fuse_req_t req, fuse_ino_t ino)
 {
-	struct fs_ctx *ctx = fs_ctx();
+	struct fs_ctx *ctx = fs_req_ctx(req);
 	uint64_t used = 0, limit = 0;
+	struct statvfs sv;
 
-	memset(sv, 0, sizeof *sv);
-	sv->f_bsize = 4096;
-	sv->f_frsize = 4096;
-	sv->f_namemax = 255;
+	memset(&sv, 0, sizeof sv);
+	sv.f_bsize = 4096;
+	sv.f_frsize = 4096;
+	sv.f_namemax = 255;
 	/* The server's QUOTA STORAGE, when it has one: what df should say. */
 	if (sync_quota(ctx->sync, &used, &limit) == MF_OK && limit > 0) {
-		sv->f_blocks = limit / 4096;
-		sv->f_bfree = sv->f_bavail = used < limit ? (limit - used) / 4096 : 0;
+		sv.f_blocks = limit / 4096;
+		sv.f_bfree = sv.f_bavail = used < limit ? (limit - used) / 4096 : 0;
 	}
 	if (ctx->cfg->readonly)
-		sv->f_flag |= ST_RDONLY;
-	return 0;
+		sv.f_flag |= ST_RDONLY;
+	fuse_reply_statfs(req, &sv);
 }
 
-static int fs_unlink(const char *path)
+static int fs_do_unlink(struct fs_ctx *ctx, const char *path)
 {
-	struct fs_ctx *ctx = fs_ctx();
 	struct fs_node n;
 	enum mf_status st;
 	int rc;
@@ -653,13 +651,40 @@ static int fs_unlink(const char *path)
 	return fs_errno(st);
 }
 
-static int fs_mkdir(const char *path, mode_t mode)
+/* An operation on name in parent that answers an errno only. */
+static void fs_by_name(fuse_req_t req, fuse_ino_t parent, const char *name,
+                       int (*op)(struct fs_ctx *, const char *))
 {
-	struct fs_ctx *ctx = fs_ctx();
+	struct fs_ctx *ctx = fs_req_ctx(req);
+	int rc;
+	char *path = fs_child_path(ctx, parent, name, &rc);
 
-	if (ctx->cfg->readonly)
-		return -EROFS;
-	return fs_errno(sync_create_folder(ctx->sync, path + 1));
+	if (path)
+		rc = op(ctx, path);
+	g_free(path);
+	fuse_reply_err(req, -rc);
+}
+
+static void fs_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+	fs_by_name(req, parent, name, fs_do_unlink);
+}
+
+static void fs_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode)
+{
+	struct fs_ctx *ctx = fs_req_ctx(req);
+	int rc;
+	char *path = fs_child_path(ctx, parent, name, &rc);
+
+	if (path && ctx->cfg->readonly)
+		rc = -EROFS;
+	else if (path)
+		rc = fs_errno(sync_create_folder(ctx->sync, path + 1));
+	if (rc == 0)
+		fs_reply_entry(req, ctx, path);
+	else
+		fuse_reply_err(req, -rc);
+	g_free(path);
 }
 
 static int fs_has_child(void *data, const struct store_folder *f)
@@ -668,9 +693,8 @@ static int fs_has_child(void *data, const struct store_folder *f)
 	return 1;
 }
 
-static int fs_rmdir(const char *path)
+static int fs_do_rmdir(struct fs_ctx *ctx, const char *path)
 {
-	struct fs_ctx *ctx = fs_ctx();
 	struct fs_node n;
 	int rc, children = 0;
 	enum mf_status st;
@@ -695,8 +719,15 @@ static int fs_rmdir(const char *path)
 	return fs_errno(st);
 }
 
+static void fs_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+	fs_by_name(req, parent, name, fs_do_rmdir);
+}
+
+/* moved: set when the message now lives in another folder (its node id
+ * changed). */
 static int fs_rename_message(struct fs_ctx *ctx, struct fs_node *src, const char *to,
-                             unsigned int flags)
+                             unsigned int flags, int *moved)
 {
 	struct store_folder dst = { 0 };
 	struct store_message target = { 0 };
@@ -727,19 +758,20 @@ static int fs_rename_message(struct fs_ctx *ctx, struct fs_node *src, const char
 		/* Moved first; only then is a message it replaces removed. */
 		st = sync_move(ctx->sync, src->folder.id, src->msg.uid, dst.id, name,
 		               have_target ? target.uid : 0);
+		*moved = st == MF_OK;
 	}
 	store_message_clear(&target);
 	store_folder_clear(&dst);
 	return fs_errno(st);
 }
 
-static int fs_rename(const char *from, const char *to, unsigned int flags)
+static int fs_do_rename(struct fs_ctx *ctx, const char *from, const char *to,
+                        unsigned int flags, fuse_ino_t *moved)
 {
-	struct fs_ctx *ctx = fs_ctx();
 	struct store_folder parent = { 0 };
 	struct fs_node n;
 	const char *name;
-	int rc;
+	int rc, was_moved = 0;
 
 	if (ctx->cfg->readonly)
 		return -EROFS;
@@ -754,7 +786,9 @@ static int fs_rename(const char *from, const char *to, unsigned int flags)
 	if (n.kind == FS_ROOT) {
 		rc = -EBUSY;
 	} else if (n.kind == FS_MESSAGE) {
-		rc = fs_rename_message(ctx, &n, to, flags);
+		rc = fs_rename_message(ctx, &n, to, flags, &was_moved);
+		if (was_moved)
+			*moved = FS_INO(n.folder.ino_base, n.msg.uid);
 	} else if (g_ascii_strcasecmp(n.folder.path, "INBOX") == 0) {
 		rc = -EBUSY;  /* RENAME of INBOX moves its mail: not what mv means */
 	} else {
@@ -769,23 +803,44 @@ static int fs_rename(const char *from, const char *to, unsigned int flags)
 	return rc;
 }
 
-/* Modes and owners are fixed; cp -p and rsync -a set them anyway. */
-static int fs_chmod(const char *path, mode_t mode, struct fuse_file_info *fi)
+static void fs_rename(fuse_req_t req, fuse_ino_t parent, const char *name,
+                      fuse_ino_t newparent, const char *newname, unsigned int flags)
 {
-	return fs_ctx()->cfg->readonly ? -EROFS : 0;
+	struct fs_ctx *ctx = fs_req_ctx(req);
+	char *from, *to = NULL;
+	fuse_ino_t moved = 0;
+	int rc;
+
+	from = fs_child_path(ctx, parent, name, &rc);
+	if (from)
+		to = fs_child_path(ctx, newparent, newname, &rc);
+	if (to)
+		rc = fs_do_rename(ctx, from, to, flags, &moved);
+	if (rc == 0 && moved) {
+		/* The kernel moves its name for the old node id: that name is
+		 * dropped once the rename is done, and until then the old id
+		 * finds the message at its new path. */
+		g_mutex_lock(&ctx->moved_lock);
+		g_hash_table_replace(ctx->moved, GSIZE_TO_POINTER(moved), g_strdup(to));
+		g_mutex_unlock(&ctx->moved_lock);
+		fs_invalidate_entry(ctx, newparent, newname);
+	}
+	g_free(from);
+	g_free(to);
+	fuse_reply_err(req, -rc);
 }
 
-static int fs_chown(const char *path, uid_t uid, gid_t gid, struct fuse_file_info *fi)
-{
-	return fs_ctx()->cfg->readonly ? -EROFS : 0;
-}
-
-static const struct fuse_operations fs_ops = {
+static const struct fuse_lowlevel_ops fs_ops = {
 	.init = fs_init,
 	.destroy = fs_destroy,
+	.lookup = fs_lookup,
+	.forget = fs_forget,
+	.forget_multi = fs_forget_multi,
 	.getattr = fs_getattr,
+	.setattr = fs_setattr,
 	.opendir = fs_opendir,
 	.readdir = fs_readdir,
+	.readdirplus = fs_readdirplus,
 	.releasedir = fs_releasedir,
 	.open = fs_open,
 	.read = fs_read,
@@ -801,13 +856,9 @@ static const struct fuse_operations fs_ops = {
 	.unlink = fs_unlink,
 	.rmdir = fs_rmdir,
 	.rename = fs_rename,
-	.truncate = fs_truncate,
-	.utimens = fs_utimens,
-	.chmod = fs_chmod,
-	.chown = fs_chown,
 };
 
-const struct fuse_operations *fs_operations(void)
+const struct fuse_lowlevel_ops *fs_operations(void)
 {
 	return &fs_ops;
 }
@@ -820,23 +871,34 @@ struct fs_ctx *fs_new(const struct mf_config *cfg)
 	ctx->uid = getuid();
 	ctx->gid = getgid();
 	ctx->mounted_at = time(NULL);
+	/* How long the kernel may trust a name or attributes without asking:
+	 * as long as the cache itself trusts the folder (refresh). */
+	ctx->timeout = cfg->refresh;
 	g_mutex_init(&ctx->reading_lock);
 	ctx->reading = g_hash_table_new_full(g_direct_hash, g_direct_equal, fs_reading_free, NULL);
+	g_mutex_init(&ctx->moved_lock);
+	ctx->moved = g_hash_table_new_full(g_direct_hash, g_direct_equal, NULL, g_free);
+	ctx->pushed = g_new0(gint, FS_PUSHED_BITS / 32);
 	return ctx;
 }
 
-void fs_attach(struct fs_ctx *ctx, struct store *store, struct sync_ctx *sync)
+void fs_attach(struct fs_ctx *ctx, struct store *store, struct sync_ctx *sync,
+               struct fuse_session *se)
 {
 	ctx->store = store;
 	ctx->sync = sync;
+	ctx->se = se;
 }
 
 void fs_free(struct fs_ctx *ctx)
 {
 	if (!ctx)
 		return;
-	/* After fuse_destroy: no request comes any more. */
+	/* After fuse_session_destroy: no request comes any more. */
 	g_hash_table_destroy(ctx->reading);
 	g_mutex_clear(&ctx->reading_lock);
+	g_hash_table_destroy(ctx->moved);
+	g_mutex_clear(&ctx->moved_lock);
+	g_free(ctx->pushed);
 	g_free(ctx);
 }

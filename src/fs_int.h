@@ -1,14 +1,21 @@
 /* fs_int.h — what the fs layer's files share; nothing outside
  * src/fs*.c includes it.
  *
- *   fs.c         the operations on folders and stored messages: lookup,
- *                getattr, readdir, open/read, xattrs, statfs, unlink,
- *                mkdir, rmdir, rename
+ *   fs.c         the node ids, and the operations on folders and stored messages: lookup,
+ *                getattr, setattr, open/read, statfs, unlink, mkdir,
+ *                rmdir, rename
+ *   fs_dir.c     directory listings: opendir, readdir(plus), releasedir
+ *   fs_inval.c   the kernel's caches of names, attributes and pages,
+ *                dropped as what they hold changes
  *   fs_xattr.c   extended attributes: a message's flags, uid and
  *                headers; a folder's cache state; the root's stats
  *   fs_staged.c  files being written: create, write, truncate, utimens,
  *                flush (the APPEND), release; and what the other
  *                operations do to a file still staged
+ *
+ * The operations are libfuse's low-level ones: a node id is the inode
+ * number the store gives (below), so a request names its folder and
+ * message without a path or a table of nodes.
  *
  * fs sees the store (reads) and sync (everything that asks the server),
  * never a driver, a wire format or SQL. */
@@ -22,30 +29,42 @@ struct fs_ctx {
 	const struct mf_config *cfg;
 	struct store *store;
 	struct sync_ctx *sync;
+	struct fuse_session *se;
 	uid_t uid;
 	gid_t gid;
 	time_t mounted_at;
+	double timeout;          /* how long the kernel may trust a name or attributes */
 	/* Owned by fs.c from init to destroy: */
-	struct fuse *fuse;
 	GMutex staged_lock;
 	GHashTable *staged;      /* path -> struct fs_staged: files being written */
-	GAsyncQueue *invalidate; /* paths whose kernel caches must be dropped */
+	GHashTable *staged_nodes;/* serial -> struct fs_staged: while the kernel knows the node */
+	GMutex moved_lock;
+	GHashTable *moved;       /* node id -> its new path: a message moved to another
+	                            folder, until the kernel forgets the old id */
+	GAsyncQueue *invalidate; /* struct fs_inval: kernel caches to drop */
 	GThread *invalidator;
 	/* Handles of messages being read: freed at destroy when the kernel's
 	 * RELEASE (sent in the background at close) came too late for the
 	 * session, as after an unmount right after a read. */
 	GMutex reading_lock;
 	GHashTable *reading;
+	/* Which nodes' bodies were pushed into the kernel's page cache at an
+	 * open (a hash of the node id a bit): a second open pushes nothing. A
+	 * false "pushed" costs a READ, nothing more. */
+	gint *pushed;
 };
 
 enum fs_kind { FS_ROOT, FS_FOLDER, FS_MESSAGE };
 
-/* Inode numbers (store_folder.ino_base): the root 1, a folder base << 32,
- * a message (base << 32) | uid; a file being written one with the top
- * bit set, for as long as it is staged. */
+/* Inode numbers, which are the node ids (store_folder.ino_base): the
+ * root 1, a folder base << 32, a message (base << 32) | uid; a file
+ * being written one with the top bit set. */
 #define FS_ROOT_INO 1
 #define FS_INO(base, uid) (((uint64_t)(base) << 32) | (uint64_t)(uid))
-#define FS_STAGED_INO(n) ((UINT64_C(1) << 63) | (uint64_t)(n))
+#define FS_STAGED_BIT (UINT64_C(1) << 63)
+#define FS_STAGED_INO(n) (FS_STAGED_BIT | (uint64_t)(n))
+#define FS_INO_BASE(ino) ((uint64_t)(ino) >> 32)
+#define FS_INO_UID(ino) ((uint32_t)((ino) & 0xffffffffu))
 
 struct fs_node {
 	enum fs_kind kind;
@@ -63,32 +82,59 @@ struct fs_handle {
 
 /* ---- fs.c */
 
-struct fs_ctx *fs_ctx(void);
 void fs_node_clear(struct fs_node *n);
 int fs_errno(enum mf_status st);
 struct fs_handle *fs_handle(struct fuse_file_info *fi);
 /* Closes and frees the handle of a message being read. */
 void fs_reading_release(struct fs_ctx *ctx, struct fs_handle *h);
-/* Asks the invalidator thread to drop the kernel's caches for path. */
-void fs_invalidate(struct fs_ctx *ctx, const char *path);
+/* The path of name in the directory parent: "/FOLDER/NAME", or "/NAME"
+ * in the root; NULL (*rc = -errno) when parent is no directory. */
+char *fs_child_path(struct fs_ctx *ctx, fuse_ino_t parent, const char *name, int *rc);
 /* The folder that will hold a new entry at path: 1 for the root (out
  * empty), 0 with *out filled and *name the last component, or -errno. */
 int fs_parent_folder(struct fs_ctx *ctx, const char *path, struct store_folder *out,
                      const char **name);
 /* Finds what path names (n cleared with fs_node_clear), or -errno.
  * FS_RESOLVE_SYNC: a name the cache does not know is looked for on the
- * server when the cached view is stale; FS_RESOLVE_KEY: of a message,
- * only its uid and flags. */
+ * server when the cached view is stale. */
 #define FS_RESOLVE_SYNC 1
-#define FS_RESOLVE_KEY 2
 int fs_resolve(struct fs_ctx *ctx, const char *path, struct fs_node *n, int flags);
+/* Finds what a node id names (not a staged file's), or -errno. */
+int fs_node_of(struct fs_ctx *ctx, fuse_ino_t ino, struct fs_node *n);
+void fs_dir_stat(struct fs_ctx *ctx, uint64_t ino, int64_t changed_us, struct stat *st);
+void fs_file_stat(struct fs_ctx *ctx, uint64_t ino, uint64_t size, int64_t mtime,
+                  struct stat *st);
+void fs_message_stat(struct fs_ctx *ctx, uint64_t ino_base, const struct store_message *m,
+                     struct stat *st);
+/* A reply to a lookup, create or mkdir of a folder or message. */
+void fs_entry(struct fs_ctx *ctx, const struct stat *st, struct fuse_entry_param *e);
+
+/* ---- fs_inval.c */
+
+/* Asks the invalidator thread to drop the kernel's caches for a store
+ * path ("FOLDER", "FOLDER/" or "FOLDER/NAME"), or for name in the
+ * directory parent. */
+void fs_invalidate(struct fs_ctx *ctx, const char *path);
+void fs_invalidate_entry(struct fs_ctx *ctx, fuse_ino_t parent, const char *name);
+void fs_inval_start(struct fs_ctx *ctx);
+/* Ends the invalidator after what was asked of it. */
+void fs_inval_stop(struct fs_ctx *ctx);
+
+/* ---- fs_dir.c */
+
+void fs_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi);
+void fs_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+                struct fuse_file_info *fi);
+void fs_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+                    struct fuse_file_info *fi);
+void fs_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi);
 
 /* ---- fs_xattr.c */
 
-int fs_getxattr(const char *path, const char *name, char *buf, size_t size);
-int fs_listxattr(const char *path, char *buf, size_t size);
-int fs_setxattr(const char *path, const char *name, const char *value, size_t size,
-                int flags);
+void fs_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size);
+void fs_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size);
+void fs_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const char *value,
+                 size_t size, int flags);
 /* Forgets the values remembered for the last messages asked about. */
 void fs_xattr_forget(void);
 
@@ -96,19 +142,30 @@ void fs_xattr_forget(void);
 
 void fs_staged_init(struct fs_ctx *ctx);
 void fs_staged_clear(struct fs_ctx *ctx);
+/* A lookup of path: 1 when it is a file still staged, with *e filled
+ * (the kernel now knows the node: fs_staged_forget gives it back); 0
+ * when it is not. */
+int fs_staged_lookup(struct fs_ctx *ctx, const char *path, struct fuse_entry_param *e);
+/* What a staged node id is: 0 with *st filled while the file is
+ * staged, or once it is a stored message that message's attributes;
+ * -errno. */
+int fs_staged_getattr(struct fs_ctx *ctx, fuse_ino_t ino, struct stat *st);
+int fs_staged_open(struct fs_ctx *ctx, fuse_ino_t ino, struct fuse_file_info *fi);
+int fs_staged_setattr(struct fs_ctx *ctx, fuse_ino_t ino, struct stat *attr, int to_set,
+                      struct fuse_file_info *fi);
+void fs_staged_forget(struct fs_ctx *ctx, fuse_ino_t ino, uint64_t nlookup);
 /* Each returns 1 when path is a file still staged, and has handled it
  * (*rc: the operation's result); 0 when it is not. */
-int fs_staged_getattr(struct fs_ctx *ctx, const char *path, struct stat *st, int *rc);
-int fs_staged_open(struct fs_ctx *ctx, const char *path, struct fuse_file_info *fi);
 int fs_staged_unlink(struct fs_ctx *ctx, const char *path);
 int fs_staged_rename(struct fs_ctx *ctx, const char *from, const char *to, int *rc);
 
-int fs_create(const char *path, mode_t mode, struct fuse_file_info *fi);
-int fs_write(const char *path, const char *buf, size_t size, off_t off,
-             struct fuse_file_info *fi);
-int fs_flush(const char *path, struct fuse_file_info *fi);
-int fs_release(const char *path, struct fuse_file_info *fi);
-int fs_truncate(const char *path, off_t size, struct fuse_file_info *fi);
-int fs_utimens(const char *path, const struct timespec tv[2], struct fuse_file_info *fi);
+void fs_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
+               struct fuse_file_info *fi);
+void fs_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size, off_t off,
+              struct fuse_file_info *fi);
+void fs_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi);
+void fs_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi);
+/* What release does, for a handle whose open or create was interrupted. */
+void fs_release_handle(struct fs_ctx *ctx, struct fs_handle *h);
 
 #endif

@@ -43,8 +43,13 @@ struct fs_staged {
 	int error;           /* the last flush's outcome for this content, -errno */
 	struct sync_appended on_server;  /* the version on the server (uid 0: none) */
 	int handles;         /* open fs_handles (under staged_lock) */
-	uint64_t serial;     /* its inode number while staged: FS_STAGED_INO */
-	int refs;            /* handles and lookups in flight (under staged_lock) */
+	uint64_t serial;     /* its node id: FS_STAGED_INO */
+	uint64_t nlookup;    /* the kernel's lookups of the node (under staged_lock):
+	                        in ctx->staged_nodes while not 0 */
+	int finished;        /* its last release is done: a stored message now,
+	                        or nothing (under staged_lock) */
+	int refs;            /* handles, ctx->staged_nodes and calls in flight
+	                        (under staged_lock) */
 };
 
 static gint fs_staged_serial;
@@ -81,15 +86,56 @@ static void fs_staged_put(struct fs_ctx *ctx, struct fs_staged *sf)
 	g_mutex_unlock(&ctx->staged_lock);
 }
 
+/* The staged file of a node id, with a reference, or NULL. */
+static struct fs_staged *fs_staged_node(struct fs_ctx *ctx, fuse_ino_t ino)
+{
+	struct fs_staged *sf;
+
+	g_mutex_lock(&ctx->staged_lock);
+	sf = g_hash_table_lookup(ctx->staged_nodes, GSIZE_TO_POINTER(ino & ~FS_STAGED_BIT));
+	if (sf)
+		sf->refs++;
+	g_mutex_unlock(&ctx->staged_lock);
+	return sf;
+}
+
+/* The kernel learns of the node (staged_lock held). */
+static void fs_staged_looked_up(struct fs_ctx *ctx, struct fs_staged *sf)
+{
+	if (sf->nlookup++ == 0) {
+		sf->refs++;
+		g_hash_table_insert(ctx->staged_nodes, GSIZE_TO_POINTER(sf->serial), sf);
+	}
+}
+
+void fs_staged_forget(struct fs_ctx *ctx, fuse_ino_t ino, uint64_t nlookup)
+{
+	struct fs_staged *sf;
+
+	g_mutex_lock(&ctx->staged_lock);
+	sf = g_hash_table_lookup(ctx->staged_nodes, GSIZE_TO_POINTER(ino & ~FS_STAGED_BIT));
+	if (sf) {
+		sf->nlookup = nlookup < sf->nlookup ? sf->nlookup - nlookup : 0;
+		if (sf->nlookup == 0) {
+			g_hash_table_remove(ctx->staged_nodes, GSIZE_TO_POINTER(sf->serial));
+			fs_staged_unref(sf);
+		}
+	}
+	g_mutex_unlock(&ctx->staged_lock);
+}
+
 void fs_staged_init(struct fs_ctx *ctx)
 {
 	g_mutex_init(&ctx->staged_lock);
 	ctx->staged = g_hash_table_new(g_str_hash, g_str_equal);
+	ctx->staged_nodes = g_hash_table_new(g_direct_hash, g_direct_equal);
 }
 
 void fs_staged_clear(struct fs_ctx *ctx)
 {
 	g_hash_table_destroy(ctx->staged);
+	g_hash_table_destroy(ctx->staged_nodes);
+	ctx->staged = ctx->staged_nodes = NULL;
 	g_mutex_clear(&ctx->staged_lock);
 }
 
@@ -113,27 +159,68 @@ static int fs_staged_stat(struct fs_ctx *ctx, struct fs_staged *sf, struct stat 
 	return 0;
 }
 
-int fs_staged_getattr(struct fs_ctx *ctx, const char *path, struct stat *st, int *rc)
+/* A staged file's entry: the kernel asks again at each use of the name
+ * (no timeout), for the name becomes a stored message's at the last
+ * release. */
+static void fs_staged_entry(const struct stat *st, struct fuse_entry_param *e)
+{
+	memset(e, 0, sizeof *e);
+	e->ino = st->st_ino;
+	e->attr = *st;
+}
+
+int fs_staged_lookup(struct fs_ctx *ctx, const char *path, struct fuse_entry_param *e)
 {
 	struct fs_staged *sf = fs_staged_get(ctx, path);
+	struct stat st;
+	int rc;
 
 	if (!sf)
 		return 0;
-	*rc = fs_staged_stat(ctx, sf, st);
+	rc = fs_staged_stat(ctx, sf, &st);
+	if (rc == 0) {
+		g_mutex_lock(&ctx->staged_lock);
+		fs_staged_looked_up(ctx, sf);
+		g_mutex_unlock(&ctx->staged_lock);
+		fs_staged_entry(&st, e);
+	}
 	fs_staged_put(ctx, sf);
-	return 1;
+	return rc == 0;
 }
 
-int fs_staged_open(struct fs_ctx *ctx, const char *path, struct fuse_file_info *fi)
+/* A node whose file is finished answers ESTALE: the kernel looks the
+ * name up again (and finds the stored message), for stat and open. */
+int fs_staged_getattr(struct fs_ctx *ctx, fuse_ino_t ino, struct stat *st)
 {
-	struct fs_staged *sf = fs_staged_get(ctx, path);
+	struct fs_staged *sf = fs_staged_node(ctx, ino);
+	int rc;
+
+	if (!sf)
+		return -ESTALE;
+	g_mutex_lock(&ctx->staged_lock);
+	rc = sf->finished ? -ESTALE : 0;
+	g_mutex_unlock(&ctx->staged_lock);
+	if (rc == 0)
+		rc = fs_staged_stat(ctx, sf, st);
+	fs_staged_put(ctx, sf);
+	return rc;
+}
+
+int fs_staged_open(struct fs_ctx *ctx, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	struct fs_staged *sf = fs_staged_node(ctx, ino);
 	struct fs_handle *h;
 
 	if (!sf)
-		return 0;
+		return -ESTALE;
 	/* Another open of a file still being written: share it (the
 	 * reference taken above is the handle's). */
 	g_mutex_lock(&ctx->staged_lock);
+	if (sf->finished) {
+		g_mutex_unlock(&ctx->staged_lock);
+		fs_staged_put(ctx, sf);
+		return -ESTALE;
+	}
 	sf->handles++;
 	g_mutex_unlock(&ctx->staged_lock);
 	h = g_new0(struct fs_handle, 1);
@@ -141,7 +228,32 @@ int fs_staged_open(struct fs_ctx *ctx, const char *path, struct fuse_file_info *
 	h->staged = sf;
 	fi->fh = (uint64_t)(uintptr_t)h;
 	fi->direct_io = 1;
-	return 1;
+	return 0;
+}
+
+/* truncate and times: a staged file's mtime becomes the APPEND's
+ * INTERNALDATE (cp -p sets it before close); not a new version by
+ * itself: rsync -t sets it after. */
+int fs_staged_setattr(struct fs_ctx *ctx, fuse_ino_t ino, struct stat *attr, int to_set,
+                      struct fuse_file_info *fi)
+{
+	struct fs_staged *sf = fi ? fs_handle(fi)->staged : fs_staged_node(ctx, ino);
+	int rc = 0;
+
+	if (!sf)
+		return -ESTALE;
+	if (to_set & FUSE_SET_ATTR_SIZE) {
+		rc = ftruncate(sf->fd, attr->st_size) < 0 ? -errno : 0;
+		if (rc == 0)
+			g_atomic_int_set(&sf->dirty, 1);
+	}
+	if (to_set & FUSE_SET_ATTR_MTIME_NOW)
+		sf->mtime = g_get_real_time() / G_USEC_PER_SEC;
+	else if (to_set & FUSE_SET_ATTR_MTIME)
+		sf->mtime = attr->st_mtime;
+	if (!fi)
+		fs_staged_put(ctx, sf);
+	return rc;
 }
 
 int fs_staged_unlink(struct fs_ctx *ctx, const char *path)
@@ -206,22 +318,26 @@ int fs_staged_rename(struct fs_ctx *ctx, const char *from, const char *to, int *
 	return 1;
 }
 
-int fs_write(const char *path, const char *buf, size_t size, off_t off,
-             struct fuse_file_info *fi)
+void fs_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size, off_t off,
+              struct fuse_file_info *fi)
 {
 	struct fs_handle *h = fs_handle(fi);
 	ssize_t n;
 
 	/* Messages are immutable: only a file being written takes data. */
-	if (!h->staged)
-		return -EPERM;
+	if (!h->staged) {
+		fuse_reply_err(req, EPERM);
+		return;
+	}
 	do
 		n = pwrite(h->fd, buf, size, off);
 	while (n < 0 && errno == EINTR);
-	if (n < 0)
-		return -errno;
+	if (n < 0) {
+		fuse_reply_err(req, errno);
+		return;
+	}
 	g_atomic_int_set(&h->staged->dirty, 1);
-	return (int)n;
+	fuse_reply_write(req, (size_t)n);
 }
 
 /* Brings the server up to the file as it is now (sf->op held): new
@@ -264,7 +380,7 @@ static int fs_staged_sync(struct fs_ctx *ctx, struct fs_staged *sf)
 			sf->on_server = v;
 		sf->error = fs_errno(st);
 		if (path)
-			fs_invalidate(ctx, path);
+			fs_invalidate(ctx, path + 1);
 	}
 out:
 	g_free(name);
@@ -274,18 +390,18 @@ out:
 
 /* A close of a descriptor of a staged file: close(2) returns what this
  * returns (release's answer reaches nobody). */
-int fs_flush(const char *path, struct fuse_file_info *fi)
+void fs_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
-	struct fs_ctx *ctx = fs_ctx();
+	struct fs_ctx *ctx = fuse_req_userdata(req);
 	struct fs_staged *sf = fs_handle(fi)->staged;
-	int rc;
+	int rc = 0;
 
-	if (!sf)
-		return 0;
-	g_mutex_lock(&sf->op);
-	rc = g_atomic_int_get(&sf->unlinked) ? 0 : fs_staged_sync(ctx, sf);
-	g_mutex_unlock(&sf->op);
-	return rc;
+	if (sf) {
+		g_mutex_lock(&sf->op);
+		rc = g_atomic_int_get(&sf->unlinked) ? 0 : fs_staged_sync(ctx, sf);
+		g_mutex_unlock(&sf->op);
+	}
+	fuse_reply_err(req, -rc);
 }
 
 /* The last descriptor is gone: what the last flush put on the server
@@ -307,42 +423,50 @@ static void fs_staged_finish(struct fs_ctx *ctx, struct fs_staged *sf)
 	g_mutex_unlock(&sf->op);
 }
 
-int fs_release(const char *path, struct fuse_file_info *fi)
+void fs_release_handle(struct fs_ctx *ctx, struct fs_handle *h)
 {
-	struct fs_ctx *ctx = fs_ctx();
-	struct fs_handle *h = fs_handle(fi);
 	struct fs_staged *sf = h->staged;
 	char *gone = NULL;
 	int last;
 
 	if (!sf) {
 		fs_reading_release(ctx, h);
-		return 0;
+		return;
 	}
 	g_mutex_lock(&ctx->staged_lock);
 	last = --sf->handles == 0;
 	if (last && sf->path && g_hash_table_lookup(ctx->staged, sf->path) == sf) {
 		g_hash_table_remove(ctx->staged, sf->path);
-		gone = g_strdup(sf->path);
+		gone = g_strdup(sf->path + 1);
 	}
 	g_mutex_unlock(&ctx->staged_lock);
-	if (last)
+	if (last) {
 		fs_staged_finish(ctx, sf);
+		g_mutex_lock(&ctx->staged_lock);
+		sf->finished = 1;
+		g_mutex_unlock(&ctx->staged_lock);
+	}
 	if (gone)
 		fs_invalidate(ctx, gone);
 	g_free(gone);
 	fs_staged_put(ctx, sf);
 	g_free(h);
-	return 0;
 }
 
-int fs_create(const char *path, mode_t mode, struct fuse_file_info *fi)
+void fs_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
-	struct fs_ctx *ctx = fs_ctx();
+	fs_release_handle(fuse_req_userdata(req), fs_handle(fi));
+	fuse_reply_err(req, 0);
+}
+
+static int fs_do_create(struct fs_ctx *ctx, const char *path, struct fuse_file_info *fi,
+                        struct fuse_entry_param *e)
+{
 	struct store_folder f = { 0 };
 	struct store_message m = { 0 };
 	struct fs_staged *sf;
 	struct fs_handle *h;
+	struct stat st;
 	const char *name;
 	int rc, fd;
 
@@ -375,66 +499,46 @@ int fs_create(const char *path, mode_t mode, struct fuse_file_info *fi)
 	sf->name = g_strdup(name);
 	sf->mtime = SYNC_NO_DATE;
 	g_mutex_init(&sf->op);
-	sf->serial = (uint64_t)g_atomic_int_add(&fs_staged_serial, 1);
+	sf->serial = (uint64_t)g_atomic_int_add(&fs_staged_serial, 1) + 1;
 	sf->dirty = 1;  /* even empty, the first close must say so */
 	sf->handles = 1;
 	sf->refs = 1;
 	store_folder_clear(&f);
+	rc = fs_staged_stat(ctx, sf, &st);
 	g_mutex_lock(&ctx->staged_lock);
-	if (g_hash_table_contains(ctx->staged, path)) {
+	if (rc == 0 && g_hash_table_contains(ctx->staged, path))
+		rc = -EEXIST;
+	if (rc != 0) {
 		g_mutex_unlock(&ctx->staged_lock);
 		store_body_abort(ctx->store, sf->tmp_path);
-		sf->refs = 1;
 		fs_staged_unref(sf);
-		return -EEXIST;
+		return rc;
 	}
 	g_hash_table_insert(ctx->staged, sf->path, sf);
+	fs_staged_looked_up(ctx, sf);
 	g_mutex_unlock(&ctx->staged_lock);
 	h = g_new0(struct fs_handle, 1);
 	h->fd = fd;
 	h->staged = sf;
 	fi->fh = (uint64_t)(uintptr_t)h;
 	fi->direct_io = 1;
+	fs_staged_entry(&st, e);
 	return 0;
 }
 
-int fs_truncate(const char *path, off_t size, struct fuse_file_info *fi)
+void fs_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
+               struct fuse_file_info *fi)
 {
-	struct fs_ctx *ctx = fs_ctx();
-	struct fs_staged *sf = fi ? fs_handle(fi)->staged : fs_staged_get(ctx, path);
+	struct fs_ctx *ctx = fuse_req_userdata(req);
+	struct fuse_entry_param e;
 	int rc;
+	char *path = fs_child_path(ctx, parent, name, &rc);
 
-	if (ctx->cfg->readonly)
-		return -EROFS;
-	if (!sf)
-		return -EPERM;  /* messages are immutable */
-	rc = ftruncate(sf->fd, size) < 0 ? -errno : 0;
-	if (rc == 0)
-		g_atomic_int_set(&sf->dirty, 1);
-	if (!fi)
-		fs_staged_put(ctx, sf);
-	return rc;
-}
-
-/* Times: a staged file's mtime becomes the APPEND's INTERNALDATE (cp -p
- * sets it before close); a stored message's date cannot change, and
- * saying so would fail every rsync -t, so it is accepted as a no-op. */
-int fs_utimens(const char *path, const struct timespec tv[2], struct fuse_file_info *fi)
-{
-	struct fs_ctx *ctx = fs_ctx();
-	struct fs_staged *sf = fi ? fs_handle(fi)->staged : fs_staged_get(ctx, path);
-
-	if (ctx->cfg->readonly)
-		return -EROFS;
-	if (!sf)
-		return 0;
-	/* The date of the next version appended (cp -p sets it before its
-	 * close); not a new version by itself: rsync -t sets it after. */
-	if (tv[1].tv_nsec == UTIME_NOW)
-		sf->mtime = g_get_real_time() / G_USEC_PER_SEC;
-	else if (tv[1].tv_nsec != UTIME_OMIT)
-		sf->mtime = tv[1].tv_sec;
-	if (!fi)
-		fs_staged_put(ctx, sf);
-	return 0;
+	if (path)
+		rc = fs_do_create(ctx, path, fi, &e);
+	g_free(path);
+	if (rc != 0)
+		fuse_reply_err(req, -rc);
+	else if (fuse_reply_create(req, &e, fi) == -ENOENT)
+		fs_release_handle(ctx, fs_handle(fi));  /* the create was interrupted */
 }

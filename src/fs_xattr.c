@@ -19,16 +19,6 @@ static const char *const fs_message_xattrs[] = {
 	"user.mail.subject", "user.mail.from", "user.mail.date",
 };
 
-static int fs_xattr_reply(const char *value, size_t len, char *buf, size_t size)
-{
-	if (size == 0)
-		return (int)len;
-	if (len > size)
-		return -ERANGE;
-	memcpy(buf, value, len);
-	return (int)len;
-}
-
 /* Only the user namespace exists here. Saying ENOTSUP (not ENODATA) for
  * the others lets ls -l stop asking every file for security.selinux and
  * its ACLs: it remembers an unsupported device. */
@@ -98,7 +88,7 @@ static char *fs_root_stats_json(struct fs_ctx *ctx)
 #define FS_MEMOS 8
 #define FS_NVALUES G_N_ELEMENTS(fs_message_xattrs)
 struct fs_memo {
-	char *path;
+	fuse_ino_t ino;            /* 0: none */
 	uint64_t gen;
 	char *v[FS_NVALUES];       /* fs_message_xattrs' values; NULL: absent */
 };
@@ -118,9 +108,9 @@ static void fs_values_clear(char **v)
 		g_clear_pointer(&v[i], g_free);
 }
 
-/* The values of fs_message_xattrs for the message at path (copies in v):
- * 1; 0 when path is no message; or -errno. */
-static int fs_message_values(struct fs_ctx *ctx, const char *path, char **v)
+/* The values of fs_message_xattrs for the message ino (copies in v):
+ * 1; 0 when ino is no message; or -errno. */
+static int fs_message_values(struct fs_ctx *ctx, fuse_ino_t ino, char **v)
 {
 	uint64_t gen = store_generation(ctx->store);
 	struct fs_memo *memo;
@@ -129,14 +119,16 @@ static int fs_message_values(struct fs_ctx *ctx, const char *path, char **v)
 
 	g_mutex_lock(&fs_memo_lock);
 	for (size_t i = 0; i < FS_MEMOS; i++) {
-		if (fs_memos[i].path && fs_memos[i].gen == gen && strcmp(fs_memos[i].path, path) == 0) {
+		if (fs_memos[i].ino == ino && fs_memos[i].gen == gen) {
 			fs_memo_copy(v, fs_memos[i].v);
 			g_mutex_unlock(&fs_memo_lock);
 			return 1;
 		}
 	}
 	g_mutex_unlock(&fs_memo_lock);
-	rc = fs_resolve(ctx, path, &n, 0);
+	if (ino & FS_STAGED_BIT)
+		return 0;
+	rc = fs_node_of(ctx, ino, &n);
 	if (rc != 0)
 		return rc;
 	if (n.kind != FS_MESSAGE) {
@@ -152,9 +144,8 @@ static int fs_message_values(struct fs_ctx *ctx, const char *path, char **v)
 	fs_node_clear(&n);
 	g_mutex_lock(&fs_memo_lock);
 	memo = &fs_memos[fs_memo_next++ % FS_MEMOS];
-	g_free(memo->path);
 	fs_values_clear(memo->v);
-	memo->path = g_strdup(path);
+	memo->ino = ino;
 	memo->gen = gen;  /* read before the resolve: a write since makes it stale */
 	fs_memo_copy(memo->v, v);
 	g_mutex_unlock(&fs_memo_lock);
@@ -165,7 +156,7 @@ void fs_xattr_forget(void)
 {
 	g_mutex_lock(&fs_memo_lock);
 	for (size_t i = 0; i < FS_MEMOS; i++) {
-		g_clear_pointer(&fs_memos[i].path, g_free);
+		fs_memos[i].ino = 0;
 		fs_values_clear(fs_memos[i].v);
 	}
 	g_mutex_unlock(&fs_memo_lock);
@@ -180,74 +171,85 @@ static int fs_message_xattr_index(const char *name)
 	return -1;
 }
 
-int fs_getxattr(const char *path, const char *name, char *buf, size_t size)
+static void fs_xattr_answer(fuse_req_t req, int rc, const char *value, size_t len,
+                            size_t size)
 {
-	struct fs_ctx *ctx = fs_ctx();
+	if (rc < 0)
+		fuse_reply_err(req, -rc);
+	else if (size == 0)
+		fuse_reply_xattr(req, len);
+	else if (len > size)
+		fuse_reply_err(req, ERANGE);
+	else
+		fuse_reply_buf(req, value, len);
+}
+
+static int fs_getxattr_value(struct fs_ctx *ctx, fuse_ino_t ino, const char *name,
+                             char **value)
+{
 	int k = fs_message_xattr_index(name);
 	struct fs_node n;
-	char *value = NULL;
 	int rc;
 
 	if (!fs_xattr_namespace_ok(name))
 		return -ENOTSUP;
 	if (k >= 0) {
 		char *v[FS_NVALUES] = { 0 };
-		rc = fs_message_values(ctx, path, v);
+		rc = fs_message_values(ctx, ino, v);
 		if (rc < 0)
 			return rc;
-		value = g_steal_pointer(&v[k]);
+		*value = g_steal_pointer(&v[k]);
 		fs_values_clear(v);
-	} else {
-		rc = fs_resolve(ctx, path, &n, 0);
+	} else if (!(ino & FS_STAGED_BIT)) {
+		rc = fs_node_of(ctx, ino, &n);
 		if (rc != 0)
 			return rc;
 		/* user.mailfs.cache and user.mailfs.cached are not in listxattr:
 		 * they change as bodies come and go, and cp -a, rsync -X or tar
 		 * --xattrs must not copy a cache's state into a backup. */
 		if (n.kind == FS_ROOT && strcmp(name, "user.mailfs.stats") == 0)
-			value = fs_root_stats_json(ctx);
+			*value = fs_root_stats_json(ctx);
 		else if (n.kind == FS_FOLDER && strcmp(name, "user.mailfs.cache") == 0)
-			value = fs_folder_cache_json(ctx, &n.folder);
+			*value = fs_folder_cache_json(ctx, &n.folder);
 		else if (n.kind == FS_MESSAGE && strcmp(name, "user.mailfs.cached") == 0)
-			value = g_strdup(n.msg.body_cached ? "1" : "0");
+			*value = g_strdup(n.msg.body_cached ? "1" : "0");
 		fs_node_clear(&n);
 	}
-	if (!value)
-		return -ENODATA;
-	rc = fs_xattr_reply(value, strlen(value), buf, size);
-	g_free(value);
-	return rc;
+	return *value ? 0 : -ENODATA;
 }
 
-int fs_listxattr(const char *path, char *buf, size_t size)
+void fs_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size)
 {
-	struct fs_ctx *ctx = fs_ctx();
+	char *value = NULL;
+	int rc = fs_getxattr_value(fuse_req_userdata(req), ino, name, &value);
+
+	fs_xattr_answer(req, rc, value, value ? strlen(value) : 0, size);
+	g_free(value);
+}
+
+void fs_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
+{
+	struct fs_ctx *ctx = fuse_req_userdata(req);
 	char *v[FS_NVALUES] = { 0 };
 	GString *names = g_string_new(NULL);
-	int rc = fs_message_values(ctx, path, v);
+	int rc = fs_message_values(ctx, ino, v);
 
-	if (rc < 0) {
-		g_string_free(names, TRUE);
-		return rc;
-	}
 	if (rc == 1) {
 		for (size_t i = 0; i < FS_NVALUES; i++)
 			if (v[i])
 				g_string_append_len(names, fs_message_xattrs[i],
 				                    strlen(fs_message_xattrs[i]) + 1);
 		fs_values_clear(v);
-	} else if (strcmp(path, "/") == 0) {
+	} else if (rc == 0 && ino == FS_ROOT_INO) {
 		g_string_append_len(names, "user.mailfs.stats", sizeof "user.mailfs.stats");
 	}
-	rc = fs_xattr_reply(names->str, names->len, buf, size);
+	fs_xattr_answer(req, rc, names->str, names->len, size);
 	g_string_free(names, TRUE);
-	return rc;
 }
 
-int fs_setxattr(const char *path, const char *name, const char *value, size_t size,
-                int flags)
+static int fs_do_setxattr(struct fs_ctx *ctx, fuse_ino_t ino, const char *name,
+                          const char *value, size_t size)
 {
-	struct fs_ctx *ctx = fs_ctx();
 	struct fs_node n;
 	enum mf_status st;
 	char *flagtext;
@@ -261,7 +263,9 @@ int fs_setxattr(const char *path, const char *name, const char *value, size_t si
 		return -EROFS;
 	if (memchr(value, 0, size) || size > 4096)
 		return -EINVAL;
-	rc = fs_resolve(ctx, path, &n, 0);
+	if (ino & FS_STAGED_BIT)
+		return -ENOTSUP;
+	rc = fs_node_of(ctx, ino, &n);
 	if (rc != 0)
 		return rc;
 	if (n.kind != FS_MESSAGE) {
@@ -275,3 +279,8 @@ int fs_setxattr(const char *path, const char *name, const char *value, size_t si
 	return fs_errno(st);
 }
 
+void fs_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const char *value,
+                 size_t size, int flags)
+{
+	fuse_reply_err(req, -fs_do_setxattr(fuse_req_userdata(req), ino, name, value, size));
+}

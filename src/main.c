@@ -551,7 +551,7 @@ int main(int argc, char **argv)
 	struct mailbox *mb = NULL;
 	struct sync_ctx *sync = NULL;
 	struct fs_ctx *fsctx = NULL;
-	struct fuse *fuse = NULL;
+	struct fuse_session *se = NULL;
 	char *err = NULL, *fsname = NULL;
 	int saved_stderr, pipefd[2];
 	int rc = MAIN_EXIT_FAILURE, mounted = 0, prc;
@@ -634,9 +634,9 @@ int main(int argc, char **argv)
 		cmd.foreground = 1;
 	main_capture_stderr_begin(&saved_stderr, pipefd);
 	fsctx = fs_new(&cfg);
-	fuse = fuse_new(&args, fs_operations(), sizeof(struct fuse_operations), fsctx);
+	se = fuse_session_new(&args, fs_operations(), sizeof(struct fuse_lowlevel_ops), fsctx);
 	err = main_capture_stderr_end(saved_stderr, pipefd);
-	if (!fuse) {
+	if (!se) {
 		rc = main_fail_fuse(MAIN_EXIT_USAGE, err, "bad option: rejected by libfuse");
 		goto out;
 	}
@@ -677,10 +677,10 @@ int main(int argc, char **argv)
 		}
 	}
 
-	fs_attach(fsctx, store, sync);
+	fs_attach(fsctx, store, sync, se);
 
 	main_capture_stderr_begin(&saved_stderr, pipefd);
-	prc = fuse_mount(fuse, cmd.mountpoint);
+	prc = fuse_session_mount(se, cmd.mountpoint);
 	err = main_capture_stderr_end(saved_stderr, pipefd);
 	if (prc != 0) {
 		main_fail(MAIN_EXIT_FAILURE, "cannot mount on %s: %s", cmd.mountpoint,
@@ -697,7 +697,7 @@ int main(int argc, char **argv)
 	if (!cmd.foreground && !mo.logfile)
 		log_use_syslog();
 	log_info("mounted %s://%s on %s", cfg.scheme, cfg.host, cmd.mountpoint);
-	if (fuse_set_signal_handlers(fuse_get_session(fuse)) != 0) {
+	if (fuse_set_signal_handlers(se) != 0) {
 		log_error("cannot set signal handlers");
 		goto out;
 	}
@@ -705,7 +705,7 @@ int main(int argc, char **argv)
 	 * foreground process a Type=notify unit started). */
 	main_notify_ready(&cfg, cmd.mountpoint);
 	if (cmd.singlethread) {
-		prc = fuse_loop(fuse);
+		prc = fuse_session_loop(se);
 	} else {
 		/* libfuse's own loop options (-o clone_fd, max_idle_threads,
 		 * max_threads), as fuse_parse_cmdline read them. */
@@ -716,24 +716,23 @@ int main(int argc, char **argv)
 		if (cmd.max_idle_threads != UINT_MAX)
 			fuse_loop_cfg_set_idle_threads(lc, cmd.max_idle_threads);
 		fuse_loop_cfg_set_max_threads(lc, cmd.max_threads);
-		prc = fuse_loop_mt(fuse, lc);
+		prc = fuse_session_loop_mt(se, lc);
 		fuse_loop_cfg_destroy(lc);
 	}
 	notify_send("STOPPING=1");
-	fs_stop(fsctx);  /* push and invalidations end while fuse's nodes exist */
+	fs_stop(fsctx);  /* push and invalidations end while the session exists */
 	/* A positive value is the signal (SIGTERM from systemctl stop, ^C)
 	 * that asked for the unmount: a clean end, as an unmount is. */
 	rc = prc < 0 ? MAIN_EXIT_FAILURE : MAIN_EXIT_OK;
 	if (prc < 0)
 		log_error("the FUSE loop failed: %s", g_strerror(-prc));
-	fuse_remove_signal_handlers(fuse_get_session(fuse));
-	store_set_observer(store, NULL, NULL);  /* fuse_destroy frees nodes before fs_destroy */
+	fuse_remove_signal_handlers(se);
 	log_info("unmounted %s", cmd.mountpoint);
 out:
 	if (mounted)
-		fuse_unmount(fuse);
-	if (fuse)
-		fuse_destroy(fuse);
+		fuse_session_unmount(se);
+	if (se)
+		fuse_session_destroy(se);
 	sync_free(sync);
 	fs_free(fsctx);
 	if (mb)

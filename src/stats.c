@@ -23,7 +23,10 @@ void stats_format_json(GString *out)
 	FIELD(streams_active, 0);
 	FIELD(stream_fetches, 0);
 	FIELD(stream_bodies, 0);
-	FIELD(getattrs, 1);
+	FIELD(getattrs, 0);
+	FIELD(opens, 0);
+	FIELD(reads, 0);
+	FIELD(bodies_pushed, 1);
 	g_string_append(out, "}");
 #undef FIELD
 }

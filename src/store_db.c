@@ -22,7 +22,7 @@
 #include "log.h"
 #include "store_int.h"
 
-#define STORE_SCHEMA_VERSION 5
+#define STORE_SCHEMA_VERSION 6
 
 /* ino_base: the last inode base handed out. A counter, so that a base
  * is never handed out twice while the cache lives. */
@@ -36,6 +36,10 @@
 #define STORE_DELETED_INDEX_SQL \
 	"CREATE INDEX IF NOT EXISTS messages_deleted ON messages(folder_id, uid)" \
 	"  WHERE flags LIKE '%\\Deleted%';"
+
+/* A folder by its inode base: what every request about a node asks. */
+#define STORE_BASE_INDEX_SQL \
+	"CREATE INDEX IF NOT EXISTS folders_base ON folders(ino_base);"
 
 /* The step from version i to i + 1, each one transaction. */
 static const char *const store_upgrade_sql[STORE_SCHEMA_VERSION] = {
@@ -64,6 +68,10 @@ static const char *const store_upgrade_sql[STORE_SCHEMA_VERSION] = {
 	[4] = "BEGIN IMMEDIATE;"
 	      STORE_DELETED_INDEX_SQL
 	      " PRAGMA user_version = 5; COMMIT",
+	/* Version 6 indexes folders by inode base. */
+	[5] = "BEGIN IMMEDIATE;"
+	      STORE_BASE_INDEX_SQL
+	      " PRAGMA user_version = 6; COMMIT",
 };
 
 static const char store_schema_sql[] =
@@ -100,6 +108,7 @@ static const char store_schema_sql[] =
 	"CREATE INDEX IF NOT EXISTS messages_remote_id ON messages(folder_id, remote_id)"
 	"  WHERE remote_id IS NOT NULL;"
 	STORE_DELETED_INDEX_SQL
+	STORE_BASE_INDEX_SQL
 	"CREATE TABLE IF NOT EXISTS bodies("
 	"  folder_id INTEGER NOT NULL,"
 	"  uid INTEGER NOT NULL,"
@@ -131,6 +140,7 @@ static const char *const store_query_sql[Q_COUNT] = {
 	[Q_ROLLBACK] = "ROLLBACK",
 	[Q_FOLDER_BY_PATH] = STORE_FOLDER_COLUMNS "WHERE f.path = ?1",
 	[Q_FOLDER_BY_ID] = STORE_FOLDER_COLUMNS "WHERE f.id = ?1",
+	[Q_FOLDER_BY_BASE] = STORE_FOLDER_COLUMNS "WHERE f.ino_base = ?1",
 	[Q_FOLDER_CHILDREN] = STORE_FOLDER_COLUMNS "WHERE f.parent = ?1 ORDER BY f.path",
 	[Q_FOLDER_COUNT] = "SELECT count(*) FROM folders",
 	[Q_FOLDER_EXISTS] = "SELECT 1 FROM folders WHERE id = ?1",
@@ -165,6 +175,10 @@ static const char *const store_query_sql[Q_COUNT] = {
 		"  ON d.folder_id = m.folder_id AND d.uid = m.uid AND d.flags LIKE '%\\Deleted%'"
 		" WHERE m.folder_id = ?1 AND m.name = ?2",
 	[Q_MSG_BY_UID] = STORE_MESSAGE_COLUMNS "WHERE m.folder_id = ?1 AND m.uid = ?2",
+	/* From the index of \Deleted messages alone: a row only for them. */
+	[Q_MSG_DELETED_BY_UID] =
+		"SELECT uid, flags FROM messages INDEXED BY messages_deleted"
+		" WHERE folder_id = ?1 AND uid = ?2 AND flags LIKE '%\\Deleted%'",
 	[Q_MSG_LIST] = STORE_MESSAGE_COLUMNS
 		"WHERE m.folder_id = ?1 AND m.name IS NOT NULL ORDER BY m.name",
 	[Q_MSG_UIDS] = "SELECT uid FROM messages WHERE folder_id = ?1 ORDER BY uid",

@@ -305,29 +305,30 @@ static int store_folder_path_may_exist(struct store *st, const char *path)
 	return path && g_hash_table_contains(st->folder_paths, path);
 }
 
-enum mf_status store_folder_by_path(struct store *st, const char *path,
-                                    struct store_folder *out)
+/* The folder at path, or (path NULL) the one with inode base base, from
+ * the last ones asked for while the cache is unchanged, else from the
+ * table (lock held). */
+static enum mf_status store_folder_memo_fetch(struct store *st, const char *path,
+                                              uint64_t base, struct store_folder *out)
 {
 	enum mf_status rc;
 	sqlite3_stmt *q;
 
-	memset(out, 0, sizeof *out);
-	pthread_mutex_lock(&st->lock);
-	if (!store_folder_path_may_exist(st, path)) {
-		pthread_mutex_unlock(&st->lock);
-		return MF_ERR_NOTFOUND;
-	}
 	for (size_t i = 0; i < G_N_ELEMENTS(st->folder_memo); i++) {
 		const struct store_folder *m = &st->folder_memo[i];
-		if (m->path && st->folder_memo_gen[i] == st->gen && strcmp(m->path, path) == 0) {
+		if (m->path && st->folder_memo_gen[i] == st->gen &&
+		    (path ? strcmp(m->path, path) == 0 : m->ino_base == base)) {
 			store_folder_copy(out, m);
-			pthread_mutex_unlock(&st->lock);
 			return MF_OK;
 		}
 	}
-	q = store_query(st, Q_FOLDER_BY_PATH);
-	/* A NULL path binds NULL, which no row equals: MF_ERR_NOTFOUND. */
-	sqlite3_bind_text(q, 1, path, -1, SQLITE_STATIC);
+	if (path) {
+		q = store_query(st, Q_FOLDER_BY_PATH);
+		sqlite3_bind_text(q, 1, path, -1, SQLITE_STATIC);
+	} else {
+		q = store_query(st, Q_FOLDER_BY_BASE);
+		sqlite3_bind_int64(q, 1, (sqlite3_int64)base);
+	}
 	rc = store_fetch(q, store_folder_from_row, out);
 	if (rc == MF_OK) {
 		unsigned k = st->folder_memo_next++ % G_N_ELEMENTS(st->folder_memo);
@@ -335,6 +336,32 @@ enum mf_status store_folder_by_path(struct store *st, const char *path,
 		store_folder_copy(&st->folder_memo[k], out);
 		st->folder_memo_gen[k] = st->gen;
 	}
+	return rc;
+}
+
+enum mf_status store_folder_by_path(struct store *st, const char *path,
+                                    struct store_folder *out)
+{
+	enum mf_status rc = MF_ERR_NOTFOUND;
+
+	memset(out, 0, sizeof *out);
+	pthread_mutex_lock(&st->lock);
+	/* A NULL path is in no table: MF_ERR_NOTFOUND. */
+	if (path && store_folder_path_may_exist(st, path))
+		rc = store_folder_memo_fetch(st, path, 0, out);
+	pthread_mutex_unlock(&st->lock);
+	return rc;
+}
+
+/* As store_folder_by_path, by inode base: the folder of a node id. */
+enum mf_status store_folder_by_base(struct store *st, uint64_t base, struct store_folder *out)
+{
+	enum mf_status rc = MF_ERR_NOTFOUND;
+
+	memset(out, 0, sizeof *out);
+	pthread_mutex_lock(&st->lock);
+	if (base != 0)
+		rc = store_folder_memo_fetch(st, NULL, base, out);
 	pthread_mutex_unlock(&st->lock);
 	return rc;
 }

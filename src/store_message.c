@@ -108,6 +108,8 @@ enum mf_status store_folder_apply_sync(struct store *st, const struct store_sync
 		rc = store_run(store_query_folder(st, Q_MSG_DELETE_FOLDER, s->folder_id));
 		if (rc == MF_OK)  /* the UIDs start again: so do its inode numbers */
 			rc = store_folder_new_base(st, s->folder_id);
+		/* "FOLDER/": the folder's own inode number changed too. */
+		store_note_change(st, s->folder_id, "");
 		if (rc != MF_OK)
 			goto out;
 	}
@@ -237,6 +239,20 @@ enum mf_status store_message_by_uid(struct store *st, int64_t folder_id,
 	pthread_mutex_lock(&st->lock);
 	q = store_query_message(st, Q_MSG_BY_UID, folder_id, uid);
 	rc = store_fetch(q, store_message_from_row, out);
+	pthread_mutex_unlock(&st->lock);
+	return rc;
+}
+
+enum mf_status store_message_deleted(struct store *st, int64_t folder_id, uint32_t uid,
+                                     struct store_message *out)
+{
+	enum mf_status rc;
+
+	memset(out, 0, sizeof *out);
+	out->folder_id = folder_id;
+	pthread_mutex_lock(&st->lock);
+	rc = store_fetch(store_query_message(st, Q_MSG_DELETED_BY_UID, folder_id, uid),
+	                 store_message_key_from_row, out);
 	pthread_mutex_unlock(&st->lock);
 	return rc;
 }

@@ -201,3 +201,48 @@ def test_a_listing_after_a_remount_gives_every_attribute(mount, private_dovecot,
     assert len(names) == 300 and min(sizes) > 0
     # The folder itself may be asked once or twice; not each message.
     assert asked <= 5, "lstat of 300 listed names after a remount: %d LOOKUP/GETATTR" % asked
+
+
+def test_an_open_pushes_the_body_so_reading_costs_no_read_request(mount, private_dovecot,
+                                                                   tmp_path):
+    """A FUSE round trip is the expensive part of reading a small file:
+    after a remount the kernel READs each file, then asks for its
+    attributes again (the READ made its atime stale). Each body of up to
+    1 MiB is put in the page cache at its open instead, so reading 200
+    cached messages costs one OPEN each: no READ, no LOOKUP or GETATTR; a
+    second read in the same mount pushes nothing again. The bytes are the
+    server's BODY[]."""
+    dc = private_dovecot
+    name = new_folder(dc, "Push", sample_mail.sample_messages(200, "push", tricky=False))
+    cache = str(tmp_path / "cache")
+    m = mount(server=dc, cache_dir=cache, options=["refresh=3600"])
+    run(["sh", "-c", "tar cf - -C %s %s | cat >/dev/null" % (m.path, name)], timeout=120)
+    m.unmount()
+    m = mount(server=dc, cache_dir=cache, options=["refresh=3600"])
+    folder = m.p(name)
+    names = sorted(os.listdir(folder))
+    assert len(names) == 200
+
+    def read_all():
+        got = []
+        for n in names:
+            p = os.path.join(folder, n)
+            size = os.lstat(p).st_size
+            with open(p, "rb") as f:
+                got.append(f.read())
+                assert os.fstat(f.fileno()).st_size == size == len(got[-1]), n
+        return got
+
+    before = m.stats()
+    got = read_all()
+    after = m.stats()
+    asked = {k: after[k] - before[k] for k in ("opens", "reads", "getattrs", "bodies_pushed")}
+    assert asked["opens"] == 200 and asked["bodies_pushed"] == 200, asked
+    assert asked["reads"] == 0 and asked["getattrs"] <= 5, asked
+    again = read_all()
+    last = m.stats()
+    assert last["bodies_pushed"] == after["bodies_pushed"], "pushed twice in one mount"
+    assert last["reads"] == after["reads"], "the pages pushed were not kept"
+    server = [item[1] for item in dc.fetch_all(USER, name, "(BODY.PEEK[])")
+              if isinstance(item, tuple)]
+    assert sorted(got) == sorted(again) == sorted(server), "bytes differ from the server's BODY[]"

@@ -1,0 +1,144 @@
+/* fs_inval.c — what the kernel caches, dropped when it changes. The
+ * kernel keeps names and attributes for ctx->timeout; what the mount
+ * learns of before then (a name that shifts, a size corrected by a
+ * download, a message or folder gone, a message moved away) is pushed
+ * to it here: from a thread of its own, never from a request, whose
+ * syscall may hold the directory lock the kernel needs for it. */
+#include <string.h>
+#include <glib.h>
+#include "fs_int.h"
+
+enum fs_inval_kind { FS_INVAL_PATH, FS_INVAL_ENTRY, FS_INVAL_STOP };
+
+struct fs_inval {
+	enum fs_inval_kind kind;
+	char *path;            /* FS_INVAL_PATH: a store path */
+	fuse_ino_t parent;     /* FS_INVAL_ENTRY: the name to drop */
+	char *name;
+};
+
+static void fs_inval_push(struct fs_ctx *ctx, struct fs_inval *iv)
+{
+	if (ctx->invalidate)
+		g_async_queue_push(ctx->invalidate, iv);
+	else {
+		g_free(iv->path);
+		g_free(iv->name);
+		g_free(iv);
+	}
+}
+
+void fs_invalidate(struct fs_ctx *ctx, const char *path)
+{
+	struct fs_inval *iv = g_new0(struct fs_inval, 1);
+
+	iv->kind = FS_INVAL_PATH;
+	iv->path = g_strdup(path);
+	fs_inval_push(ctx, iv);
+}
+
+/* The node id of the folder at store path ("" the root), or 0. */
+static fuse_ino_t fs_folder_ino(struct fs_ctx *ctx, const char *path)
+{
+	struct store_folder f;
+	fuse_ino_t ino = 0;
+
+	if (!*path)
+		return FS_ROOT_INO;
+	if (store_folder_by_path(ctx->store, path, &f) == MF_OK) {
+		ino = FS_INO(f.ino_base, 0);
+		store_folder_clear(&f);
+	}
+	return ino;
+}
+
+/* A store path: "FOLDER" (its attributes; its name when it is gone),
+ * "FOLDER/" (its node id changed: its name), or "FOLDER/NAME" (a
+ * message: its name, and its attributes and pages when it still is). */
+static void fs_inval_path(struct fs_ctx *ctx, const char *path)
+{
+	const char *slash = strrchr(path, '/');
+	char *parent = slash ? g_strndup(path, slash - path) : g_strdup("");
+	const char *name = slash ? slash + 1 : path;
+	struct store_folder f;
+	struct store_message m;
+	fuse_ino_t pino;
+
+	if (*name && store_folder_by_path(ctx->store, path, &f) == MF_OK) {
+		fuse_lowlevel_notify_inval_inode(ctx->se, FS_INO(f.ino_base, 0), -1, 0);
+		store_folder_clear(&f);
+		g_free(parent);
+		return;
+	}
+	if (!*name) {  /* "FOLDER/" */
+		char *folder = parent;
+		slash = strrchr(folder, '/');
+		parent = slash ? g_strndup(folder, slash - folder) : g_strdup("");
+		name = slash ? slash + 1 : folder;
+		pino = fs_folder_ino(ctx, parent);
+		if (pino)
+			fuse_lowlevel_notify_inval_entry(ctx->se, pino, name, strlen(name));
+		g_free(folder);
+		g_free(parent);
+		return;
+	}
+	pino = fs_folder_ino(ctx, parent);
+	if (pino) {
+		fuse_lowlevel_notify_inval_entry(ctx->se, pino, name, strlen(name));
+		if (pino != FS_ROOT_INO && store_folder_by_base(ctx->store, FS_INO_BASE(pino), &f) == MF_OK) {
+			if (store_message_key_by_name(ctx->store, f.id, name, &m) == MF_OK)
+				fuse_lowlevel_notify_inval_inode(ctx->se, FS_INO(f.ino_base, m.uid), 0, 0);
+			store_message_clear(&m);
+			store_folder_clear(&f);
+		}
+	}
+	g_free(parent);
+}
+
+static gpointer fs_invalidator(gpointer data)
+{
+	struct fs_ctx *ctx = data;
+
+	for (;;) {
+		struct fs_inval *iv = g_async_queue_pop(ctx->invalidate);
+		enum fs_inval_kind kind = iv->kind;
+		if (kind == FS_INVAL_PATH) {
+			fs_inval_path(ctx, iv->path);
+		} else if (kind == FS_INVAL_ENTRY) {
+			fuse_lowlevel_notify_inval_entry(ctx->se, iv->parent, iv->name, strlen(iv->name));
+		}
+		g_free(iv->path);
+		g_free(iv->name);
+		g_free(iv);
+		if (kind == FS_INVAL_STOP)
+			return NULL;
+	}
+}
+
+void fs_invalidate_entry(struct fs_ctx *ctx, fuse_ino_t parent, const char *name)
+{
+	struct fs_inval *iv = g_new0(struct fs_inval, 1);
+
+	iv->kind = FS_INVAL_ENTRY;
+	iv->parent = parent;
+	iv->name = g_strdup(name);
+	fs_inval_push(ctx, iv);
+}
+
+void fs_inval_start(struct fs_ctx *ctx)
+{
+	ctx->invalidate = g_async_queue_new();
+	ctx->invalidator = g_thread_new("invalidate", fs_invalidator, ctx);
+}
+
+void fs_inval_stop(struct fs_ctx *ctx)
+{
+	struct fs_inval *stop = g_new0(struct fs_inval, 1);
+
+	stop->kind = FS_INVAL_STOP;
+	g_async_queue_push(ctx->invalidate, stop);
+	g_thread_join(ctx->invalidator);
+	ctx->invalidator = NULL;
+	g_async_queue_unref(ctx->invalidate);
+	ctx->invalidate = NULL;
+}
