@@ -133,6 +133,14 @@ void fs_staged_init(struct fs_ctx *ctx)
 
 void fs_staged_clear(struct fs_ctx *ctx)
 {
+	GHashTableIter it;
+	gpointer sf;
+
+	/* At the end of the mount the kernel forgets nothing: the nodes it
+	 * still knew go here. */
+	g_hash_table_iter_init(&it, ctx->staged_nodes);
+	while (g_hash_table_iter_next(&it, NULL, &sf))
+		fs_staged_unref(sf);
 	g_hash_table_destroy(ctx->staged);
 	g_hash_table_destroy(ctx->staged_nodes);
 	ctx->staged = ctx->staged_nodes = NULL;
@@ -223,6 +231,8 @@ int fs_staged_open(struct fs_ctx *ctx, fuse_ino_t ino, struct fuse_file_info *fi
 	}
 	sf->handles++;
 	g_mutex_unlock(&ctx->staged_lock);
+	if ((fi->flags & O_TRUNC) && ftruncate(sf->fd, 0) == 0)
+		g_atomic_int_set(&sf->dirty, 1);  /* : > f while it is being written */
 	h = g_new0(struct fs_handle, 1);
 	h->fd = sf->fd;
 	h->staged = sf;

@@ -223,6 +223,24 @@ def test_write_after_a_close_replaces_the_version(mount, dc, tmp_path):
     assert_one_message(dc, folder, a + b, m, "after z.eml turned into junk")
 
 
+def test_a_redirect_onto_a_file_still_open_truncates_it(mount, dc, tmp_path):
+    """cat msg > F/x.eml while another descriptor of x.eml, still being
+    written, holds longer content: the > truncates first (O_TRUNC), so the
+    server ends with msg alone, not msg followed by the rest of the
+    longer content."""
+    folder = new_folder(dc, "Trunc")
+    m = mounted(mount, dc)
+    want = message("trunc-short")
+    src = tmp_path / "m.eml"
+    src.write_bytes(want)
+    fd = os.open(m.p(folder, "x.eml"), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    os.write(fd, message("trunc-long", body_lines=40))
+    r = sh('cat "$MSG" > "$F/x.eml"', env=dict(os.environ, F=m.p(folder), MSG=str(src)))
+    assert r.returncode == 0, r.stderr
+    os.close(fd)
+    assert_one_message(dc, folder, want, m, "after the redirect and the last close")
+
+
 def vm_hwm_kib(pid):
     with open("/proc/%d/status" % pid) as f:
         for line in f:
