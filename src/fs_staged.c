@@ -252,6 +252,15 @@ int fs_staged_setattr(struct fs_ctx *ctx, fuse_ino_t ino, struct stat *attr, int
 
 	if (!sf)
 		return -ESTALE;
+	if (!fi) {
+		g_mutex_lock(&ctx->staged_lock);
+		rc = sf->finished ? -ESTALE : 0;  /* a stored message now: look again */
+		g_mutex_unlock(&ctx->staged_lock);
+	}
+	if (rc != 0) {
+		fs_staged_put(ctx, sf);
+		return rc;
+	}
 	if (to_set & FUSE_SET_ATTR_SIZE) {
 		rc = ftruncate(sf->fd, attr->st_size) < 0 ? -errno : 0;
 		if (rc == 0)

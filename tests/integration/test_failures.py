@@ -48,7 +48,7 @@ def test_unverifiable_certificate_starttls(tmp_path, session_dovecot):
             ["cache_dir=%s" % (tmp_path / "c")])
 
 
-@pytest.mark.parametrize("option", ["nonsense=1", "tls=bogus"])
+@pytest.mark.parametrize("option", ["nonsense=1", "tls=bogus", "kernel_cache"])
 def test_bad_option(tmp_path, session_dovecot, option):
     dc = session_dovecot
     refused(tmp_path, server_url(dc), ["cafile=" + dc.ca_file, option])
