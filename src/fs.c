@@ -23,7 +23,8 @@
  * open: no READ follows, and no attribute request for the atime a READ
  * makes stale. Larger ones are read as asked. */
 #define FS_PUSH_MAX (1024 * 1024)
-#define FS_PUSHED_BITS (1u << 20)  /* 128 KiB of bits */
+#define FS_PUSHED_ORDER 21         /* 256 KiB of bits */
+#define FS_PUSHED_BITS (1u << FS_PUSHED_ORDER)
 
 void fs_node_clear(struct fs_node *n)
 {
@@ -465,13 +466,22 @@ static void fs_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to
 		fuse_reply_attr(req, &st, ino & FS_STAGED_BIT ? 0 : ctx->timeout);
 }
 
+/* A node's bit in ctx->pushed: Fibonacci hashing, which spreads the
+ * uids of every folder over the whole map (the folder's base in the high
+ * half would otherwise give two folders the same bits). */
+static guint fs_pushed_bit(fuse_ino_t ino)
+{
+	return (guint)(((uint64_t)ino * UINT64_C(0x9E3779B97F4A7C15)) >> (64 - FS_PUSHED_ORDER));
+}
+
 /* Pushes a body of at most FS_PUSH_MAX bytes into the kernel's page
- * cache, once a mount for each node (ctx->pushed). */
+ * cache, once a mount for each node (ctx->pushed). The map starts again
+ * when a sixteenth of it is set, so that at most one node in sixteen is
+ * taken for pushed when it is not: that one is read with READs. */
 static void fs_push(struct fs_ctx *ctx, fuse_ino_t ino, int fd)
 {
 	struct fuse_bufvec bufv = FUSE_BUFVEC_INIT(0);
-	gint64 key = (gint64)ino;
-	guint bit = g_int64_hash(&key) % FS_PUSHED_BITS;
+	guint bit = fs_pushed_bit(ino);
 	guint mask = 1u << (bit % 32);
 	struct stat sb;
 
@@ -483,10 +493,15 @@ static void fs_push(struct fs_ctx *ctx, fuse_ino_t ino, int fd)
 	bufv.buf[0].flags = FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK;
 	bufv.buf[0].fd = fd;
 	bufv.buf[0].pos = 0;
-	if (fuse_lowlevel_notify_store(ctx->se, ino, 0, &bufv, 0) == 0) {
-		g_atomic_int_or((guint *)&ctx->pushed[bit / 32], mask);
-		stats_add(bodies_pushed, 1);
+	if (fuse_lowlevel_notify_store(ctx->se, ino, 0, &bufv, 0) != 0)
+		return;
+	stats_add(bodies_pushed, 1);
+	if (g_atomic_int_add(&ctx->pushed_count, 1) >= (gint)(FS_PUSHED_BITS / 16)) {
+		g_atomic_int_set(&ctx->pushed_count, 0);
+		for (guint i = 0; i < FS_PUSHED_BITS / 32; i++)
+			g_atomic_int_set(&ctx->pushed[i], 0);
 	}
+	g_atomic_int_or((guint *)&ctx->pushed[bit / 32], mask);
 }
 
 static void fs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)

@@ -52,6 +52,7 @@ struct fs_ctx {
 	 * open (a hash of the node id a bit): a second open pushes nothing. A
 	 * false "pushed" costs a READ, nothing more. */
 	gint *pushed;
+	gint pushed_count;       /* bits set since the map was last cleared */
 };
 
 enum fs_kind { FS_ROOT, FS_FOLDER, FS_MESSAGE };

@@ -209,28 +209,29 @@ def test_an_open_pushes_the_body_so_reading_costs_no_read_request(mount, private
     after a remount the kernel READs each file, then asks for its
     attributes again (the READ made its atime stale). Each body of up to
     1 MiB is put in the page cache at its open instead, so reading 200
-    cached messages costs one OPEN each: no READ, no LOOKUP or GETATTR; a
-    second read in the same mount pushes nothing again. The bytes are the
-    server's BODY[]."""
+    cached messages of two folders (the same uids in each) costs one OPEN
+    each: no READ, no LOOKUP or GETATTR; a second read in the same mount
+    pushes nothing again. The bytes are the server's BODY[]."""
     dc = private_dovecot
-    name = new_folder(dc, "Push", sample_mail.sample_messages(200, "push", tricky=False))
+    folders = [new_folder(dc, "Push", sample_mail.sample_messages(100, "push%d" % i,
+                                                                  tricky=False))
+               for i in range(2)]
     cache = str(tmp_path / "cache")
     m = mount(server=dc, cache_dir=cache, options=["refresh=3600"])
-    run(["sh", "-c", "tar cf - -C %s %s | cat >/dev/null" % (m.path, name)], timeout=120)
+    run(["sh", "-c", "tar cf - -C %s %s | cat >/dev/null" % (m.path, " ".join(folders))],
+        timeout=120)
     m.unmount()
     m = mount(server=dc, cache_dir=cache, options=["refresh=3600"])
-    folder = m.p(name)
-    names = sorted(os.listdir(folder))
-    assert len(names) == 200
+    paths = [os.path.join(m.p(f), n) for f in folders for n in sorted(os.listdir(m.p(f)))]
+    assert len(paths) == 200
 
     def read_all():
         got = []
-        for n in names:
-            p = os.path.join(folder, n)
+        for p in paths:
             size = os.lstat(p).st_size
             with open(p, "rb") as f:
                 got.append(f.read())
-                assert os.fstat(f.fileno()).st_size == size == len(got[-1]), n
+                assert os.fstat(f.fileno()).st_size == size == len(got[-1]), p
         return got
 
     before = m.stats()
@@ -243,6 +244,6 @@ def test_an_open_pushes_the_body_so_reading_costs_no_read_request(mount, private
     last = m.stats()
     assert last["bodies_pushed"] == after["bodies_pushed"], "pushed twice in one mount"
     assert last["reads"] == after["reads"], "the pages pushed were not kept"
-    server = [item[1] for item in dc.fetch_all(USER, name, "(BODY.PEEK[])")
+    server = [item[1] for f in folders for item in dc.fetch_all(USER, f, "(BODY.PEEK[])")
               if isinstance(item, tuple)]
     assert sorted(got) == sorted(again) == sorted(server), "bytes differ from the server's BODY[]"
