@@ -301,6 +301,16 @@ def test_connection_cut_in_the_middle_of_a_stream(mount, dc, tmp_path):
                   options=["tls=none", "timeout=%d" % TIMEOUT, "debug"])
         dest = tmp_path / "out"
         dest.mkdir()
+        # The stream starts at the third message read in order and needs a
+        # connection of its own: it is up before tar starts, or a reader
+        # that fetches each message alone in a millisecond could read all
+        # 120 before the stream's login is done (a fresh machine's first
+        # run did), and there would be no stream to cut.
+        for n in sorted(os.listdir(m.p("Cut")))[:3]:
+            with open(m.p("Cut", n), "rb") as f:
+                f.read()
+        wait_for(lambda: stats(m)["stream_fetches"] >= 1, BOUND,
+                 what="the stream's first FETCH")
         t0 = time.monotonic()
         r = run(["sh", "-c", "tar cf - -C %s Cut | tar xf - -C %s" % (m.path, dest)],
                 timeout=BOUND, check=False)
