@@ -7,16 +7,12 @@
  * include protocol, driver or SQLite headers (directly or through its
  * own), download a body for stat or readdir. */
 #include <errno.h>
-#include <inttypes.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/statvfs.h>
-#include <sys/xattr.h>
 #include <unistd.h>
 #include <glib.h>
 #include "fs_int.h"
-#include "mime.h"
-#include "log.h"
 #include "stats.h"
 
 /* A body up to this size is pushed into the kernel's page cache at its

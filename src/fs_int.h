@@ -147,9 +147,9 @@ void fs_staged_clear(struct fs_ctx *ctx);
  * (the kernel now knows the node: fs_staged_forget gives it back); 0
  * when it is not. */
 int fs_staged_lookup(struct fs_ctx *ctx, const char *path, struct fuse_entry_param *e);
-/* What a staged node id is: 0 with *st filled while the file is
- * staged, or once it is a stored message that message's attributes;
- * -errno. */
+/* A staged node id's attributes, open and setattr: -ESTALE once its
+ * file is finished (the kernel then looks the name up again and finds
+ * the stored message). */
 int fs_staged_getattr(struct fs_ctx *ctx, fuse_ino_t ino, struct stat *st);
 int fs_staged_open(struct fs_ctx *ctx, fuse_ino_t ino, struct fuse_file_info *fi);
 int fs_staged_setattr(struct fs_ctx *ctx, fuse_ino_t ino, struct stat *attr, int to_set,

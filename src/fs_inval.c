@@ -37,62 +37,38 @@ void fs_invalidate(struct fs_ctx *ctx, const char *path)
 	fs_inval_push(ctx, iv);
 }
 
-/* The node id of the folder at store path ("" the root), or 0. */
-static fuse_ino_t fs_folder_ino(struct fs_ctx *ctx, const char *path)
-{
-	struct store_folder f;
-	fuse_ino_t ino = 0;
-
-	if (!*path)
-		return FS_ROOT_INO;
-	if (store_folder_by_path(ctx->store, path, &f) == MF_OK) {
-		ino = FS_INO(f.ino_base, 0);
-		store_folder_clear(&f);
-	}
-	return ino;
-}
-
 /* A store path: "FOLDER" (its attributes; its name when it is gone),
  * "FOLDER/" (its node id changed: its name), or "FOLDER/NAME" (a
  * message: its name, and its attributes and pages when it still is). */
 static void fs_inval_path(struct fs_ctx *ctx, const char *path)
 {
-	const char *slash = strrchr(path, '/');
-	char *parent = slash ? g_strndup(path, slash - path) : g_strdup("");
-	const char *name = slash ? slash + 1 : path;
-	struct store_folder f;
-	struct store_message m;
-	fuse_ino_t pino;
+	size_t len = strlen(path);
+	int renumbered = len > 0 && path[len - 1] == '/';
+	char *p = g_strndup(path, len - renumbered);
+	char *slash = strrchr(p, '/');
+	const char *name = slash ? slash + 1 : p;
+	struct store_folder f = { 0 }, parent = { 0 };
+	struct store_message m = { 0 };
+	fuse_ino_t pino = FS_ROOT_INO;
 
-	if (*name && store_folder_by_path(ctx->store, path, &f) == MF_OK) {
+	if (!renumbered && store_folder_by_path(ctx->store, p, &f) == MF_OK) {
 		fuse_lowlevel_notify_inval_inode(ctx->se, FS_INO(f.ino_base, 0), -1, 0);
-		store_folder_clear(&f);
-		g_free(parent);
-		return;
+		goto out;
 	}
-	if (!*name) {  /* "FOLDER/" */
-		char *folder = parent;
-		slash = strrchr(folder, '/');
-		parent = slash ? g_strndup(folder, slash - folder) : g_strdup("");
-		name = slash ? slash + 1 : folder;
-		pino = fs_folder_ino(ctx, parent);
-		if (pino)
-			fuse_lowlevel_notify_inval_entry(ctx->se, pino, name, strlen(name));
-		g_free(folder);
-		g_free(parent);
-		return;
+	if (slash) {
+		*slash = '\0';
+		if (store_folder_by_path(ctx->store, p, &parent) != MF_OK)
+			goto out;  /* the kernel knows no name below a folder gone */
+		pino = FS_INO(parent.ino_base, 0);
 	}
-	pino = fs_folder_ino(ctx, parent);
-	if (pino) {
-		fuse_lowlevel_notify_inval_entry(ctx->se, pino, name, strlen(name));
-		if (pino != FS_ROOT_INO && store_folder_by_base(ctx->store, FS_INO_BASE(pino), &f) == MF_OK) {
-			if (store_message_key_by_name(ctx->store, f.id, name, &m) == MF_OK)
-				fuse_lowlevel_notify_inval_inode(ctx->se, FS_INO(f.ino_base, m.uid), 0, 0);
-			store_message_clear(&m);
-			store_folder_clear(&f);
-		}
-	}
-	g_free(parent);
+	fuse_lowlevel_notify_inval_entry(ctx->se, pino, name, strlen(name));
+	if (!renumbered && slash && store_message_key_by_name(ctx->store, parent.id, name, &m) == MF_OK)
+		fuse_lowlevel_notify_inval_inode(ctx->se, FS_INO(parent.ino_base, m.uid), 0, 0);
+out:
+	store_message_clear(&m);
+	store_folder_clear(&parent);
+	store_folder_clear(&f);
+	g_free(p);
 }
 
 static gpointer fs_invalidator(gpointer data)

@@ -86,15 +86,23 @@ static void fs_staged_put(struct fs_ctx *ctx, struct fs_staged *sf)
 	g_mutex_unlock(&ctx->staged_lock);
 }
 
-/* The staged file of a node id, with a reference, or NULL. */
-static struct fs_staged *fs_staged_node(struct fs_ctx *ctx, fuse_ino_t ino)
+/* The staged file of a node id, with a reference (and with a handle
+ * counted when open is set), or NULL when there is none or its file is
+ * finished: a stored message now, or nothing, which the caller answers
+ * with ESTALE so that the kernel looks the name up again (stat and open
+ * do). */
+static struct fs_staged *fs_staged_node(struct fs_ctx *ctx, fuse_ino_t ino, int open)
 {
 	struct fs_staged *sf;
 
 	g_mutex_lock(&ctx->staged_lock);
 	sf = g_hash_table_lookup(ctx->staged_nodes, GSIZE_TO_POINTER(ino & ~FS_STAGED_BIT));
-	if (sf)
+	if (sf && sf->finished)
+		sf = NULL;
+	if (sf) {
 		sf->refs++;
+		sf->handles += open != 0;
+	}
 	g_mutex_unlock(&ctx->staged_lock);
 	return sf;
 }
@@ -196,41 +204,27 @@ int fs_staged_lookup(struct fs_ctx *ctx, const char *path, struct fuse_entry_par
 	return rc == 0;
 }
 
-/* A node whose file is finished answers ESTALE: the kernel looks the
- * name up again (and finds the stored message), for stat and open. */
 int fs_staged_getattr(struct fs_ctx *ctx, fuse_ino_t ino, struct stat *st)
 {
-	struct fs_staged *sf = fs_staged_node(ctx, ino);
+	struct fs_staged *sf = fs_staged_node(ctx, ino, 0);
 	int rc;
 
 	if (!sf)
 		return -ESTALE;
-	g_mutex_lock(&ctx->staged_lock);
-	rc = sf->finished ? -ESTALE : 0;
-	g_mutex_unlock(&ctx->staged_lock);
-	if (rc == 0)
-		rc = fs_staged_stat(ctx, sf, st);
+	rc = fs_staged_stat(ctx, sf, st);
 	fs_staged_put(ctx, sf);
 	return rc;
 }
 
+/* Another open of a file still being written: it shares the file (the
+ * reference fs_staged_node took is the handle's). */
 int fs_staged_open(struct fs_ctx *ctx, fuse_ino_t ino, struct fuse_file_info *fi)
 {
-	struct fs_staged *sf = fs_staged_node(ctx, ino);
+	struct fs_staged *sf = fs_staged_node(ctx, ino, 1);
 	struct fs_handle *h;
 
 	if (!sf)
 		return -ESTALE;
-	/* Another open of a file still being written: share it (the
-	 * reference taken above is the handle's). */
-	g_mutex_lock(&ctx->staged_lock);
-	if (sf->finished) {
-		g_mutex_unlock(&ctx->staged_lock);
-		fs_staged_put(ctx, sf);
-		return -ESTALE;
-	}
-	sf->handles++;
-	g_mutex_unlock(&ctx->staged_lock);
 	if ((fi->flags & O_TRUNC) && ftruncate(sf->fd, 0) == 0)
 		g_atomic_int_set(&sf->dirty, 1);  /* : > f while it is being written */
 	h = g_new0(struct fs_handle, 1);
@@ -247,20 +241,11 @@ int fs_staged_open(struct fs_ctx *ctx, fuse_ino_t ino, struct fuse_file_info *fi
 int fs_staged_setattr(struct fs_ctx *ctx, fuse_ino_t ino, struct stat *attr, int to_set,
                       struct fuse_file_info *fi)
 {
-	struct fs_staged *sf = fi ? fs_handle(fi)->staged : fs_staged_node(ctx, ino);
+	struct fs_staged *sf = fi ? fs_handle(fi)->staged : fs_staged_node(ctx, ino, 0);
 	int rc = 0;
 
 	if (!sf)
 		return -ESTALE;
-	if (!fi) {
-		g_mutex_lock(&ctx->staged_lock);
-		rc = sf->finished ? -ESTALE : 0;  /* a stored message now: look again */
-		g_mutex_unlock(&ctx->staged_lock);
-	}
-	if (rc != 0) {
-		fs_staged_put(ctx, sf);
-		return rc;
-	}
 	if (to_set & FUSE_SET_ATTR_SIZE) {
 		rc = ftruncate(sf->fd, attr->st_size) < 0 ? -errno : 0;
 		if (rc == 0)
