@@ -196,7 +196,9 @@ def start():
     run_shown("grep -l -i invoice demo/mnt/INBOX/* | head")
     first = sorted(os.listdir(os.path.join(MNT, "INBOX")))
     if first:
-        run_shown("getfattr -d -e text %s" % shlex.quote("demo/mnt/INBOX/" + first[0]))
+        path = shlex.quote("demo/mnt/INBOX/" + first[0])
+        run_shown("getfattr -d -e text %s" % path)
+        run_shown("getfattr -n user.mail.subject --only-values %s; echo" % path)
     run_shown("getfattr -n user.mailfs.stats demo/mnt")
     # The end of the tour: the whole account made available offline.
     prog = os.path.relpath(binary, REPO) if binary.startswith(REPO + os.sep) else binary
