@@ -24,6 +24,7 @@ struct mf_stats {
 	uint64_t opens;              /* OPENs of stored messages */
 	uint64_t reads;              /* READs of stored messages */
 	uint64_t bodies_pushed;      /* bodies put in the page cache at their open */
+	uint64_t bodies_dropped;     /* large bodies' pages dropped at their first close */
 };
 
 extern struct mf_stats mf_stats;

@@ -19,6 +19,14 @@
  * open: no READ follows, and no attribute request for the atime a READ
  * makes stale. Larger ones are read as asked. */
 #define FS_PUSH_MAX (1024 * 1024)
+/* A body of this size or more leaves the kernel's page cache when its
+ * reader first closes it in a mount. The cache file holds it already, in
+ * the page cache as well: a second copy of each large message read once
+ * would double the memory a backup of big mail takes, and a first one's
+ * pages, freed at once, are the next one's. Read again, it is pushed
+ * again (a copy from the cache file's pages), its attributes are asked
+ * again, and from then on it stays (ctx->dropped). */
+#define FS_DROP_MIN (64 * 1024)
 #define FS_PUSHED_ORDER 21         /* 256 KiB of bits */
 #define FS_PUSHED_BITS (1u << FS_PUSHED_ORDER)
 
@@ -462,42 +470,60 @@ static void fs_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to
 		fuse_reply_attr(req, &st, ino & FS_STAGED_BIT ? 0 : ctx->timeout);
 }
 
-/* A node's bit in ctx->pushed: Fibonacci hashing, which spreads the
- * uids of every folder over the whole map (the folder's base in the high
- * half would otherwise give two folders the same bits). */
-static guint fs_pushed_bit(fuse_ino_t ino)
+/* A node's bit in a map: Fibonacci hashing, which spreads the uids of
+ * every folder over the whole map (the folder's base in the high half
+ * would otherwise give two folders the same bits). */
+static guint fs_nodemap_bit(fuse_ino_t ino)
 {
 	return (guint)(((uint64_t)ino * UINT64_C(0x9E3779B97F4A7C15)) >> (64 - FS_PUSHED_ORDER));
 }
 
+static int fs_nodemap_has(struct fs_nodemap *map, fuse_ino_t ino)
+{
+	guint bit = fs_nodemap_bit(ino);
+
+	return ((guint)g_atomic_int_get(&map->bits[bit / 32]) >> (bit % 32)) & 1;
+}
+
+int fs_nodemap_add(struct fs_nodemap *map, fuse_ino_t ino)
+{
+	guint bit = fs_nodemap_bit(ino);
+	guint mask = 1u << (bit % 32);
+
+	if (g_atomic_int_add(&map->count, 1) >= (gint)(FS_PUSHED_BITS / 16)) {
+		g_atomic_int_set(&map->count, 0);
+		for (guint i = 0; i < FS_PUSHED_BITS / 32; i++)
+			g_atomic_int_set(&map->bits[i], 0);
+	}
+	return (g_atomic_int_or((guint *)&map->bits[bit / 32], mask) & mask) != 0;
+}
+
 /* Pushes a body of at most FS_PUSH_MAX bytes into the kernel's page
- * cache, once a mount for each node (ctx->pushed). The map starts again
- * when a sixteenth of it is set, so that at most one node in sixteen is
- * taken for pushed when it is not: that one is read with READs. */
-static void fs_push(struct fs_ctx *ctx, fuse_ino_t ino, int fd)
+ * cache, once a mount for each node (ctx->pushed); a node wrongly taken
+ * for pushed is read with READs. */
+static void fs_push(struct fs_ctx *ctx, fuse_ino_t ino, int fd, off_t size)
 {
 	struct fuse_bufvec bufv = FUSE_BUFVEC_INIT(0);
-	guint bit = fs_pushed_bit(ino);
-	guint mask = 1u << (bit % 32);
-	struct stat sb;
 
-	if ((guint)g_atomic_int_get(&ctx->pushed[bit / 32]) & mask)
+	if (fs_nodemap_has(&ctx->pushed, ino))
 		return;
-	if (fstat(fd, &sb) != 0 || sb.st_size == 0 || sb.st_size > FS_PUSH_MAX)
+	if (size <= 0 || size > FS_PUSH_MAX)
 		return;
-	bufv.buf[0].size = (size_t)sb.st_size;
+	bufv.buf[0].size = (size_t)size;
 	bufv.buf[0].flags = FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK;
 	bufv.buf[0].fd = fd;
 	bufv.buf[0].pos = 0;
 	if (fuse_lowlevel_notify_store(ctx->se, ino, 0, &bufv, 0) != 0)
 		return;
 	stats_add(bodies_pushed, 1);
-	if (g_atomic_int_add(&ctx->pushed_count, 1) >= (gint)(FS_PUSHED_BITS / 16)) {
-		g_atomic_int_set(&ctx->pushed_count, 0);
-		for (guint i = 0; i < FS_PUSHED_BITS / 32; i++)
-			g_atomic_int_set(&ctx->pushed[i], 0);
-	}
-	g_atomic_int_or((guint *)&ctx->pushed[bit / 32], mask);
+	fs_nodemap_add(&ctx->pushed, ino);
+}
+
+void fs_unpush(struct fs_ctx *ctx, fuse_ino_t ino)
+{
+	guint bit = fs_nodemap_bit(ino);
+
+	g_atomic_int_and((guint *)&ctx->pushed.bits[bit / 32], ~(1u << (bit % 32)));
 }
 
 static void fs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
@@ -507,6 +533,7 @@ static void fs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	struct store_message m = { 0 };
 	struct fs_handle *h;
 	struct fs_node n;
+	struct stat sb;
 	int rc, fd = -1, size_changed = 0;
 	int64_t folder_id;
 	uint32_t uid;
@@ -572,9 +599,11 @@ static void fs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	 * idea of the size instead. */
 	if (size_changed) {
 		fi->direct_io = 1;
-	} else {
+	} else if (fstat(fd, &sb) == 0) {
 		fi->keep_cache = 1;
-		fs_push(ctx, ino, fd);
+		fs_push(ctx, ino, fd, sb.st_size);
+		if (sb.st_size >= FS_DROP_MIN)
+			h->drop = ino;
 	}
 	fi->noflush = 1;  /* a reader's close has nothing to say: no FLUSH request */
 	if (fuse_reply_open(req, fi) == -ENOENT)
@@ -594,6 +623,8 @@ void fs_reading_release(struct fs_ctx *ctx, struct fs_handle *h)
 	g_mutex_lock(&ctx->reading_lock);
 	g_hash_table_steal(ctx->reading, h);
 	g_mutex_unlock(&ctx->reading_lock);
+	if (h->drop && !fs_nodemap_add(&ctx->dropped, h->drop))
+		fs_invalidate_pages(ctx, h->drop);
 	fs_reading_free(h);
 }
 
@@ -889,7 +920,8 @@ struct fs_ctx *fs_new(const struct mf_config *cfg)
 	ctx->reading = g_hash_table_new_full(g_direct_hash, g_direct_equal, fs_reading_free, NULL);
 	g_mutex_init(&ctx->moved_lock);
 	ctx->moved = g_hash_table_new_full(g_direct_hash, g_direct_equal, NULL, g_free);
-	ctx->pushed = g_new0(gint, FS_PUSHED_BITS / 32);
+	ctx->pushed.bits = g_new0(gint, FS_PUSHED_BITS / 32);
+	ctx->dropped.bits = g_new0(gint, FS_PUSHED_BITS / 32);
 	return ctx;
 }
 
@@ -910,6 +942,7 @@ void fs_free(struct fs_ctx *ctx)
 	g_mutex_clear(&ctx->reading_lock);
 	g_hash_table_destroy(ctx->moved);
 	g_mutex_clear(&ctx->moved_lock);
-	g_free(ctx->pushed);
+	g_free(ctx->pushed.bits);
+	g_free(ctx->dropped.bits);
 	g_free(ctx);
 }

@@ -25,6 +25,14 @@
 #include "fs.h"
 #include "sync.h"
 
+/* A set of node ids as a bitmap, one bit for a hash of the id: a node
+ * not in it may be taken for in it (one in sixteen at most: the map
+ * starts again when a sixteenth of its bits are set). */
+struct fs_nodemap {
+	gint *bits;
+	gint count;              /* bits set since the map was last cleared */
+};
+
 struct fs_ctx {
 	const struct mf_config *cfg;
 	struct store *store;
@@ -49,10 +57,13 @@ struct fs_ctx {
 	GMutex reading_lock;
 	GHashTable *reading;
 	/* Which nodes' bodies were pushed into the kernel's page cache at an
-	 * open (a hash of the node id a bit): a second open pushes nothing. A
-	 * false "pushed" costs a READ, nothing more. */
-	gint *pushed;
-	gint pushed_count;       /* bits set since the map was last cleared */
+	 * open: a second open pushes nothing. A false "pushed" costs a READ,
+	 * nothing more. */
+	struct fs_nodemap pushed;
+	/* Which large bodies' pages were dropped at a close: the next close
+	 * keeps them (read twice in a mount, a body is worth its memory). A
+	 * false "dropped" keeps pages, nothing more. */
+	struct fs_nodemap dropped;
 };
 
 enum fs_kind { FS_ROOT, FS_FOLDER, FS_MESSAGE };
@@ -79,6 +90,7 @@ struct fs_staged;
 struct fs_handle {
 	int fd;
 	struct fs_staged *staged;  /* NULL for a message being read */
+	fuse_ino_t drop;           /* a large body: its pages are dropped at release */
 };
 
 /* ---- fs.c */
@@ -117,6 +129,12 @@ void fs_entry(struct fs_ctx *ctx, const struct stat *st, struct fuse_entry_param
  * directory parent. */
 void fs_invalidate(struct fs_ctx *ctx, const char *path);
 void fs_invalidate_entry(struct fs_ctx *ctx, fuse_ino_t parent, const char *name);
+/* Drops the kernel's pages of the message ino (and forgets its push). */
+void fs_invalidate_pages(struct fs_ctx *ctx, fuse_ino_t ino);
+/* Forgets that ino's body was pushed: its next open pushes it again. */
+void fs_unpush(struct fs_ctx *ctx, fuse_ino_t ino);
+/* Adds ino to the map; 1 when it was in it already. */
+int fs_nodemap_add(struct fs_nodemap *map, fuse_ino_t ino);
 void fs_inval_start(struct fs_ctx *ctx);
 /* Ends the invalidator after what was asked of it. */
 void fs_inval_stop(struct fs_ctx *ctx);

@@ -7,13 +7,14 @@
 #include <string.h>
 #include <glib.h>
 #include "fs_int.h"
+#include "stats.h"
 
-enum fs_inval_kind { FS_INVAL_PATH, FS_INVAL_ENTRY, FS_INVAL_STOP };
+enum fs_inval_kind { FS_INVAL_PATH, FS_INVAL_ENTRY, FS_INVAL_PAGES, FS_INVAL_STOP };
 
 struct fs_inval {
 	enum fs_inval_kind kind;
 	char *path;            /* FS_INVAL_PATH: a store path */
-	fuse_ino_t parent;     /* FS_INVAL_ENTRY: the name to drop */
+	fuse_ino_t parent;     /* FS_INVAL_ENTRY: the name to drop; FS_INVAL_PAGES: the node */
 	char *name;
 };
 
@@ -82,6 +83,12 @@ static gpointer fs_invalidator(gpointer data)
 			fs_inval_path(ctx, iv->path);
 		} else if (kind == FS_INVAL_ENTRY) {
 			fuse_lowlevel_notify_inval_entry(ctx->se, iv->parent, iv->name, strlen(iv->name));
+		} else if (kind == FS_INVAL_PAGES) {
+			/* Forgotten first: an open between the two pushes again,
+			 * and what this drops of that is read with READs. */
+			fs_unpush(ctx, iv->parent);
+			if (fuse_lowlevel_notify_inval_inode(ctx->se, iv->parent, 0, 0) == 0)
+				stats_add(bodies_dropped, 1);
 		}
 		g_free(iv->path);
 		g_free(iv->name);
@@ -98,6 +105,15 @@ void fs_invalidate_entry(struct fs_ctx *ctx, fuse_ino_t parent, const char *name
 	iv->kind = FS_INVAL_ENTRY;
 	iv->parent = parent;
 	iv->name = g_strdup(name);
+	fs_inval_push(ctx, iv);
+}
+
+void fs_invalidate_pages(struct fs_ctx *ctx, fuse_ino_t ino)
+{
+	struct fs_inval *iv = g_new0(struct fs_inval, 1);
+
+	iv->kind = FS_INVAL_PAGES;
+	iv->parent = ino;
 	fs_inval_push(ctx, iv);
 }
 

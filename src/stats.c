@@ -26,7 +26,8 @@ void stats_format_json(GString *out)
 	FIELD(getattrs, 0);
 	FIELD(opens, 0);
 	FIELD(reads, 0);
-	FIELD(bodies_pushed, 1);
+	FIELD(bodies_pushed, 0);
+	FIELD(bodies_dropped, 1);
 	g_string_append(out, "}");
 #undef FIELD
 }

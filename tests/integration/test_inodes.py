@@ -9,6 +9,7 @@ Checked against a private Dovecot of the test's own (changed with imaplib).
 
 import os
 import re
+import time
 
 import sample_mail
 from harness import (SEQ, USER, append_samples, getfattr, listing, new_folder, run, server_url,
@@ -247,3 +248,50 @@ def test_an_open_pushes_the_body_so_reading_costs_no_read_request(mount, private
     server = [item[1] for f in folders for item in dc.fetch_all(USER, f, "(BODY.PEEK[])")
               if isinstance(item, tuple)]
     assert sorted(got) == sorted(again) == sorted(server), "bytes differ from the server's BODY[]"
+
+
+def test_a_large_body_read_once_leaves_the_page_cache_and_read_twice_stays(mount,
+                                                                          private_dovecot):
+    """The body cache's file holds a message, in the page cache too; a
+    second copy in the mount's page cache for every large message a
+    backup reads once would double the memory it takes. So a body of 64
+    KiB or more leaves the kernel's page cache at its first close in a
+    mount: read again it is pushed (up to 1 MiB) or READ again, and from
+    its second close on it stays (no push, no READ at a third read). A
+    small body stays from the first read on. Every read gives the bytes
+    of the server's BODY[]."""
+    dc = private_dovecot
+    sizes = {"small": 10 * 1024, "pushed": 300 * 1024, "read": 1536 * 1024}
+    raws = [sample_mail.build([("From", "a@example.org"), ("Subject", "%s body" % what),
+                               ("Message-ID", "<%s.drop@example.org>" % what)],
+                              "\n".join(("%s line %d " % (what, i)) * 3
+                                         for i in range(size // 60)))
+            for what, size in sizes.items()]
+    folder = new_folder(dc, "Drop", raws)
+    m = mount(server=dc, options=["refresh=3600"])
+    names = sorted(os.listdir(m.p(folder)))
+    server = {item[1] for item in dc.fetch_all(USER, folder, "(BODY.PEEK[])")
+              if isinstance(item, tuple)}
+    assert len(names) == 3 and len(server) == 3
+
+    def read_all():
+        before = m.stats()
+        for n in names:
+            with open(os.path.join(m.p(folder), n), "rb") as f:
+                assert f.read() in server, "%s: bytes differ from the server's BODY[]" % n
+        after = m.stats()
+        return {k: after[k] - before[k] for k in ("bodies_pushed", "reads", "bodies_dropped")}
+
+    read_all()
+    wait_for(lambda: m.stats()["bodies_dropped"] == 2, 10,
+             what="the two large bodies dropped from the page cache at their first close")
+    second = read_all()
+    assert second["bodies_pushed"] == 1, "the 300 KiB body was not pushed again: %r" % second
+    assert second["reads"] > 0, "the 1.5 MiB body was not READ again: %r" % second
+    # Read twice, they stay: no drop follows the second close (a bounded look)
+    deadline = time.monotonic() + 2
+    while time.monotonic() < deadline:
+        assert m.stats()["bodies_dropped"] == 2, "dropped again at the second close"
+        time.sleep(0.1)
+    third = read_all()
+    assert third == {"bodies_pushed": 0, "reads": 0, "bodies_dropped": 0}, third
