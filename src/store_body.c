@@ -384,7 +384,11 @@ static enum mf_status store_body_commit_one(struct store *st, int64_t folder_id,
 	if (rc != MF_OK)
 		goto out;
 
-	if ((mkdir(dir, 0700) != 0 && errno != EEXIST) || rename(tmp_path, path) != 0) {
+	/* The folder's directory is made by its first body (and swept when
+	 * empty): tried only when the rename says it is missing. */
+	if (rename(tmp_path, path) != 0 &&
+	    (errno != ENOENT || (mkdir(dir, 0700) != 0 && errno != EEXIST) ||
+	     rename(tmp_path, path) != 0)) {
 		rc = MF_ERR_IO;
 		goto out;
 	}
