@@ -257,7 +257,7 @@ def test_a_large_body_read_once_leaves_the_page_cache_and_read_twice_stays(mount
     backup reads once would double the memory it takes. So a body of 64
     KiB or more leaves the kernel's page cache at its first close in a
     mount: read again it is pushed (up to 1 MiB) or READ again, and from
-    its second close on it stays (no push, no READ at a third read). A
+    its second close on it stays (no push at a third read, nothing dropped). A
     small body stays from the first read on. Every read gives the bytes
     of the server's BODY[]."""
     dc = private_dovecot
@@ -293,5 +293,7 @@ def test_a_large_body_read_once_leaves_the_page_cache_and_read_twice_stays(mount
     while time.monotonic() < deadline:
         assert m.stats()["bodies_dropped"] == 2, "dropped again at the second close"
         time.sleep(0.1)
+    # Kept: no push. (Not "no READ": the kernel may reclaim a page of its own
+    # accord, and under memory pressure it does; then a READ brings it back.)
     third = read_all()
-    assert third == {"bodies_pushed": 0, "reads": 0, "bodies_dropped": 0}, third
+    assert third["bodies_pushed"] == 0 and third["bodies_dropped"] == 0, third
