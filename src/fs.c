@@ -86,7 +86,7 @@ char *fs_child_path(struct fs_ctx *ctx, fuse_ino_t parent, const char *name, int
 	}
 	st = store_folder_by_base(ctx->store, FS_INO_BASE(parent), &f);
 	if (st != MF_OK) {
-		*rc = st == MF_ERR_NOTFOUND ? -ENOENT : fs_errno(st);
+		*rc = st == MF_ERR_NOTFOUND ? -ESTALE : fs_errno(st);
 		return NULL;
 	}
 	path = g_strconcat("/", f.path, "/", name, NULL);
@@ -210,11 +210,17 @@ int fs_node_of(struct fs_ctx *ctx, fuse_ino_t ino, struct fs_node *n)
 	}
 	if (ino & FS_STAGED_BIT)
 		return -ENOENT;
+	/* A folder the store no longer knows by this number (gone, or its
+	 * UIDs started again: renumbered) answers ESTALE, not ENOENT: the
+	 * kernel then looks the path up again, which finds the folder's new
+	 * number, or that its name is gone. */
 	st = store_folder_by_base(ctx->store, FS_INO_BASE(ino), &n->folder);
-	if (st == MF_ERR_NOTFOUND && FS_INO_UID(ino))
-		return fs_moved_node(ctx, ino, n);
+	if (st == MF_ERR_NOTFOUND && FS_INO_UID(ino)) {
+		int rc = fs_moved_node(ctx, ino, n);
+		return rc == -ENOENT ? -ESTALE : rc;
+	}
 	if (st != MF_OK)
-		return st == MF_ERR_NOTFOUND ? -ENOENT : fs_errno(st);
+		return st == MF_ERR_NOTFOUND ? -ESTALE : fs_errno(st);
 	if (FS_INO_UID(ino) == 0) {
 		n->kind = FS_FOLDER;
 		return 0;
@@ -564,6 +570,10 @@ static void fs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		/* The folder and the message's flags from indexes: no row is
 		 * read for a message flagged nothing that hides it. */
 		st = store_folder_by_base(ctx->store, FS_INO_BASE(ino), &f);
+		if (st == MF_ERR_NOTFOUND) {
+			fuse_reply_err(req, ESTALE);  /* as fs_node_of says */
+			return;
+		}
 		if (st == MF_OK && FS_INO_UID(ino) == 0) {
 			store_folder_clear(&f);
 			fuse_reply_err(req, EISDIR);

@@ -9,6 +9,7 @@ mounts use a short -o refresh, so that a re-check follows each change;
 what the mount shows is compared with what imaplib reads from the server.
 """
 
+import errno
 import os
 import re
 import shutil
@@ -459,3 +460,54 @@ def test_notmuch_new_sees_new_mail(mount, tmp_path):
     wait_for(lambda: "Added 1 new message" in notmuch("new"), BOUND,
              what="notmuch new adding the other client's message")
     assert notmuch("count", "--", "*").strip() == "3"
+
+
+def test_a_folder_made_again_on_the_server_shows_its_new_mail(mount, servers):
+    """Another client deletes a folder and makes it again with other mail:
+    its UIDs start again under a new UIDVALIDITY, so every message the
+    mount knew of it is gone and the new ones are other messages, though
+    their UIDs are the same. An ls of the folder never fails meanwhile (no
+    "No such file or directory" for a folder that exists), shows the new
+    names once a re-check saw the change, and the files read give the new
+    bodies, never a cached old one. A directory handle opened before names
+    a folder that is no more: ESTALE, as NFS says it, not ENOENT (a path
+    looked up while the kernel still holds the old number is looked up
+    again on ESTALE, so it finds the new one)."""
+    dc = servers.get("qresync")
+    old = sample_mail.sample_messages(3, 61, tricky=False)
+    new = sample_mail.sample_messages(3, 62, tricky=False)
+    folder = new_folder(dc, "Again", old)
+    m = mount(options=["refresh=%d" % REFRESH], server=dc)
+    before = listing(m.p(folder))
+    assert len(before) == 3
+    for name in before:                       # cached: the old bodies
+        with open(m.p(folder, name), "rb") as f:
+            assert f.read() in old
+    held = os.open(m.p(folder), os.O_RDONLY | os.O_DIRECTORY)
+    dc.delete_folder("alice", folder)
+    dc.create_folder("alice", folder)
+    for raw in new:
+        dc.append("alice", folder, raw)
+    want = set(expected_state(dc, folder, {sample_mail.message_id(r): r for r in new}))
+    assert want and not want & set(before)
+    failures = []
+
+    def shows_new():
+        r = run(["ls", "-1", m.p(folder)], check=False)
+        if r.returncode != 0:
+            failures.append(r.stderr.decode(errors="replace").strip())
+            return False
+        return set(r.stdout.decode().split("\n")) - {""} == want
+    wait_for(shows_new, BOUND, what="the folder made again listed with its new mail")
+    assert not failures, "ls failed meanwhile: %s" % failures[:3]
+    # A handle from before names a folder that is no more (as NFS says it)
+    try:
+        got = os.listdir(held)
+    except OSError as e:
+        got = e.errno
+    finally:
+        os.close(held)
+    assert got == errno.ESTALE, "a listing through a handle from before: %r" % (got,)
+    for name in want:
+        with open(m.p(folder, name), "rb") as f:
+            assert f.read() in new, "%s: not the new body" % name

@@ -254,7 +254,7 @@ def test_cache_never_grows_past_cache_size(mount, dc, tmp_path):
             time.sleep(0.02)
     t = threading.Thread(target=sample)
     t.start()
-    wrong, read, ahead = [], 0, None
+    wrong, read, ahead, fetches, started = [], 0, None, 0, 0
     try:
         names = sorted(os.listdir(m.p("Cap")))
         for i, n in enumerate(names):
@@ -263,11 +263,21 @@ def test_cache_never_grows_past_cache_size(mount, dc, tmp_path):
             read += len(data)
             if sha(data) not in by_sha:
                 wrong.append(n)
+            if stats(m)["streams_started"] > started:
+                # A stream started (at the third message read in order, and
+                # again once the reader is past what the first one brought):
+                # its first FETCH goes out before the reader runs on. A reader
+                # faster than a connection's start fetches each message
+                # alone, and the stream has nothing left to carry.
+                started += 1
+                wait_for(lambda: stats(m)["stream_fetches"] > fetches, 60, interval=0.05,
+                         what="the stream's first FETCH")
             if i == 8:
                 # The reader pauses: the stream fills what it may, then ends.
                 wait_for(lambda: stats(m)["streams_active"] == 0, 60, interval=0.2,
                          what="the stream to stop while its reader pauses")
                 ahead = stats(m)["body_bytes_fetched"] - read
+                fetches = stats(m)["stream_fetches"]
     finally:
         done.set()
         t.join(10)
