@@ -351,6 +351,7 @@ static void fs_destroy(void *data)
 	fs_stop(ctx);
 	if (ctx->staged)
 		fs_staged_clear(ctx);
+	fs_dirs_clear(ctx);  /* while sync, which a first listing holds, lives */
 	fs_xattr_forget();
 }
 
@@ -491,7 +492,8 @@ static int fs_nodemap_has(struct fs_nodemap *map, fuse_ino_t ino)
 	return ((guint)g_atomic_int_get(&map->bits[bit / 32]) >> (bit % 32)) & 1;
 }
 
-int fs_nodemap_add(struct fs_nodemap *map, fuse_ino_t ino)
+/* Adds ino to the map; 1 when it was in it already. */
+static int fs_nodemap_add(struct fs_nodemap *map, fuse_ino_t ino)
 {
 	guint bit = fs_nodemap_bit(ino);
 	guint mask = 1u << (bit % 32);
@@ -504,15 +506,20 @@ int fs_nodemap_add(struct fs_nodemap *map, fuse_ino_t ino)
 	return (g_atomic_int_or((guint *)&map->bits[bit / 32], mask) & mask) != 0;
 }
 
+static void fs_nodemap_remove(struct fs_nodemap *map, fuse_ino_t ino)
+{
+	guint bit = fs_nodemap_bit(ino);
+
+	g_atomic_int_and((guint *)&map->bits[bit / 32], ~(1u << (bit % 32)));
+}
+
 /* Pushes a body of at most FS_PUSH_MAX bytes into the kernel's page
- * cache, once a mount for each node (ctx->pushed); a node wrongly taken
- * for pushed is read with READs. */
+ * cache (the caller asks ctx->pushed first: once a mount for each node;
+ * a node wrongly taken for pushed is read with READs). */
 static void fs_push(struct fs_ctx *ctx, fuse_ino_t ino, int fd, off_t size)
 {
 	struct fuse_bufvec bufv = FUSE_BUFVEC_INIT(0);
 
-	if (fs_nodemap_has(&ctx->pushed, ino))
-		return;
 	if (size <= 0 || size > FS_PUSH_MAX)
 		return;
 	bufv.buf[0].size = (size_t)size;
@@ -523,13 +530,6 @@ static void fs_push(struct fs_ctx *ctx, fuse_ino_t ino, int fd, off_t size)
 		return;
 	stats_add(bodies_pushed, 1);
 	fs_nodemap_add(&ctx->pushed, ino);
-}
-
-void fs_unpush(struct fs_ctx *ctx, fuse_ino_t ino)
-{
-	guint bit = fs_nodemap_bit(ino);
-
-	g_atomic_int_and((guint *)&ctx->pushed.bits[bit / 32], ~(1u << (bit % 32)));
 }
 
 static void fs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
@@ -609,11 +609,15 @@ static void fs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	 * idea of the size instead. */
 	if (size_changed) {
 		fi->direct_io = 1;
-	} else if (fstat(fd, &sb) == 0) {
+	} else {
 		fi->keep_cache = 1;
-		fs_push(ctx, ino, fd, sb.st_size);
-		if (sb.st_size >= FS_DROP_MIN)
-			h->drop = ino;
+		/* A body pushed in this mount needs neither its size nor a push
+		 * (a large one is out of the pushed map from its first close). */
+		if (!fs_nodemap_has(&ctx->pushed, ino) && fstat(fd, &sb) == 0) {
+			fs_push(ctx, ino, fd, sb.st_size);
+			if (sb.st_size >= FS_DROP_MIN)
+				h->drop = ino;
+		}
 	}
 	fi->noflush = 1;  /* a reader's close has nothing to say: no FLUSH request */
 	if (fuse_reply_open(req, fi) == -ENOENT)
@@ -633,8 +637,12 @@ void fs_reading_release(struct fs_ctx *ctx, struct fs_handle *h)
 	g_mutex_lock(&ctx->reading_lock);
 	g_hash_table_steal(ctx->reading, h);
 	g_mutex_unlock(&ctx->reading_lock);
-	if (h->drop && !fs_nodemap_add(&ctx->dropped, h->drop))
+	if (h->drop && !fs_nodemap_add(&ctx->dropped, h->drop)) {
+		/* Forgotten first: an open between this and the invalidation
+		 * pushes again, and what that drops of it is read with READs. */
+		fs_nodemap_remove(&ctx->pushed, h->drop);
 		fs_invalidate_pages(ctx, h->drop);
+	}
 	fs_reading_free(h);
 }
 
@@ -928,6 +936,7 @@ struct fs_ctx *fs_new(const struct mf_config *cfg)
 	ctx->timeout = cfg->refresh;
 	g_mutex_init(&ctx->reading_lock);
 	ctx->reading = g_hash_table_new_full(g_direct_hash, g_direct_equal, fs_reading_free, NULL);
+	ctx->dirs = g_hash_table_new(g_direct_hash, g_direct_equal);
 	g_mutex_init(&ctx->moved_lock);
 	ctx->moved = g_hash_table_new_full(g_direct_hash, g_direct_equal, NULL, g_free);
 	ctx->pushed.bits = g_new0(gint, FS_PUSHED_BITS / 32);
@@ -949,6 +958,7 @@ void fs_free(struct fs_ctx *ctx)
 		return;
 	/* After fuse_session_destroy: no request comes any more. */
 	g_hash_table_destroy(ctx->reading);
+	g_hash_table_destroy(ctx->dirs);
 	g_mutex_clear(&ctx->reading_lock);
 	g_hash_table_destroy(ctx->moved);
 	g_mutex_clear(&ctx->moved_lock);

@@ -123,10 +123,25 @@ static int fs_dir_snapshot(struct fs_ctx *ctx, fuse_ino_t ino, struct fs_dir *d)
 	enum mf_status s;
 	int rc;
 
-	sync_folders_if_stale(ctx->sync);
+	/* The re-check this listing makes may find the folder made again
+	 * on the server (a new number): then the folder at the path the
+	 * handle named when the listing began is listed as it is now. */
 	rc = fs_node_of(ctx, ino, &n);
 	if (rc != 0)
 		return rc;
+	sync_folders_if_stale(ctx->sync);
+	if (n.kind != FS_ROOT) {
+		char *path = n.kind == FS_FOLDER ? g_strdup(n.folder.path) : NULL;
+		fs_node_clear(&n);
+		rc = fs_node_of(ctx, ino, &n);
+		if (rc == -ESTALE && path && store_folder_by_path(ctx->store, path, &n.folder) == MF_OK) {
+			n.kind = FS_FOLDER;
+			rc = 0;
+		}
+		g_free(path);
+		if (rc != 0)
+			return rc;
+	}
 	if (n.kind == FS_MESSAGE) {
 		fs_node_clear(&n);
 		return -ENOTDIR;
@@ -164,13 +179,57 @@ static int fs_dir_snapshot(struct fs_ctx *ctx, fuse_ino_t ino, struct fs_dir *d)
 
 /* The handle exists from opendir on; the listing is taken at the first
  * readdir. */
+static void fs_dir_free(struct fs_dir *d)
+{
+	fs_dir_clear(d);
+	g_free(d);
+}
+
+/* Forgets the handle d (closed, or its open interrupted) and frees it. */
+static void fs_dir_release(struct fs_ctx *ctx, struct fs_dir *d)
+{
+	g_mutex_lock(&ctx->reading_lock);
+	g_hash_table_remove(ctx->dirs, d);
+	g_mutex_unlock(&ctx->reading_lock);
+	fs_dir_free(d);
+}
+
 void fs_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
+	struct fs_ctx *ctx = fuse_req_userdata(req);
 	struct fs_dir *d = g_new0(struct fs_dir, 1);
+	struct store_folder f;
 
+	if (ino != FS_ROOT_INO) {
+		enum mf_status st = store_folder_by_base(ctx->store, FS_INO_BASE(ino), &f);
+		if (st != MF_OK) {
+			/* ESTALE, as fs_node_of says: the kernel looks the name up again. */
+			g_free(d);
+			fuse_reply_err(req, st == MF_ERR_NOTFOUND ? ESTALE : -fs_errno(st));
+			return;
+		}
+		store_folder_clear(&f);
+	}
+	g_mutex_lock(&ctx->reading_lock);
+	g_hash_table_add(ctx->dirs, d);
+	g_mutex_unlock(&ctx->reading_lock);
 	fi->fh = (uint64_t)(uintptr_t)d;
 	if (fuse_reply_open(req, fi) == -ENOENT)
-		g_free(d);
+		fs_dir_release(ctx, d);
+}
+
+void fs_dirs_clear(struct fs_ctx *ctx)
+{
+	GHashTableIter it;
+	gpointer d;
+
+	g_mutex_lock(&ctx->reading_lock);
+	g_hash_table_iter_init(&it, ctx->dirs);
+	while (g_hash_table_iter_next(&it, &d, NULL)) {
+		fs_dir_free(d);
+		g_hash_table_iter_remove(&it);
+	}
+	g_mutex_unlock(&ctx->reading_lock);
 }
 
 /* A reply buffer being filled. */
@@ -291,9 +350,6 @@ void fs_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 
 void fs_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
-	struct fs_dir *d = (struct fs_dir *)(uintptr_t)fi->fh;
-
-	fs_dir_clear(d);
-	g_free(d);
+	fs_dir_release(fuse_req_userdata(req), (struct fs_dir *)(uintptr_t)fi->fh);
 	fuse_reply_err(req, 0);
 }

@@ -56,6 +56,10 @@ struct fs_ctx {
 	 * session, as after an unmount right after a read. */
 	GMutex reading_lock;
 	GHashTable *reading;
+	/* Open directory handles (struct fs_dir *, under reading_lock):
+	 * freed at destroy when the session ends before the kernel's
+	 * RELEASEDIR came (an unmount or SIGTERM right after a listing). */
+	GHashTable *dirs;
 	/* Which nodes' bodies were pushed into the kernel's page cache at an
 	 * open: a second open pushes nothing. A false "pushed" costs a READ,
 	 * nothing more. */
@@ -129,12 +133,8 @@ void fs_entry(struct fs_ctx *ctx, const struct stat *st, struct fuse_entry_param
  * directory parent. */
 void fs_invalidate(struct fs_ctx *ctx, const char *path);
 void fs_invalidate_entry(struct fs_ctx *ctx, fuse_ino_t parent, const char *name);
-/* Drops the kernel's pages of the message ino (and forgets its push). */
+/* Drops the kernel's pages of the message ino. */
 void fs_invalidate_pages(struct fs_ctx *ctx, fuse_ino_t ino);
-/* Forgets that ino's body was pushed: its next open pushes it again. */
-void fs_unpush(struct fs_ctx *ctx, fuse_ino_t ino);
-/* Adds ino to the map; 1 when it was in it already. */
-int fs_nodemap_add(struct fs_nodemap *map, fuse_ino_t ino);
 void fs_inval_start(struct fs_ctx *ctx);
 /* Ends the invalidator after what was asked of it. */
 void fs_inval_stop(struct fs_ctx *ctx);
@@ -146,6 +146,8 @@ void fs_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
                 struct fuse_file_info *fi);
 void fs_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
                     struct fuse_file_info *fi);
+/* Frees the directory handles the kernel never released. */
+void fs_dirs_clear(struct fs_ctx *ctx);
 void fs_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi);
 
 /* ---- fs_xattr.c */

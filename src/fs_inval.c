@@ -14,7 +14,7 @@ enum fs_inval_kind { FS_INVAL_PATH, FS_INVAL_ENTRY, FS_INVAL_PAGES, FS_INVAL_STO
 struct fs_inval {
 	enum fs_inval_kind kind;
 	char *path;            /* FS_INVAL_PATH: a store path */
-	fuse_ino_t parent;     /* FS_INVAL_ENTRY: the name to drop; FS_INVAL_PAGES: the node */
+	fuse_ino_t ino;        /* FS_INVAL_ENTRY: the name's directory; FS_INVAL_PAGES: the node */
 	char *name;
 };
 
@@ -82,12 +82,9 @@ static gpointer fs_invalidator(gpointer data)
 		if (kind == FS_INVAL_PATH) {
 			fs_inval_path(ctx, iv->path);
 		} else if (kind == FS_INVAL_ENTRY) {
-			fuse_lowlevel_notify_inval_entry(ctx->se, iv->parent, iv->name, strlen(iv->name));
+			fuse_lowlevel_notify_inval_entry(ctx->se, iv->ino, iv->name, strlen(iv->name));
 		} else if (kind == FS_INVAL_PAGES) {
-			/* Forgotten first: an open between the two pushes again,
-			 * and what this drops of that is read with READs. */
-			fs_unpush(ctx, iv->parent);
-			if (fuse_lowlevel_notify_inval_inode(ctx->se, iv->parent, 0, 0) == 0)
+			if (fuse_lowlevel_notify_inval_inode(ctx->se, iv->ino, 0, 0) == 0)
 				stats_add(bodies_dropped, 1);
 		}
 		g_free(iv->path);
@@ -103,7 +100,7 @@ void fs_invalidate_entry(struct fs_ctx *ctx, fuse_ino_t parent, const char *name
 	struct fs_inval *iv = g_new0(struct fs_inval, 1);
 
 	iv->kind = FS_INVAL_ENTRY;
-	iv->parent = parent;
+	iv->ino = parent;
 	iv->name = g_strdup(name);
 	fs_inval_push(ctx, iv);
 }
@@ -113,7 +110,7 @@ void fs_invalidate_pages(struct fs_ctx *ctx, fuse_ino_t ino)
 	struct fs_inval *iv = g_new0(struct fs_inval, 1);
 
 	iv->kind = FS_INVAL_PAGES;
-	iv->parent = ino;
+	iv->ino = ino;
 	fs_inval_push(ctx, iv);
 }
 

@@ -360,7 +360,7 @@ static enum mf_status store_body_commit_one(struct store *st, int64_t folder_id,
                                             int *size_changed, int *renamed, GPtrArray *doomed)
 {
 	static const enum store_query sized[] = { Q_BODY_UPSERT, Q_MSG_SET_SIZE };
-	char *dir = store_body_dir(st, folder_id);
+	char *dir = NULL;
 	enum mf_status rc;
 	uint64_t old_size = 0;
 	int known = 0;
@@ -386,11 +386,14 @@ static enum mf_status store_body_commit_one(struct store *st, int64_t folder_id,
 
 	/* The folder's directory is made by its first body (and swept when
 	 * empty): tried only when the rename says it is missing. */
-	if (rename(tmp_path, path) != 0 &&
-	    (errno != ENOENT || (mkdir(dir, 0700) != 0 && errno != EEXIST) ||
-	     rename(tmp_path, path) != 0)) {
-		rc = MF_ERR_IO;
-		goto out;
+	if (rename(tmp_path, path) != 0) {
+		if (errno == ENOENT)
+			dir = store_body_dir(st, folder_id);
+		if (!dir || (mkdir(dir, 0700) != 0 && errno != EEXIST) ||
+		    rename(tmp_path, path) != 0) {
+			rc = MF_ERR_IO;
+			goto out;
+		}
 	}
 	*renamed = 1;
 
