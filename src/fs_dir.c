@@ -23,6 +23,7 @@ struct fs_dir {
 	GStringChunk *names;
 	struct sync_live *live;  /* a first listing, after entries (NULL: none) */
 	uint64_t ino_base;    /* the folder's */
+	char *path;           /* the folder's store path at opendir (NULL: the root) */
 };
 
 static void fs_dir_clear(struct fs_dir *d)
@@ -123,25 +124,17 @@ static int fs_dir_snapshot(struct fs_ctx *ctx, fuse_ino_t ino, struct fs_dir *d)
 	enum mf_status s;
 	int rc;
 
-	/* The re-check this listing makes may find the folder made again
-	 * on the server (a new number): then the folder at the path the
-	 * handle named when the listing began is listed as it is now. */
+	sync_folders_if_stale(ctx->sync);
 	rc = fs_node_of(ctx, ino, &n);
+	if (rc == -ESTALE && d->path && store_folder_by_path(ctx->store, d->path, &n.folder) == MF_OK) {
+		/* Made again on the server since the opendir (a new number):
+		 * the folder at the path the handle named is listed as it is
+		 * now, so that an ls racing the re-check does not fail. */
+		n.kind = FS_FOLDER;
+		rc = 0;
+	}
 	if (rc != 0)
 		return rc;
-	sync_folders_if_stale(ctx->sync);
-	if (n.kind != FS_ROOT) {
-		char *path = n.kind == FS_FOLDER ? g_strdup(n.folder.path) : NULL;
-		fs_node_clear(&n);
-		rc = fs_node_of(ctx, ino, &n);
-		if (rc == -ESTALE && path && store_folder_by_path(ctx->store, path, &n.folder) == MF_OK) {
-			n.kind = FS_FOLDER;
-			rc = 0;
-		}
-		g_free(path);
-		if (rc != 0)
-			return rc;
-	}
 	if (n.kind == FS_MESSAGE) {
 		fs_node_clear(&n);
 		return -ENOTDIR;
@@ -182,6 +175,7 @@ static int fs_dir_snapshot(struct fs_ctx *ctx, fuse_ino_t ino, struct fs_dir *d)
 static void fs_dir_free(struct fs_dir *d)
 {
 	fs_dir_clear(d);
+	g_free(d->path);
 	g_free(d);
 }
 
@@ -208,6 +202,7 @@ void fs_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 			fuse_reply_err(req, st == MF_ERR_NOTFOUND ? ESTALE : -fs_errno(st));
 			return;
 		}
+		d->path = g_strdup(f.path);
 		store_folder_clear(&f);
 	}
 	g_mutex_lock(&ctx->reading_lock);

@@ -469,10 +469,8 @@ def test_a_folder_made_again_on_the_server_shows_its_new_mail(mount, servers):
     their UIDs are the same. An ls of the folder never fails meanwhile (no
     "No such file or directory" for a folder that exists), shows the new
     names once a re-check saw the change, and the files read give the new
-    bodies, never a cached old one. A directory handle opened before names
-    a folder that is no more: ESTALE, as NFS says it, not ENOENT (a path
-    looked up while the kernel still holds the old number is looked up
-    again on ESTALE, so it finds the new one)."""
+    bodies, never a cached old one. A directory handle opened before lists
+    the folder now at its path (or says ESTALE), never ENOENT."""
     dc = servers.get("qresync")
     old = sample_mail.sample_messages(3, 61, tricky=False)
     new = sample_mail.sample_messages(3, 62, tricky=False)
@@ -507,7 +505,8 @@ def test_a_folder_made_again_on_the_server_shows_its_new_mail(mount, servers):
         got = e.errno
     finally:
         os.close(held)
-    assert got == errno.ESTALE, "a listing through a handle from before: %r" % (got,)
+    assert got != errno.ENOENT and (got == errno.ESTALE or set(got) == want), \
+        "a listing through a handle from before: %r" % (got,)
     for name in want:
         with open(m.p(folder, name), "rb") as f:
             assert f.read() in new, "%s: not the new body" % name
