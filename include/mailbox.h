@@ -24,6 +24,10 @@ enum mailbox_cap {
 	 * mailbox_sync_request.known_remote_ids, and names by uid are not
 	 * offered. */
 	MAILBOX_CAP_SERVER_UIDS = 1 << 0,
+	/* stream_bodies calls mailbox_stream.place for each body it is
+	 * given without a descriptor, once its length is known and before
+	 * its first byte is written. */
+	MAILBOX_CAP_STREAM_PLACE = 1 << 1,
 };
 
 struct mailbox_folder {
@@ -100,7 +104,8 @@ struct mailbox_body_request {
 	uint32_t uid;
 	const char *remote_id;
 	uint64_t size_hint;
-	int fd;                   /* the body goes here, from offset 0 */
+	int fd;                   /* the body goes here, from offset base */
+	uint64_t base;
 	uint64_t written;         /* out */
 	enum mf_status status;    /* out: MF_OK, MF_ERR_NOTFOUND, ... */
 };
@@ -120,6 +125,10 @@ struct mailbox_stream {
 	/* A request handed out is complete (status MF_OK, written) or failed;
 	 * called exactly once for each, also when the stream breaks. */
 	void (*done)(void *ctx, const struct mailbox_body_request *req);
+	/* A request handed out with fd -1 (MAILBOX_CAP_STREAM_PLACE): its
+	 * body is len bytes; sets req->fd and req->base, the place to write
+	 * them. -1: no place for it (the driver fails the stream). */
+	int (*place)(void *ctx, struct mailbox_body_request *req, uint64_t len);
 	void *ctx;
 };
 

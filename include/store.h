@@ -8,7 +8,9 @@
  * Layout of a cache directory (created mode 0700):
  *   DIR/lock                     flock'ed by the one store that has it open
  *   DIR/cache.sqlite             the metadata
- *   DIR/bodies/<folder_id>/<uid> one file per cached body
+ *   DIR/bodies/<folder_id>/<uid> a cached body in a file of its own
+ *   DIR/bodies/<folder_id>/p<n>  a pack: bodies a stream brought, one
+ *                                after another, each from a 4 KiB boundary
  *   DIR/tmp/                     bodies being downloaded
  *
  * Ownership: strings inside structs filled by the store are g_malloc'd and
@@ -240,8 +242,11 @@ enum mf_status store_message_remove(struct store *st, int64_t folder_id, uint32_
 /* ---- bodies ---- */
 
 /* Opens the cached body read-only: returns an fd (caller closes) and
- * marks it recently used, or -1 when not cached. */
-int store_body_open(struct store *st, int64_t folder_id, uint32_t uid);
+ * marks it recently used, or -1 when not cached. The body is len bytes
+ * of it from off (a pack's range: the descriptor holds it, and an
+ * eviction meanwhile leaves it be); off and len may be NULL. */
+int store_body_open(struct store *st, int64_t folder_id, uint32_t uid, uint64_t *off,
+                    uint64_t *len);
 /* Creates a temporary file for a body being downloaded: returns a
  * writable fd and *tmp_path (g_free), or -1. */
 int store_body_begin(struct store *st, char **tmp_path);
@@ -260,12 +265,26 @@ enum mf_status store_body_commit(struct store *st, int64_t folder_id,
  * commit (every item then has it, and no file stays). */
 struct store_body_item {
 	uint32_t uid;
-	const char *tmp_path;
+	const char *tmp_path;      /* the download, or NULL when in a pack: */
+	int64_t pack;              /* store_pack_place's pack, off and length */
+	uint64_t off, len;
 	enum mf_status status;     /* out */
 	int size_changed;          /* out */
 };
 enum mf_status store_body_commit_many(struct store *st, int64_t folder_id,
                                       struct store_body_item *items, size_t n);
+/* A writer of bodies into packs (a stream's): each body takes the next
+ * range of the writer's pack, from a 4 KiB boundary, and is committed
+ * with store_body_commit_many (item.pack, off, len). A pack stays while
+ * its writer lives, and goes with its last body after. */
+struct store_pack;
+struct store_pack *store_pack_new(struct store *st, int64_t folder_id);
+/* The range for a body of len bytes: returns the descriptor to write it
+ * to (the writer's: not to be closed) and sets *pack and *off, or -1. */
+int store_pack_place(struct store_pack *p, uint64_t len, int64_t *pack, uint64_t *off);
+/* A range placed and never committed: its blocks are freed. */
+void store_pack_discard(struct store_pack *p, int64_t pack, uint64_t off, uint64_t len);
+void store_pack_free(struct store_pack *p);
 /* Removes an unfinished download. */
 void store_body_abort(struct store *st, const char *tmp_path);
 /* Bytes and count of cached bodies. */

@@ -78,11 +78,12 @@ void sync_live_unref(struct sync_live *live);
 /* Waits until the folder's messages are in the store; or every folder's. */
 void sync_folder_settle(struct sync_ctx *s, int64_t folder_id);
 void sync_settle_all(struct sync_ctx *s);
-/* An fd open on the message's body, downloading it into the body cache
- * first when needed. *size_changed (may be NULL): the real size differs
- * from what the cache said before. */
+/* An fd open on the message's body (len bytes from off: see
+ * store_body_open), downloading it into the body cache first when
+ * needed. *size_changed (may be NULL): the real size differs from what
+ * the cache said before. */
 enum mf_status sync_body_open(struct sync_ctx *s, int64_t folder_id, uint32_t uid,
-                              int *fd, int *size_changed);
+                              int *fd, uint64_t *off, uint64_t *len, int *size_changed);
 
 /* ---- writes: each talks to the server first and changes the cache only
  * after the server confirmed; then the touched folders are re-synced. */

@@ -516,16 +516,16 @@ static void fs_nodemap_remove(struct fs_nodemap *map, fuse_ino_t ino)
 /* Pushes a body of at most FS_PUSH_MAX bytes into the kernel's page
  * cache (the caller asks ctx->pushed first: once a mount for each node;
  * a node wrongly taken for pushed is read with READs). */
-static void fs_push(struct fs_ctx *ctx, fuse_ino_t ino, int fd, off_t size)
+static void fs_push(struct fs_ctx *ctx, fuse_ino_t ino, const struct fs_handle *h)
 {
 	struct fuse_bufvec bufv = FUSE_BUFVEC_INIT(0);
 
-	if (size <= 0 || size > FS_PUSH_MAX)
+	if (h->len == 0 || h->len > FS_PUSH_MAX)
 		return;
-	bufv.buf[0].size = (size_t)size;
+	bufv.buf[0].size = (size_t)h->len;
 	bufv.buf[0].flags = FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK;
-	bufv.buf[0].fd = fd;
-	bufv.buf[0].pos = 0;
+	bufv.buf[0].fd = h->fd;
+	bufv.buf[0].pos = (off_t)h->off;
 	if (fuse_lowlevel_notify_store(ctx->se, ino, 0, &bufv, 0) != 0)
 		return;
 	stats_add(bodies_pushed, 1);
@@ -539,8 +539,8 @@ static void fs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	struct store_message m = { 0 };
 	struct fs_handle *h;
 	struct fs_node n;
-	struct stat sb;
 	int rc, fd = -1, size_changed = 0;
+	uint64_t body_off = 0, body_len = 0;
 	int64_t folder_id;
 	uint32_t uid;
 	enum mf_status st;
@@ -593,13 +593,16 @@ static void fs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		}
 	}
 	if (st == MF_OK)
-		st = sync_body_open(ctx->sync, folder_id, uid, &fd, &size_changed);
+		st = sync_body_open(ctx->sync, folder_id, uid, &fd, &body_off, &body_len,
+		                    &size_changed);
 	if (st != MF_OK) {
 		fuse_reply_err(req, -fs_errno(st));
 		return;
 	}
 	h = g_new0(struct fs_handle, 1);
 	h->fd = fd;
+	h->off = body_off;
+	h->len = body_len;
 	g_mutex_lock(&ctx->reading_lock);
 	g_hash_table_add(ctx->reading, h);
 	g_mutex_unlock(&ctx->reading_lock);
@@ -613,9 +616,9 @@ static void fs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		fi->keep_cache = 1;
 		/* A body pushed in this mount needs neither its size nor a push
 		 * (a large one is out of the pushed map from its first close). */
-		if (!fs_nodemap_has(&ctx->pushed, ino) && fstat(fd, &sb) == 0) {
-			fs_push(ctx, ino, fd, sb.st_size);
-			if (sb.st_size >= FS_DROP_MIN)
+		if (!fs_nodemap_has(&ctx->pushed, ino)) {
+			fs_push(ctx, ino, h);
+			if (h->len >= FS_DROP_MIN)
 				h->drop = ino;
 		}
 	}
@@ -654,13 +657,22 @@ struct fs_handle *fs_handle(struct fuse_file_info *fi)
 static void fs_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
                     struct fuse_file_info *fi)
 {
-	char *buf = g_malloc(size ? size : 1);
+	const struct fs_handle *h = fs_handle(fi);
+	char *buf;
 	ssize_t n;
 
-	if (!fs_handle(fi)->staged)
+	if (!h->staged) {
+		/* A body's bytes, wherever in its file they lie. */
 		stats_add(reads, 1);
+		if ((uint64_t)off >= h->len)
+			size = 0;
+		else if (size > h->len - (uint64_t)off)
+			size = (size_t)(h->len - (uint64_t)off);
+		off += (off_t)h->off;
+	}
+	buf = g_malloc(size ? size : 1);
 	do
-		n = pread(fs_handle(fi)->fd, buf, size, off);
+		n = size ? pread(h->fd, buf, size, off) : 0;
 	while (n < 0 && errno == EINTR);
 	if (n < 0)
 		fuse_reply_err(req, errno);

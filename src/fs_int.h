@@ -93,6 +93,7 @@ struct fs_staged;
 /* What fi->fh points to. */
 struct fs_handle {
 	int fd;
+	uint64_t off, len;         /* a message's body: len bytes of fd from off */
 	struct fs_staged *staged;  /* NULL for a message being read */
 	fuse_ino_t drop;           /* a large body: its pages are dropped at release */
 };

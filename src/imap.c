@@ -23,7 +23,7 @@ static void imap_destroy(struct mailbox *mb)
 }
 
 static const struct mailbox_ops imap_ops = {
-	.caps = MAILBOX_CAP_SERVER_UIDS,
+	.caps = MAILBOX_CAP_SERVER_UIDS | MAILBOX_CAP_STREAM_PLACE,
 	.list_folders = imap_list_folders,
 	.sync_folder = imap_sync_folder,
 	.fetch_body = imap_fetch_body,

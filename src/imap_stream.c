@@ -108,6 +108,20 @@ static enum mf_status imap_stream_flush(struct imap_stream_ctx *sc)
 	return n ? imap_streamed_write(&sc->streamed, sc->pending, n) : MF_OK;
 }
 
+/* A body handed out without a descriptor gets its place from the
+ * caller, now that its length is known. */
+static enum mf_status imap_stream_place(struct imap_stream_ctx *sc, struct imap_stream_req *q,
+                                        uint64_t len)
+{
+	if (q->r.fd >= 0 || !sc->cb->place)
+		return q->r.fd >= 0 ? MF_OK : MF_ERR_IO;
+	if (sc->cb->place(sc->cb->ctx, &q->r, len) != 0 || q->r.fd < 0) {
+		log_error("cannot write the body cache: no room for message %u", q->r.uid);
+		return MF_ERR_IO;
+	}
+	return MF_OK;
+}
+
 static enum imap_sink_choice imap_stream_literal(void *ctx, const char *head, size_t head_len,
                                                  uint64_t n)
 {
@@ -124,14 +138,19 @@ static enum imap_sink_choice imap_stream_literal(void *ctx, const char *head, si
 	if (!uid)
 		return IMAP_SINK_BUFFER;  /* bounded as any response */
 	q = g_hash_table_lookup(sc->by_uid, GUINT_TO_POINTER((guint)uid));
-	sc->streamed = (struct imap_streamed){ .active = 1, .offset = off, .size = n, .uid = uid,
-	                                       .fd = q ? q->r.fd : -1 };
+	sc->streamed = (struct imap_streamed){ .active = 1, .size = n, .uid = uid, .fd = -1 };
 	sc->n_pending = 0;
 	if (q && (off != 0 || n > imap_body_limit(q->r.size_hint))) {
 		log_error("IMAP server sends %" G_GUINT64_FORMAT " bytes for message %" G_GUINT64_FORMAT
 		          ", whose RFC822.SIZE is %" G_GUINT64_FORMAT ": refused", n, uid,
 		          q->r.size_hint);
 		return IMAP_SINK_FAIL;
+	}
+	if (q && imap_stream_place(sc, q, n) != MF_OK)
+		return IMAP_SINK_FAIL;
+	if (q) {
+		sc->streamed.fd = q->r.fd;
+		sc->streamed.offset = q->r.base;
 	}
 	return IMAP_SINK_TAKE;
 }
@@ -187,8 +206,10 @@ static void imap_stream_untagged(void *ctx, struct imap_conn *c, const struct im
 	} else if (body->len > imap_body_limit(q->r.size_hint)) {
 		imap_stream_finish(sc, q, MF_ERR_PROTOCOL);
 	} else {
-		struct imap_streamed s = { .fd = q->r.fd };
-		enum mf_status st = imap_streamed_write(&s, body->str, body->len);
+		enum mf_status st = imap_stream_place(sc, q, body->len);
+		struct imap_streamed s = { .fd = q->r.fd, .offset = q->r.base };
+		if (st == MF_OK)
+			st = imap_streamed_write(&s, body->str, body->len);
 		q->r.written = body->len;
 		imap_stream_finish(sc, q, st);
 	}

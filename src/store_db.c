@@ -22,7 +22,7 @@
 #include "log.h"
 #include "store_int.h"
 
-#define STORE_SCHEMA_VERSION 6
+#define STORE_SCHEMA_VERSION 7
 
 /* ino_base: the last inode base handed out. A counter, so that a base
  * is never handed out twice while the cache lives. */
@@ -40,6 +40,10 @@
 /* A folder by its inode base: what every request about a node asks. */
 #define STORE_BASE_INDEX_SQL \
 	"CREATE INDEX IF NOT EXISTS folders_base ON folders(ino_base);"
+
+/* The bodies kept in each pack file: whether one is still used. */
+#define STORE_PACK_INDEX_SQL \
+	"CREATE INDEX IF NOT EXISTS bodies_pack ON bodies(folder_id, pack, off) WHERE pack != 0;"
 
 /* The step from version i to i + 1, each one transaction. */
 static const char *const store_upgrade_sql[STORE_SCHEMA_VERSION] = {
@@ -72,6 +76,12 @@ static const char *const store_upgrade_sql[STORE_SCHEMA_VERSION] = {
 	[5] = "BEGIN IMMEDIATE;"
 	      STORE_BASE_INDEX_SQL
 	      " PRAGMA user_version = 6; COMMIT",
+	/* Version 7 keeps bodies in pack files as well (pack, off). */
+	[6] = "BEGIN IMMEDIATE;"
+	      " ALTER TABLE bodies ADD COLUMN pack INTEGER NOT NULL DEFAULT 0;"
+	      " ALTER TABLE bodies ADD COLUMN off INTEGER NOT NULL DEFAULT 0;"
+	      STORE_PACK_INDEX_SQL
+	      " PRAGMA user_version = 7; COMMIT",
 };
 
 static const char store_schema_sql[] =
@@ -114,10 +124,13 @@ static const char store_schema_sql[] =
 	"  uid INTEGER NOT NULL,"
 	"  size INTEGER NOT NULL,"
 	"  last_used INTEGER NOT NULL,"           /* a counter, not a time: LRU must be exact */
+	"  pack INTEGER NOT NULL DEFAULT 0,"      /* 0: its own file; else the pack file's number */
+	"  off INTEGER NOT NULL DEFAULT 0,"       /* where it starts in its pack */
 	"  PRIMARY KEY(folder_id, uid),"
 	"  FOREIGN KEY(folder_id, uid) REFERENCES messages(folder_id, uid) ON DELETE CASCADE"
 	") WITHOUT ROWID;"
 	"CREATE INDEX IF NOT EXISTS bodies_lru ON bodies(last_used);"
+	STORE_PACK_INDEX_SQL
 	STORE_META_SQL;
 
 #define STORE_FOLDER_COLUMNS \
@@ -212,12 +225,13 @@ static const char *const store_query_sql[Q_COUNT] = {
 	[Q_MSG_SET_USER_NAME] =
 		"UPDATE messages SET user_name = ?3 WHERE folder_id = ?1 AND uid = ?2",
 	[Q_BODY_EXISTS] = "SELECT 1 FROM bodies WHERE folder_id = ?1 AND uid = ?2",
-	[Q_BODY_OF_FOLDER] = "SELECT uid FROM bodies WHERE folder_id = ?1",
+	[Q_BODY_OF_FOLDER] = "SELECT uid, size, pack, off FROM bodies WHERE folder_id = ?1",
 	[Q_BODY_UPSERT] =
-		"INSERT INTO bodies(folder_id, uid, size, last_used)"
-		" VALUES(?1, ?2, ?3, " STORE_NEXT_TICK ")"
+		"INSERT INTO bodies(folder_id, uid, size, last_used, pack, off)"
+		" VALUES(?1, ?2, ?3, " STORE_NEXT_TICK ", ?4, ?5)"
 		" ON CONFLICT(folder_id, uid) DO UPDATE SET"
-		" size = excluded.size, last_used = excluded.last_used",
+		" size = excluded.size, last_used = excluded.last_used,"
+		" pack = excluded.pack, off = excluded.off",
 	/* ?3: a tick above every body's (Q_BODY_LAST_TICK + 1, + 2, ... for
 	 * a batch). */
 	[Q_BODY_TOUCH] = "UPDATE bodies SET last_used = ?3 WHERE folder_id = ?1 AND uid = ?2",
@@ -247,13 +261,17 @@ static const char *const store_query_sql[Q_COUNT] = {
 	[Q_MSG_UNCACHED_AFTER_UID] = STORE_MESSAGE_COLUMNS
 		"WHERE m.folder_id = ?1 AND m.uid > ?2 AND m.name IS NOT NULL AND b.uid IS NULL"
 		" AND m.size <= ?3 ORDER BY m.uid LIMIT ?4",
-	[Q_BODY_SIZE] = "SELECT size FROM bodies WHERE folder_id = ?1 AND uid = ?2",
+	[Q_BODY_LOC] = "SELECT size, pack, off FROM bodies WHERE folder_id = ?1 AND uid = ?2",
+	[Q_BODY_PACK_USED] = "SELECT 1 FROM bodies WHERE folder_id = ?1 AND pack = ?2 LIMIT 1",
+	[Q_BODY_PACK_LAST] = "SELECT coalesce(max(pack), 0) FROM bodies",
+	[Q_BODY_PACK_RANGES] =
+		"SELECT off, size FROM bodies WHERE folder_id = ?1 AND pack = ?2 ORDER BY off",
 	[Q_FOLDER_RECOUNT] =
 		"UPDATE folders SET messages ="
 		" (SELECT count(*) FROM messages WHERE folder_id = ?1) WHERE id = ?1",
 	[Q_BODY_USAGE] = "SELECT coalesce(sum(size), 0), count(*) FROM bodies",
 	[Q_BODY_LRU] =
-		"SELECT folder_id, uid, size FROM bodies"
+		"SELECT folder_id, uid, size, pack, off FROM bodies"
 		" WHERE NOT (folder_id = ?1 AND uid = ?2) ORDER BY last_used",
 };
 
@@ -363,7 +381,7 @@ enum mf_status store_end(struct store *st, enum mf_status rc, GPtrArray *doomed)
 	if (rc == MF_OK)
 		rc = store_commit(st);
 	if (rc == MF_OK)
-		store_unlink_all(doomed);
+		store_doom_run(st, doomed);
 	else
 		store_rollback(st);
 	for (guint i = 0; rc == MF_OK && st->observer && st->changes && i < st->changes->len; i++)
@@ -737,6 +755,8 @@ struct store *store_open(const char *dir, uint64_t body_cap, char **err)
 	st->body_cap = body_cap;
 	st->body_total = -1;
 	st->touched = g_hash_table_new_full(g_int64_hash, g_int64_equal, g_free, NULL);
+	st->live_packs = g_hash_table_new_full(g_int64_hash, g_int64_equal, g_free, NULL);
+	st->pack_seq = -1;
 	st->folder_paths = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
 	st->folder_paths_stale = 1;
 
@@ -809,6 +829,8 @@ void store_close(struct store *st)
 		g_ptr_array_free(st->changes, TRUE);
 	if (st->touched)
 		g_hash_table_destroy(st->touched);
+	if (st->live_packs)
+		g_hash_table_destroy(st->live_packs);
 	if (st->folder_paths)
 		g_hash_table_destroy(st->folder_paths);
 	for (size_t i = 0; i < G_N_ELEMENTS(st->folder_memo); i++)

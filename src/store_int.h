@@ -46,7 +46,8 @@ enum store_query {
 	Q_MSG_DELETE, Q_MSG_DELETE_FOLDER, Q_MSG_NAMES, Q_MSG_SET_NAME,
 	Q_MSG_SIZE, Q_MSG_SET_SIZE, Q_MSG_NAME_HOLDER, Q_MSG_SET_USER_NAME,
 	Q_BODY_EXISTS, Q_BODY_OF_FOLDER, Q_BODY_UPSERT, Q_BODY_TOUCH, Q_BODY_LAST_TICK,
-	Q_BODY_DELETE, Q_BODY_USAGE, Q_BODY_LRU, Q_FOLDER_RECOUNT, Q_BODY_SIZE,
+	Q_BODY_DELETE, Q_BODY_USAGE, Q_BODY_LRU, Q_FOLDER_RECOUNT, Q_BODY_LOC,
+	Q_BODY_PACK_USED, Q_BODY_PACK_LAST, Q_BODY_PACK_RANGES,
 	Q_MSG_UNCACHED_AFTER, Q_MSG_UNCACHED_AFTER_UID, Q_MSG_NAME_WANTED, Q_MSG_NAME_OF, Q_FOLDER_COUNT_DOWN,
 	Q_MSG_MAX_UID_OF, Q_FOLDER_UNDER, Q_FOLDER_RENAME,
 	Q_META_NEXT_BASE, Q_FOLDER_SET_BASE, Q_FOLDER_NO_BASE, Q_FOLDER_PATH,
@@ -89,6 +90,11 @@ struct store {
 	struct store_folder folder_memo[4];
 	uint64_t folder_memo_gen[4];
 	unsigned folder_memo_next;
+	/* Pack files (store_body.c): the last number handed out (-1: not
+	 * read yet), and the packs writers still add to, which stay even
+	 * when no body row names them yet. */
+	int64_t pack_seq;
+	GHashTable *live_packs;
 };
 
 /* The entry folder_id/name (name NULL: the folder itself) changed, went
@@ -166,7 +172,19 @@ int store_name_wanted(struct store *st, int64_t folder_id, uint32_t uid);
 char *store_body_path(const struct store *st, int64_t folder_id, uint32_t uid);
 char *store_body_dir(const struct store *st, int64_t folder_id);
 void store_empty_dir(const char *dir, int rmdir_too);
-void store_unlink_all(GPtrArray *paths);
+/* What a transaction's commit frees (store_end): a doomed body is a
+ * file to unlink, or a range of a pack to punch out (and the pack
+ * unlinked with its last body). Free with g_free. */
+struct store_doom {
+	int64_t folder_id, pack;   /* pack 0: path is the body's own file */
+	uint64_t off, len;
+	char path[];
+};
+void store_doom_body(struct store *st, int64_t folder_id, uint32_t uid, uint64_t size,
+                     int64_t pack, uint64_t off, GPtrArray *doomed);
+int store_doom_body_of(struct store *st, int64_t folder_id, uint32_t uid, GPtrArray *doomed,
+                       enum mf_status *err);
+void store_doom_run(struct store *st, GPtrArray *doomed);
 enum mf_status store_collect_folder_bodies(struct store *st, int64_t folder_id,
                                            GPtrArray *doomed);
 int store_has_body(struct store *st, int64_t folder_id, uint32_t uid, enum mf_status *err);

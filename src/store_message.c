@@ -35,10 +35,8 @@ static enum mf_status store_delete_message(struct store *st, int64_t folder_id, 
 {
 	enum mf_status rc = MF_OK;
 
-	if (store_has_body(st, folder_id, uid, &rc)) {
-		g_ptr_array_add(doomed, store_body_path(st, folder_id, uid));
+	if (store_doom_body_of(st, folder_id, uid, doomed, &rc))
 		st->body_total = -1;
-	}
 	if (rc != MF_OK)
 		return rc;
 	store_note_message(st, folder_id, uid);

@@ -76,7 +76,7 @@ static void sync_ra_remember(struct sync_ctx *s, int64_t folder_id,
  * fd on m's body in *fd_out. */
 static enum mf_status sync_fetch_into_cache(struct sync_ctx *s, const struct store_folder *f,
                                             const struct store_message *m, int *fd_out,
-                                            int *size_changed)
+                                            uint64_t *len_out, int *size_changed)
 {
 	struct sync_ra_pick pick = { g_ptr_array_new_with_free_func(sync_ra_free), 0 };
 	struct mailbox_body_request *reqs = NULL;
@@ -153,8 +153,14 @@ static enum mf_status sync_fetch_into_cache(struct sync_ctx *s, const struct sto
 	if (st == MF_OK) {
 		/* The download's own fd still names the file after the rename,
 		 * and even after an eviction racing with us. */
-		*fd_out = reqs[0].fd;
-		reqs[0].fd = -1;
+		struct stat sb;
+		if (fstat(reqs[0].fd, &sb) != 0) {
+			st = MF_ERR_IO;
+		} else {
+			*fd_out = reqs[0].fd;
+			*len_out = (uint64_t)sb.st_size;
+			reqs[0].fd = -1;
+		}
 	}
 	last = n > 1 ? g_ptr_array_index(pick.msgs, n - 2) : m;
 	if (streak >= 0)
@@ -172,7 +178,7 @@ out:
 }
 
 enum mf_status sync_body_open(struct sync_ctx *s, int64_t folder_id, uint32_t uid,
-                              int *fd_out, int *size_changed)
+                              int *fd_out, uint64_t *off, uint64_t *len, int *size_changed)
 {
 	struct store_folder f = { 0 };
 	struct store_message m = { 0 };
@@ -182,7 +188,8 @@ enum mf_status sync_body_open(struct sync_ctx *s, int64_t folder_id, uint32_t ui
 	if (size_changed)
 		*size_changed = 0;
 	sync_watch_note(s, folder_id);  /* in use: watched for a while */
-	fd = store_body_open(s->store, folder_id, uid);
+	*off = 0;
+	fd = store_body_open(s->store, folder_id, uid, off, len);
 	if (fd >= 0) {
 		stats_add(cache_hits, 1);
 		sync_stream_note_hit(s, folder_id, uid);
@@ -195,11 +202,10 @@ enum mf_status sync_body_open(struct sync_ctx *s, int64_t folder_id, uint32_t ui
 	st = store_folder_by_id(s->store, folder_id, &f);
 	if (st == MF_OK)
 		st = store_message_by_uid(s->store, folder_id, uid, &m);
-	if (st == MF_OK && sync_stream_open(s, folder_id, &m, fd_out)) {
-		struct stat sb;
+	if (st == MF_OK && sync_stream_open(s, folder_id, &m, fd_out, off, len)) {
 		/* As for a body fetched here: a size other than the server said
 		 * is read around the kernel's idea of it. */
-		if (size_changed && fstat(*fd_out, &sb) == 0 && (uint64_t)sb.st_size != m.size)
+		if (size_changed && *len != m.size)
 			*size_changed = 1;
 		store_message_clear(&m);
 		store_folder_clear(&f);
@@ -207,14 +213,14 @@ enum mf_status sync_body_open(struct sync_ctx *s, int64_t folder_id, uint32_t ui
 	}
 	if (st == MF_OK) {
 		/* A stream that ended meanwhile may have brought it after all. */
-		fd = store_body_open(s->store, folder_id, uid);
+		fd = store_body_open(s->store, folder_id, uid, off, len);
 		if (fd >= 0) {
 			*fd_out = fd;
 			store_message_clear(&m);
 			store_folder_clear(&f);
 			return MF_OK;
 		}
-		st = sync_fetch_into_cache(s, &f, &m, fd_out, size_changed);
+		st = sync_fetch_into_cache(s, &f, &m, fd_out, len, size_changed);
 	}
 	if (st == MF_ERR_NOTFOUND)
 		log_warn("message %u of %s is gone from the server", uid, f.path ? f.path : "?");

@@ -32,6 +32,8 @@ struct sync_stream_entry {
 	uint64_t size;
 	char *tmp;                 /* the download's file, until committed */
 	int fd;
+	int64_t pack;              /* or its place in the stream's pack (pack 0: none) */
+	uint64_t off, len;
 	int flight;                /* planned, with the driver, or being committed */
 	int ready;                 /* complete, waiting in the stream's batch */
 	int sent;                  /* handed to the driver */
@@ -65,6 +67,9 @@ struct sync_stream {
 	gint64 last_open, progress_at;
 	int stop, finished;
 	GThread *thread;
+	/* Bodies go into packs as they come (the driver asks for a place):
+	 * no file is made for each. Without it, each gets a download file. */
+	struct store_pack *pack;
 };
 
 /* Under s->lock unless noted. */
@@ -175,7 +180,7 @@ static void sync_stream_pick(struct sync_stream *st, struct store_message *curso
 
 	store_messages_uncached_after(store, st->folder_id, cursor, st->by_uid, st->window, p->max,
 	                              sync_stream_collect, p);
-	for (guint i = 0; i < p->entries->len; i++) {
+	for (guint i = 0; i < p->entries->len && !st->pack; i++) {
 		struct sync_stream_entry *e = g_ptr_array_index(p->entries, i);
 		e->fd = store_body_begin(store, &e->tmp);
 		if (e->fd < 0) {
@@ -191,7 +196,8 @@ static void sync_stream_drop(struct sync_stream *st, GPtrArray *entries)
 {
 	for (guint i = 0; i < entries->len; i++) {
 		struct sync_stream_entry *e = g_ptr_array_index(entries, i);
-		close(e->fd);
+		if (e->fd >= 0)
+			close(e->fd);
 		store_body_abort(st->s->store, e->tmp);
 		sync_stream_entry_free(e);
 	}
@@ -321,7 +327,9 @@ static void sync_stream_commit_ready(struct sync_stream *st)
 	for (guint i = 0; i < batch->len; i++) {
 		struct sync_stream_entry *e = g_ptr_array_index(batch, i);
 		if (e->status == MF_OK)
-			items[n++] = (struct store_body_item){ .uid = e->uid, .tmp_path = e->tmp };
+			items[n++] = (struct store_body_item){ .uid = e->uid, .tmp_path = e->tmp,
+			                                       .pack = e->pack, .off = e->off,
+			                                       .len = e->len };
 		else
 			store_body_abort(s->store, e->tmp);
 	}
@@ -350,6 +358,8 @@ static void sync_stream_done(void *ctx, const struct mailbox_body_request *req)
 	struct sync_stream *st = ctx;
 	struct sync_ctx *s = st->s;
 	struct sync_stream_entry *e;
+	int64_t pack;
+	uint64_t off, len;
 	int now;
 
 	g_mutex_lock(&s->lock);
@@ -358,22 +368,56 @@ static void sync_stream_done(void *ctx, const struct mailbox_body_request *req)
 		g_mutex_unlock(&s->lock);
 		return;
 	}
+	pack = e->pack;
+	off = e->off;
+	len = e->len;
 	e->fd = -1;
 	e->status = req->status;
 	e->ready = 1;
 	g_ptr_array_add(st->ready, e);
 	now = e->waiters > 0 || st->ready->len >= SYNC_STREAM_BATCH;
 	g_mutex_unlock(&s->lock);
-	close(req->fd);
+	if (!st->pack)
+		close(req->fd);
+	else if (req->status != MF_OK && pack)
+		store_pack_discard(st->pack, pack, off, len);
 	if (now)
 		sync_stream_commit_ready(st);
+}
+
+/* The driver has a body's length: it goes into the stream's pack. */
+static int sync_stream_place(void *ctx, struct mailbox_body_request *req, uint64_t len)
+{
+	struct sync_stream *st = ctx;
+	struct sync_stream_entry *e;
+	int64_t pack;
+	uint64_t off;
+	int fd = store_pack_place(st->pack, len, &pack, &off);
+
+	if (fd < 0)
+		return -1;
+	g_mutex_lock(&st->s->lock);
+	e = g_hash_table_lookup(st->entries, GUINT_TO_POINTER(req->uid));
+	if (e) {
+		e->pack = pack;
+		e->off = off;
+		e->len = len;
+	}
+	g_mutex_unlock(&st->s->lock);
+	if (!e)
+		return -1;
+	req->fd = fd;
+	req->base = off;
+	return 0;
 }
 
 static gpointer sync_stream_thread(gpointer data)
 {
 	struct sync_stream *st = data;
 	struct sync_ctx *s = st->s;
-	const struct mailbox_stream cb = { sync_stream_next, sync_stream_done, st };
+	const struct mailbox_stream cb = { .next = sync_stream_next, .done = sync_stream_done,
+	                                   .place = st->pack ? sync_stream_place : NULL,
+	                                   .ctx = st };
 	enum mf_status rc;
 
 	rc = s->mb->ops->stream_bodies(s->mb, st->wire_name, st->uidvalidity, &cb);
@@ -407,6 +451,10 @@ static gpointer sync_stream_thread(gpointer data)
 	}
 	g_ptr_array_free(tmps, TRUE);
 	g_array_free(fds, TRUE);
+	/* Every body of the packs is committed or discarded: they go with
+	 * their last body from now on. */
+	store_pack_free(st->pack);
+	st->pack = NULL;
 	g_mutex_lock(&s->lock);
 	g_cond_broadcast(&s->stream_cond);
 	g_mutex_unlock(&s->lock);
@@ -519,6 +567,8 @@ int sync_stream_start(struct sync_ctx *s, const struct store_folder *f,
 	st->entries = g_hash_table_new(g_direct_hash, g_direct_equal);
 	st->ready = g_ptr_array_new();
 	st->window = sync_stream_window(s);
+	if (s->mb->ops->caps & MAILBOX_CAP_STREAM_PLACE)
+		st->pack = store_pack_new(s->store, f->id);
 	st->last_open = st->progress_at = g_get_monotonic_time();
 	g_ptr_array_add(s->streams, st);
 	/* The first batch now: the reader's next opens find it on its way
@@ -568,7 +618,7 @@ void sync_stream_note_hit(struct sync_ctx *s, int64_t folder_id, uint32_t uid)
 }
 
 int sync_stream_open(struct sync_ctx *s, int64_t folder_id, const struct store_message *m,
-                     int *fd_out)
+                     int *fd_out, uint64_t *off, uint64_t *len)
 {
 	gint64 timeout_us = (gint64)s->cfg->timeout * G_USEC_PER_SEC;
 	struct sync_stream *st;
@@ -608,7 +658,7 @@ again:
 		g_mutex_unlock(&s->lock);
 		sync_stream_unref(st);
 		if (served) {
-			*fd_out = store_body_open(s->store, folder_id, m->uid);
+			*fd_out = store_body_open(s->store, folder_id, m->uid, off, len);
 			served = *fd_out >= 0;
 		}
 		return served;

@@ -950,7 +950,7 @@ static void test_body_roundtrip(void **state)
 
 	added[0].size = 50;
 	sync_add(fx->st, fid, added, 2);
-	assert_int_equal(store_body_open(fx->st, fid, 1), -1);
+	assert_int_equal(store_body_open(fx->st, fid, 1, NULL, NULL), -1);
 
 	fd = store_body_begin(fx->st, &tmp);
 	assert_true(fd >= 0);
@@ -970,7 +970,7 @@ static void test_body_roundtrip(void **state)
 	assert_int_equal(m.body_cached, 1);
 	store_message_clear(&m);
 
-	fd = store_body_open(fx->st, fid, 1);
+	fd = store_body_open(fx->st, fid, 1, NULL, NULL);
 	assert_true(fd >= 0);
 	assert_int_equal(read(fd, buf, sizeof buf), 49);
 	assert_memory_equal(buf, "From: a\r\n\r\nhello world", 22);
@@ -994,7 +994,7 @@ static void test_body_roundtrip(void **state)
 	/* A body file removed behind our back: the row is dropped. */
 	char *path = body_file(fx, fid, 1);
 	assert_int_equal(unlink(path), 0);
-	assert_int_equal(store_body_open(fx->st, fid, 1), -1);
+	assert_int_equal(store_body_open(fx->st, fid, 1, NULL, NULL), -1);
 	assert_int_equal(store_body_usage(fx->st, &bytes, &count), MF_OK);
 	assert_int_equal(count, 0);
 	assert_int_equal(store_message_by_uid(fx->st, fid, 1, &m), MF_OK);
@@ -1009,6 +1009,152 @@ static void test_body_roundtrip(void **state)
 	store_body_abort(fx->st, tmp);
 	assert_false(file_exists(tmp));
 	g_free(tmp);
+}
+
+/* The store again, its bodies capped at cap bytes. */
+static void reopen_capped(struct fixture *fx, uint64_t cap)
+{
+	char *err = NULL;
+
+	store_close(fx->st);
+	fx->st = store_open(fx->dir, cap, &err);
+	assert_non_null(fx->st);
+}
+
+/* Writes len bytes of c into the writer's pack and commits them as uid's
+ * body; returns where they went. */
+static uint64_t pack_body(struct store *st, struct store_pack *p, int64_t fid, uint32_t uid,
+                          size_t len, char c)
+{
+	struct store_body_item item = { .uid = uid, .len = len };
+	char *data = g_malloc(len + 1);
+	int fd = store_pack_place(p, len, &item.pack, &item.off);
+
+	assert_true(fd >= 0);
+	assert_true(item.pack > 0);
+	assert_int_equal(item.off % 4096, 0);  /* on a block boundary */
+	memset(data, c, len);
+	assert_int_equal(pwrite(fd, data, len, (off_t)item.off), (ssize_t)len);
+	assert_int_equal(store_body_commit_many(st, fid, &item, 1), MF_OK);
+	assert_int_equal(item.status, MF_OK);
+	g_free(data);
+	return item.off;
+}
+
+/* The body's bytes through store_body_open: all c, len of them. */
+static void assert_body(struct store *st, int64_t fid, uint32_t uid, size_t len, char c)
+{
+	uint64_t off = 99, got = 99;
+	int fd = store_body_open(st, fid, uid, &off, &got);
+	char *buf = g_malloc(len + 1);
+
+	assert_true(fd >= 0);
+	assert_int_equal(got, len);
+	assert_int_equal(pread(fd, buf, len, (off_t)off), (ssize_t)len);
+	for (size_t i = 0; i < len; i++)
+		assert_int_equal(buf[i], c);
+	close(fd);
+	g_free(buf);
+}
+
+/* Bytes at off in path, read directly: a punched range reads zeros. */
+static char pack_byte(const char *path, uint64_t off)
+{
+	char c = 'X';
+	int fd = open(path, O_RDONLY);
+
+	assert_true(fd >= 0);
+	assert_int_equal(pread(fd, &c, 1, (off_t)off), 1);
+	close(fd);
+	return c;
+}
+
+/* A stream's bodies in a pack file: each from a block boundary, read back
+ * by (fd, off, len); an evicted one's blocks punched out unless a reader
+ * holds it; the pack unlinked with its last body once its writer is gone,
+ * and swept at open when no row names it. */
+static void test_pack_bodies(void **state)
+{
+	struct fixture *fx = *state;
+	uint64_t bytes, count;
+	struct stat sb;
+
+	reopen_capped(fx, 20000);
+	int64_t fid = make_folder(fx->st, "INBOX");
+	struct store_sync_message added[] = {
+		msg(1, "one", ""), msg(2, "two", ""), msg(3, "three", ""), msg(4, "four", ""),
+		msg(5, "five", ""),
+	};
+	sync_add(fx->st, fid, added, 5);
+
+	struct store_pack *p = store_pack_new(fx->st, fid);
+	assert_int_equal(pack_body(fx->st, p, fid, 1, 5000, '1'), 0);
+	assert_int_equal(pack_body(fx->st, p, fid, 2, 100, '2'), 8192);
+	assert_int_equal(pack_body(fx->st, p, fid, 3, 4096, '3'), 12288);
+	char *pack = g_strdup_printf("%s/bodies/%" PRId64 "/p1", fx->dir, fid);
+	assert_true(file_exists(pack));
+	assert_body(fx->st, fid, 1, 5000, '1');
+	assert_body(fx->st, fid, 3, 4096, '3');
+	assert_body(fx->st, fid, 2, 100, '2');  /* 1 is now the least recently used */
+	struct store_message m;
+	assert_int_equal(store_message_by_uid(fx->st, fid, 2, &m), MF_OK);
+	assert_int_equal(m.size, 100);
+	assert_int_equal(m.body_cached, 1);
+	store_message_clear(&m);
+
+	/* A reader holds 3 while 1 and 3 are evicted (9,196 + 17,000 bytes
+	 * over 20,000): 1's blocks are punched out, 3's stay for its reader. */
+	uint64_t off3, len3;
+	int held = store_body_open(fx->st, fid, 3, &off3, &len3);
+	assert_true(held >= 0);
+	assert_body(fx->st, fid, 2, 100, '2');
+	assert_int_equal(pack_body(fx->st, p, fid, 4, 17000, '4'), 16384);
+	assert_int_equal(store_body_open(fx->st, fid, 1, NULL, NULL), -1);
+	assert_int_equal(store_body_open(fx->st, fid, 3, NULL, NULL), -1);
+	assert_int_equal(pack_byte(pack, 0), 0);
+	assert_int_equal(pack_byte(pack, 4999), 0);
+	char c = 0;
+	assert_int_equal(pread(held, &c, 1, (off_t)off3 + 4095), 1);
+	assert_int_equal(c, '3');
+	close(held);
+	assert_int_equal(store_body_usage(fx->st, &bytes, &count), MF_OK);
+	assert_int_equal(bytes, 17100);
+	assert_int_equal(count, 2);
+
+	/* The writer is gone: the pack stays while a body is in it, and goes
+	 * with the last. */
+	store_pack_free(p);
+	assert_true(file_exists(pack));
+	assert_int_equal(store_message_remove(fx->st, fid, 2), MF_OK);
+	assert_true(file_exists(pack));
+	assert_int_equal(pack_byte(pack, 8192), 0);
+	assert_int_equal(store_message_remove(fx->st, fid, 4), MF_OK);
+	assert_false(file_exists(pack));
+
+	/* A second writer's pack has the next number; kept across a reopen
+	 * while its rows name it, and a pack no row names is swept. */
+	p = store_pack_new(fx->st, fid);
+	assert_int_equal(pack_body(fx->st, p, fid, 5, 300, '5'), 0);
+	store_pack_free(p);
+	char *pack2 = g_strdup_printf("%s/bodies/%" PRId64 "/p2", fx->dir, fid);
+	char *stray = g_strdup_printf("%s/bodies/%" PRId64 "/p77", fx->dir, fid);
+	assert_true(file_exists(pack2));
+	assert_true(g_file_set_contents(stray, "left by a crash", -1, NULL));
+	reopen_capped(fx, 20000);
+	assert_false(file_exists(stray));
+	assert_body(fx->st, fid, 5, 300, '5');
+
+	/* A pack cut short (a crash before its pages reached the disk): the
+	 * body is not served, and its row goes. */
+	assert_int_equal(truncate(pack2, 100), 0);
+	assert_int_equal(store_body_open(fx->st, fid, 5, NULL, NULL), -1);
+	assert_int_equal(store_message_by_uid(fx->st, fid, 5, &m), MF_OK);
+	assert_int_equal(m.body_cached, 0);
+	store_message_clear(&m);
+	assert_int_equal(stat(pack2, &sb), 0);
+	g_free(pack);
+	g_free(pack2);
+	g_free(stray);
 }
 
 static void test_body_commit_vanished(void **state)
@@ -1043,12 +1189,9 @@ static void test_body_commit_vanished(void **state)
 static void test_lru_eviction(void **state)
 {
 	struct fixture *fx = *state;
-	char *err = NULL;
 	struct store_message m;
 
-	store_close(fx->st);
-	fx->st = store_open(fx->dir, 250, &err);
-	assert_non_null(fx->st);
+	reopen_capped(fx, 250);
 	int64_t fid = make_folder(fx->st, "INBOX");
 	struct store_sync_message added[] = {
 		msg(1, "one", ""), msg(2, "two", ""), msg(3, "three", ""), msg(4, "four", ""),
@@ -1057,7 +1200,7 @@ static void test_lru_eviction(void **state)
 
 	assert_int_equal(put_body(fx->st, fid, 1, 100, '1', NULL), MF_OK);
 	assert_int_equal(put_body(fx->st, fid, 2, 100, '2', NULL), MF_OK);
-	int fd = store_body_open(fx->st, fid, 1); /* 1 is now more recent than 2 */
+	int fd = store_body_open(fx->st, fid, 1, NULL, NULL); /* 1 is now more recent than 2 */
 	assert_true(fd >= 0);
 	close(fd);
 	assert_int_equal(put_body(fx->st, fid, 3, 100, '3', NULL), MF_OK);
@@ -1080,7 +1223,7 @@ static void test_lru_eviction(void **state)
 	assert_int_equal(store_body_usage(fx->st, &bytes, &count), MF_OK);
 	assert_int_equal(bytes, 300);
 	assert_int_equal(count, 1);
-	fd = store_body_open(fx->st, fid, 4);
+	fd = store_body_open(fx->st, fid, 4, NULL, NULL);
 	assert_true(fd >= 0);
 	close(fd);
 }
@@ -1090,11 +1233,8 @@ static void test_lru_eviction(void **state)
 static void test_lru_touches_batched_in_order(void **state)
 {
 	struct fixture *fx = *state;
-	char *err = NULL;
 
-	store_close(fx->st);
-	fx->st = store_open(fx->dir, 250, &err);
-	assert_non_null(fx->st);
+	reopen_capped(fx, 250);
 	int64_t fid = make_folder(fx->st, "INBOX");
 	struct store_sync_message added[] = { msg(1, "one", ""), msg(2, "two", ""), msg(3, "three", "") };
 	sync_add(fx->st, fid, added, 3);
@@ -1102,13 +1242,11 @@ static void test_lru_touches_batched_in_order(void **state)
 	assert_int_equal(put_body(fx->st, fid, 2, 100, '2', NULL), MF_OK);
 	const uint32_t opens[] = { 1, 2, 1 };  /* 1 last: the most recent */
 	for (size_t i = 0; i < G_N_ELEMENTS(opens); i++) {
-		int fd = store_body_open(fx->st, fid, opens[i]);
+		int fd = store_body_open(fx->st, fid, opens[i], NULL, NULL);
 		assert_true(fd >= 0);
 		close(fd);
 	}
-	store_close(fx->st);
-	fx->st = store_open(fx->dir, 250, &err);
-	assert_non_null(fx->st);
+	reopen_capped(fx, 250);
 	assert_int_equal(put_body(fx->st, fid, 3, 100, '3', NULL), MF_OK);
 	for (uint32_t uid = 1; uid <= 3; uid++) {
 		char *p = body_file(fx, fid, uid);
@@ -1157,7 +1295,7 @@ static void test_persistence(void **state)
 	assert_int_equal(m.size_known, 1);
 	assert_int_equal(m.body_cached, 1);
 	store_message_clear(&m);
-	int fd = store_body_open(fx->st, fid, 8);
+	int fd = store_body_open(fx->st, fid, 8, NULL, NULL);
 	assert_true(fd >= 0);
 	close(fd);
 	assert_list(fx->st, fid, 0, "seven.eml,seven~2.eml");
@@ -1386,7 +1524,7 @@ static void *reader(void *arg)
 		if (store_message_by_uid(rc->st, rc->fid, 1, &m) == MF_OK)
 			store_message_clear(&m);
 		store_messages_list(rc->st, rc->fid, count_cb, &n);
-		int fd = store_body_open(rc->st, rc->fid, 1);
+		int fd = store_body_open(rc->st, rc->fid, 1, NULL, NULL);
 		if (fd >= 0)
 			close(fd);
 	}
@@ -1439,6 +1577,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_database_open_elsewhere_is_named, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_body_roundtrip, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_body_commit_vanished, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_pack_bodies, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_lru_eviction, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_lru_touches_batched_in_order, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_persistence, setup, teardown),

@@ -639,11 +639,12 @@ static void test_uidvalidity_change(void **state)
 	struct fake_folder *inbox = fake_folder(fx->fk, "INBOX");
 	int64_t id;
 	int fd = -1;
+	uint64_t boff, blen;
 
 	g_ptr_array_set_size(inbox->msgs, 3);
 	check_folder(fx, "INBOX", 0, 1);
 	id = folder_id(fx, "INBOX");
-	assert_int_equal(sync_body_open(fx->s, id, 1, &fd, NULL), MF_OK);
+	assert_int_equal(sync_body_open(fx->s, id, 1, &fd, &boff, &blen, NULL), MF_OK);
 	close(fd);
 
 	/* The server renumbers the folder: every cached uid is void. */
@@ -654,7 +655,7 @@ static void test_uidvalidity_change(void **state)
 	fake_add_msg(inbox, "n2", "\\Seen");
 	check_folder(fx, "INBOX", 1, 1);
 	assert_stored(fx, "INBOX", "50:- 51:\\Seen");
-	assert_int_equal(store_body_open(fx->st, id, 1), -1);
+	assert_int_equal(store_body_open(fx->st, id, 1, NULL, NULL), -1);
 	forget_calls(fx);
 	/* The next re-check is an ordinary one. */
 	check_folder(fx, "INBOX", 1, 0);
@@ -748,8 +749,10 @@ static void test_hidden(void **state)
 static void open_body(struct fixture *fx, uint32_t uid)
 {
 	int fd = -1;
+	uint64_t boff, blen;
 
-	assert_int_equal(sync_body_open(fx->s, folder_id(fx, "INBOX"), uid, &fd, NULL), MF_OK);
+	assert_int_equal(sync_body_open(fx->s, folder_id(fx, "INBOX"), uid, &fd, &boff, &blen,
+	                                NULL), MF_OK);
 	assert_true(fd >= 0);
 	close(fd);
 }
