@@ -3,7 +3,8 @@
 # included) against mbsync + tar of the Maildir it made, one streamed
 # UID FETCH 1:* BODY.PEEK[] (the floor), tar of the server's own Maildir, the
 # same at a 20 ms round trip, a 50,000-message folder, and POP3 against
-# mpop --keep; mailfs's peak RSS. Issue 10; bench/backup_bench.py does the work
+# mpop --keep; each IMAP case also with -o ro (as a backup would mount: no
+# open reaches mailfs there); mailfs's peak RSS. Issue 10; bench/backup_bench.py does the work
 # (see its docstring, or --help).
 #
 #   bench/backup-bench.sh                  # 10k / 509 MB, 50k, POP3 2k; 3 runs each

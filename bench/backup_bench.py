@@ -398,15 +398,17 @@ def _vmhwm_kib(pid):
     return 0
 
 
-def mailfs(url, folder, check_content=False, binary=None):
-    """Cold: mount on a new cache, tar cf - INBOX | cat, unmount; all timed.
-    Returns (seconds, peak RSS in KiB)."""
+def mailfs(url, folder, check_content=False, binary=None, ro=False):
+    """Cold: mount on a new cache (ro: with -o ro, as a backup would),
+    tar cf - INBOX | cat, unmount; all timed. Returns (seconds, peak RSS in
+    KiB)."""
     mnt = os.path.join(WORKDIR, "mnt")
     cache = os.path.join(WORKDIR, "cache")
     discard(cache)
     os.makedirs(mnt, exist_ok=True)
     opts = ["cache_dir=" + cache, "logfile=" + os.path.join(WORKDIR, "mailfs.log")]
     opts += ["cafile=" + DC.ca_file] if TLS else ["tls=none"]
+    opts += ["ro"] if ro else []
     log = open(os.path.join(WORKDIR, "mailfs.out"), "ab")
     t0 = time.monotonic()
     proc = subprocess.Popen([binary or MAILFS, "-f", "-o", ",".join(opts), url, mnt],
@@ -475,7 +477,9 @@ def run_cases(args, folders, res):
         print("\n== %s: %s, port %d" % (key, folder.describe(), p), flush=True)
         if args.verify:
             mailfs(url(folder.user, p), folder, check_content=True)
-            print("content check: every body in mailfs's tar stream is the server's", flush=True)
+            mailfs(url(folder.user, p), folder, check_content=True, ro=True)
+            print("content check: every body in mailfs's tar stream is the server's "
+                  "(also with -o ro)", flush=True)
         for r in range(args.runs):
             res[key, "floor"].append(floor(p, folder))
             if server_tar:
@@ -484,6 +488,9 @@ def run_cases(args, folders, res):
                     folder.bytes, "tar of the server's Maildir", only_cur=True))
             res[key, "mbsync"].append(mbsync(p, folder))
             res[key, "mailfs"].append(mailfs(url(folder.user, p), folder))
+            res[key, "ro"].append(mailfs(url(folder.user, p), folder, ro=True))
+            print("run %d: mailfs -o ro %.2f s, %.1f MiB" % (
+                r + 1, res[key, "ro"][-1][0], res[key, "ro"][-1][1] / 1024))
             if BEFORE:
                 res[key, "before"].append(mailfs(url(folder.user, p), folder, binary=BEFORE))
                 print("run %d: MAILFS_BEFORE %.2f s, %.1f MiB" % (
@@ -556,7 +563,8 @@ def report(args, folders, res):
     for (key, tool), xs in sorted(res.items()):
         if not xs:
             continue
-        vals = [x[0] + x[1] if tool in ("mbsync", "mpop") else x[0] if tool in ("mailfs", "before")
+        vals = [x[0] + x[1] if tool in ("mbsync", "mpop")
+                else x[0] if tool in ("mailfs", "before", "ro")
                 else x
                 for x in xs]
         print("  %-6s %-11s %s" % (key, tool + (" + tar" if tool in ("mbsync", "mpop") else ""),
@@ -580,6 +588,13 @@ def report(args, folders, res):
                   for m, o in zip(res[key, "mailfs"], other)]
         verdict(what, t_m / (t_sum if with_tar else t_o), 1.0,
                 per_run="; round by round: " + " ".join(rounds))
+        if res.get((key, "ro")):
+            t_r = med([x[0] for x in res[key, "ro"]])
+            rounds = ["%.2f" % (m[0] / (o[0] + o[1] if with_tar else o[0]))
+                      for m, o in zip(res[key, "ro"], other)]
+            print("        %-52s %7.2f× (peak RSS %.1f MiB); round by round: %s" % (
+                "the same, mailfs -o ro:", t_r / (t_sum if with_tar else t_o),
+                max(x[1] for x in res[key, "ro"]) / 1024, " ".join(rounds)))
         if res.get((key, "before")):
             t_b = med([x[0] for x in res[key, "before"]])
             print("        %-52s %7.2f× (MAILFS_BEFORE %s, same rounds; peak RSS %.1f MiB)" % (
@@ -590,7 +605,9 @@ def report(args, folders, res):
     ratio("many", True, "cold tar 50k: mailfs / (mbsync + tar)")
     ratio("pop3", False, "POP3: mailfs (mount + tar) / mpop --keep")
     if summary:
-        verdict("mailfs peak RSS, any run", max(v[3] for v in summary.values()), 64, " MiB")
+        ro = [x[1] / 1024 for (k, tool), xs in res.items() if tool == "ro" for x in xs]
+        verdict("mailfs peak RSS, any run", max([v[3] for v in summary.values()] + ro), 64,
+                " MiB")
 
 
 def main(argv):

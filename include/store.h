@@ -80,6 +80,13 @@ void store_claim(struct store *st);
  * removed, a folder whose changed_at moved, and "FOLDER/" for a folder
  * whose inode base changed (its UIDs started again). Called with the store's lock held: it must not call the
  * store. NULL: nobody. */
+/* Who hears, as a body is committed, that it is longer than the size
+ * the cache gave before (the server's RFC822.SIZE): the message's inode
+ * number is ino_base << 32 | uid. Called with the store's lock held,
+ * before anyone can open the body: it must not call the store. */
+void store_set_growth_observer(struct store *st,
+                               void (*grew)(void *ctx, uint64_t ino_base, uint32_t uid),
+                               void *ctx);
 void store_set_observer(struct store *st, void (*changed)(void *ctx, const char *path),
                         void *ctx);
 void store_close(struct store *st);
@@ -269,7 +276,7 @@ struct store_body_item {
 	int64_t pack;              /* store_pack_place's pack, off and length */
 	uint64_t off, len;
 	enum mf_status status;     /* out */
-	int size_changed;          /* out */
+	int size_changed;          /* out: 1 longer than the size before, -1 shorter */
 };
 enum mf_status store_body_commit_many(struct store *st, int64_t folder_id,
                                       struct store_body_item *items, size_t n);

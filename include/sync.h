@@ -35,6 +35,13 @@ void sync_watch_start(struct sync_ctx *s, void (*changed)(void *ctx, const char 
                       void *ctx);
 /* Ends every watch (bounded: a DONE and its answer, 2 s at most). */
 void sync_watch_stop(struct sync_ctx *s);
+/* arrived hears of each body a read-ahead stream put into the cache, as
+ * it lands, of the size the cache gave before (from the stream's thread,
+ * or an open's; it must not block).
+ * NULL: nobody; once that returns, no call is under way. */
+void sync_set_arrival(struct sync_ctx *s, void (*arrived)(void *ctx, int64_t folder_id,
+                                                         uint32_t uid),
+                      void *ctx);
 
 /* Whether a message with these flags is left out of listings: \Deleted
  * ones are, unless -o show_deleted. */

@@ -2,8 +2,10 @@
  * src/fs*.c includes it.
  *
  *   fs.c         the node ids, and the operations on folders and stored messages: lookup,
- *                getattr, setattr, open/read, statfs, unlink, mkdir,
- *                rmdir, rename
+ *                getattr, setattr, statfs, unlink, mkdir, rmdir, rename
+ *   fs_body.c    reading a message: open (the body pushed into the
+ *                kernel's page cache) and read; a stream's bodies pushed
+ *                as they come on a mount that sees no opens
  *   fs_dir.c     directory listings: opendir, readdir(plus), releasedir
  *   fs_inval.c   the kernel's caches of names, attributes and pages,
  *                dropped as what they hold changes
@@ -64,6 +66,17 @@ struct fs_ctx {
 	 * open: a second open pushes nothing. A false "pushed" costs a READ,
 	 * nothing more. */
 	struct fs_nodemap pushed;
+	/* A read-only mount opens and closes files in the kernel alone
+	 * (FUSE_CAP_NO_OPEN_SUPPORT): a READ comes without a handle, and the
+	 * bodies a stream brings are pushed as they come. */
+	int no_open;
+	/* The last body a READ without an open could not get, and when: the
+	 * kernel reads the page again at once after its read-ahead failed,
+	 * and that must not wait a second timeout for the same answer. */
+	GMutex failed_lock;
+	fuse_ino_t failed_ino;
+	int failed_err;
+	gint64 failed_at;
 	/* Which large bodies' pages were dropped at a close: the next close
 	 * keeps them (read twice in a mount, a body is worth its memory). A
 	 * false "dropped" keeps pages, nothing more. */
@@ -100,11 +113,24 @@ struct fs_handle {
 
 /* ---- fs.c */
 
-void fs_node_clear(struct fs_node *n);
-int fs_errno(enum mf_status st);
+/* A message moved to another folder, by its old node id: 0 and *n. */
+int fs_moved_node(struct fs_ctx *ctx, fuse_ino_t ino, struct fs_node *n);
+
+/* ---- fs_body.c: reading messages */
+
+#define FS_PUSHED_ORDER 21         /* the maps of pushed and dropped nodes: 256 KiB of bits */
+#define FS_PUSHED_BITS (1u << FS_PUSHED_ORDER)
+void fs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi);
+void fs_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+             struct fuse_file_info *fi);
+/* ctx->reading's free function: closes and frees a handle. */
+void fs_reading_free(gpointer p);
 struct fs_handle *fs_handle(struct fuse_file_info *fi);
 /* Closes and frees the handle of a message being read. */
 void fs_reading_release(struct fs_ctx *ctx, struct fs_handle *h);
+
+void fs_node_clear(struct fs_node *n);
+int fs_errno(enum mf_status st);
 /* The path of name in the directory parent: "/FOLDER/NAME", or "/NAME"
  * in the root; NULL (*rc = -errno) when parent is no directory. */
 char *fs_child_path(struct fs_ctx *ctx, fuse_ino_t parent, const char *name, int *rc);
@@ -127,6 +153,10 @@ void fs_message_stat(struct fs_ctx *ctx, uint64_t ino_base, const struct store_m
 /* A reply to a lookup, create or mkdir of a folder or message. */
 void fs_entry(struct fs_ctx *ctx, const struct stat *st, struct fuse_entry_param *e);
 
+/* A body a stream brought: pushed into the kernel's page cache when
+ * small (the invalidator's thread calls it). */
+void fs_push_arrived(struct fs_ctx *ctx, int64_t folder_id, uint32_t uid);
+
 /* ---- fs_inval.c */
 
 /* Asks the invalidator thread to drop the kernel's caches for a store
@@ -136,6 +166,7 @@ void fs_invalidate(struct fs_ctx *ctx, const char *path);
 void fs_invalidate_entry(struct fs_ctx *ctx, fuse_ino_t parent, const char *name);
 /* Drops the kernel's pages of the message ino. */
 void fs_invalidate_pages(struct fs_ctx *ctx, fuse_ino_t ino);
+void fs_body_arrived(void *data, int64_t folder_id, uint32_t uid);
 void fs_inval_start(struct fs_ctx *ctx);
 /* Ends the invalidator after what was asked of it. */
 void fs_inval_stop(struct fs_ctx *ctx);

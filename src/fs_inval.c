@@ -9,13 +9,16 @@
 #include "fs_int.h"
 #include "stats.h"
 
-enum fs_inval_kind { FS_INVAL_PATH, FS_INVAL_ENTRY, FS_INVAL_PAGES, FS_INVAL_STOP };
+enum fs_inval_kind { FS_INVAL_PATH, FS_INVAL_ENTRY, FS_INVAL_PAGES, FS_INVAL_STORE,
+                     FS_INVAL_STOP };
 
 struct fs_inval {
 	enum fs_inval_kind kind;
 	char *path;            /* FS_INVAL_PATH: a store path */
 	fuse_ino_t ino;        /* FS_INVAL_ENTRY: the name's directory; FS_INVAL_PAGES: the node */
 	char *name;
+	int64_t folder_id;     /* FS_INVAL_STORE: the body to push */
+	uint32_t uid;
 };
 
 static void fs_inval_push(struct fs_ctx *ctx, struct fs_inval *iv)
@@ -63,7 +66,10 @@ static void fs_inval_path(struct fs_ctx *ctx, const char *path)
 		pino = FS_INO(parent.ino_base, 0);
 	}
 	fuse_lowlevel_notify_inval_entry(ctx->se, pino, name, strlen(name));
-	if (!renumbered && slash && store_message_key_by_name(ctx->store, parent.id, name, &m) == MF_OK)
+	/* Without opens a message's size is the kernel's to cut at a short
+	 * READ, and its growth is told at its commit (fs_body_grew). */
+	if (!renumbered && slash && !ctx->no_open &&
+	    store_message_key_by_name(ctx->store, parent.id, name, &m) == MF_OK)
 		fuse_lowlevel_notify_inval_inode(ctx->se, FS_INO(parent.ino_base, m.uid), 0, 0);
 out:
 	store_message_clear(&m);
@@ -86,6 +92,8 @@ static gpointer fs_invalidator(gpointer data)
 		} else if (kind == FS_INVAL_PAGES) {
 			if (fuse_lowlevel_notify_inval_inode(ctx->se, iv->ino, 0, 0) == 0)
 				stats_add(bodies_dropped, 1);
+		} else if (kind == FS_INVAL_STORE) {
+			fs_push_arrived(ctx, iv->folder_id, iv->uid);
 		}
 		g_free(iv->path);
 		g_free(iv->name);
@@ -102,6 +110,20 @@ void fs_invalidate_entry(struct fs_ctx *ctx, fuse_ino_t parent, const char *name
 	iv->kind = FS_INVAL_ENTRY;
 	iv->ino = parent;
 	iv->name = g_strdup(name);
+	fs_inval_push(ctx, iv);
+}
+
+/* sync_set_arrival's listener (ctx->no_open): a body a stream brought
+ * goes into the kernel's page cache from this thread, never from a
+ * request's (whose READ may hold that node's pages locked). */
+void fs_body_arrived(void *data, int64_t folder_id, uint32_t uid)
+{
+	struct fs_ctx *ctx = data;
+	struct fs_inval *iv = g_new0(struct fs_inval, 1);
+
+	iv->kind = FS_INVAL_STORE;
+	iv->folder_id = folder_id;
+	iv->uid = uid;
 	fs_inval_push(ctx, iv);
 }
 

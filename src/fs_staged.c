@@ -329,8 +329,8 @@ void fs_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size, off_
 	ssize_t n;
 
 	/* Messages are immutable: only a file being written takes data. */
-	if (!h->staged) {
-		fuse_reply_err(req, EPERM);
+	if (!h || !h->staged) {
+		fuse_reply_err(req, h ? EPERM : EROFS);
 		return;
 	}
 	do
@@ -397,8 +397,16 @@ out:
 void fs_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	struct fs_ctx *ctx = fuse_req_userdata(req);
-	struct fs_staged *sf = fs_handle(fi)->staged;
+	struct fs_staged *sf;
 	int rc = 0;
+
+	if (!fs_handle(fi)) {
+		/* Opened without an open (ctx->no_open): nothing to say at a
+		 * close, and ENOSYS tells the kernel to send no FLUSH again. */
+		fuse_reply_err(req, ENOSYS);
+		return;
+	}
+	sf = fs_handle(fi)->staged;
 
 	if (sf) {
 		g_mutex_lock(&sf->op);
@@ -429,9 +437,13 @@ static void fs_staged_finish(struct fs_ctx *ctx, struct fs_staged *sf)
 
 void fs_release_handle(struct fs_ctx *ctx, struct fs_handle *h)
 {
-	struct fs_staged *sf = h->staged;
+	struct fs_staged *sf;
 	char *gone = NULL;
 	int last;
+
+	if (!h)
+		return;  /* opened without an open (ctx->no_open) */
+	sf = h->staged;
 
 	if (!sf) {
 		fs_reading_release(ctx, h);

@@ -630,6 +630,10 @@ int main(int argc, char **argv)
 		g_free(port);
 	}
 	fuse_opt_add_arg(&args, "-osubtype=mailfs");
+	/* Read-only for the kernel too (-o ro says so itself): a write open
+	 * fails there with EROFS, also when no open reaches mailfs (fs.c). */
+	if (cfg.readonly && !mo.readonly)
+		fuse_opt_add_arg(&args, "-oro");
 	if (cmd.debug)
 		cmd.foreground = 1;
 	main_capture_stderr_begin(&saved_stderr, pipefd);

@@ -578,16 +578,22 @@ static int pf_check_fit(struct pf_run *r)
 	return 0;
 }
 
-/* Opens and closes path: the mount fetches the body when it is not
- * cached, and marks it recently used when it is. Returns 0 or an errno. */
+/* Opens path and reads its first byte: the mount fetches the body when
+ * it is not cached (at the open, or at the READ of a read-only mount,
+ * which sees no opens), and marks it recently used when it is. Returns 0
+ * or an errno. */
 static int pf_open(const char *path)
 {
 	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+	char c;
+	int err = 0;
 
 	if (fd < 0)
 		return errno ? errno : EIO;
+	if (pread(fd, &c, 1, 0) < 0)
+		err = errno ? errno : EIO;
 	close(fd);
-	return 0;
+	return err;
 }
 
 /* When the cache must evict to take the new bodies, the cached ones of

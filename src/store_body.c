@@ -680,10 +680,32 @@ static enum mf_status store_body_commit_one(struct store *st, int64_t folder_id,
 	if (rc == MF_OK)
 		rc = store_evict(st, folder_id, it->uid, doomed);
 	if (rc == MF_OK)
-		it->size_changed = size != old_size;
+		it->size_changed = size > old_size ? 1 : size < old_size ? -1 : 0;
 out:
 	g_free(dir);
 	return rc;
+}
+
+/* The committed bodies longer than their message's size before, to
+ * st->grew (lock held). */
+static void store_body_tell_growth(struct store *st, int64_t folder_id,
+                                   const struct store_body_item *items, size_t n)
+{
+	sqlite3_stmt *q = NULL;
+	uint64_t base = 0;
+
+	for (size_t i = 0; i < n; i++) {
+		if (items[i].status != MF_OK || items[i].size_changed <= 0)
+			continue;
+		if (!q) {
+			q = store_query_folder(st, Q_FOLDER_BASE_OF, folder_id);
+			if (sqlite3_step(q) == SQLITE_ROW)
+				base = (uint64_t)sqlite3_column_int64(q, 0);
+			sqlite3_reset(q);
+		}
+		if (base)
+			st->grew(st->grew_ctx, base, items[i].uid);
+	}
 }
 
 enum mf_status store_body_commit_many(struct store *st, int64_t folder_id,
@@ -715,6 +737,8 @@ enum mf_status store_body_commit_many(struct store *st, int64_t folder_id,
 		}
 	}
 	rc = store_end(st, rc, doomed);
+	if (rc == MF_OK && st->grew)
+		store_body_tell_growth(st, folder_id, items, n);
 	for (size_t i = 0; i < n; i++) {
 		if (rc != MF_OK)
 			items[i].status = rc;

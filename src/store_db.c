@@ -264,6 +264,7 @@ static const char *const store_query_sql[Q_COUNT] = {
 	[Q_BODY_LOC] = "SELECT size, pack, off FROM bodies WHERE folder_id = ?1 AND uid = ?2",
 	[Q_BODY_PACK_USED] = "SELECT 1 FROM bodies WHERE folder_id = ?1 AND pack = ?2 LIMIT 1",
 	[Q_BODY_PACK_LAST] = "SELECT coalesce(max(pack), 0) FROM bodies",
+	[Q_FOLDER_BASE_OF] = "SELECT ino_base FROM folders WHERE id = ?1",
 	[Q_BODY_PACK_RANGES] =
 		"SELECT off, size FROM bodies WHERE folder_id = ?1 AND pack = ?2 ORDER BY off",
 	[Q_FOLDER_RECOUNT] =
@@ -436,6 +437,16 @@ void store_note_folder_messages(struct store *st, int64_t folder_id)
 		if (sqlite3_column_type(q, 3) == SQLITE_TEXT)
 			store_note_change(st, folder_id, (const char *)sqlite3_column_text(q, 3));
 	sqlite3_reset(q);
+}
+
+void store_set_growth_observer(struct store *st,
+                               void (*grew)(void *ctx, uint64_t ino_base, uint32_t uid),
+                               void *ctx)
+{
+	pthread_mutex_lock(&st->lock);
+	st->grew = grew;
+	st->grew_ctx = ctx;
+	pthread_mutex_unlock(&st->lock);
 }
 
 void store_set_observer(struct store *st, void (*changed)(void *ctx, const char *path), void *ctx)

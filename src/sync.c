@@ -25,11 +25,22 @@ struct sync_ctx *sync_new(const struct mf_config *cfg, struct store *store, stru
 	s->store = store;
 	s->mb = mb;
 	g_mutex_init(&s->lock);
+	g_mutex_init(&s->arrival_lock);
 	g_cond_init(&s->cond);
 	s->busy = g_hash_table_new_full(g_int64_hash, g_int64_equal, g_free, NULL);
 	s->attempted = g_hash_table_new_full(g_int64_hash, g_int64_equal, g_free, g_free);
 	s->writing = g_hash_table_new_full(g_int64_hash, g_int64_equal, g_free, NULL);
 	return s;
+}
+
+void sync_set_arrival(struct sync_ctx *s, void (*arrived)(void *ctx, int64_t folder_id,
+                                                         uint32_t uid),
+                      void *ctx)
+{
+	g_mutex_lock(&s->arrival_lock);
+	s->arrived = arrived;
+	s->arrived_ctx = ctx;
+	g_mutex_unlock(&s->arrival_lock);
 }
 
 void sync_free(struct sync_ctx *s)
@@ -44,6 +55,7 @@ void sync_free(struct sync_ctx *s)
 	g_hash_table_destroy(s->busy);
 	g_hash_table_destroy(s->attempted);
 	g_mutex_clear(&s->lock);
+	g_mutex_clear(&s->arrival_lock);
 	g_cond_clear(&s->cond);
 	g_free(s);
 }

@@ -206,7 +206,7 @@ enum mf_status sync_body_open(struct sync_ctx *s, int64_t folder_id, uint32_t ui
 		/* As for a body fetched here: a size other than the server said
 		 * is read around the kernel's idea of it. */
 		if (size_changed && *len != m.size)
-			*size_changed = 1;
+			*size_changed = *len > m.size ? 1 : -1;
 		store_message_clear(&m);
 		store_folder_clear(&f);
 		return MF_OK;

@@ -50,6 +50,11 @@ struct sync_ctx {
 	GPtrArray *streams;            /* struct sync_stream * (sync_stream.c) */
 	GCond stream_cond;             /* a stream moved, or its reader did */
 	struct sync_watch *watch;      /* sync_watch.c's; NULL: no push */
+	/* Who hears of each body a stream brought (sync_set_arrival): called
+	 * with arrival_lock held, so that none is called once it is unset. */
+	GMutex arrival_lock;
+	void (*arrived)(void *ctx, int64_t folder_id, uint32_t uid);
+	void *arrived_ctx;
 };
 
 /* new_only: after our own change, fetch just the messages above the

@@ -335,6 +335,13 @@ static void sync_stream_commit_ready(struct sync_stream *st)
 	}
 	if (n > 0)
 		store_body_commit_many(s->store, st->folder_id, items, n);
+	g_mutex_lock(&s->arrival_lock);
+	/* Not one whose size was news: the kernel's idea of it may be
+	 * longer than the body, and what it is given is kept to that. */
+	for (size_t i = 0; i < n && s->arrived; i++)
+		if (items[i].status == MF_OK && !items[i].size_changed)
+			s->arrived(s->arrived_ctx, st->folder_id, items[i].uid);
+	g_mutex_unlock(&s->arrival_lock);
 	g_mutex_lock(&s->lock);
 	n = 0;
 	for (guint i = 0; i < batch->len; i++) {

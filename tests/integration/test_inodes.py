@@ -146,6 +146,73 @@ def test_a_size_corrected_by_the_first_read_is_seen_at_once(mount, private_dovec
         m.unmount()
 
 
+def test_a_read_only_mount_reads_without_opens(mount, private_dovecot, tmp_path):
+    """-o ro: the kernel opens and closes files alone (no OPEN, RELEASE or
+    FLUSH reaches mailfs), a READ finds its body by the node, and a second
+    read of the folder sends nothing at all; the bytes are the server's,
+    and writes are refused with EROFS by the kernel."""
+    dc = private_dovecot
+    name = new_folder(dc, "Ro", sample_mail.sample_messages(40, "ro-%d" % next(SEQ),
+                                                            tricky=False))
+    want = sorted(dc.fetch_bodies(USER, name).values())
+    m = mount(server=dc, options=["ro", "refresh=3600"])
+    folder = m.p(name)
+    for round in (1, 2):
+        before = m.stats()
+        got = []
+        for n in sorted(os.listdir(folder)):
+            with open(os.path.join(folder, n), "rb") as f:
+                got.append(f.read())
+        after = m.stats()
+        assert sorted(got) == want, "round %d: the bodies differ from BODY[]" % round
+        assert after["opens"] == 0, "a read-only mount was sent %d OPENs" % after["opens"]
+        if round == 2:
+            assert after["reads"] - before["reads"] <= 2, \
+                "a second read of 40 cached messages sent %d READs" % (
+                    after["reads"] - before["reads"])
+    victim = os.path.join(folder, sorted(os.listdir(folder))[0])
+    for cmd in (["touch", os.path.join(folder, "new.eml")], ["rm", victim],
+                ["sh", "-c", "echo more >> '%s'" % victim]):
+        r = run(cmd, check=False)
+        assert r.returncode != 0 and b"Read-only file system" in r.stderr, (cmd, r.stderr)
+    assert sorted(dc.fetch_bodies(USER, name).values()) == want
+
+
+def test_sizes_the_server_gets_wrong_read_exact_through_a_read_only_mount(mount,
+                                                                        private_dovecot):
+    """A server whose RFC822.SIZE is 100 short or 100 long, and a mount
+    that sees no opens (-o ro): a read of each message gives the body,
+    every byte of it and nothing after (no zeros), and stat then says its
+    size. The kernel took the listing's size; a body found longer has the
+    size asked again at the next read past it, a shorter one ends the
+    READ short."""
+    for delta in (-100, 100):
+        def lie(line, delta=delta):
+            return re.sub(rb"RFC822\.SIZE (\d+)", lambda mo: b"RFC822.SIZE %d" % (
+                int(mo.group(1)) + delta), line)
+        with FaultProxy(("127.0.0.1", private_dovecot.imap_port), rewrite=lie) as px:
+            m = mount(url=server_url(private_dovecot, "imap", port=px.port),
+                      server=private_dovecot, cafile=False,
+                      options=["tls=none", "refresh=3600", "ro"])
+            want = private_dovecot.fetch_bodies(USER, "INBOX")
+            names = listing(m.p("INBOX"))
+            by_uid = {int(getfattr(m.p("INBOX", n), "user.mail.uid")): n for n in names}
+            for uid, n in sorted(by_uid.items()):
+                p = m.p("INBOX", n)
+                # The server's size until the body is in (the read-ahead
+                # may have brought it already).
+                assert os.stat(p).st_size in (len(want[uid]) + delta, len(want[uid]))
+                with open(p, "rb") as f:
+                    got = f.read()
+                assert got == want[uid], "RFC822.SIZE %+d: message %d reads %d bytes%s, " \
+                    "the body is %d" % (delta, uid, len(got),
+                                        " ending in zeros" if got.endswith(b"\0") else "",
+                                        len(want[uid]))
+                assert os.stat(p).st_size == len(want[uid])
+            assert m.stats()["opens"] == 0
+            m.unmount()
+
+
 def test_flags_changed_on_the_server_are_seen_at_the_next_look(mount, private_dovecot):
     m = mount(server=private_dovecot, options=["refresh=1"])
     name = listing(m.p("Other"))[0]
