@@ -248,6 +248,24 @@ static int fs_body_failed_just_now(struct fs_ctx *ctx, fuse_ino_t ino)
 	return rc;
 }
 
+/* A READ of ino without an open: a large body read to its end before
+ * (ctx->read_through), of another node, leaves the kernel's page cache
+ * the first time in a mount, as at a first close (fs_reading_release):
+ * a reader going through a folder is done with it, and the cache file
+ * holds it already. */
+static void fs_read_moved_on(struct fs_ctx *ctx, fuse_ino_t ino)
+{
+	fuse_ino_t done;
+
+	g_mutex_lock(&ctx->failed_lock);
+	done = ctx->read_through != ino ? ctx->read_through : 0;
+	if (done)
+		ctx->read_through = 0;
+	g_mutex_unlock(&ctx->failed_lock);
+	if (done && !fs_nodemap_add(&ctx->dropped, done))
+		fs_invalidate_pages(ctx, done);
+}
+
 void fs_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
              struct fuse_file_info *fi)
 {
@@ -260,6 +278,7 @@ void fs_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 
 	if (!h) {
 		/* No open (ctx->no_open): the body by its node. */
+		fs_read_moved_on(ctx, ino);
 		rc = fs_body_failed_just_now(ctx, ino);
 		if (rc == 0) {
 			rc = fs_body_of(ctx, ino, &body, &size_changed);
@@ -298,6 +317,12 @@ void fs_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	else
 		fuse_reply_buf(req, buf, (size_t)n);
 	g_free(buf);
-	if (body.fd >= 0)
+	if (body.fd >= 0) {
+		if (n > 0 && body.len >= FS_DROP_MIN && (uint64_t)off + (uint64_t)n >= body.off + body.len) {
+			g_mutex_lock(&ctx->failed_lock);
+			ctx->read_through = ino;
+			g_mutex_unlock(&ctx->failed_lock);
+		}
 		close(body.fd);
+	}
 }

@@ -77,6 +77,10 @@ struct fs_ctx {
 	fuse_ino_t failed_ino;
 	int failed_err;
 	gint64 failed_at;
+	/* A large body read to its end without an open (under failed_lock):
+	 * its pages leave the kernel's page cache once a READ of another
+	 * node comes, as a first close drops them on a mount with opens. */
+	fuse_ino_t read_through;
 	/* Which large bodies' pages were dropped at a close: the next close
 	 * keeps them (read twice in a mount, a body is worth its memory). A
 	 * false "dropped" keeps pages, nothing more. */

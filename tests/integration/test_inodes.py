@@ -178,6 +178,50 @@ def test_a_read_only_mount_reads_without_opens(mount, private_dovecot, tmp_path)
     assert sorted(dc.fetch_bodies(USER, name).values()) == want
 
 
+def test_a_read_only_mount_drops_a_large_body_read_through_once(mount, private_dovecot):
+    """-o ro, no opens: a body of 64 KiB or more read to its end leaves the
+    kernel's page cache when the reader moves on to another file (the
+    cache file holds it already), as a first close drops it on a mount
+    with opens; read again, it stays. Bytes as the server's each time."""
+    dc = private_dovecot
+
+    def big(k):
+        return sample_mail.build(
+            [("From", "a@example.org"), ("To", "b@example.org"), ("Subject", "big %d" % k),
+             ("Date", "Mon, 01 Jan 2024 10:0%d:00 +0000" % k),
+             ("Message-ID", "<big.%d.%d@mailfs.test>" % (k, next(SEQ)))],
+            "".join("line %06d of large body %d\n" % (i, k) for i in range(12000)))
+    smalls = sample_mail.sample_messages(3, "rodrop-%d" % next(SEQ), tricky=False)
+    name = new_folder(dc, "RoDrop", [big(1), big(2)] + smalls)
+    want = dc.fetch_bodies(USER, name)
+    m = mount(server=dc, options=["ro", "refresh=3600"])
+    by_uid = {int(getfattr(m.p(name, n), "user.mail.uid")): n for n in listing(m.p(name))}
+    bigs = sorted(u for u in want if len(want[u]) > 300_000)
+    small = sorted(u for u in want if len(want[u]) < 65536)
+    assert len(bigs) == 2 and len(small) == 3
+
+    def read(uid):
+        with open(m.p(name, by_uid[uid]), "rb") as f:
+            assert f.read() == want[uid], "message %d differs from BODY[]" % uid
+
+    read(bigs[0])
+    read(small[0])          # moved on: the first large body is dropped
+    wait_for(lambda: m.stats()["bodies_dropped"] == 1, 10,
+             what="the large body to leave the page cache once the reader moved on")
+    read(bigs[0])           # read again: it stays from now on
+    read(small[1])
+    read(bigs[1])
+    read(small[2])          # the second one is dropped, after whatever came before
+    wait_for(lambda: m.stats()["bodies_dropped"] >= 2, 10, what="the second large body dropped")
+    before = m.stats()
+    read(bigs[0])
+    after = m.stats()
+    assert after["reads"] - before["reads"] <= 1, \
+        "a large body read twice left the page cache again: %d READs for its third read" % (
+            after["reads"] - before["reads"])
+    assert after["bodies_dropped"] == 2 and after["opens"] == 0, after
+
+
 def test_sizes_the_server_gets_wrong_read_exact_through_a_read_only_mount(mount,
                                                                         private_dovecot):
     """A server whose RFC822.SIZE is 100 short or 100 long, and a mount
