@@ -176,7 +176,8 @@ enum mf_status store_collect_folder_bodies(struct store *st, int64_t folder_id,
 	return store_rows_done(q, rc);
 }
 
-int store_has_body(struct store *st, int64_t folder_id, uint32_t uid, enum mf_status *err)
+static int store_has_body(struct store *st, int64_t folder_id, uint32_t uid,
+                          enum mf_status *err)
 {
 	sqlite3_stmt *q = store_query_message(st, Q_BODY_EXISTS, folder_id, uid);
 	int rc = sqlite3_step(q);

@@ -265,8 +265,6 @@ static const char *const store_query_sql[Q_COUNT] = {
 	[Q_BODY_PACK_USED] = "SELECT 1 FROM bodies WHERE folder_id = ?1 AND pack = ?2 LIMIT 1",
 	[Q_BODY_PACK_LAST] = "SELECT coalesce(max(pack), 0) FROM bodies",
 	[Q_FOLDER_BASE_OF] = "SELECT ino_base FROM folders WHERE id = ?1",
-	[Q_BODY_PACK_RANGES] =
-		"SELECT off, size FROM bodies WHERE folder_id = ?1 AND pack = ?2 ORDER BY off",
 	[Q_FOLDER_RECOUNT] =
 		"UPDATE folders SET messages ="
 		" (SELECT count(*) FROM messages WHERE folder_id = ?1) WHERE id = ?1",

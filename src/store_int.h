@@ -47,7 +47,7 @@ enum store_query {
 	Q_MSG_SIZE, Q_MSG_SET_SIZE, Q_MSG_NAME_HOLDER, Q_MSG_SET_USER_NAME,
 	Q_BODY_EXISTS, Q_BODY_OF_FOLDER, Q_BODY_UPSERT, Q_BODY_TOUCH, Q_BODY_LAST_TICK,
 	Q_BODY_DELETE, Q_BODY_USAGE, Q_BODY_LRU, Q_FOLDER_RECOUNT, Q_BODY_LOC,
-	Q_BODY_PACK_USED, Q_BODY_PACK_LAST, Q_BODY_PACK_RANGES, Q_FOLDER_BASE_OF,
+	Q_BODY_PACK_USED, Q_BODY_PACK_LAST, Q_FOLDER_BASE_OF,
 	Q_MSG_UNCACHED_AFTER, Q_MSG_UNCACHED_AFTER_UID, Q_MSG_NAME_WANTED, Q_MSG_NAME_OF, Q_FOLDER_COUNT_DOWN,
 	Q_MSG_MAX_UID_OF, Q_FOLDER_UNDER, Q_FOLDER_RENAME,
 	Q_META_NEXT_BASE, Q_FOLDER_SET_BASE, Q_FOLDER_NO_BASE, Q_FOLDER_PATH,
@@ -189,7 +189,6 @@ int store_doom_body_of(struct store *st, int64_t folder_id, uint32_t uid, GPtrAr
 void store_doom_run(struct store *st, GPtrArray *doomed);
 enum mf_status store_collect_folder_bodies(struct store *st, int64_t folder_id,
                                            GPtrArray *doomed);
-int store_has_body(struct store *st, int64_t folder_id, uint32_t uid, enum mf_status *err);
 void store_sweep_orphan_bodies(struct store *st);
 
 #endif
