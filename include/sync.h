@@ -35,12 +35,15 @@ void sync_watch_start(struct sync_ctx *s, void (*changed)(void *ctx, const char 
                       void *ctx);
 /* Ends every watch (bounded: a DONE and its answer, 2 s at most). */
 void sync_watch_stop(struct sync_ctx *s);
-/* arrived hears of each body a read-ahead stream put into the cache, as
- * it lands, of the size the cache gave before (from the stream's thread,
- * or an open's; it must not block).
+/* arrived hears of each body of at most max_len bytes that a read-ahead
+ * stream put into the cache, as it lands, of the size the cache gave
+ * before: the message's node is ino_base << 32 | uid, and body (len
+ * bytes, g_malloc'd: the listener's to free) is what the server sent.
+ * From the stream's thread, or an open's; it must not block.
  * NULL: nobody; once that returns, no call is under way. */
-void sync_set_arrival(struct sync_ctx *s, void (*arrived)(void *ctx, int64_t folder_id,
-                                                         uint32_t uid),
+void sync_set_arrival(struct sync_ctx *s, size_t max_len,
+                      void (*arrived)(void *ctx, uint64_t ino_base, uint32_t uid, void *body,
+                                      size_t len),
                       void *ctx);
 
 /* Whether a message with these flags is left out of listings: \Deleted

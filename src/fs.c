@@ -334,7 +334,7 @@ static void fs_init(void *data, struct fuse_conn_info *conn)
 	 * 50,000 small messages: 3.3 s against 0.4 s through no open). */
 	ctx->no_open = ctx->cfg->readonly && (conn->capable & FUSE_CAP_NO_OPEN_SUPPORT);
 	if (ctx->no_open) {
-		sync_set_arrival(ctx->sync, fs_body_arrived, ctx);
+		sync_set_arrival(ctx->sync, FS_DROP_MIN - 1, fs_body_arrived, ctx);
 		store_set_growth_observer(ctx->store, fs_body_grew, ctx);
 	}
 	fs_staged_init(ctx);
@@ -350,7 +350,7 @@ void fs_stop(struct fs_ctx *ctx)
 	if (!ctx->invalidator)
 		return;
 	sync_watch_stop(ctx->sync);
-	sync_set_arrival(ctx->sync, NULL, NULL);
+	sync_set_arrival(ctx->sync, 0, NULL, NULL);
 	store_set_growth_observer(ctx->store, NULL, NULL);
 	store_set_observer(ctx->store, NULL, NULL);
 	fs_inval_stop(ctx);

@@ -17,14 +17,6 @@
  * open: no READ follows, and no attribute request for the atime a READ
  * makes stale. Larger ones are read as asked. */
 #define FS_PUSH_MAX (1024 * 1024)
-/* A body of this size or more leaves the kernel's page cache when its
- * reader first closes it in a mount. The cache file holds it already, in
- * the page cache as well: a second copy of each large message read once
- * would double the memory a backup of big mail takes, and a first one's
- * pages, freed at once, are the next one's. Read again, it is pushed
- * again (a copy from the cache file's pages), its attributes are asked
- * again, and from then on it stays (ctx->dropped). */
-#define FS_DROP_MIN (64 * 1024)
 
 /* A node's bit in a map: Fibonacci hashing, which spreads the uids of
  * every folder over the whole map (the folder's base in the high half
@@ -129,24 +121,15 @@ static int fs_body_of(struct fs_ctx *ctx, fuse_ino_t ino, struct fs_handle *h,
 	return st == MF_OK ? 0 : fs_errno(st);
 }
 
-void fs_push_arrived(struct fs_ctx *ctx, int64_t folder_id, uint32_t uid)
+void fs_push_arrived(struct fs_ctx *ctx, fuse_ino_t ino, const void *body, size_t len)
 {
-	struct fs_handle h = { .fd = -1 };
-	struct store_folder f;
-	fuse_ino_t ino;
+	struct fuse_bufvec bufv = FUSE_BUFVEC_INIT(len);
 
-	if (store_folder_by_id(ctx->store, folder_id, &f) != MF_OK)
+	bufv.buf[0].mem = (void *)body;
+	if (len == 0 || fuse_lowlevel_notify_store(ctx->se, ino, 0, &bufv, 0) != 0)
 		return;
-	ino = FS_INO(f.ino_base, uid);
-	store_folder_clear(&f);
-	h.fd = store_body_open(ctx->store, folder_id, uid, &h.off, &h.len);
-	if (h.fd < 0)
-		return;
-	/* A large one is read with READs: a few a body, and no second copy
-	 * of it left in the kernel's page cache by nobody's read. */
-	if (h.len < FS_DROP_MIN)
-		fs_push(ctx, ino, &h);
-	close(h.fd);
+	stats_add(bodies_pushed, 1);
+	fs_nodemap_add(&ctx->pushed, ino);
 }
 
 void fs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)

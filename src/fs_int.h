@@ -66,6 +66,7 @@ struct fs_ctx {
 	 * open: a second open pushes nothing. A false "pushed" costs a READ,
 	 * nothing more. */
 	struct fs_nodemap pushed;
+	size_t push_queued;      /* bytes of arrived bodies the invalidator has yet to push */
 	/* A read-only mount opens and closes files in the kernel alone
 	 * (FUSE_CAP_NO_OPEN_SUPPORT): a READ comes without a handle, and the
 	 * bodies a stream brings are pushed as they come. */
@@ -157,9 +158,20 @@ void fs_message_stat(struct fs_ctx *ctx, uint64_t ino_base, const struct store_m
 /* A reply to a lookup, create or mkdir of a folder or message. */
 void fs_entry(struct fs_ctx *ctx, const struct stat *st, struct fuse_entry_param *e);
 
-/* A body a stream brought: pushed into the kernel's page cache when
- * small (the invalidator's thread calls it). */
-void fs_push_arrived(struct fs_ctx *ctx, int64_t folder_id, uint32_t uid);
+/* A body of this size or more leaves the kernel's page cache when its
+ * reader first closes it in a mount. The cache file holds it already, in
+ * the page cache as well: a second copy of each large message read once
+ * would double the memory a backup of big mail takes, and a first one's
+ * pages, freed at once, are the next one's. Read again, it is pushed
+ * again (a copy from the cache file's pages), its attributes are asked
+ * again, and from then on it stays (ctx->dropped). A smaller body a
+ * stream brings to a mount without opens is pushed as it comes. */
+#define FS_DROP_MIN (64 * 1024)
+
+/* A body a stream brought (len bytes, smaller than FS_DROP_MIN), pushed
+ * into the kernel's page cache as the node ino (the invalidator's thread
+ * calls it). */
+void fs_push_arrived(struct fs_ctx *ctx, fuse_ino_t ino, const void *body, size_t len);
 
 /* ---- fs_inval.c */
 
@@ -170,7 +182,9 @@ void fs_invalidate(struct fs_ctx *ctx, const char *path);
 void fs_invalidate_entry(struct fs_ctx *ctx, fuse_ino_t parent, const char *name);
 /* Drops the kernel's pages of the message ino. */
 void fs_invalidate_pages(struct fs_ctx *ctx, fuse_ino_t ino);
-void fs_body_arrived(void *data, int64_t folder_id, uint32_t uid);
+/* sync_set_arrival's listener: the bytes are queued for the invalidator
+ * (FS_PUSH_QUEUE_MAX at most; beyond that a body is read with READs). */
+void fs_body_arrived(void *data, uint64_t ino_base, uint32_t uid, void *body, size_t len);
 void fs_inval_start(struct fs_ctx *ctx);
 /* Ends the invalidator after what was asked of it. */
 void fs_inval_stop(struct fs_ctx *ctx);

@@ -17,19 +17,30 @@ struct fs_inval {
 	char *path;            /* FS_INVAL_PATH: a store path */
 	fuse_ino_t ino;        /* FS_INVAL_ENTRY: the name's directory; FS_INVAL_PAGES: the node */
 	char *name;
-	int64_t folder_id;     /* FS_INVAL_STORE: the body to push */
-	uint32_t uid;
+	void *body;            /* FS_INVAL_STORE: the body to push into node ino */
+	size_t len;
 };
+
+/* Bytes of bodies queued to be pushed: a reader far behind its stream
+ * must not have the stream's whole window held twice in memory. */
+#define FS_PUSH_QUEUE_MAX (8 * 1024 * 1024)
+
+static void fs_inval_free(struct fs_ctx *ctx, struct fs_inval *iv)
+{
+	if (iv->body)
+		__atomic_sub_fetch(&ctx->push_queued, iv->len, __ATOMIC_RELAXED);
+	g_free(iv->body);
+	g_free(iv->path);
+	g_free(iv->name);
+	g_free(iv);
+}
 
 static void fs_inval_push(struct fs_ctx *ctx, struct fs_inval *iv)
 {
 	if (ctx->invalidate)
 		g_async_queue_push(ctx->invalidate, iv);
-	else {
-		g_free(iv->path);
-		g_free(iv->name);
-		g_free(iv);
-	}
+	else
+		fs_inval_free(ctx, iv);
 }
 
 void fs_invalidate(struct fs_ctx *ctx, const char *path)
@@ -93,11 +104,9 @@ static gpointer fs_invalidator(gpointer data)
 			if (fuse_lowlevel_notify_inval_inode(ctx->se, iv->ino, 0, 0) == 0)
 				stats_add(bodies_dropped, 1);
 		} else if (kind == FS_INVAL_STORE) {
-			fs_push_arrived(ctx, iv->folder_id, iv->uid);
+			fs_push_arrived(ctx, iv->ino, iv->body, iv->len);
 		}
-		g_free(iv->path);
-		g_free(iv->name);
-		g_free(iv);
+		fs_inval_free(ctx, iv);
 		if (kind == FS_INVAL_STOP)
 			return NULL;
 	}
@@ -116,14 +125,21 @@ void fs_invalidate_entry(struct fs_ctx *ctx, fuse_ino_t parent, const char *name
 /* sync_set_arrival's listener (ctx->no_open): a body a stream brought
  * goes into the kernel's page cache from this thread, never from a
  * request's (whose READ may hold that node's pages locked). */
-void fs_body_arrived(void *data, int64_t folder_id, uint32_t uid)
+void fs_body_arrived(void *data, uint64_t ino_base, uint32_t uid, void *body, size_t len)
 {
 	struct fs_ctx *ctx = data;
-	struct fs_inval *iv = g_new0(struct fs_inval, 1);
+	struct fs_inval *iv;
 
+	if (__atomic_add_fetch(&ctx->push_queued, len, __ATOMIC_RELAXED) > FS_PUSH_QUEUE_MAX) {
+		__atomic_sub_fetch(&ctx->push_queued, len, __ATOMIC_RELAXED);
+		g_free(body);
+		return;
+	}
+	iv = g_new0(struct fs_inval, 1);
 	iv->kind = FS_INVAL_STORE;
-	iv->folder_id = folder_id;
-	iv->uid = uid;
+	iv->ino = FS_INO(ino_base, uid);
+	iv->body = body;
+	iv->len = len;
 	fs_inval_push(ctx, iv);
 }
 

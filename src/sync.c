@@ -33,11 +33,13 @@ struct sync_ctx *sync_new(const struct mf_config *cfg, struct store *store, stru
 	return s;
 }
 
-void sync_set_arrival(struct sync_ctx *s, void (*arrived)(void *ctx, int64_t folder_id,
-                                                         uint32_t uid),
+void sync_set_arrival(struct sync_ctx *s, size_t max_len,
+                      void (*arrived)(void *ctx, uint64_t ino_base, uint32_t uid, void *body,
+                                      size_t len),
                       void *ctx)
 {
 	g_mutex_lock(&s->arrival_lock);
+	s->arrival_max = max_len;
 	s->arrived = arrived;
 	s->arrived_ctx = ctx;
 	g_mutex_unlock(&s->arrival_lock);

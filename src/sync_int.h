@@ -53,8 +53,9 @@ struct sync_ctx {
 	/* Who hears of each body a stream brought (sync_set_arrival): called
 	 * with arrival_lock held, so that none is called once it is unset. */
 	GMutex arrival_lock;
-	void (*arrived)(void *ctx, int64_t folder_id, uint32_t uid);
+	void (*arrived)(void *ctx, uint64_t ino_base, uint32_t uid, void *body, size_t len);
 	void *arrived_ctx;
+	size_t arrival_max;
 };
 
 /* new_only: after our own change, fetch just the messages above the

@@ -39,6 +39,7 @@ struct sync_stream_entry {
 	int sent;                  /* handed to the driver */
 	int consumed;              /* the reader reached or passed it */
 	int waiters;               /* opens waiting for it: it stays */
+	char *bytes;               /* its bytes for sync_ctx.arrived, until committed */
 	enum mf_status status;     /* once not in flight: MF_OK when in the store */
 };
 
@@ -46,6 +47,7 @@ struct sync_stream {
 	gint refs;
 	struct sync_ctx *s;
 	int64_t folder_id;
+	uint64_t ino_base;
 	char *wire_name;
 	uint32_t uidvalidity;
 	int by_uid;                /* the reader's order: UIDs, else names */
@@ -79,6 +81,7 @@ static void sync_stream_entry_free(struct sync_stream_entry *e)
 	g_free(e->name);
 	g_free(e->remote_id);
 	g_free(e->tmp);
+	g_free(e->bytes);
 	g_free(e);
 }
 
@@ -308,6 +311,7 @@ static void sync_stream_commit_ready(struct sync_stream *st)
 {
 	struct sync_ctx *s = st->s;
 	struct store_body_item *items;
+	char **bytes;
 	GPtrArray *batch;
 	size_t n = 0;
 
@@ -324,23 +328,29 @@ static void sync_stream_commit_ready(struct sync_stream *st)
 	g_mutex_unlock(&s->lock);
 	/* The entries stay while in flight: their tmp is ours until then. */
 	items = g_new0(struct store_body_item, batch->len);
+	bytes = g_new0(char *, batch->len);
 	for (guint i = 0; i < batch->len; i++) {
 		struct sync_stream_entry *e = g_ptr_array_index(batch, i);
-		if (e->status == MF_OK)
+		if (e->status == MF_OK) {
+			bytes[n] = g_steal_pointer(&e->bytes);
 			items[n++] = (struct store_body_item){ .uid = e->uid, .tmp_path = e->tmp,
 			                                       .pack = e->pack, .off = e->off,
 			                                       .len = e->len };
-		else
+		} else {
 			store_body_abort(s->store, e->tmp);
+		}
 	}
 	if (n > 0)
 		store_body_commit_many(s->store, st->folder_id, items, n);
 	g_mutex_lock(&s->arrival_lock);
 	/* Not one whose size was news: the kernel's idea of it may be
 	 * longer than the body, and what it is given is kept to that. */
-	for (size_t i = 0; i < n && s->arrived; i++)
-		if (items[i].status == MF_OK && !items[i].size_changed)
-			s->arrived(s->arrived_ctx, st->folder_id, items[i].uid);
+	for (size_t i = 0; i < n; i++) {
+		if (s->arrived && bytes[i] && items[i].status == MF_OK && !items[i].size_changed)
+			s->arrived(s->arrived_ctx, st->ino_base, items[i].uid,
+			           g_steal_pointer(&bytes[i]), items[i].len);
+		g_free(bytes[i]);
+	}
 	g_mutex_unlock(&s->arrival_lock);
 	g_mutex_lock(&s->lock);
 	n = 0;
@@ -357,6 +367,7 @@ static void sync_stream_commit_ready(struct sync_stream *st)
 	g_cond_broadcast(&s->stream_cond);
 	g_mutex_unlock(&s->lock);
 	g_free(items);
+	g_free(bytes);
 	g_ptr_array_free(batch, TRUE);
 }
 
@@ -367,14 +378,31 @@ static void sync_stream_done(void *ctx, const struct mailbox_body_request *req)
 	struct sync_stream_entry *e;
 	int64_t pack;
 	uint64_t off, len;
+	char *bytes = NULL;
+	size_t max;
 	int now;
 
+	/* A listener gets the bytes as they were written: read back now,
+	 * while they are the stream's alone and in the page cache. */
+	g_mutex_lock(&s->arrival_lock);
+	max = s->arrived ? s->arrival_max : 0;
+	g_mutex_unlock(&s->arrival_lock);
+	if (req->status == MF_OK && req->written > 0 && req->written <= max) {
+		bytes = g_malloc(req->written);
+		if (pread(req->fd, bytes, req->written, (off_t)req->base) != (ssize_t)req->written)
+			g_clear_pointer(&bytes, g_free);
+	}
 	g_mutex_lock(&s->lock);
 	e = g_hash_table_lookup(st->entries, GUINT_TO_POINTER(req->uid));
 	if (!e) {
 		g_mutex_unlock(&s->lock);
+		g_free(bytes);
 		return;
 	}
+	if (!st->pack)
+		e->len = req->written;
+	g_free(e->bytes);
+	e->bytes = bytes;
 	pack = e->pack;
 	off = e->off;
 	len = e->len;
@@ -563,6 +591,7 @@ int sync_stream_start(struct sync_ctx *s, const struct store_folder *f,
 	st->refs = 1;
 	st->s = s;
 	st->folder_id = f->id;
+	st->ino_base = f->ino_base;
 	st->wire_name = g_strdup(f->wire_name);
 	st->uidvalidity = f->uidvalidity;
 	st->by_uid = by_uid;
