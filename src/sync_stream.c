@@ -23,7 +23,9 @@
 #define SYNC_STREAM_FIRST 64    /* messages planned as a stream starts */
 #define SYNC_STREAM_MIN_WINDOW ((uint64_t)64 * 1024)
 #define SYNC_STREAM_IDLE_US (5 * G_USEC_PER_SEC)   /* no open for so long: the stream ends */
-#define SYNC_STREAM_BATCH 16    /* complete bodies committed to the store at once */
+#define SYNC_STREAM_BATCH 16    /* complete bodies worth a transaction of their own */
+#define SYNC_STREAM_BACKLOG 1024 /* so many waiting: the stream commits them itself */
+#define SYNC_STREAM_LINGER_US 5000  /* fewer wait no longer than this */
 
 struct sync_stream_entry {
 	uint32_t uid;
@@ -61,9 +63,14 @@ struct sync_stream {
 	GHashTable *entries;       /* uid -> entry (borrowed from order) */
 	/* Complete bodies not yet in the store, in order: one transaction
 	 * per body cost the stream a third of its time, so they go in
-	 * batches, at once when a reader waits for one of them. */
+	 * batches, at once when a reader waits for one of them. A thread of
+	 * their own commits them (the committer), while the stream's goes on
+	 * reading: what comes in during a commit is the next batch. */
 	GPtrArray *ready;
 	int committing;            /* batches being committed */
+	GThread *committer;
+	GCond commit_cond;         /* ready grew, or the committer must end */
+	int commit_stop;
 	uint64_t ahead;            /* bytes handed out and not consumed */
 	uint64_t window;
 	gint64 last_open, progress_at;
@@ -94,6 +101,7 @@ static void sync_stream_unref(struct sync_stream *st)
 	}
 	g_hash_table_destroy(st->entries);
 	g_ptr_array_free(st->ready, TRUE);
+	g_cond_clear(&st->commit_cond);
 	g_free(st->cursor_name);
 	g_free(st->reader_name);
 	g_free(st->wire_name);
@@ -410,7 +418,12 @@ static void sync_stream_done(void *ctx, const struct mailbox_body_request *req)
 	e->status = req->status;
 	e->ready = 1;
 	g_ptr_array_add(st->ready, e);
-	now = e->waiters > 0 || st->ready->len >= SYNC_STREAM_BATCH;
+	/* An open waiting commits the batch itself (sync_stream_open). */
+	if (e->waiters > 0)
+		g_cond_broadcast(&s->stream_cond);
+	if (st->ready->len >= SYNC_STREAM_BATCH || e->waiters > 0)
+		g_cond_signal(&st->commit_cond);
+	now = st->ready->len >= SYNC_STREAM_BACKLOG || !st->committer;
 	g_mutex_unlock(&s->lock);
 	if (!st->pack)
 		close(req->fd);
@@ -446,6 +459,41 @@ static int sync_stream_place(void *ctx, struct mailbox_body_request *req, uint64
 	return 0;
 }
 
+/* The committer: a batch once SYNC_STREAM_BATCH bodies wait, or an
+ * open waits for one, or the first of them has waited
+ * SYNC_STREAM_LINGER_US; until the stream's thread ends it. */
+static gpointer sync_stream_committer(gpointer data)
+{
+	struct sync_stream *st = data;
+	struct sync_ctx *s = st->s;
+	gint64 since = 0;
+
+	g_mutex_lock(&s->lock);
+	while (!st->commit_stop) {
+		gint64 now = g_get_monotonic_time();
+		if (st->ready->len == 0) {
+			since = 0;
+			g_cond_wait(&st->commit_cond, &s->lock);
+			continue;
+		}
+		if (!since)
+			since = now;
+		int waited = 0;
+		for (guint i = 0; i < st->ready->len && !waited; i++)
+			waited = ((struct sync_stream_entry *)g_ptr_array_index(st->ready, i))->waiters > 0;
+		if (st->ready->len < SYNC_STREAM_BATCH && !waited && now < since + SYNC_STREAM_LINGER_US) {
+			g_cond_wait_until(&st->commit_cond, &s->lock, since + SYNC_STREAM_LINGER_US);
+			continue;
+		}
+		since = 0;
+		g_mutex_unlock(&s->lock);
+		sync_stream_commit_ready(st);
+		g_mutex_lock(&s->lock);
+	}
+	g_mutex_unlock(&s->lock);
+	return NULL;
+}
+
 static gpointer sync_stream_thread(gpointer data)
 {
 	struct sync_stream *st = data;
@@ -458,6 +506,12 @@ static gpointer sync_stream_thread(gpointer data)
 	rc = s->mb->ops->stream_bodies(s->mb, st->wire_name, st->uidvalidity, &cb);
 	if (rc != MF_OK)
 		log_warn("the stream of folder %s ended: %s", st->wire_name, mf_status_str(rc));
+	g_mutex_lock(&s->lock);
+	st->commit_stop = 1;
+	g_cond_signal(&st->commit_cond);
+	g_mutex_unlock(&s->lock);
+	g_thread_join(st->committer);
+	st->committer = NULL;
 	sync_stream_commit_ready(st);
 	g_mutex_lock(&s->lock);
 	while (st->committing > 0)  /* an open's batch: its entries are still in flight */
@@ -615,6 +669,8 @@ int sync_stream_start(struct sync_ctx *s, const struct store_folder *f,
 	stats_add(streams_active, 1);
 	log_debug("stream of %s starts after %s (%s order, window %" G_GUINT64_FORMAT " bytes)",
 	          f->path, after->name, by_uid ? "UID" : "name", st->window);
+	g_cond_init(&st->commit_cond);
+	st->committer = g_thread_new("mailfs-commit", sync_stream_committer, st);
 	st->thread = g_thread_new("mailfs-stream", sync_stream_thread, st);
 	return 1;
 }
