@@ -254,6 +254,9 @@ enum mf_status store_message_remove(struct store *st, int64_t folder_id, uint32_
  * eviction meanwhile leaves it be); off and len may be NULL. */
 int store_body_open(struct store *st, int64_t folder_id, uint32_t uid, uint64_t *off,
                     uint64_t *len);
+/* Marks the cached body recently used, as an open does (when a reader
+ * finds it in the kernel's page cache). */
+void store_body_used(struct store *st, int64_t folder_id, uint32_t uid);
 /* Creates a temporary file for a body being downloaded: returns a
  * writable fd and *tmp_path (g_free), or -1. */
 int store_body_begin(struct store *st, char **tmp_path);

@@ -94,6 +94,10 @@ void sync_settle_all(struct sync_ctx *s);
  * the cache said before. */
 enum mf_status sync_body_open(struct sync_ctx *s, int64_t folder_id, uint32_t uid,
                               int *fd, uint64_t *off, uint64_t *len, int *size_changed);
+/* A reader opened the message uid of the folder whose inode base is
+ * ino_base, and the kernel holds its body already (sync_set_arrival): a
+ * stream ahead of the reader learns where it is, as from an open. */
+void sync_body_seen(struct sync_ctx *s, uint64_t ino_base, uint32_t uid);
 
 /* ---- writes: each talks to the server first and changes the cache only
  * after the server confirmed; then the touched folders are re-synced. */

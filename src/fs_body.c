@@ -160,10 +160,18 @@ void fs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		fuse_reply_err(req, ctx->cfg->readonly ? EROFS : EPERM);
 		return;
 	}
-	rc = fs_body_of(ctx, ino, &body, &size_changed);
-	if (rc != 0) {
-		fuse_reply_err(req, -rc);
-		return;
+	if (fs_nodemap_has(&ctx->pushed, ino)) {
+		/* The kernel holds the body already (pushed as a stream brought
+		 * it, or at an earlier open): nothing to look up now. Should the
+		 * kernel let a page go, its READ finds the body then (fs_read). */
+		sync_body_seen(ctx->sync, FS_INO_BASE(ino), FS_INO_UID(ino));
+		body.fd = -1;
+	} else {
+		rc = fs_body_of(ctx, ino, &body, &size_changed);
+		if (rc != 0) {
+			fuse_reply_err(req, -rc);
+			return;
+		}
 	}
 	h = g_new(struct fs_handle, 1);
 	*h = body;
@@ -180,7 +188,7 @@ void fs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		fi->keep_cache = 1;
 		/* A body pushed in this mount needs neither its size nor a push
 		 * (a large one is out of the pushed map from its first close). */
-		if (!fs_nodemap_has(&ctx->pushed, ino)) {
+		if (h->fd >= 0 && !fs_nodemap_has(&ctx->pushed, ino)) {
 			fs_push(ctx, ino, h);
 			if (h->len >= FS_DROP_MIN)
 				h->drop = ino;
@@ -195,7 +203,8 @@ void fs_reading_free(gpointer p)
 {
 	struct fs_handle *h = p;
 
-	close(h->fd);
+	if (h->fd >= 0)
+		close(h->fd);
 	g_free(h);
 }
 
@@ -259,9 +268,11 @@ void fs_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	ssize_t n;
 	int rc, size_changed = 0;
 
-	if (!h) {
-		/* No open (ctx->no_open): the body by its node. */
-		fs_read_moved_on(ctx, ino);
+	if (!h || (h->fd < 0 && !h->staged)) {
+		/* No open (ctx->no_open), or an open that found the body in the
+		 * kernel's page cache (fs_open): the body by its node. */
+		if (!h)
+			fs_read_moved_on(ctx, ino);
 		rc = fs_body_failed_just_now(ctx, ino);
 		if (rc == 0) {
 			rc = fs_body_of(ctx, ino, &body, &size_changed);
@@ -301,7 +312,7 @@ void fs_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		fuse_reply_buf(req, buf, (size_t)n);
 	g_free(buf);
 	if (body.fd >= 0) {
-		if (n > 0 && body.len >= FS_DROP_MIN && (uint64_t)off + (uint64_t)n >= body.off + body.len) {
+		if (ctx->no_open && n > 0 && body.len >= FS_DROP_MIN && (uint64_t)off + (uint64_t)n >= body.off + body.len) {
 			g_mutex_lock(&ctx->failed_lock);
 			ctx->read_through = ino;
 			g_mutex_unlock(&ctx->failed_lock);

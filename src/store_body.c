@@ -413,6 +413,13 @@ out:
 	return fd;
 }
 
+void store_body_used(struct store *st, int64_t folder_id, uint32_t uid)
+{
+	pthread_mutex_lock(&st->lock);
+	store_body_touch(st, folder_id, uid);
+	pthread_mutex_unlock(&st->lock);
+}
+
 int store_body_begin(struct store *st, char **tmp_path)
 {
 	char *path = g_strdup_printf("%s/tmp/body.XXXXXX", st->dir);

@@ -29,6 +29,7 @@ struct sync_ctx *sync_new(const struct mf_config *cfg, struct store *store, stru
 	g_cond_init(&s->cond);
 	s->busy = g_hash_table_new_full(g_int64_hash, g_int64_equal, g_free, NULL);
 	s->attempted = g_hash_table_new_full(g_int64_hash, g_int64_equal, g_free, g_free);
+	s->base_ids = g_hash_table_new_full(g_int64_hash, g_int64_equal, g_free, g_free);
 	s->writing = g_hash_table_new_full(g_int64_hash, g_int64_equal, g_free, NULL);
 	return s;
 }
@@ -56,6 +57,7 @@ void sync_free(struct sync_ctx *s)
 	g_free(s->ra_next);
 	g_hash_table_destroy(s->busy);
 	g_hash_table_destroy(s->attempted);
+	g_hash_table_destroy(s->base_ids);
 	g_mutex_clear(&s->lock);
 	g_mutex_clear(&s->arrival_lock);
 	g_cond_clear(&s->cond);

@@ -37,6 +37,8 @@ struct sync_ctx {
 	                                  shown as it arrives, is not stored yet */
 	int storing;                   /* threads making such listings */
 	GHashTable *attempted;         /* folder id -> monotonic µs of the last try */
+	GHashTable *base_ids;          /* inode base -> folder id: a base is never
+	                                  given to another folder (store_folder) */
 	int folders_busy;
 	gint64 folders_attempted;      /* monotonic µs of the last LIST, 0 never */
 	gint64 quota_at;               /* monotonic µs of the last quota answer */

@@ -361,6 +361,46 @@ def test_an_open_pushes_the_body_so_reading_costs_no_read_request(mount, private
     assert sorted(got) == sorted(again) == sorted(server), "bytes differ from the server's BODY[]"
 
 
+def test_a_stream_pushes_bodies_into_a_read_write_mount_and_a_dropped_page_reads_back(
+        mount, private_dovecot):
+    """A read-write mount: the small bodies a read-ahead stream brings go
+    into the kernel's page cache as they come, so a reader going through
+    the folder sends no READ, and its opens find them there without the
+    cache's help. Should the kernel let a page go (fadvise DONTNEED), the
+    READ that follows gets the body's bytes all the same, through the
+    handle of such an open. Bytes as the server's BODY[] each time."""
+    dc = private_dovecot
+    name = new_folder(dc, "RwPush", sample_mail.sample_messages(60, "rwpush-%d" % next(SEQ),
+                                                                tricky=False))
+    want = dc.fetch_bodies(USER, name)
+    m = mount(server=dc, options=["refresh=3600"])
+    folder = m.p(name)
+    by_uid = {int(getfattr(os.path.join(folder, n), "user.mail.uid")): n
+              for n in listing(folder)}
+    first = sorted(by_uid)[:3]
+    for u in first:   # in order: a stream starts and goes ahead of the reader
+        with open(os.path.join(folder, by_uid[u]), "rb") as f:
+            assert f.read() == want[u]
+    wait_for(lambda: m.stats()["bodies_pushed"] >= 50, 15,
+             what="the stream's bodies pushed into the kernel")
+    before = m.stats()
+    for u in sorted(by_uid):
+        with open(os.path.join(folder, by_uid[u]), "rb") as f:
+            assert f.read() == want[u], "message %d differs from BODY[]" % u
+    after = m.stats()
+    assert after["reads"] - before["reads"] <= 3, \
+        "%d READs for bodies pushed as they came" % (after["reads"] - before["reads"])
+    victim = sorted(by_uid)[30]
+    with open(os.path.join(folder, by_uid[victim]), "rb") as f:
+        os.posix_fadvise(f.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
+        got = f.read()
+        f.seek(0)
+        os.posix_fadvise(f.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
+        again = f.read()
+    assert got == again == want[victim], "a page let go reads back other bytes"
+    assert m.stats()["reads"] > after["reads"], "the kernel let no page go: nothing was checked"
+
+
 def test_a_large_body_read_once_leaves_the_page_cache_and_read_twice_stays(mount,
                                                                           private_dovecot):
     """The body cache's file holds a message, in the page cache too; a
