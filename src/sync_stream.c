@@ -709,42 +709,6 @@ void sync_stream_note_hit(struct sync_ctx *s, int64_t folder_id, uint32_t uid)
 	g_mutex_unlock(&s->lock);
 }
 
-void sync_body_seen(struct sync_ctx *s, uint64_t ino_base, uint32_t uid)
-{
-	gint64 key = (gint64)ino_base;
-	struct store_folder f = { 0 };
-	int64_t *id, folder_id = -1;
-	struct sync_stream *st;
-	struct sync_stream_entry *e;
-
-	stats_add(cache_hits, 1);
-	g_mutex_lock(&s->lock);
-	id = g_hash_table_lookup(s->base_ids, &key);
-	if (id)
-		folder_id = *id;
-	g_mutex_unlock(&s->lock);
-	if (folder_id < 0) {
-		if (store_folder_by_base(s->store, ino_base, &f) != MF_OK)
-			return;
-		folder_id = f.id;
-		store_folder_clear(&f);
-		g_mutex_lock(&s->lock);
-		g_hash_table_replace(s->base_ids, g_memdup2(&key, sizeof key),
-		                     g_memdup2(&folder_id, sizeof folder_id));
-		g_mutex_unlock(&s->lock);
-	}
-	/* A use, as an open of the cache file is: least recently used last. */
-	store_body_used(s->store, folder_id, uid);
-	g_mutex_lock(&s->lock);
-	st = sync_stream_find(s, folder_id);
-	e = st ? g_hash_table_lookup(st->entries, GUINT_TO_POINTER(uid)) : NULL;
-	if (e) {
-		st->last_open = g_get_monotonic_time();
-		sync_stream_consume(st, e->uid, e->name);
-	}
-	g_mutex_unlock(&s->lock);
-}
-
 int sync_stream_open(struct sync_ctx *s, int64_t folder_id, const struct store_message *m,
                      int *fd_out, uint64_t *off, uint64_t *len)
 {
