@@ -108,6 +108,9 @@ struct mailbox_body_request {
 	uint64_t base;
 	uint64_t written;         /* out */
 	enum mf_status status;    /* out: MF_OK, MF_ERR_NOTFOUND, ... */
+	/* out, during mailbox_stream.done only: the body's written bytes
+	 * when the driver held them whole in memory; else NULL. */
+	const char *bytes;
 };
 
 /* A stream of bodies of one folder (mailbox_ops.stream_bodies): the

@@ -181,6 +181,10 @@ static void imap_stream_untagged(void *ctx, struct imap_conn *c, const struct im
 	struct imap_stream_ctx *sc = ctx;
 	const struct imap_value *list, *body;
 	struct imap_stream_req *q;
+	/* A literal gathered whole: its bytes are there for done (the push of
+	 * a small body into the page cache reads no file back). */
+	int whole = sc->streamed.active && sc->streamed.written == 0 &&
+	            sc->n_pending == sc->streamed.size;
 	enum mf_status written = imap_stream_flush(sc);  /* the literal, if any, is whole */
 	struct imap_streamed streamed = sc->streamed;
 	uint64_t uid;
@@ -201,6 +205,7 @@ static void imap_stream_untagged(void *ctx, struct imap_conn *c, const struct im
 		imap_stream_finish(sc, q, MF_ERR_NOTFOUND);
 	} else if (streamed.active) {
 		q->r.written = streamed.written;
+		q->r.bytes = whole && written == MF_OK ? sc->pending : NULL;
 		imap_stream_finish(sc, q, written != MF_OK ? written
 		                          : streamed.written == streamed.size ? MF_OK : MF_ERR_PROTOCOL);
 	} else if (body->len > imap_body_limit(q->r.size_hint)) {
@@ -211,6 +216,7 @@ static void imap_stream_untagged(void *ctx, struct imap_conn *c, const struct im
 		if (st == MF_OK)
 			st = imap_streamed_write(&s, body->str, body->len);
 		q->r.written = body->len;
+		q->r.bytes = st == MF_OK ? body->str : NULL;
 		imap_stream_finish(sc, q, st);
 	}
 	imap_stream_progress(sc);

@@ -390,15 +390,21 @@ static void sync_stream_done(void *ctx, const struct mailbox_body_request *req)
 	size_t max;
 	int now;
 
-	/* A listener gets the bytes as they were written: read back now,
-	 * while they are the stream's alone and in the page cache. */
+	/* A listener gets the bytes as they were written: from the driver,
+	 * or read back now, while they are the stream's alone and in the
+	 * page cache. */
 	g_mutex_lock(&s->arrival_lock);
 	max = s->arrived ? s->arrival_max : 0;
 	g_mutex_unlock(&s->arrival_lock);
 	if (req->status == MF_OK && req->written > 0 && req->written <= max) {
-		bytes = g_malloc(req->written);
-		if (pread(req->fd, bytes, req->written, (off_t)req->base) != (ssize_t)req->written)
-			g_clear_pointer(&bytes, g_free);
+		if (req->bytes) {
+			bytes = g_memdup2(req->bytes, req->written);
+		} else {
+			bytes = g_malloc(req->written);
+			if (pread(req->fd, bytes, req->written, (off_t)req->base) !=
+			    (ssize_t)req->written)
+				g_clear_pointer(&bytes, g_free);
+		}
 	}
 	g_mutex_lock(&s->lock);
 	e = g_hash_table_lookup(st->entries, GUINT_TO_POINTER(req->uid));
