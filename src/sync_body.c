@@ -76,7 +76,8 @@ static void sync_ra_remember(struct sync_ctx *s, int64_t folder_id,
  * fd on m's body in *fd_out. */
 static enum mf_status sync_fetch_into_cache(struct sync_ctx *s, const struct store_folder *f,
                                             const struct store_message *m, int *fd_out,
-                                            uint64_t *len_out, int *size_changed)
+                                            uint64_t *off_out, uint64_t *len_out,
+                                            int *size_changed)
 {
 	struct sync_ra_pick pick = { g_ptr_array_new_with_free_func(sync_ra_free), 0 };
 	struct mailbox_body_request *reqs = NULL;
@@ -84,8 +85,8 @@ static enum mf_status sync_fetch_into_cache(struct sync_ctx *s, const struct sto
 	const struct store_message *last;
 	uint64_t written = 0;
 	enum mf_status st;
-	int streak = 0, by_uid = 0;
-	size_t n = 1, n_alloc;
+	int streak = 0, by_uid = 0, started;
+	size_t n = 1, n_alloc = 0;
 
 	g_mutex_lock(&s->lock);
 	if (s->ra_folder == f->id && s->ra_next && strcmp(s->ra_next, m->name) == 0) {
@@ -101,9 +102,20 @@ static enum mf_status sync_fetch_into_cache(struct sync_ctx *s, const struct sto
 	 * batches of 8, 16, 32, then 64 at once. Not with mark_seen: messages
 	 * nobody read would be marked read. While a stream runs for the
 	 * folder, an open it did not serve is fetched alone. */
-	if (sync_stream_active(s, f->id) ||
-	    (streak >= 2 && !s->cfg->mark_seen && sync_stream_start(s, f, m, by_uid))) {
+	if (sync_stream_active(s, f->id)) {
 		streak = -1;
+	} else if (streak >= 2 && !s->cfg->mark_seen &&
+	           (started = sync_stream_start(s, f, m, by_uid)) != 0) {
+		streak = -1;
+		/* m is the new stream's first body: no fetch of its own, and
+		 * the stream gets the connection it would have taken. */
+		if (started == 2 && sync_stream_open(s, f->id, m, fd_out, off_out, len_out)) {
+			if (size_changed && *len_out != m->size)
+				*size_changed = *len_out > m->size ? 1 : -1;
+			st = MF_OK;
+			n = 0;
+			goto out;
+		}
 	} else if (streak >= 2 && s->mb->ops->fetch_bodies && m->size <= SYNC_RA_MAX_SIZE &&
 	           !s->cfg->mark_seen) {
 		size_t want = (size_t)4 << (streak - 1 < 4 ? streak - 1 : 4);
@@ -220,7 +232,7 @@ enum mf_status sync_body_open(struct sync_ctx *s, int64_t folder_id, uint32_t ui
 			store_folder_clear(&f);
 			return MF_OK;
 		}
-		st = sync_fetch_into_cache(s, &f, &m, fd_out, len, size_changed);
+		st = sync_fetch_into_cache(s, &f, &m, fd_out, off, len, size_changed);
 	}
 	if (st == MF_ERR_NOTFOUND)
 		log_warn("message %u of %s is gone from the server", uid, f.path ? f.path : "?");

@@ -72,7 +72,10 @@ enum mf_status sync_folder_run(struct sync_ctx *s, int64_t folder_id, int force,
 int sync_first_message(void *ctx, const struct store_message *m);
 /* Starts a stream of f's bodies after the message after (a reader just
  * opened it), in UID or name order; 1 when one runs for f now. 0 when
- * the driver has none, with mark_seen, or when no connection is left. */
+ * the driver has none, with mark_seen, or when no connection is left.
+ * 2: this call started it, and after itself (uncached, and within the
+ * window) is its first body (the driver places bodies: sync_stream_open
+ * waits for it), so that the reader's connection, warm, is the stream's. */
 int sync_stream_start(struct sync_ctx *s, const struct store_folder *f,
                       const struct store_message *after, int by_uid);
 int sync_stream_active(struct sync_ctx *s, int64_t folder_id);

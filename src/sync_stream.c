@@ -631,6 +631,7 @@ int sync_stream_start(struct sync_ctx *s, const struct store_folder *f,
                       const struct store_message *after, int by_uid)
 {
 	struct sync_stream *st;
+	int first;
 	/* One connection stays for everything else, and watched folders
 	 * (mailbox_ops.watch) hold one each. */
 	int max = s->cfg->connections - 1 - (s->mb && s->mb->ops->watch ? s->cfg->watch : 0);
@@ -667,6 +668,22 @@ int sync_stream_start(struct sync_ctx *s, const struct store_folder *f,
 		st->pack = store_pack_new(s->store, f->id);
 	st->last_open = st->progress_at = g_get_monotonic_time();
 	g_ptr_array_add(s->streams, st);
+	first = st->pack && after->size <= st->window;
+	if (first) {
+		/* The message opened first, its place asked of the pack when its
+		 * length is known: no file is made for it now. */
+		struct sync_stream_entry *e = g_new0(struct sync_stream_entry, 1);
+		e->uid = after->uid;
+		e->name = g_strdup(after->name);
+		e->remote_id = g_strdup(after->remote_id);
+		e->size = after->size;
+		e->fd = -1;
+		e->flight = 1;
+		g_queue_push_tail(&st->order, e);
+		st->first_unsent = st->order.tail;
+		g_hash_table_insert(st->entries, GUINT_TO_POINTER(e->uid), e);
+		st->ahead += e->size;
+	}
 	/* The first batch now: the reader's next opens find it on its way
 	 * while the stream's connection is still being opened. */
 	sync_stream_plan(st, SYNC_STREAM_FIRST);
@@ -678,7 +695,7 @@ int sync_stream_start(struct sync_ctx *s, const struct store_folder *f,
 	g_cond_init(&st->commit_cond);
 	st->committer = g_thread_new("mailfs-commit", sync_stream_committer, st);
 	st->thread = g_thread_new("mailfs-stream", sync_stream_thread, st);
-	return 1;
+	return first ? 2 : 1;
 }
 
 /* Whether m is the first uncached message after the stream's cursor: the
