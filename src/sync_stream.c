@@ -160,6 +160,20 @@ struct sync_stream_pick {
 	int full;                  /* the next one did not fit */
 };
 
+/* A planned entry for m: in flight, no file yet. */
+static struct sync_stream_entry *sync_stream_entry_new(const struct store_message *m)
+{
+	struct sync_stream_entry *e = g_new0(struct sync_stream_entry, 1);
+
+	e->uid = m->uid;
+	e->name = g_strdup(m->name);
+	e->remote_id = g_strdup(m->remote_id);
+	e->size = m->size;
+	e->fd = -1;
+	e->flight = 1;
+	return e;
+}
+
 static int sync_stream_collect(void *ctx, const struct store_message *m)
 {
 	struct sync_stream_pick *p = ctx;
@@ -169,13 +183,7 @@ static int sync_stream_collect(void *ctx, const struct store_message *m)
 		p->full = 1;
 		return 1;
 	}
-	e = g_new0(struct sync_stream_entry, 1);
-	e->uid = m->uid;
-	e->name = g_strdup(m->name);
-	e->remote_id = g_strdup(m->remote_id);
-	e->size = m->size;
-	e->fd = -1;
-	e->flight = 1;
+	e = sync_stream_entry_new(m);
 	g_ptr_array_add(p->entries, e);
 	p->bytes += m->size;
 	return 0;
@@ -672,13 +680,7 @@ int sync_stream_start(struct sync_ctx *s, const struct store_folder *f,
 	if (first) {
 		/* The message opened first, its place asked of the pack when its
 		 * length is known: no file is made for it now. */
-		struct sync_stream_entry *e = g_new0(struct sync_stream_entry, 1);
-		e->uid = after->uid;
-		e->name = g_strdup(after->name);
-		e->remote_id = g_strdup(after->remote_id);
-		e->size = after->size;
-		e->fd = -1;
-		e->flight = 1;
+		struct sync_stream_entry *e = sync_stream_entry_new(after);
 		g_queue_push_tail(&st->order, e);
 		st->first_unsent = st->order.tail;
 		g_hash_table_insert(st->entries, GUINT_TO_POINTER(e->uid), e);
