@@ -62,9 +62,9 @@ struct fs_ctx {
 	 * freed at destroy when the session ends before the kernel's
 	 * RELEASEDIR came (an unmount or SIGTERM right after a listing). */
 	GHashTable *dirs;
-	/* Which nodes' bodies were pushed into the kernel's page cache at an
-	 * open: a second open pushes nothing. A false "pushed" costs a READ,
-	 * nothing more. */
+	/* Which nodes' bodies were pushed into the kernel's page cache (at an
+	 * open, or as a stream brought them): an open of one pushes nothing
+	 * and looks nothing up. A false "pushed" costs a READ, nothing more. */
 	struct fs_nodemap pushed;
 	size_t push_queued;      /* bytes of arrived bodies the invalidator has yet to push */
 	/* A read-only mount opens and closes files in the kernel alone
