@@ -302,6 +302,38 @@ static enum mf_status store_body_set_tick(struct store *st, int64_t folder_id, u
 	return store_run(q);
 }
 
+static void store_body_touch_one(struct store *st, gint64 key, gint64 now)
+{
+	struct store_touch *t = g_new(struct store_touch, 1);
+
+	t->key = key;
+	t->seq = ++st->touch_seq;
+	g_hash_table_replace(st->touched, t, NULL);  /* frees an older bump of it */
+	if (!st->touch_since)
+		st->touch_since = now;
+}
+
+/* The uses store_body_used queued, into st->touched, in their order and
+ * before any later open's (lock held). */
+static void store_body_take_used(struct store *st)
+{
+	GArray *used = NULL;
+	gint64 now;
+
+	g_mutex_lock(&st->used_lock);
+	if (st->used->len > 0) {
+		used = st->used;
+		st->used = g_array_new(FALSE, FALSE, sizeof(gint64));
+	}
+	g_mutex_unlock(&st->used_lock);
+	if (!used)
+		return;
+	now = g_get_monotonic_time();
+	for (guint i = 0; i < used->len; i++)
+		store_body_touch_one(st, g_array_index(used, gint64, i), now);
+	g_array_free(used, TRUE);
+}
+
 enum mf_status store_body_touch_flush(struct store *st)
 {
 	GPtrArray *all;
@@ -311,6 +343,7 @@ enum mf_status store_body_touch_flush(struct store *st)
 	int64_t tick = 0;
 	int own;
 
+	store_body_take_used(st);
 	if (g_hash_table_size(st->touched) == 0)
 		return MF_OK;
 	all = g_ptr_array_sized_new(g_hash_table_size(st->touched));
@@ -342,7 +375,6 @@ enum mf_status store_body_touch_flush(struct store *st)
  * and in the table with the next batch (lock held). */
 static void store_body_touch(struct store *st, int64_t folder_id, uint32_t uid)
 {
-	struct store_touch *t;
 	gint64 now = g_get_monotonic_time();
 	int64_t tick;
 
@@ -351,12 +383,8 @@ static void store_body_touch(struct store *st, int64_t folder_id, uint32_t uid)
 			store_body_set_tick(st, folder_id, uid, tick + 1);
 		return;
 	}
-	t = g_new(struct store_touch, 1);
-	t->key = folder_id << 32 | uid;
-	t->seq = ++st->touch_seq;
-	g_hash_table_replace(st->touched, t, NULL);  /* frees an older bump of it */
-	if (!st->touch_since)
-		st->touch_since = now;
+	store_body_take_used(st);
+	store_body_touch_one(st, folder_id << 32 | uid, now);
 	if (g_hash_table_size(st->touched) >= STORE_TOUCH_BATCH ||
 	    now - st->touch_since >= STORE_TOUCH_DELAY_US)
 		store_body_touch_flush(st);
@@ -415,9 +443,26 @@ out:
 
 void store_body_used(struct store *st, int64_t folder_id, uint32_t uid)
 {
-	pthread_mutex_lock(&st->lock);
-	store_body_touch(st, folder_id, uid);
-	pthread_mutex_unlock(&st->lock);
+	gint64 key = folder_id << 32 | uid;
+	guint n;
+
+	if (folder_id < 0 || folder_id > INT32_MAX) {
+		pthread_mutex_lock(&st->lock);
+		store_body_touch(st, folder_id, uid);
+		pthread_mutex_unlock(&st->lock);
+		return;
+	}
+	g_mutex_lock(&st->used_lock);
+	g_array_append_val(st->used, key);
+	n = st->used->len;
+	g_mutex_unlock(&st->used_lock);
+	/* Written with the next commit or open; a reader of cached bodies
+	 * alone has them written in batches here. */
+	if (n >= STORE_TOUCH_BATCH) {
+		pthread_mutex_lock(&st->lock);
+		store_body_touch_flush(st);
+		pthread_mutex_unlock(&st->lock);
+	}
 }
 
 int store_body_begin(struct store *st, char **tmp_path)

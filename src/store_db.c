@@ -764,6 +764,8 @@ struct store *store_open(const char *dir, uint64_t body_cap, char **err)
 	st->body_cap = body_cap;
 	st->body_total = -1;
 	st->touched = g_hash_table_new_full(g_int64_hash, g_int64_equal, g_free, NULL);
+	g_mutex_init(&st->used_lock);
+	st->used = g_array_new(FALSE, FALSE, sizeof(gint64));
 	st->live_packs = g_hash_table_new_full(g_int64_hash, g_int64_equal, g_free, NULL);
 	st->pack_seq = -1;
 	st->folder_paths = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
@@ -838,6 +840,9 @@ void store_close(struct store *st)
 		g_ptr_array_free(st->changes, TRUE);
 	if (st->touched)
 		g_hash_table_destroy(st->touched);
+	if (st->used)
+		g_array_free(st->used, TRUE);
+	g_mutex_clear(&st->used_lock);
 	if (st->live_packs)
 		g_hash_table_destroy(st->live_packs);
 	if (st->folder_paths)

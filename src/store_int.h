@@ -76,6 +76,13 @@ struct store {
 	GHashTable *touched;
 	uint64_t touch_seq;
 	gint64 touch_since;
+	/* Uses told by store_body_used, not yet in touched: an open that
+	 * finds its body in the kernel's page cache must not wait for the
+	 * store's lock, which a commit holds for milliseconds (a cold tar
+	 * of 50,000 messages through a read-write mount took 5.0-5.6 s with
+	 * that wait, 4.2-4.5 s without it). Under used_lock alone. */
+	GMutex used_lock;
+	GArray *used;         /* folder_id << 32 | uid, oldest first */
 	/* Every folder's path, so that a path that is no folder (each open
 	 * of a message asks) costs no query; rebuilt after any statement
 	 * that may add, remove or rename a folder (store_query). */

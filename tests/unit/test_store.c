@@ -1255,6 +1255,49 @@ static void test_lru_touches_batched_in_order(void **state)
 	}
 }
 
+/* store_body_used (an open that found its body in the kernel's page
+ * cache) counts as an open, in its place among the opens, without the
+ * store's lock: what it told comes before a later open's bump, and is
+ * written before the next eviction and before the store closes. */
+static void test_lru_uses_told_without_the_lock(void **state)
+{
+	struct fixture *fx = *state;
+
+	reopen_capped(fx, 350);
+	int64_t fid = make_folder(fx->st, "INBOX");
+	struct store_sync_message added[] = { msg(1, "one", ""), msg(2, "two", ""),
+	                                      msg(3, "three", ""), msg(4, "four", "") };
+	sync_add(fx->st, fid, added, 4);
+	assert_int_equal(put_body(fx->st, fid, 1, 100, '1', NULL), MF_OK);
+	assert_int_equal(put_body(fx->st, fid, 2, 100, '2', NULL), MF_OK);
+	assert_int_equal(put_body(fx->st, fid, 3, 100, '3', NULL), MF_OK);
+	/* Oldest to newest: 2, then 3 (opened), then 1 (used last). */
+	store_body_used(fx->st, fid, 2);
+	int fd = store_body_open(fx->st, fid, 3, NULL, NULL);
+	assert_true(fd >= 0);
+	close(fd);
+	store_body_used(fx->st, fid, 1);
+	assert_int_equal(put_body(fx->st, fid, 4, 100, '4', NULL), MF_OK);
+	for (uint32_t uid = 1; uid <= 4; uid++) {
+		char *p = body_file(fx, fid, uid);
+		assert_int_equal(file_exists(p), uid != 2);
+		g_free(p);
+	}
+	/* Told, then the store closed: written all the same. 3 is now the
+	 * oldest. */
+	store_body_used(fx->st, fid, 3);
+	store_body_used(fx->st, fid, 1);
+	reopen_capped(fx, 350);
+	struct store_sync_message five = msg(5, "five", "");
+	sync_add(fx->st, fid, &five, 1);
+	assert_int_equal(put_body(fx->st, fid, 5, 100, '5', NULL), MF_OK);
+	for (uint32_t uid = 1; uid <= 5; uid++) {
+		char *p = body_file(fx, fid, uid);
+		assert_int_equal(file_exists(p), uid != 2 && uid != 4);
+		g_free(p);
+	}
+}
+
 static void test_persistence(void **state)
 {
 	struct fixture *fx = *state;
@@ -1580,6 +1623,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_pack_bodies, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_lru_eviction, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_lru_touches_batched_in_order, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_lru_uses_told_without_the_lock, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_persistence, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_names_for_new, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_sync_10000, setup, teardown),
