@@ -163,6 +163,12 @@ enum mf_status imap_conn_open(const struct mf_config *cfg, struct imap_conn **ou
 void imap_conn_free(struct imap_conn *c);
 enum mf_status imap_acquire(struct imap_driver *d, const char *folder,
                             struct imap_conn **out);
+/* The same for a long-lived user (a watch's IDLE): a new connection while
+ * the pool has room, so that the spare ones, warm, stay for readers (the
+ * mount's first connection served the first listing, a login and a
+ * CAPABILITY sooner: four round trips). */
+enum mf_status imap_acquire_own(struct imap_driver *d, const char *folder,
+                                struct imap_conn **out);
 void imap_release(struct imap_driver *d, struct imap_conn *c);
 enum mf_status imap_with_conn(struct imap_driver *d, const char *folder,
                               imap_op_fn op, void *arg);

@@ -102,8 +102,8 @@ static int imap_conn_closed_meanwhile(struct imap_conn *c)
  * turn (first come, first served). The wait fails only when no connection
  * came back for a whole timeout: every operation holding one is bounded,
  * so waiting behind them while the server answers is no hang. */
-enum mf_status imap_acquire(struct imap_driver *d, const char *folder,
-                            struct imap_conn **out)
+static enum mf_status imap_acquire_mode(struct imap_driver *d, const char *folder,
+                                        struct imap_conn **out, int own)
 {
 	gint64 timeout_us = (gint64)d->cfg->timeout * G_USEC_PER_SEC;
 	gint64 start = g_get_monotonic_time();
@@ -123,7 +123,11 @@ enum mf_status imap_acquire(struct imap_driver *d, const char *folder,
 		 * (a mv between two folders would SELECT back and forth). */
 		int pick = -1, blank = -1;
 		int first = g_queue_peek_head(&d->waiting) == &me;
-		for (guint i = 0; first && i < d->spare->len; i++) {
+		/* own: a connection of its own while there is room; the spare
+		 * ones (logged in, a folder selected) stay for what a reader
+		 * waits on. */
+		int spare_ok = !(own && first && d->total < d->cfg->connections);
+		for (guint i = 0; spare_ok && first && i < d->spare->len; i++) {
 			struct imap_conn *ci = g_ptr_array_index(d->spare, i);
 			if (folder && ci->selected && strcmp(ci->selected, folder) == 0)
 				pick = (int)i;
@@ -132,7 +136,7 @@ enum mf_status imap_acquire(struct imap_driver *d, const char *folder,
 		}
 		if (pick < 0)
 			pick = blank;
-		if (first && pick < 0 && d->spare->len > 0 &&
+		if (spare_ok && first && pick < 0 && d->spare->len > 0 &&
 		    (!folder || d->total >= d->cfg->connections))
 			pick = (int)d->spare->len - 1;
 		if (pick >= 0) {
@@ -209,6 +213,18 @@ enum mf_status imap_acquire(struct imap_driver *d, const char *folder,
 		stats_add(reconnects, 1);
 	*out = c;
 	return MF_OK;
+}
+
+enum mf_status imap_acquire(struct imap_driver *d, const char *folder,
+                            struct imap_conn **out)
+{
+	return imap_acquire_mode(d, folder, out, 0);
+}
+
+enum mf_status imap_acquire_own(struct imap_driver *d, const char *folder,
+                                struct imap_conn **out)
+{
+	return imap_acquire_mode(d, folder, out, 1);
 }
 
 void imap_release(struct imap_driver *d, struct imap_conn *c)

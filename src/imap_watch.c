@@ -163,7 +163,7 @@ static enum imap_watch_end imap_watch_session(struct imap_watcher *w, int *estab
 	enum mf_status st;
 
 	*established = 0;
-	if (imap_acquire(w->d, w->wire, &c) != MF_OK)
+	if (imap_acquire_own(w->d, w->wire, &c) != MF_OK)
 		return WATCH_LOST;
 	net_set_deadline(c->net, net_deadline_from_now(c->net));
 	w->idle = 0;
