@@ -68,8 +68,9 @@ struct fs_ctx {
 	struct fs_nodemap pushed;
 	size_t push_queued;      /* bytes of arrived bodies the invalidator has yet to push */
 	/* A read-only mount opens and closes files in the kernel alone
-	 * (FUSE_CAP_NO_OPEN_SUPPORT): a READ comes without a handle, and the
-	 * bodies a stream brings are pushed as they come. */
+	 * (FUSE_CAP_NO_OPEN_SUPPORT): a READ comes without a handle, and a
+	 * size the server got wrong is told to the kernel at the body's
+	 * commit (fs_body_grew). */
 	int no_open;
 	/* The last body a READ without an open could not get, and when: the
 	 * kernel reads the page again at once after its read-ahead failed,
@@ -165,7 +166,7 @@ void fs_entry(struct fs_ctx *ctx, const struct stat *st, struct fuse_entry_param
  * pages, freed at once, are the next one's. Read again, it is pushed
  * again (a copy from the cache file's pages), its attributes are asked
  * again, and from then on it stays (ctx->dropped). A smaller body a
- * stream brings to a mount without opens is pushed as it comes. */
+ * stream brings is pushed as it comes (fs_body_arrived). */
 #define FS_DROP_MIN (64 * 1024)
 
 /* A body a stream brought (len bytes, smaller than FS_DROP_MIN), pushed

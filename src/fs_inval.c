@@ -122,7 +122,7 @@ void fs_invalidate_entry(struct fs_ctx *ctx, fuse_ino_t parent, const char *name
 	fs_inval_push(ctx, iv);
 }
 
-/* sync_set_arrival's listener (ctx->no_open): a body a stream brought
+/* sync_set_arrival's listener (every mount): a body a stream brought
  * goes into the kernel's page cache from this thread, never from a
  * request's (whose READ may hold that node's pages locked). */
 void fs_body_arrived(void *data, uint64_t ino_base, uint32_t uid, void *body, size_t len)

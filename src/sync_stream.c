@@ -437,7 +437,7 @@ static void sync_stream_done(void *ctx, const struct mailbox_body_request *req)
 		g_cond_broadcast(&s->stream_cond);
 	if (st->ready->len >= SYNC_STREAM_BATCH || e->waiters > 0)
 		g_cond_signal(&st->commit_cond);
-	now = st->ready->len >= SYNC_STREAM_BACKLOG || !st->committer;
+	now = st->ready->len >= SYNC_STREAM_BACKLOG;
 	g_mutex_unlock(&s->lock);
 	if (!st->pack)
 		close(req->fd);
