@@ -306,17 +306,21 @@ void fs_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	do
 		n = size ? pread(h->fd, buf, size, off) : 0;
 	while (n < 0 && errno == EINTR);
+	if (n < 0) {
+		rc = errno;
+	} else if (body.fd >= 0 && ctx->no_open && n > 0 && body.len >= FS_DROP_MIN &&
+	           (uint64_t)off + (uint64_t)n >= body.off + body.len) {
+		/* Before the reply: the reader's next file may be asked for
+		 * the moment it has these bytes (fs_read_moved_on). */
+		g_mutex_lock(&ctx->failed_lock);
+		ctx->read_through = ino;
+		g_mutex_unlock(&ctx->failed_lock);
+	}
 	if (n < 0)
-		fuse_reply_err(req, errno);
+		fuse_reply_err(req, rc);
 	else
 		fuse_reply_buf(req, buf, (size_t)n);
 	g_free(buf);
-	if (body.fd >= 0) {
-		if (ctx->no_open && n > 0 && body.len >= FS_DROP_MIN && (uint64_t)off + (uint64_t)n >= body.off + body.len) {
-			g_mutex_lock(&ctx->failed_lock);
-			ctx->read_through = ino;
-			g_mutex_unlock(&ctx->failed_lock);
-		}
+	if (body.fd >= 0)
 		close(body.fd);
-	}
 }
