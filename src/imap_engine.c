@@ -23,7 +23,7 @@ static void imap_conn_note_capabilities(struct imap_conn *c, const struct imap_v
 		{ "LITERAL+", IMAP_CAP_LITERAL_PLUS }, { "LITERAL-", IMAP_CAP_LITERAL_MINUS },
 		{ "MOVE", IMAP_CAP_MOVE }, { "UIDPLUS", IMAP_CAP_UIDPLUS },
 		{ "CONDSTORE", IMAP_CAP_CONDSTORE }, { "QRESYNC", IMAP_CAP_QRESYNC },
-		{ "QUOTA", IMAP_CAP_QUOTA },
+		{ "QUOTA", IMAP_CAP_QUOTA }, { "IDLE", IMAP_CAP_IDLE },
 	};
 	c->caps = 0;
 	c->appendlimit = 0;
@@ -485,14 +485,16 @@ int64_t imap_uid_ranges(const char *set, uint32_t max, GArray *out)
 }
 
 /* Once, before a connection's first SELECT (ENABLE is for the
- * authenticated state): ENABLE QRESYNC where offered. */
-static void imap_enable_qresync(struct imap_conn *c)
+ * authenticated state): ENABLE QRESYNC where offered. Sent, not waited
+ * for: the SELECT goes right behind it, and the server answers the two
+ * in order (RFC 3501 5.5), one round trip for both. Returns the tag to
+ * wait for, 0 when none was sent. */
+static unsigned imap_enable_qresync_send(struct imap_conn *c)
 {
 	if (c->enable_tried || !(c->caps & IMAP_CAP_QRESYNC))
-		return;
+		return 0;
 	c->enable_tried = 1;
-	if (imap_command(c, "ENABLE QRESYNC", NULL, NULL) != MF_OK)
-		c->qresync = 0;
+	return imap_send(c, "ENABLE QRESYNC");
 }
 
 /* The untagged responses of a SELECT with QRESYNC parameters: those
@@ -519,10 +521,14 @@ static enum mf_status imap_select_mode(struct imap_conn *c, const char *wire_nam
                                        const struct imap_qresync *q)
 {
 	struct imap_select_ctx sel = { q, !c->opened };
+	unsigned enable = imap_enable_qresync_send(c);
+	/* A server offering QRESYNC enables it (RFC 7162 3.1): the SELECT
+	 * behind the ENABLE counts on that, and goes again if it did not. */
+	int qresync = c->qresync || enable;
 	GString *cmd;
 	enum mf_status st;
 
-	imap_enable_qresync(c);
+again:
 	g_clear_pointer(&c->selected, g_free);
 	c->exists = c->uidvalidity = c->uidnext = 0;
 	c->highestmodseq = 0;
@@ -530,7 +536,8 @@ static enum mf_status imap_select_mode(struct imap_conn *c, const char *wire_nam
 	cmd = g_string_new(rw ? "SELECT " : "EXAMINE ");
 	st = imap_append_mailbox(c, cmd, wire_name);
 	if (st == MF_OK) {
-		if (c->qresync && q && q->uidvalidity && q->modseq) {
+		unsigned tag;
+		if (qresync && q && q->uidvalidity && q->modseq) {
 			g_string_append_printf(cmd, " (QRESYNC (%u %" G_GUINT64_FORMAT, q->uidvalidity,
 			                       q->modseq);
 			if (q->last_uid)
@@ -540,9 +547,24 @@ static enum mf_status imap_select_mode(struct imap_conn *c, const char *wire_nam
 		} else if (c->caps & IMAP_CAP_CONDSTORE) {
 			g_string_append(cmd, " (CONDSTORE)");
 		}
-		st = imap_command(c, cmd->str, q ? imap_select_untagged : NULL, &sel);
+		tag = imap_send(c, cmd->str);
+		if (enable) {
+			imap_wait(c, enable, NULL, NULL);  /* ENABLED QRESYNC set c->qresync */
+			enable = 0;
+		}
+		st = imap_wait(c, tag, q ? imap_select_untagged : NULL, &sel);
 		c->opened = st == MF_OK;  /* a failed SELECT leaves none open */
+		if (c->selected_qresync && !c->qresync && !c->broken) {
+			/* Sent with QRESYNC parameters, which the server then did
+			 * not enable: again, the CONDSTORE way. */
+			qresync = 0;
+			sel.closed = !c->opened;
+			g_string_free(cmd, TRUE);
+			goto again;
+		}
 	}
+	if (enable)
+		imap_wait(c, enable, NULL, NULL);  /* no SELECT went: its answer all the same */
 	/* No [CLOSED] after a folder was open: what came cannot be told
 	 * apart, and the caller must ask the CONDSTORE way. */
 	if (!sel.closed)

@@ -37,6 +37,7 @@ enum imap_capability {
 	IMAP_CAP_QRESYNC = 1 << 4,
 	IMAP_CAP_QUOTA = 1 << 5,
 	IMAP_CAP_LITERAL_MINUS = 1 << 6,
+	IMAP_CAP_IDLE = 1 << 7,
 };
 
 struct imap_done_tag {

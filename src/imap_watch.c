@@ -76,10 +76,6 @@ static void imap_watch_untagged(void *ctx, struct imap_conn *c, const struct ima
 		w->heard |= MAILBOX_NEWS_CHANGED;
 		if (r->has_number && w->exists && g_ascii_strcasecmp(r->keyword, "EXPUNGE") == 0)
 			w->exists--;
-	} else if (g_ascii_strcasecmp(r->keyword, "CAPABILITY") == 0) {
-		for (size_t i = 0; i < r->args.count; i++)
-			if (imap_value_is_atom(&r->args.items[i], "IDLE"))
-				w->idle = 1;
 	}
 }
 
@@ -166,11 +162,12 @@ static enum imap_watch_end imap_watch_session(struct imap_watcher *w, int *estab
 	if (imap_acquire_own(w->d, w->wire, &c) != MF_OK)
 		return WATCH_LOST;
 	net_set_deadline(c->net, net_deadline_from_now(c->net));
-	w->idle = 0;
-	st = imap_command(c, "CAPABILITY", imap_watch_untagged, w);
-	if (st == MF_OK && !w->idle)
+	/* The capabilities the connection read after its login. */
+	w->idle = (c->caps & IMAP_CAP_IDLE) != 0;
+	st = MF_OK;
+	if (!w->idle)
 		end = WATCH_NO_IDLE;
-	else if (st == MF_OK)
+	else
 		st = imap_examine(c, w->wire, 1);
 	net_set_deadline(c->net, 0);
 	if (st == MF_ERR_NOTFOUND)

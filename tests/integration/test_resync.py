@@ -166,6 +166,78 @@ def test_news_of_the_previous_folder_are_not_this_ones(mount, servers):
         assert "$Injected" not in getfattr(m.p(folder, uids[1]), "user.mail.flags")
         m.unmount()
 
+def log_lines(m):
+    return m.log_text().split("\n")
+
+
+def line_of(lines, pattern, start=0):
+    """The index of the first line from start that matches pattern."""
+    for i in range(start, len(lines)):
+        if re.search(pattern, lines[i]):
+            return i
+    raise AssertionError("no line matches %r in the log" % pattern)
+
+
+def test_enable_goes_with_the_first_examine(mount, servers):
+    """A connection's ENABLE QRESYNC and its first EXAMINE go out together,
+    one round trip for both: the EXAMINE is sent before the ENABLE's answer
+    comes (the -o debug log, in the order things happened).  A watch asks
+    no CAPABILITY of its own: each connection asks it once, after login."""
+    dc = servers.get("qresync")
+    folder = new_folder(dc, "Together", sample_mail.sample_messages(3, next(SEQ), tricky=False))
+    m = mount(options=["debug", "refresh=3600", "connections=1", "watch=0"], server=dc)
+    assert len(listing(m.p(folder))) == 3
+    lines = log_lines(m)
+    enable = line_of(lines, r"\bC: M(\d+) ENABLE QRESYNC")
+    tag = re.search(r"\bC: (M\d+) ENABLE", lines[enable]).group(1)
+    examine = line_of(lines, r"\bC: M\d+ EXAMINE ", enable)
+    answer = line_of(lines, r"\bS: %s OK" % tag, enable)
+    assert examine < answer, "the EXAMINE waited for the ENABLE's answer:\n%s" % "\n".join(
+        lines[enable:max(examine, answer) + 1])
+    m.unmount()
+
+    m = mount(options=["debug", "refresh=3600", "watch=1"], server=dc)
+    assert len(listing(m.p(folder))) == 3
+    wait_for(lambda: re.search(r"\bC: M\d+ IDLE", m.log_text()), BOUND, what="the watch's IDLE")
+    lines = log_lines(m)
+    connections = len([x for x in lines if re.search(r"curl: Connected to ", x)])
+    capabilities = len([x for x in lines if re.search(r"\bC: M\d+ CAPABILITY", x)])
+    assert connections >= 2 and capabilities == connections, \
+        "%d CAPABILITY commands on %d connections" % (capabilities, connections)
+
+
+def test_a_server_that_does_not_enable_qresync_is_asked_again(mount, servers, tmp_path):
+    """A server that offers QRESYNC but does not say ENABLED QRESYNC (a
+    proxy takes it out of the answer): the first EXAMINE, sent with QRESYNC
+    parameters behind the ENABLE, goes again the CONDSTORE way, and the
+    re-check still sees the other client's change."""
+    dc = servers.get("qresync")
+    folder = new_folder(dc, "NoEnable", sample_mail.sample_messages(3, next(SEQ), tricky=False))
+    cache = str(tmp_path / "cache")
+    m = mount(options=["refresh=3600"], server=dc, cache_dir=cache)
+    names = listing(m.p(folder))
+    assert len(names) == 3
+    uids = {int(getfattr(m.p(folder, n), "user.mail.uid")): n for n in names}
+    m.unmount()
+    first = sorted(uids)[0]
+    dc.store_flags("alice", folder, first, "+FLAGS", "\\Flagged")
+
+    def unenable(line):
+        return b"* ENABLED\r\n" if line.startswith(b"* ENABLED") else line
+
+    with FaultProxy(("127.0.0.1", dc.imap_port), rewrite=unenable) as px:
+        m = mount(url=server_url(dc, "imap", port=px.port), server=dc, cafile=False,
+                  cache_dir=cache, options=["tls=none", "debug", "connections=1", "watch=0",
+                                            "refresh=1"])
+        wait_for(lambda: "\\Flagged" in getfattr(m.p(folder, uids[first]), "user.mail.flags"),
+                 BOUND, what="the re-check seeing the other client's flag")
+        lines = log_lines(m)
+        with_params = line_of(lines, r"\bC: M\d+ EXAMINE .*\(QRESYNC \(")
+        line_of(lines, r"\bS: \* ENABLED\s*$")
+        line_of(lines, r"\bC: M\d+ EXAMINE .*\(CONDSTORE\)", with_params)
+        m.unmount()
+
+
 def folder_mtime(m, folder):
     st = os.stat(m.p(folder))
     assert st.st_mtime_ns == st.st_ctime_ns
