@@ -21,6 +21,9 @@ struct sync_ctx;
 struct fs_ctx *fs_new(const struct mf_config *cfg);
 void fs_attach(struct fs_ctx *ctx, struct store *store, struct sync_ctx *sync,
                struct fuse_session *se);
+/* The mount point (resolved, absolute; copied), once mounted: its
+ * read-ahead is raised at the first request (mountdev.h). */
+void fs_set_mountpoint(struct fs_ctx *ctx, const char *mountpoint);
 /* Once the FUSE loop has ended, before fuse_session_destroy (which calls
  * destroy): ends push and the kernel-cache invalidations. destroy does
  * it when this was not called. */

@@ -14,6 +14,8 @@
 #include <unistd.h>
 #include <glib.h>
 #include "fs_int.h"
+#include "log.h"
+#include "mountdev.h"
 #include "stats.h"
 
 
@@ -393,6 +395,7 @@ static void fs_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 	char *path;
 	int rc;
 
+	fs_tune(ctx);
 	stats_add(getattrs, 1);
 	path = fs_child_path(ctx, parent, name, &rc);
 	if (!path) {
@@ -458,6 +461,7 @@ static void fs_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 	struct stat st;
 	int rc;
 
+	fs_tune(ctx);
 	stats_add(getattrs, 1);
 	rc = fs_stat_ino(ctx, ino, &st);
 	if (rc != 0)
@@ -775,6 +779,27 @@ void fs_attach(struct fs_ctx *ctx, struct store *store, struct sync_ctx *sync,
 	ctx->se = se;
 }
 
+void fs_set_mountpoint(struct fs_ctx *ctx, const char *mountpoint)
+{
+	g_free(ctx->mountpoint);
+	ctx->mountpoint = g_strdup(mountpoint);
+}
+
+/* At the first request of a name, attributes or a listing, once INIT's
+ * reply (which may only lower it) is in: the mount's read-ahead. Only
+ * root may set it; anyone else's mount keeps the kernel's 128 KiB. */
+void fs_tune(struct fs_ctx *ctx)
+{
+	int rc;
+
+	if (!ctx->mountpoint || g_atomic_int_get(&ctx->tuned) ||
+	    !g_atomic_int_compare_and_exchange(&ctx->tuned, 0, 1))
+		return;
+	rc = mountdev_set_readahead(ctx->mountpoint, FS_READAHEAD_KIB);
+	if (rc != 0)
+		log_debug("read-ahead of %s left as it is: %s", ctx->mountpoint, g_strerror(rc));
+}
+
 void fs_free(struct fs_ctx *ctx)
 {
 	if (!ctx)
@@ -788,5 +813,6 @@ void fs_free(struct fs_ctx *ctx)
 	g_mutex_clear(&ctx->moved_lock);
 	g_free(ctx->pushed.bits);
 	g_free(ctx->dropped.bits);
+	g_free(ctx->mountpoint);
 	g_free(ctx);
 }

@@ -194,6 +194,7 @@ void fs_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	struct fs_dir *d = g_new0(struct fs_dir, 1);
 	struct store_folder f;
 
+	fs_tune(ctx);
 	if (ino != FS_ROOT_INO) {
 		enum mf_status st = store_folder_by_base(ctx->store, FS_INO_BASE(ino), &f);
 		if (st != MF_OK) {

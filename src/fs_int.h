@@ -44,6 +44,8 @@ struct fs_ctx {
 	gid_t gid;
 	time_t mounted_at;
 	double timeout;          /* how long the kernel may trust a name or attributes */
+	char *mountpoint;        /* fs_set_mountpoint's, or NULL */
+	gint tuned;              /* fs_tune ran */
 	/* Owned by fs.c from init to destroy: */
 	GMutex staged_lock;
 	GHashTable *staged;      /* path -> struct fs_staged: files being written */
@@ -168,6 +170,10 @@ void fs_entry(struct fs_ctx *ctx, const struct stat *st, struct fuse_entry_param
  * again, and from then on it stays (ctx->dropped). A smaller body a
  * stream brings is pushed as it comes (fs_body_arrived). */
 #define FS_DROP_MIN (64 * 1024)
+/* The mount's read-ahead, so a READ of a large body brings 1 MiB, what
+ * libfuse's 256 pages a request hold (the kernel's default: 128 KiB). */
+#define FS_READAHEAD_KIB 1024
+void fs_tune(struct fs_ctx *ctx);
 
 /* A body a stream brought (len bytes, smaller than FS_DROP_MIN), pushed
  * into the kernel's page cache as the node ino (the invalidator's thread

@@ -693,6 +693,7 @@ int main(int argc, char **argv)
 	}
 	g_clear_pointer(&err, g_free);
 	mounted = 1;
+	fs_set_mountpoint(fsctx, cmd.mountpoint);
 	if (fuse_daemonize(cmd.foreground) != 0) {
 		main_fail(MAIN_EXIT_FAILURE, "cannot daemonize");
 		goto out;

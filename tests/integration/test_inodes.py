@@ -11,6 +11,8 @@ import os
 import re
 import time
 
+import pytest
+
 import sample_mail
 from harness import (SEQ, USER, append_samples, getfattr, listing, new_folder, run, server_url,
                      wait_for)
@@ -220,6 +222,32 @@ def test_a_read_only_mount_drops_a_large_body_read_through_once(mount, private_d
         "a large body read twice left the page cache again: %d READs for its third read" % (
             after["reads"] - before["reads"])
     assert after["bodies_dropped"] == 2 and after["opens"] == 0, after
+
+
+def test_a_large_body_is_read_a_mebibyte_at_a_time(mount, private_dovecot):
+    """Mounted by root, the mount's read-ahead is 1 MiB (the kernel gives a
+    FUSE mount 128 KiB): a 4 MB body read through a read-only mount comes
+    in a handful of READs, not one per 128 KiB (32).  Bytes as the
+    server's."""
+    if os.geteuid() != 0:
+        pytest.skip("only root may set a mount's read-ahead")
+    dc = private_dovecot
+    body = "".join("line %06d of a body of four megabytes\n" % i for i in range(100000))
+    raw = sample_mail.build(
+        [("From", "a@example.org"), ("To", "b@example.org"), ("Subject", "four MB"),
+         ("Date", "Mon, 01 Jan 2024 10:00:00 +0000"),
+         ("Message-ID", "<four.%d@mailfs.test>" % next(SEQ))], body)
+    name = new_folder(dc, "ReadAhead", [raw])
+    want = dc.fetch_bodies(USER, name)
+    (uid, data), = want.items()
+    assert len(data) > 4_000_000
+    m = mount(server=dc, options=["ro", "refresh=3600"])
+    (n,) = listing(m.p(name))
+    before = m.stats()["reads"]
+    with open(m.p(name, n), "rb") as f:
+        assert f.read() == data, "the body differs from BODY[]"
+    reads = m.stats()["reads"] - before
+    assert reads <= 12, "%d READs for %d bytes: the read-ahead is not raised" % (reads, len(data))
 
 
 def test_sizes_the_server_gets_wrong_read_exact_through_a_read_only_mount(mount,
