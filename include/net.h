@@ -35,6 +35,10 @@ enum mf_status net_recv(struct net_conn *c, void *buf, size_t cap, size_t *got);
 int net_peek_closed(struct net_conn *c, void *buf, size_t cap, size_t *got);
 /* The socket, for a poll() beside others (an IMAP IDLE); -1 none. */
 int net_socket(const struct net_conn *c);
+/* The server's answer to the login (its lines after the client's last
+ * one, each ending in CRLF), or NULL: an IMAP server may name its
+ * capabilities there. */
+const char *net_login_reply(const struct net_conn *c);
 /* Closes the connection (the caller sends any LOGOUT first). NULL-safe. */
 void net_close(struct net_conn *c);
 

@@ -38,6 +38,35 @@ static void imap_conn_note_capabilities(struct imap_conn *c, const struct imap_v
 	}
 }
 
+int imap_conn_caps_from(struct imap_conn *c, const char *reply)
+{
+	size_t len = reply ? strlen(reply) : 0, pos = 0;
+	int found = 0;
+
+	while (pos < len) {
+		struct imap_response r = { 0 };
+		size_t consumed = 0;
+		if (imap_parse_response(reply + pos, len - pos, &consumed, NULL, &r) != IMAP_PARSE_OK)
+			return 0;  /* what the login said is not all understood: ask */
+		pos += consumed;
+		if (r.kind == IMAP_RESPONSE_UNTAGGED && r.keyword &&
+		    strcmp(r.keyword, "CAPABILITY") == 0) {
+			imap_conn_note_capabilities(c, &r.args);
+			found = 1;
+		} else if (r.kind == IMAP_RESPONSE_TAGGED && r.status == IMAP_STATUS_OK &&
+		           r.code.type == IMAP_VALUE_LIST && r.code.count >= 2 &&
+		           imap_value_is_atom(&r.code.items[0], "CAPABILITY")) {
+			struct imap_value rest = r.code;  /* the names after the word */
+			rest.items++;
+			rest.count--;
+			imap_conn_note_capabilities(c, &rest);
+			found = 1;
+		}
+		imap_response_free(&r);
+	}
+	return found;
+}
+
 /* State every command's untagged responses may carry, whoever waits. */
 static void imap_conn_note_untagged(struct imap_conn *c, const struct imap_response *r)
 {
@@ -103,7 +132,9 @@ static enum mf_status imap_make_room(struct imap_conn *c)
 		if (c->in_cap - c->in_len >= IMAP_RECV_MIN)
 			return MF_OK;
 	}
-	cap = c->in_cap ? c->in_cap * 2 : IMAP_RECV_CHUNK;
+	cap = c->in_cap * 2;
+	if (cap < IMAP_RECV_CHUNK)
+		cap = IMAP_RECV_CHUNK;  /* none yet, or the few KiB a spare's check took */
 	if (cap > IMAP_MAX_RESPONSE + IMAP_RECV_CHUNK)
 		cap = IMAP_MAX_RESPONSE + IMAP_RECV_CHUNK;
 	if (cap - c->in_len < IMAP_RECV_MIN)

@@ -49,7 +49,12 @@ enum mf_status imap_conn_open(const struct mf_config *cfg, struct imap_conn **ou
 		imap_conn_free(c);
 		return st;
 	}
-	/* curl read the capabilities before login; those after may differ. */
+	/* curl read the capabilities before login; those after may differ,
+	 * and the login's answer often names them (RFC 9051 6.2.3). */
+	if (imap_conn_caps_from(c, net_login_reply(c->net))) {
+		*out = c;
+		return MF_OK;
+	}
 	st = imap_command(c, "CAPABILITY", NULL, NULL);
 	if (st != MF_OK) {
 		*err = g_strdup_printf("CAPABILITY failed: %s", mf_status_str(st));

@@ -17,6 +17,9 @@ struct net_conn {
 	curl_socket_t sock;
 	int timeout_ms;
 	gint64 deadline;  /* monotonic µs an operation must end by; 0: none */
+	GString *login_reply;/* the server's lines since the client's last
+	                        one at the login: its answer to it */
+	int login_reply_cut; /* more than NET_LOGIN_REPLY_MAX of them */
 };
 
 void net_global_init(void)
@@ -56,14 +59,32 @@ static enum mf_status net_status_from_curl(CURLcode rc)
 	}
 }
 
+#define NET_LOGIN_REPLY_MAX ((size_t)64 * 1024)
+
 /* Only curl's informational text reaches the log: its data and header
- * traces would carry the AUTHENTICATE exchange. */
+ * traces would carry the AUTHENTICATE exchange. The server's lines since
+ * the client's last line are kept (never the client's, which hold the
+ * password): the login's answer, which may name the capabilities after
+ * it. */
 static int net_curl_trace(CURL *h, curl_infotype type, char *data, size_t size, void *ud)
 {
-	if (type == CURLINFO_TEXT) {
+	struct net_conn *c = ud;
+
+	if (type == CURLINFO_TEXT && log_debug_enabled()) {
 		while (size > 0 && (data[size - 1] == '\n' || data[size - 1] == '\r'))
 			size--;
 		log_debug("curl: %.*s", (int)size, data);
+	} else if (type == CURLINFO_HEADER_OUT) {
+		g_string_truncate(c->login_reply, 0);
+		c->login_reply_cut = 0;
+	} else if (type == CURLINFO_HEADER_IN && size > 0) {
+		if (c->login_reply->len + size + 2 > NET_LOGIN_REPLY_MAX) {
+			c->login_reply_cut = 1;
+		} else {
+			g_string_append_len(c->login_reply, data, (gssize)size);
+			if (data[size - 1] != '\n')
+				g_string_append(c->login_reply, "\r\n");
+		}
 	}
 	return 0;
 }
@@ -89,6 +110,7 @@ enum mf_status net_connect(const struct mf_config *cfg, struct net_conn **out, c
 		url = g_strdup_printf("%s://%s:%s/", scheme, cfg->host, net_default_port(cfg));
 
 	c->timeout_ms = cfg->timeout * 1000;
+	c->login_reply = g_string_new(NULL);
 	c->curl = curl_easy_init();
 	if (!c->curl) {
 		st = MF_ERR_NOMEM;
@@ -127,12 +149,13 @@ enum mf_status net_connect(const struct mf_config *cfg, struct net_conn **out, c
 	} else {
 		curl_easy_setopt(c->curl, CURLOPT_NETRC, (long)CURL_NETRC_REQUIRED);
 	}
-	if (log_debug_enabled()) {
-		curl_easy_setopt(c->curl, CURLOPT_DEBUGFUNCTION, net_curl_trace);
-		curl_easy_setopt(c->curl, CURLOPT_VERBOSE, 1L);
-	}
+	curl_easy_setopt(c->curl, CURLOPT_DEBUGFUNCTION, net_curl_trace);
+	curl_easy_setopt(c->curl, CURLOPT_DEBUGDATA, c);
+	curl_easy_setopt(c->curl, CURLOPT_VERBOSE, 1L);
 
 	rc = curl_easy_perform(c->curl);
+	if (!log_debug_enabled())
+		curl_easy_setopt(c->curl, CURLOPT_VERBOSE, 0L);
 	/* The token and password must not stay in the handle's copies. */
 	curl_easy_setopt(c->curl, CURLOPT_PASSWORD, "");
 	curl_easy_setopt(c->curl, CURLOPT_XOAUTH2_BEARER, "");
@@ -172,6 +195,7 @@ out:
 			curl_easy_setopt(c->curl, CURLOPT_ERRORBUFFER, NULL);
 			curl_easy_cleanup(c->curl);
 		}
+		g_string_free(c->login_reply, TRUE);
 		g_free(c);
 	}
 	secret_free(token);
@@ -291,5 +315,11 @@ void net_close(struct net_conn *c)
 		return;
 	curl_easy_cleanup(c->curl);
 	stats_sub(connections_open, 1);
+	g_string_free(c->login_reply, TRUE);
 	g_free(c);
+}
+
+const char *net_login_reply(const struct net_conn *c)
+{
+	return c->login_reply->len > 0 && !c->login_reply_cut ? c->login_reply->str : NULL;
 }
