@@ -161,8 +161,10 @@ int imap_sink_head_body(const char *head, size_t head_len, uint64_t *offset, uin
 
 /* imap_pool.c */
 enum mf_status imap_conn_open(const struct mf_config *cfg, struct imap_conn **out, char **err);
-/* The capabilities a tagged "OK [CAPABILITY ...]" (reply, a line; may be
- * NULL) names, as the connection's: 1, or 0 when it names none. */
+/* The capabilities reply (the server's answer to the login: lines, each
+ * ending in CRLF; may be NULL) names, in an untagged CAPABILITY or a
+ * tagged "OK [CAPABILITY ...]", as the connection's: 1, or 0 when it
+ * names none or is not all understood. */
 int imap_conn_caps_from(struct imap_conn *c, const char *reply);
 void imap_conn_free(struct imap_conn *c);
 enum mf_status imap_acquire(struct imap_driver *d, const char *folder,
