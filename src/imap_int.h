@@ -122,6 +122,11 @@ typedef void (*imap_untagged_fn)(void *ctx, struct imap_conn *c,
 typedef enum mf_status (*imap_op_fn)(struct imap_conn *c, void *arg);
 
 /* imap_engine.c */
+/* The capabilities reply (the server's answer to the login: lines, each
+ * ending in CRLF; may be NULL) names, in an untagged CAPABILITY or a
+ * tagged "OK [CAPABILITY ...]", as the connection's: 1, or 0 when it
+ * names none or is not all understood. */
+int imap_conn_caps_from(struct imap_conn *c, const char *reply);
 unsigned imap_send(struct imap_conn *c, const char *command);
 enum mf_status imap_wait_full(struct imap_conn *c, unsigned tag,
                               imap_untagged_fn fn, void *ctx,
@@ -161,11 +166,6 @@ int imap_sink_head_body(const char *head, size_t head_len, uint64_t *offset, uin
 
 /* imap_pool.c */
 enum mf_status imap_conn_open(const struct mf_config *cfg, struct imap_conn **out, char **err);
-/* The capabilities reply (the server's answer to the login: lines, each
- * ending in CRLF; may be NULL) names, in an untagged CAPABILITY or a
- * tagged "OK [CAPABILITY ...]", as the connection's: 1, or 0 when it
- * names none or is not all understood. */
-int imap_conn_caps_from(struct imap_conn *c, const char *reply);
 void imap_conn_free(struct imap_conn *c);
 enum mf_status imap_acquire(struct imap_driver *d, const char *folder,
                             struct imap_conn **out);

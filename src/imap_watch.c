@@ -47,7 +47,6 @@ struct imap_watcher {
 	/* The thread's own: */
 	uint64_t exists;       /* the folder's count as last heard */
 	unsigned heard;        /* enum mailbox_news bits not reported yet */
-	int idle;              /* CAPABILITY named IDLE */
 	int idled;             /* an IDLE was entered on this connection */
 };
 
@@ -156,16 +155,14 @@ static enum imap_watch_end imap_watch_session(struct imap_watcher *w, int *estab
 {
 	struct imap_conn *c;
 	enum imap_watch_end end = WATCH_LOST;
-	enum mf_status st;
+	enum mf_status st = MF_OK;
 
 	*established = 0;
 	if (imap_acquire_own(w->d, w->wire, &c) != MF_OK)
 		return WATCH_LOST;
 	net_set_deadline(c->net, net_deadline_from_now(c->net));
 	/* The capabilities the connection read after its login. */
-	w->idle = (c->caps & IMAP_CAP_IDLE) != 0;
-	st = MF_OK;
-	if (!w->idle)
+	if (!(c->caps & IMAP_CAP_IDLE))
 		end = WATCH_NO_IDLE;
 	else
 		st = imap_examine(c, w->wire, 1);

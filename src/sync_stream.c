@@ -222,6 +222,16 @@ static void sync_stream_drop(struct sync_stream *st, GPtrArray *entries)
 	}
 }
 
+/* e joins the stream's plan, last, ahead of the reader (lock held). */
+static void sync_stream_enqueue(struct sync_stream *st, struct sync_stream_entry *e)
+{
+	g_queue_push_tail(&st->order, e);
+	if (!st->first_unsent)
+		st->first_unsent = st->order.tail;
+	g_hash_table_insert(st->entries, GUINT_TO_POINTER(e->uid), e);
+	st->ahead += e->size;
+}
+
 /* Adds the next messages that fit in the window to the stream, their
  * files made, not yet handed to the driver. Called with s->lock held,
  * dropped while the store is asked. */
@@ -252,11 +262,7 @@ static void sync_stream_plan(struct sync_stream *st, size_t max)
 			st->exhausted = 1;
 		for (guint i = 0; i < p.entries->len; i++) {
 			struct sync_stream_entry *e = g_ptr_array_index(p.entries, i);
-			g_queue_push_tail(&st->order, e);
-			if (!st->first_unsent)
-				st->first_unsent = st->order.tail;
-			g_hash_table_insert(st->entries, GUINT_TO_POINTER(e->uid), e);
-			st->ahead += e->size;
+			sync_stream_enqueue(st, e);
 			st->cursor_uid = e->uid;
 			g_free(st->cursor_name);
 			st->cursor_name = g_strdup(e->name);
@@ -680,11 +686,7 @@ int sync_stream_start(struct sync_ctx *s, const struct store_folder *f,
 	if (first) {
 		/* The message opened first, its place asked of the pack when its
 		 * length is known: no file is made for it now. */
-		struct sync_stream_entry *e = sync_stream_entry_new(after);
-		g_queue_push_tail(&st->order, e);
-		st->first_unsent = st->order.tail;
-		g_hash_table_insert(st->entries, GUINT_TO_POINTER(e->uid), e);
-		st->ahead += e->size;
+		sync_stream_enqueue(st, sync_stream_entry_new(after));
 	}
 	/* The first batch now: the reader's next opens find it on its way
 	 * while the stream's connection is still being opened. */
