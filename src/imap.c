@@ -13,6 +13,8 @@ static void imap_destroy(struct mailbox *mb)
 
 	imap_watch_end(d);  /* its connections go back to the pool first */
 	for (guint i = 0; i < d->spare->len; i++)
+		imap_conn_logout(g_ptr_array_index(d->spare, i));
+	for (guint i = 0; i < d->spare->len; i++)
 		imap_conn_free(g_ptr_array_index(d->spare, i));
 	g_ptr_array_free(d->spare, TRUE);
 	g_mutex_clear(&d->lock);

@@ -93,6 +93,7 @@ struct imap_conn {
 	int opened;            /* a SELECT/EXAMINE succeeded since the last failed one:
 	                          the server may have a folder open (selected may be
 	                          NULL after UNSELECT or RENAME) */
+	unsigned logout;       /* the tag of a LOGOUT sent (imap_conn_logout), or 0 */
 };
 
 struct imap_driver {
@@ -167,6 +168,10 @@ int imap_sink_head_body(const char *head, size_t head_len, uint64_t *offset, uin
 /* imap_pool.c */
 enum mf_status imap_conn_open(const struct mf_config *cfg, struct imap_conn **out, char **err);
 void imap_conn_free(struct imap_conn *c);
+/* Sends LOGOUT without waiting: imap_conn_free then waits for its answer.
+ * Closing many connections, each is told first, so their answers come in
+ * one round trip, not one each. */
+void imap_conn_logout(struct imap_conn *c);
 enum mf_status imap_acquire(struct imap_driver *d, const char *folder,
                             struct imap_conn **out);
 /* The same for a long-lived user (a watch's IDLE): a new connection while

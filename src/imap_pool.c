@@ -16,19 +16,26 @@
  * more than this, and it is not worth keeping. */
 #define IMAP_SPARE_NEWS_MAX ((size_t)256 * 1024)
 
+void imap_conn_logout(struct imap_conn *c)
+{
+	if (!c->net || c->broken || c->logout)
+		return;
+	/* curl sends no LOGOUT at cleanup (NOTES.md); a server that is slow
+	 * to answer it holds up no one for long. */
+	gint64 soon = g_get_monotonic_time() + IMAP_LOGOUT_WAIT_US;
+	gint64 deadline = net_deadline_from_now(c->net);
+	net_set_deadline(c->net, soon < deadline ? soon : deadline);
+	c->sink = NULL;
+	c->logout = imap_send(c, "LOGOUT");
+}
+
 void imap_conn_free(struct imap_conn *c)
 {
 	if (!c)
 		return;
-	if (c->net && !c->broken) {
-		/* curl sends no LOGOUT at cleanup (NOTES.md); a server that is
-		 * slow to answer it holds up no one for long. */
-		gint64 soon = g_get_monotonic_time() + IMAP_LOGOUT_WAIT_US;
-		gint64 deadline = net_deadline_from_now(c->net);
-		net_set_deadline(c->net, soon < deadline ? soon : deadline);
-		c->sink = NULL;
-		imap_command(c, "LOGOUT", NULL, NULL);
-	}
+	imap_conn_logout(c);
+	if (c->logout && !c->broken)
+		imap_wait(c, c->logout, NULL, NULL);
 	net_close(c->net);
 	g_free(c->in);
 	g_array_free(c->done, TRUE);
