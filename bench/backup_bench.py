@@ -430,17 +430,45 @@ def _vmhwm_kib(pid):
     return 0
 
 
-def mailfs(url, folder, check_content=False, binary=None, ro=False):
+def mailfs(url, folder, check_content=False, binary=None, ro=False, prefetch=False):
     """Cold: mount on a new cache (ro: with -o ro, as a backup would),
     tar cf - INBOX | cat, unmount; all timed. Returns (seconds, peak RSS in
-    KiB)."""
+    KiB).  prefetch: the same with `mailfs prefetch INBOX` instead of the tar
+    (every body onto the local disk: mbsync's work), then, untimed, the cache
+    is mounted again (-o offline) and a tar of it timed: what serving the
+    bodies costs with no network at all (against tar of mbsync's Maildir).
+    Returns ((prefetch seconds, tar seconds), peak RSS in KiB)."""
     mnt = os.path.join(WORKDIR, "mnt")
     cache = os.path.join(WORKDIR, "cache")
     discard(cache)
     os.makedirs(mnt, exist_ok=True)
+    dt, hwm = _mailfs_mount(url, mnt, cache, ro, binary, prefetch and [],
+                            lambda: _mailfs_work(mnt, folder, check_content, prefetch, binary))
+    if prefetch:
+        warm, _ = _mailfs_mount(url, mnt, cache, ro, binary, ["offline"],
+                                lambda: tar_checked(mnt, "INBOX", folder.n, folder.bytes,
+                                                    "tar of the mailfs mount, every body cached"))
+        dt = (dt, warm)
+    discard(cache)
+    return dt, hwm
+
+
+def _mailfs_work(mnt, folder, check_content, prefetch, binary):
+    if check_content:
+        tar_content_check(mnt, "INBOX", folder, "mailfs content check")
+    elif prefetch:
+        run("%s prefetch %s/INBOX >/dev/null" % (binary or MAILFS, mnt), "mailfs prefetch")
+    else:
+        tar_checked(mnt, "INBOX", folder.n, folder.bytes, "tar of the mailfs mount")
+
+
+def _mailfs_mount(url, mnt, cache, ro, binary, extra, work):
+    """Mounts cache (more options: extra), runs work, unmounts; all timed,
+    after the settle step.  Returns (seconds, peak RSS in KiB)."""
     opts = ["cache_dir=" + cache, "logfile=" + os.path.join(WORKDIR, "mailfs.log")]
     opts += ["cafile=" + DC.ca_file] if TLS else ["tls=none"]
     opts += ["ro"] if ro else []
+    opts += extra or []
     log = open(os.path.join(WORKDIR, "mailfs.out"), "ab")
     settle()
     t0 = time.monotonic()
@@ -459,10 +487,7 @@ def mailfs(url, folder, check_content=False, binary=None, ro=False):
         if proc.poll() is not None or time.monotonic() > deadline:
             raise SystemExit("backup-bench: mailfs did not mount (see %s/mailfs.log)" % WORKDIR)
         time.sleep(0.005)
-    if check_content:
-        tar_content_check(mnt, "INBOX", folder, "mailfs content check")
-    else:
-        tar_checked(mnt, "INBOX", folder.n, folder.bytes, "tar of the mailfs mount")
+    work()
     hwm = _vmhwm_kib(proc.pid)
     for _ in range(100):     # fusermount3 -u; EBUSY is retried, bounded
         r = subprocess.run(["fusermount3", "-u", mnt], capture_output=True)
@@ -476,7 +501,6 @@ def mailfs(url, folder, check_content=False, binary=None, ro=False):
     dt = time.monotonic() - t0
     down()
     CLEANUP.remove(down)
-    discard(cache)
     if proc.returncode != 0:
         raise SystemExit("backup-bench: mailfs exited with %d" % proc.returncode)
     return dt, hwm
@@ -524,6 +548,10 @@ def run_cases(args, folders, res):
             res[key, "ro"].append(mailfs(url(folder.user, p), folder, ro=True))
             print("run %d: mailfs -o ro %.2f s, %.1f MiB" % (
                 r + 1, res[key, "ro"][-1][0], res[key, "ro"][-1][1] / 1024))
+            if args.prefetch:
+                res[key, "prefetch"].append(mailfs(url(folder.user, p), folder, prefetch=True))
+                print("run %d: mailfs prefetch %.2f s; then tar of the cached mount %.2f s" % (
+                    (r + 1,) + res[key, "prefetch"][-1][0]))
             if BEFORE:
                 res[key, "before"].append(mailfs(url(folder.user, p), folder, binary=BEFORE))
                 print("run %d: MAILFS_BEFORE %.2f s, %.1f MiB" % (
@@ -596,6 +624,10 @@ def report(args, folders, res):
     for (key, tool), xs in sorted(res.items()):
         if not xs:
             continue
+        if tool == "prefetch":
+            print("  %-6s %-11s %s" % (key, "prefetch", fmt_list([x[0][0] for x in xs])))
+            print("  %-6s %-11s %s" % (key, "cached tar", fmt_list([x[0][1] for x in xs])))
+            continue
         vals = [x[0] + x[1] if tool in ("mbsync", "mpop")
                 else x[0] if tool in ("mailfs", "before", "ro")
                 else x
@@ -628,6 +660,18 @@ def report(args, folders, res):
             print("        %-52s %7.2f× (peak RSS %.1f MiB); round by round: %s" % (
                 "the same, mailfs -o ro:", t_r / (t_sum if with_tar else t_o),
                 max(x[1] for x in res[key, "ro"]) / 1024, " ".join(rounds)))
+        if res.get((key, "prefetch")):
+            # The same work as mbsync's (every body onto the local disk), and
+            # what serving them costs with nothing left to fetch.
+            pf, mb = res[key, "prefetch"], res[key, "mbsync"]
+            print("        %-52s %7.2f×; round by round: %s" % (
+                "mailfs prefetch / mbsync (the same work):",
+                med([x[0][0] for x in pf]) / t_o,
+                " ".join("%.2f" % (a[0][0] / b[0]) for a, b in zip(pf, mb))))
+            print("        %-52s %7.2f×; round by round: %s" % (
+                "tar of the cached mount / tar of mbsync's Maildir:",
+                med([x[0][1] for x in pf]) / med([x[1] for x in mb]),
+                " ".join("%.2f" % (a[0][1] / b[1]) for a, b in zip(pf, mb))))
         if res.get((key, "before")):
             t_b = med([x[0] for x in res[key, "before"]])
             print("        %-52s %7.2f× (MAILFS_BEFORE %s, same rounds; peak RSS %.1f MiB)" % (
@@ -638,7 +682,7 @@ def report(args, folders, res):
     ratio("many", True, "cold tar 50k: mailfs / (mbsync + tar)")
     ratio("pop3", False, "POP3: mailfs (mount + tar) / mpop --keep")
     if summary:
-        ro = [x[1] / 1024 for (k, tool), xs in res.items() if tool == "ro" for x in xs]
+        ro = [x[1] / 1024 for (k, tool), xs in res.items() if tool in ("ro", "prefetch") for x in xs]
         verdict("mailfs peak RSS, any run", max([v[3] for v in summary.values()] + ro), 64,
                 " MiB")
 
@@ -661,6 +705,11 @@ def main(argv):
     ap.add_argument("--settle", type=int, default=int(os.environ.get("BENCH_SETTLE", "2048")),
                     help="MiB written and removed before each timed run, alike for every tool "
                          "(2048; 0: none); env BENCH_SETTLE")
+    ap.add_argument("--no-prefetch", dest="prefetch", action="store_false",
+                    default=os.environ.get("BENCH_PREFETCH", "1") != "0",
+                    help="skip the `mailfs prefetch` runs (each IMAP round: the fetch alone, "
+                    "against mbsync alone, and a tar of the cached mount, against tar of "
+                    "mbsync's Maildir)")
     ap.add_argument("--keep", action="store_true", default=os.environ.get("BENCH_KEEP") == "1",
                     help="keep the work directory; env BENCH_KEEP=1")
     args = ap.parse_args(argv)
