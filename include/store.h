@@ -225,14 +225,16 @@ enum mf_status store_messages_list(struct store *st, int64_t folder_id,
                                    void *ctx);
 
 /* Read-ahead candidates: messages after `after` (in name order, or in
- * UID order: the order of a first listing) whose body is not cached and
- * whose size is at most max_size; at most limit. cb as for
- * store_messages_list. */
-enum mf_status store_messages_uncached_after(struct store *st, int64_t folder_id,
-                                             const struct store_message *after, int by_uid,
-                                             uint64_t max_size, size_t limit,
-                                             int (*cb)(void *ctx, const struct store_message *m),
-                                             void *ctx);
+ * UID order: the order of a first listing) whose body is not cached
+ * (STORE_UNCACHED: what to fetch) or is (STORE_CACHED: what to send
+ * ahead of a reader), and whose size is at most max_size; at most limit.
+ * cb as for store_messages_list. */
+enum store_cached { STORE_UNCACHED, STORE_CACHED };
+enum mf_status store_messages_after(struct store *st, int64_t folder_id,
+                                    const struct store_message *after, int by_uid,
+                                    enum store_cached cached, uint64_t max_size, size_t limit,
+                                    int (*cb)(void *ctx, const struct store_message *m),
+                                    void *ctx);
 
 /* ---- one message, after the server accepted a change ---- */
 

@@ -39,11 +39,14 @@ void sync_watch_stop(struct sync_ctx *s);
  * stream put into the cache, as it lands, of the size the cache gave
  * before: the message's node is ino_base << 32 | uid, and body (len
  * bytes, g_malloc'd: the listener's to free) is what the server sent.
- * From the stream's thread, or an open's; it must not block.
+ * From the stream's thread, or an open's; it must not block. Cached
+ * bodies go to it too, ahead of a reader going through a folder, unless
+ * held says the listener has that one already (may be NULL).
  * NULL: nobody; once that returns, no call is under way. */
 void sync_set_arrival(struct sync_ctx *s, size_t max_len,
                       void (*arrived)(void *ctx, uint64_t ino_base, uint32_t uid, void *body,
                                       size_t len),
+                      int (*held)(void *ctx, uint64_t ino_base, uint32_t uid),
                       void *ctx);
 
 /* Whether a message with these flags is left out of listings: \Deleted

@@ -337,7 +337,7 @@ static void fs_init(void *data, struct fuse_conn_info *conn)
 	ctx->no_open = ctx->cfg->readonly && (conn->capable & FUSE_CAP_NO_OPEN_SUPPORT);
 	/* A stream's small bodies go into the kernel's page cache as they
 	 * come: no READ follows, and an open finds them there (fs_open). */
-	sync_set_arrival(ctx->sync, FS_DROP_MIN - 1, fs_body_arrived, ctx);
+	sync_set_arrival(ctx->sync, FS_DROP_MIN - 1, fs_body_arrived, fs_body_held, ctx);
 	if (ctx->no_open)
 		store_set_growth_observer(ctx->store, fs_body_grew, ctx);
 	fs_staged_init(ctx);
@@ -353,7 +353,7 @@ void fs_stop(struct fs_ctx *ctx)
 	if (!ctx->invalidator)
 		return;
 	sync_watch_stop(ctx->sync);
-	sync_set_arrival(ctx->sync, 0, NULL, NULL);
+	sync_set_arrival(ctx->sync, 0, NULL, NULL, NULL);
 	store_set_growth_observer(ctx->store, NULL, NULL);
 	store_set_observer(ctx->store, NULL, NULL);
 	fs_inval_stop(ctx);

@@ -125,11 +125,22 @@ void fs_push_arrived(struct fs_ctx *ctx, fuse_ino_t ino, const void *body, size_
 {
 	struct fuse_bufvec bufv = FUSE_BUFVEC_INIT(len);
 
+	/* An open may have pushed it meanwhile (a cached body sent ahead of
+	 * its reader and opened before it got here). */
+	if (fs_nodemap_has(&ctx->pushed, ino))
+		return;
 	bufv.buf[0].mem = (void *)body;
 	if (len == 0 || fuse_lowlevel_notify_store(ctx->se, ino, 0, &bufv, 0) != 0)
 		return;
 	stats_add(bodies_pushed, 1);
 	fs_nodemap_add(&ctx->pushed, ino);
+}
+
+int fs_body_held(void *data, uint64_t ino_base, uint32_t uid)
+{
+	struct fs_ctx *ctx = data;
+
+	return fs_nodemap_has(&ctx->pushed, FS_INO(ino_base, uid));
 }
 
 void fs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)

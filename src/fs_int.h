@@ -179,6 +179,9 @@ void fs_tune(struct fs_ctx *ctx);
  * into the kernel's page cache as the node ino (the invalidator's thread
  * calls it). */
 void fs_push_arrived(struct fs_ctx *ctx, fuse_ino_t ino, const void *body, size_t len);
+/* sync_set_arrival's held: whether the body of the message is in the
+ * kernel's page cache already (pushed in this mount). */
+int fs_body_held(void *data, uint64_t ino_base, uint32_t uid);
 
 /* ---- fs_inval.c */
 

@@ -261,6 +261,12 @@ static const char *const store_query_sql[Q_COUNT] = {
 	[Q_MSG_UNCACHED_AFTER_UID] = STORE_MESSAGE_COLUMNS
 		"WHERE m.folder_id = ?1 AND m.uid > ?2 AND m.name IS NOT NULL AND b.uid IS NULL"
 		" AND m.size <= ?3 ORDER BY m.uid LIMIT ?4",
+	[Q_MSG_CACHED_AFTER] = STORE_MESSAGE_COLUMNS
+		"WHERE m.folder_id = ?1 AND m.name > ?2 AND b.uid IS NOT NULL AND m.size <= ?3"
+		" ORDER BY m.name LIMIT ?4",
+	[Q_MSG_CACHED_AFTER_UID] = STORE_MESSAGE_COLUMNS
+		"WHERE m.folder_id = ?1 AND m.uid > ?2 AND m.name IS NOT NULL AND b.uid IS NOT NULL"
+		" AND m.size <= ?3 ORDER BY m.uid LIMIT ?4",
 	[Q_BODY_LOC] = "SELECT size, pack, off FROM bodies WHERE folder_id = ?1 AND uid = ?2",
 	[Q_BODY_PACK_USED] = "SELECT 1 FROM bodies WHERE folder_id = ?1 AND pack = ?2 LIMIT 1",
 	[Q_BODY_PACK_LAST] = "SELECT coalesce(max(pack), 0) FROM bodies",

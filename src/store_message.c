@@ -375,18 +375,21 @@ enum mf_status store_message_remove(struct store *st, int64_t folder_id, uint32_
 	return rc;
 }
 
-enum mf_status store_messages_uncached_after(struct store *st, int64_t folder_id,
-                                             const struct store_message *after, int by_uid,
-                                             uint64_t max_size, size_t limit,
-                                             int (*cb)(void *ctx, const struct store_message *m),
-                                             void *ctx)
+enum mf_status store_messages_after(struct store *st, int64_t folder_id,
+                                    const struct store_message *after, int by_uid,
+                                    enum store_cached cached, uint64_t max_size, size_t limit,
+                                    int (*cb)(void *ctx, const struct store_message *m),
+                                    void *ctx)
 {
 	enum mf_status rc;
 	sqlite3_stmt *q;
 
 	pthread_mutex_lock(&st->lock);
-	q = store_query_folder(st, by_uid ? Q_MSG_UNCACHED_AFTER_UID : Q_MSG_UNCACHED_AFTER,
-	                       folder_id);
+	if (cached == STORE_CACHED)
+		q = store_query_folder(st, by_uid ? Q_MSG_CACHED_AFTER_UID : Q_MSG_CACHED_AFTER, folder_id);
+	else
+		q = store_query_folder(st, by_uid ? Q_MSG_UNCACHED_AFTER_UID : Q_MSG_UNCACHED_AFTER,
+		                       folder_id);
 	if (by_uid)
 		sqlite3_bind_int64(q, 2, after->uid);
 	else

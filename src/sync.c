@@ -37,11 +37,13 @@ struct sync_ctx *sync_new(const struct mf_config *cfg, struct store *store, stru
 void sync_set_arrival(struct sync_ctx *s, size_t max_len,
                       void (*arrived)(void *ctx, uint64_t ino_base, uint32_t uid, void *body,
                                       size_t len),
+                      int (*held)(void *ctx, uint64_t ino_base, uint32_t uid),
                       void *ctx)
 {
 	g_mutex_lock(&s->arrival_lock);
 	s->arrival_max = max_len;
 	s->arrived = arrived;
+	s->arrival_held = held;
 	s->arrived_ctx = ctx;
 	g_mutex_unlock(&s->arrival_lock);
 }
@@ -53,6 +55,7 @@ void sync_free(struct sync_ctx *s)
 	sync_watch_stop(s);
 	sync_settle_all(s);
 	sync_streams_stop(s);
+	sync_ahead_stop(s);
 	g_hash_table_destroy(s->writing);
 	g_free(s->ra_next);
 	g_hash_table_destroy(s->busy);

@@ -56,11 +56,11 @@ static void sync_ra_remember(struct sync_ctx *s, int64_t folder_id,
 	struct store_message by_name = { 0 }, by_number = { 0 };
 
 	if (streak < 2 || !by_uid)
-		store_messages_uncached_after(s->store, folder_id, last, 0, UINT64_MAX, 1,
-		                              sync_first_message, &by_name);
+		store_messages_after(s->store, folder_id, last, 0, STORE_UNCACHED, UINT64_MAX, 1,
+		                     sync_first_message, &by_name);
 	if (streak < 2 || by_uid)
-		store_messages_uncached_after(s->store, folder_id, last, 1, UINT64_MAX, 1,
-		                              sync_first_message, &by_number);
+		store_messages_after(s->store, folder_id, last, 1, STORE_UNCACHED, UINT64_MAX, 1,
+		                     sync_first_message, &by_number);
 	g_mutex_lock(&s->lock);
 	g_free(s->ra_next);
 	s->ra_next = by_name.name;
@@ -122,8 +122,8 @@ static enum mf_status sync_fetch_into_cache(struct sync_ctx *s, const struct sto
 		if (want > SYNC_RA_MAX_MESSAGES)
 			want = SYNC_RA_MAX_MESSAGES;
 		pick.bytes = m->size;
-		store_messages_uncached_after(s->store, f->id, m, by_uid, SYNC_RA_MAX_SIZE, want - 1,
-		                              sync_ra_collect, &pick);
+		store_messages_after(s->store, f->id, m, by_uid, STORE_UNCACHED, SYNC_RA_MAX_SIZE,
+		                     want - 1, sync_ra_collect, &pick);
 		n = 1 + pick.msgs->len;
 	}
 	n_alloc = n;
@@ -205,6 +205,7 @@ enum mf_status sync_body_open(struct sync_ctx *s, int64_t folder_id, uint32_t ui
 	if (fd >= 0) {
 		stats_add(cache_hits, 1);
 		sync_stream_note_hit(s, folder_id, uid);
+		sync_ahead_note(s, folder_id, uid);
 		*fd_out = fd;
 		return MF_OK;
 	}
@@ -269,4 +270,5 @@ void sync_body_seen(struct sync_ctx *s, uint64_t ino_base, uint32_t uid)
 	/* A use, as an open of the cache file is: least recently used last. */
 	store_body_used(s->store, folder_id, uid);
 	sync_stream_note_hit(s, folder_id, uid);
+	sync_ahead_note(s, folder_id, uid);
 }

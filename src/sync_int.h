@@ -8,6 +8,7 @@
  *   sync_body.c   bodies on first read, read-ahead in batches
  *   sync_stream.c streamed read-ahead: a thread per folder read in order
  *                 keeps the driver's stream_bodies ahead of the reader
+ *   sync_ahead.c  cached bodies pushed into the kernel ahead of a reader
  *   sync_write.c  APPEND, move, remove, flags, folder create/delete/rename,
  *                 quota
  *   sync_watch.c  push: the folders in use watched, their news applied
@@ -50,12 +51,14 @@ struct sync_ctx {
 	uint32_t ra_next_uid;          /* by name or by UID (0: none) */
 	int ra_streak;                 /* sequential misses in a row */
 	GPtrArray *streams;            /* struct sync_stream * (sync_stream.c) */
+	struct sync_ahead *ahead;      /* sync_ahead.c's, made at the first hit */
 	GCond stream_cond;             /* a stream moved, or its reader did */
 	struct sync_watch *watch;      /* sync_watch.c's; NULL: no push */
 	/* Who hears of each body a stream brought (sync_set_arrival): called
 	 * with arrival_lock held, so that none is called once it is unset. */
 	GMutex arrival_lock;
 	void (*arrived)(void *ctx, uint64_t ino_base, uint32_t uid, void *body, size_t len);
+	int (*arrival_held)(void *ctx, uint64_t ino_base, uint32_t uid);
 	void *arrived_ctx;
 	size_t arrival_max;
 };
@@ -67,7 +70,7 @@ enum mf_status sync_folder_run(struct sync_ctx *s, int64_t folder_id, int force,
 
 /* ---- sync_stream.c */
 
-/* store_messages_uncached_after's callback: the first message (name and
+/* store_messages_after's callback: the first message (name and
  * uid) into the struct store_message ctx. */
 int sync_first_message(void *ctx, const struct store_message *m);
 /* Starts a stream of f's bodies after the message after (a reader just
@@ -87,6 +90,14 @@ int sync_stream_open(struct sync_ctx *s, int64_t folder_id, const struct store_m
 void sync_stream_note_hit(struct sync_ctx *s, int64_t folder_id, uint32_t uid);
 /* Ends every stream and waits for their threads (sync_free). */
 void sync_streams_stop(struct sync_ctx *s);
+
+/* ---- sync_ahead.c */
+
+/* A cache hit on (folder_id, uid): once hits go in order, the next
+ * cached bodies are pushed ahead of the reader (a thread of its own). */
+void sync_ahead_note(struct sync_ctx *s, int64_t folder_id, uint32_t uid);
+/* Ends the thread (sync_free). */
+void sync_ahead_stop(struct sync_ctx *s);
 
 /* ---- sync_watch.c: a folder came into use (listed, looked into,
  * opened, written); the folder list changed. */

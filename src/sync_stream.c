@@ -197,8 +197,8 @@ static void sync_stream_pick(struct sync_stream *st, struct store_message *curso
 {
 	struct store *store = st->s->store;
 
-	store_messages_uncached_after(store, st->folder_id, cursor, st->by_uid, st->window, p->max,
-	                              sync_stream_collect, p);
+	store_messages_after(store, st->folder_id, cursor, st->by_uid, STORE_UNCACHED, st->window,
+	                     p->max, sync_stream_collect, p);
 	for (guint i = 0; i < p->entries->len && !st->pack; i++) {
 		struct sync_stream_entry *e = g_ptr_array_index(p->entries, i);
 		e->fd = store_body_begin(store, &e->tmp);
@@ -713,8 +713,8 @@ static int sync_stream_is_next(struct sync_ctx *s, struct sync_stream *st,
 	int64_t folder_id = st->folder_id;
 
 	g_mutex_unlock(&s->lock);
-	store_messages_uncached_after(s->store, folder_id, &cursor, by_uid, UINT64_MAX, 1,
-	                              sync_first_message, &next);
+	store_messages_after(s->store, folder_id, &cursor, by_uid, STORE_UNCACHED, UINT64_MAX, 1,
+	                     sync_first_message, &next);
 	g_mutex_lock(&s->lock);
 	g_free(cursor.name);
 	g_free(next.name);

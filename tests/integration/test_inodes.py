@@ -180,6 +180,40 @@ def test_a_read_only_mount_reads_without_opens(mount, private_dovecot, tmp_path)
     assert sorted(dc.fetch_bodies(USER, name).values()) == want
 
 
+def test_cached_bodies_go_ahead_of_a_reader_so_a_warm_tar_sends_few_reads(mount,
+                                                                          private_dovecot,
+                                                                          tmp_path):
+    """Every body cached, a backup's tar through a read-only remount: once
+    the tar goes through the folder in order, the next cached bodies are
+    put into the kernel's page cache ahead of it, so most files cost no
+    request at all (before: a READ each).  The bytes are the server's."""
+    dc = private_dovecot
+    n = 300
+    name = new_folder(dc, "Ahead", sample_mail.sample_messages(n, "ahead-%d" % next(SEQ),
+                                                               tricky=False))
+    want = sorted(dc.fetch_bodies(USER, name).values())
+    cache = str(tmp_path / "cache")
+    m = mount(server=dc, cache_dir=cache, options=["refresh=3600"])
+    run(["sh", "-c", "tar cf - -C %s %s | cat >/dev/null" % (m.path, name)], timeout=120)
+    assert m.stats()["bodies_fetched"] >= n
+    m.unmount()
+    m = mount(server=dc, cache_dir=cache, options=["ro", "refresh=3600"])
+    out = tmp_path / "out"
+    out.mkdir()
+    before = m.stats()
+    run(["sh", "-c", "tar cf - -C %s %s | tar xf - -C %s" % (m.path, name, out)], timeout=120)
+    after = m.stats()
+    asked = {k: after[k] - before[k] for k in ("reads", "bodies_pushed", "bodies_fetched")}
+    got = []
+    for f in os.listdir(out / name):
+        with open(out / name / f, "rb") as fh:
+            got.append(fh.read())
+    assert sorted(got) == want, "the bodies differ from BODY[]"
+    assert asked["bodies_fetched"] == 0, asked
+    assert asked["bodies_pushed"] >= n // 4 and asked["reads"] <= n * 3 // 4, \
+        "a warm tar of %d cached messages: %s (no body went ahead of it)" % (n, asked)
+
+
 def test_a_read_only_mount_drops_a_large_body_read_through_once(mount, private_dovecot):
     """-o ro, no opens: a body of 64 KiB or more read to its end leaves the
     kernel's page cache when the reader moves on to another file (the
@@ -378,7 +412,8 @@ def test_an_open_pushes_the_body_so_reading_costs_no_read_request(mount, private
     got = read_all()
     after = m.stats()
     asked = {k: after[k] - before[k] for k in ("opens", "reads", "getattrs", "bodies_pushed")}
-    assert asked["opens"] == 200 and asked["bodies_pushed"] == 200, asked
+    # Pushed at its open, or before it, as the reader went in order.
+    assert asked["opens"] == 200 and asked["bodies_pushed"] >= 200, asked
     assert asked["reads"] == 0 and asked["getattrs"] <= 5, asked
     again = read_all()
     last = m.stats()

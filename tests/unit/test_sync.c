@@ -801,6 +801,126 @@ static void test_read_ahead_not_with_mark_seen(void **state)
 	assert_calls(fx, "FETCH INBOX 1\nFETCH INBOX 2\nFETCH INBOX 3\nFETCH INBOX 4\n");
 }
 
+/* ---------------------------------------------------------------- cached bodies ahead */
+
+struct pushes {
+	GMutex lock;
+	GCond cond;
+	struct store *st;
+	int64_t folder;
+	GString *uids;       /* "3 4 5": the uids pushed, in the order they came */
+	int n;
+	int bad;             /* a body that is not the cache's, or pushed twice */
+};
+
+static void pushes_arrived(void *ctx, uint64_t ino_base, uint32_t uid, void *body, size_t len)
+{
+	struct pushes *p = ctx;
+	uint64_t off = 0, clen = 0;
+	int fd = store_body_open(p->st, p->folder, uid, &off, &clen);
+	char *cached = g_malloc(len + 1);
+	int same = fd >= 0 && clen == len && pread(fd, cached, len, (off_t)off) == (ssize_t)len &&
+	           memcmp(cached, body, len) == 0;
+
+	(void)ino_base;
+	if (fd >= 0)
+		close(fd);
+	g_free(cached);
+	g_free(body);
+	g_mutex_lock(&p->lock);
+	if (!same)
+		p->bad = 1;
+	g_string_append_printf(p->uids, "%s%u", p->n ? " " : "", uid);
+	p->n++;
+	g_cond_broadcast(&p->cond);
+	g_mutex_unlock(&p->lock);
+}
+
+static int pushes_held(void *ctx, uint64_t ino_base, uint32_t uid)
+{
+	(void)ctx;
+	(void)ino_base;
+	return uid == 7;  /* the listener has that one already */
+}
+
+/* Waits (10 s at most) for n pushes; the uids pushed so far. */
+static char *pushes_wait(struct pushes *p, int n)
+{
+	gint64 until = g_get_monotonic_time() + 10 * G_USEC_PER_SEC;
+	char *got;
+
+	g_mutex_lock(&p->lock);
+	while (p->n < n && g_cond_wait_until(&p->cond, &p->lock, until))
+		;
+	got = g_strdup(p->uids->str);
+	g_mutex_unlock(&p->lock);
+	return got;
+}
+
+/* Every body of INBOX cached, fetched in reverse: no hit, no read-ahead.
+ * The listener is static: a failed assertion leaves the test at once,
+ * and the thread must not call into a stack that is gone. */
+static struct pushes *pushes_start(struct fixture *fx, int with_held)
+{
+	static struct pushes p;
+
+	for (uint32_t uid = 20; uid >= 1; uid--)
+		open_body(fx, uid);
+	assert_int_equal(fx->fk->calls->len > 0, 1);
+	forget_calls(fx);
+	if (p.uids)
+		g_string_free(p.uids, TRUE);
+	memset(&p, 0, sizeof p);
+	p.uids = g_string_new(NULL);
+	p.st = fx->st;
+	p.folder = folder_id(fx, "INBOX");
+	g_mutex_init(&p.lock);
+	g_cond_init(&p.cond);
+	sync_set_arrival(fx->s, 65535, pushes_arrived, with_held ? pushes_held : NULL, &p);
+	return &p;
+}
+
+static void test_cached_bodies_go_ahead_of_a_reader(void **state)
+{
+	struct fixture *fx = *state;
+	struct pushes *p;
+	char *got;
+
+	check_folder(fx, "INBOX", 0, 1);
+	p = pushes_start(fx, 1);
+	/* Two in order: every cached body after them goes to the listener,
+	 * in order, but the one it holds; each exactly the cache's. */
+	open_body(fx, 1);
+	open_body(fx, 2);
+	got = pushes_wait(p, 17);
+	assert_string_equal(got, "3 4 5 6 8 9 10 11 12 13 14 15 16 17 18 19 20");
+	assert_false(p->bad);
+	assert_calls(fx, "");  /* from the cache alone */
+	g_free(got);
+	sync_set_arrival(fx->s, 0, NULL, NULL, NULL);
+}
+
+static void test_cached_bodies_not_ahead_of_jumps(void **state)
+{
+	struct fixture *fx = *state;
+	struct pushes *p;
+	char *got;
+
+	check_folder(fx, "INBOX", 0, 1);
+	p = pushes_start(fx, 0);
+	/* A reader that jumps (9, 4, 15) sends nothing ahead; from two in
+	 * order (15, 16) on, what follows them goes. */
+	open_body(fx, 9);
+	open_body(fx, 4);
+	open_body(fx, 15);
+	open_body(fx, 16);
+	got = pushes_wait(p, 4);
+	assert_string_equal(got, "17 18 19 20");
+	assert_false(p->bad);
+	g_free(got);
+	sync_set_arrival(fx->s, 0, NULL, NULL, NULL);
+}
+
 /* ---------------------------------------------------------------- write ordering */
 
 /* INBOX 1..3 and Archive 1..2, all listed. */
@@ -934,6 +1054,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_missing_trash_removes_nothing, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_failed_expunge_keeps_the_message, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_read_only_driver_refuses_writes, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_cached_bodies_go_ahead_of_a_reader, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_cached_bodies_not_ahead_of_jumps, setup, teardown),
 	};
 
 	mime_init();
