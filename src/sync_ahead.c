@@ -304,6 +304,10 @@ void sync_ahead_note(struct sync_ctx *s, int64_t folder_id, uint32_t uid)
 {
 	struct sync_ahead *a;
 
+	/* A stream pushes the bodies it brings: the thread is not woken for
+	 * each of its reader's opens. */
+	if (sync_stream_active(s, folder_id))
+		return;
 	g_mutex_lock(&s->lock);
 	if (!s->ahead) {
 		a = g_new0(struct sync_ahead, 1);
