@@ -1,8 +1,9 @@
 /* fs_body.c — reading a message: an open finds its body in the cache
  * (fetched first when it is not there) and pushes a small one into the
  * kernel's page cache, so that no READ follows; a read serves the body's
- * range of its file (its own, or a pack's); the bodies a stream brings
- * are pushed as they come on a mount that sees no opens (-o ro). Must
+ * range of its file (its own, or a pack's); the small bodies a stream
+ * brings, or that go ahead of a reader from the cache, are pushed by the
+ * invalidator (fs_push_arrived), once each in a mount (fs_body_held). Must
  * not: include protocol, driver or SQLite headers, or block the
  * invalidator's thread on anything a request holds. */
 #include <errno.h>

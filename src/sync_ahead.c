@@ -178,9 +178,11 @@ static void sync_ahead_fill(struct sync_ctx *s, struct sync_ahead *a)
 	}
 	store_messages_after(s->store, a->folder, &a->upto, a->by_uid, STORE_CACHED, max, room,
 	                     sync_ahead_collect, &p);
-	for (guint i = 0; i < p.msgs->len && a->pending_bytes < SYNC_AHEAD_BYTES; i++) {
+	for (guint i = 0; i < p.msgs->len; i++) {
 		const struct store_message *m = g_ptr_array_index(p.msgs, i);
 		uint64_t n;
+		if (a->pending_bytes + m->size > SYNC_AHEAD_BYTES)
+			break;
 		int had = sync_ahead_push(s, a, m, &n);
 		sync_ahead_set(&a->upto, m);
 		if (had) {

@@ -54,8 +54,10 @@ struct sync_ctx {
 	struct sync_ahead *ahead;      /* sync_ahead.c's, made at the first hit */
 	GCond stream_cond;             /* a stream moved, or its reader did */
 	struct sync_watch *watch;      /* sync_watch.c's; NULL: no push */
-	/* Who hears of each body a stream brought (sync_set_arrival): called
-	 * with arrival_lock held, so that none is called once it is unset. */
+	/* Who hears of each body a stream brought, or sync_ahead.c sends
+	 * ahead of a reader, and whether it holds one already
+	 * (sync_set_arrival): called with arrival_lock held, so that none is
+	 * called once they are unset. */
 	GMutex arrival_lock;
 	void (*arrived)(void *ctx, uint64_t ino_base, uint32_t uid, void *body, size_t len);
 	int (*arrival_held)(void *ctx, uint64_t ino_base, uint32_t uid);
