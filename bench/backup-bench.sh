@@ -13,7 +13,8 @@
 #
 # Environment: MAILFS_BIN (default build/mailfs), MAILFS_BEFORE (an older build, timed in
 # the same rounds: the "before" figures), BENCH_SCALE, BENCH_RUNS,
-# BENCH_DIR, BENCH_KEEP=1, DELAYPROXY (default ../shared/tools/delayproxy.py).
+# BENCH_DIR, BENCH_KEEP=1, BENCH_PREFETCH=0 (as --no-prefetch: no `mailfs prefetch` and
+# cached-mount rows), DELAYPROXY (default ../shared/tools/delayproxy.py).
 # Runs as root (the private Dovecot runs as the dovecot user; FUSE mounts).
 # Needs mbsync (Debian: isync) and mpop, installed with apt-get when missing.
 set -euo pipefail
