@@ -18,6 +18,10 @@ from a seeded generator written into its Maildirs:
   mbsync     mbsync 1.4 (FSync no) into a new Maildir, then tar of it
   mailfs     cold: mount (new cache), `tar cf - INBOX | cat >/dev/null`,
              unmount, all inside the timing; peak RSS (VmHWM) before unmount
+  prefetch   mount (new cache), `mailfs prefetch INBOX`, unmount: mbsync's
+             own work, against mbsync alone; then a tar of that cache
+             mounted -o offline, against tar of mbsync's Maildir: what
+             serving costs with no network (--no-prefetch: neither)
   20 ms      floor, mbsync and mailfs through a 20 ms round-trip proxy
              (delayproxy.py: half the round trip each way, per chunk)
   POP3       mailfs pop3 mount + tar, against `mpop --keep` into a new
