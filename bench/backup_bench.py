@@ -446,7 +446,7 @@ def mailfs(url, folder, check_content=False, binary=None, ro=False, prefetch=Fal
     cache = os.path.join(WORKDIR, "cache")
     discard(cache)
     os.makedirs(mnt, exist_ok=True)
-    dt, hwm = _mailfs_mount(url, mnt, cache, ro, binary, prefetch and [],
+    dt, hwm = _mailfs_mount(url, mnt, cache, ro, binary, [],
                             lambda: _mailfs_work(mnt, folder, check_content, prefetch, binary))
     if prefetch:
         warm, _ = _mailfs_mount(url, mnt, cache, ro, binary, ["offline"],
@@ -472,7 +472,7 @@ def _mailfs_mount(url, mnt, cache, ro, binary, extra, work):
     opts = ["cache_dir=" + cache, "logfile=" + os.path.join(WORKDIR, "mailfs.log")]
     opts += ["cafile=" + DC.ca_file] if TLS else ["tls=none"]
     opts += ["ro"] if ro else []
-    opts += extra or []
+    opts += extra
     log = open(os.path.join(WORKDIR, "mailfs.out"), "ab")
     settle()
     t0 = time.monotonic()
@@ -686,8 +686,9 @@ def report(args, folders, res):
     ratio("many", True, "cold tar 50k: mailfs / (mbsync + tar)")
     ratio("pop3", False, "POP3: mailfs (mount + tar) / mpop --keep")
     if summary:
-        ro = [x[1] / 1024 for (k, tool), xs in res.items() if tool in ("ro", "prefetch") for x in xs]
-        verdict("mailfs peak RSS, any run", max([v[3] for v in summary.values()] + ro), 64,
+        others = [x[1] / 1024 for (k, tool), xs in res.items() if tool in ("ro", "prefetch")
+                  for x in xs]
+        verdict("mailfs peak RSS, any run", max([v[3] for v in summary.values()] + others), 64,
                 " MiB")
 
 

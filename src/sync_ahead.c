@@ -27,6 +27,7 @@ struct sync_ahead_hit {
 };
 
 struct sync_ahead {
+	struct sync_ctx *s;
 	GMutex lock;
 	GCond cond;
 	GThread *thread;
@@ -96,28 +97,11 @@ static int sync_ahead_just_past(struct sync_ctx *s, struct sync_ahead *a,
 	return f.found;
 }
 
-static void sync_ahead_msg_free(gpointer p)
-{
-	store_message_clear(p);
-	g_free(p);
-}
-
-struct sync_ahead_pick {
-	GPtrArray *msgs;           /* struct store_message copies (uid, name, size) */
-};
-
 static int sync_ahead_collect(void *ctx, const struct store_message *m)
 {
-	struct sync_ahead_pick *p = ctx;
-	struct store_message *c = g_new0(struct store_message, 1);
-
-	c->uid = m->uid;
-	c->name = g_strdup(m->name);
-	c->size = m->size;
-	g_ptr_array_add(p->msgs, c);
+	g_ptr_array_add(ctx, sync_message_copy(m));
 	return 0;
 }
-
 
 /* One body from the cache to the listener, when its length is what the
  * kernel was told: 1 when the listener has it now (*pushed: the bytes
@@ -165,7 +149,7 @@ static int sync_ahead_push(struct sync_ctx *s, struct sync_ahead *a,
  * ahead of the reader. */
 static void sync_ahead_fill(struct sync_ctx *s, struct sync_ahead *a)
 {
-	struct sync_ahead_pick p = { g_ptr_array_new_with_free_func(sync_ahead_msg_free) };
+	GPtrArray *next = g_ptr_array_new_with_free_func(sync_message_free);
 	size_t max;
 	guint room = SYNC_AHEAD_COUNT - g_queue_get_length(&a->pending);
 
@@ -173,27 +157,26 @@ static void sync_ahead_fill(struct sync_ctx *s, struct sync_ahead *a)
 	max = s->arrived ? s->arrival_max : 0;
 	g_mutex_unlock(&s->arrival_lock);
 	if (max == 0 || room < SYNC_AHEAD_COUNT / 2 || a->pending_bytes >= SYNC_AHEAD_BYTES / 2) {
-		g_ptr_array_free(p.msgs, TRUE);
+		g_ptr_array_free(next, TRUE);
 		return;
 	}
 	store_messages_after(s->store, a->folder, &a->upto, a->by_uid, STORE_CACHED, max, room,
-	                     sync_ahead_collect, &p);
-	for (guint i = 0; i < p.msgs->len; i++) {
-		const struct store_message *m = g_ptr_array_index(p.msgs, i);
+	                     sync_ahead_collect, next);
+	for (guint i = 0; i < next->len; i++) {
+		const struct store_message *m = g_ptr_array_index(next, i);
 		uint64_t n;
 		if (a->pending_bytes + m->size > SYNC_AHEAD_BYTES)
 			break;
 		int had = sync_ahead_push(s, a, m, &n);
 		sync_ahead_set(&a->upto, m);
 		if (had) {
-			struct store_message *c = g_new0(struct store_message, 1);
-			sync_ahead_set(c, m);
-			c->size = n;
+			struct store_message *c = sync_message_copy(m);
+			c->size = n;  /* what it holds of the bytes ahead */
 			g_queue_push_tail(&a->pending, c);
 			a->pending_bytes += n;
 		}
 	}
-	g_ptr_array_free(p.msgs, TRUE);
+	g_ptr_array_free(next, TRUE);
 }
 
 /* The reader reached m: what was pushed up to it is behind it now. */
@@ -203,14 +186,14 @@ static void sync_ahead_reached(struct sync_ahead *a, const struct store_message 
 
 	while ((p = g_queue_peek_head(&a->pending)) && !sync_ahead_before(a, m, p)) {
 		a->pending_bytes -= p->size;
-		sync_ahead_msg_free(g_queue_pop_head(&a->pending));
+		sync_message_free(g_queue_pop_head(&a->pending));
 	}
 }
 
 static void sync_ahead_end_run(struct sync_ahead *a)
 {
 	a->run = 0;
-	g_queue_clear_full(&a->pending, sync_ahead_msg_free);
+	g_queue_clear_full(&a->pending, sync_message_free);
 	a->pending_bytes = 0;
 }
 
@@ -276,8 +259,8 @@ static void sync_ahead_look(struct sync_ctx *s, struct sync_ahead *a, int64_t fo
 
 static gpointer sync_ahead_thread(gpointer data)
 {
-	struct sync_ctx *s = data;
-	struct sync_ahead *a = s->ahead;
+	struct sync_ahead *a = data;
+	struct sync_ctx *s = a->s;
 	GArray *hits = g_array_new(FALSE, FALSE, sizeof(struct sync_ahead_hit));
 
 	g_mutex_lock(&a->lock);
@@ -310,19 +293,24 @@ void sync_ahead_note(struct sync_ctx *s, int64_t folder_id, uint32_t uid)
 	 * each of its reader's opens. */
 	if (sync_stream_active(s, folder_id))
 		return;
-	g_mutex_lock(&s->lock);
-	if (!s->ahead) {
-		a = g_new0(struct sync_ahead, 1);
-		g_mutex_init(&a->lock);
-		g_cond_init(&a->cond);
-		g_queue_init(&a->pending);
-		a->hits = g_array_new(FALSE, FALSE, sizeof(struct sync_ahead_hit));
-		a->folder = -1;
-		s->ahead = a;
-		a->thread = g_thread_new("mailfs-ahead", sync_ahead_thread, s);
+	a = g_atomic_pointer_get(&s->ahead);
+	if (!a) {
+		/* The first hit: the thread is made once (s->lock). */
+		g_mutex_lock(&s->lock);
+		a = s->ahead;
+		if (!a) {
+			a = g_new0(struct sync_ahead, 1);
+			a->s = s;
+			g_mutex_init(&a->lock);
+			g_cond_init(&a->cond);
+			g_queue_init(&a->pending);
+			a->hits = g_array_new(FALSE, FALSE, sizeof(struct sync_ahead_hit));
+			a->folder = -1;
+			a->thread = g_thread_new("mailfs-ahead", sync_ahead_thread, a);
+			g_atomic_pointer_set(&s->ahead, a);
+		}
+		g_mutex_unlock(&s->lock);
 	}
-	a = s->ahead;
-	g_mutex_unlock(&s->lock);
 	g_mutex_lock(&a->lock);
 	if (a->hits->len >= SYNC_AHEAD_HITS)
 		g_array_remove_range(a->hits, 0, SYNC_AHEAD_HITS / 2);  /* the older half */
@@ -342,7 +330,7 @@ void sync_ahead_stop(struct sync_ctx *s)
 	g_cond_signal(&a->cond);
 	g_mutex_unlock(&a->lock);
 	g_thread_join(a->thread);
-	g_queue_clear_full(&a->pending, sync_ahead_msg_free);
+	g_queue_clear_full(&a->pending, sync_message_free);
 	g_array_free(a->hits, TRUE);
 	g_free(a->prev.name);
 	g_free(a->upto.name);

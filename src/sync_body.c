@@ -19,6 +19,23 @@
 
 /* ---------------------------------------------------------------- bodies */
 
+struct store_message *sync_message_copy(const struct store_message *m)
+{
+	struct store_message *copy = g_new0(struct store_message, 1);
+
+	copy->uid = m->uid;
+	copy->size = m->size;
+	copy->name = g_strdup(m->name);
+	copy->remote_id = g_strdup(m->remote_id);
+	return copy;
+}
+
+void sync_message_free(gpointer m)
+{
+	store_message_clear(m);
+	g_free(m);
+}
+
 struct sync_ra_pick {
 	GPtrArray *msgs;     /* struct store_message *, owned */
 	uint64_t bytes;
@@ -27,24 +44,11 @@ struct sync_ra_pick {
 static int sync_ra_collect(void *ctx, const struct store_message *m)
 {
 	struct sync_ra_pick *p = ctx;
-	struct store_message *copy;
-
 	if (p->bytes + m->size > SYNC_RA_MAX_BYTES)
 		return 1;
-	copy = g_new0(struct store_message, 1);
-	copy->uid = m->uid;
-	copy->size = m->size;
-	copy->name = g_strdup(m->name);
-	copy->remote_id = g_strdup(m->remote_id);
-	g_ptr_array_add(p->msgs, copy);
+	g_ptr_array_add(p->msgs, sync_message_copy(m));
 	p->bytes += m->size;
 	return 0;
-}
-
-static void sync_ra_free(gpointer p)
-{
-	store_message_clear(p);
-	g_free(p);
 }
 
 /* Who comes after this batch, for the sequential test of the next miss:
@@ -79,7 +83,7 @@ static enum mf_status sync_fetch_into_cache(struct sync_ctx *s, const struct sto
                                             uint64_t *off_out, uint64_t *len_out,
                                             int *size_changed)
 {
-	struct sync_ra_pick pick = { g_ptr_array_new_with_free_func(sync_ra_free), 0 };
+	struct sync_ra_pick pick = { g_ptr_array_new_with_free_func(sync_message_free), 0 };
 	struct mailbox_body_request *reqs = NULL;
 	char **tmp = NULL;
 	const struct store_message *last;

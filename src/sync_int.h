@@ -93,6 +93,13 @@ void sync_stream_note_hit(struct sync_ctx *s, int64_t folder_id, uint32_t uid);
 /* Ends every stream and waits for their threads (sync_free). */
 void sync_streams_stop(struct sync_ctx *s);
 
+/* ---- sync_body.c */
+
+/* A copy of m's uid, size, name and remote id (a read-ahead's pick), and
+ * its free function (GDestroyNotify). */
+struct store_message *sync_message_copy(const struct store_message *m);
+void sync_message_free(gpointer m);
+
 /* ---- sync_ahead.c */
 
 /* A cache hit on (folder_id, uid): once hits go in order, the next

@@ -880,45 +880,44 @@ static struct pushes *pushes_start(struct fixture *fx, int with_held)
 	return &p;
 }
 
+/* Opens the uids given, in that order (0 ends them), then waits for the
+ * pushes they should bring: want, the uids in the order they came, each
+ * body exactly the cache's; no driver call, all from the cache. */
+static void pushes_expect(struct fixture *fx, struct pushes *p, const uint32_t *opens,
+                          int n, const char *want)
+{
+	char *got;
+
+	for (; *opens; opens++)
+		open_body(fx, *opens);
+	got = pushes_wait(p, n);
+	assert_string_equal(got, want);
+	assert_false(p->bad);
+	assert_calls(fx, "");
+	g_free(got);
+	sync_set_arrival(fx->s, 0, NULL, NULL, NULL);
+}
+
 static void test_cached_bodies_go_ahead_of_a_reader(void **state)
 {
 	struct fixture *fx = *state;
-	struct pushes *p;
-	char *got;
 
 	check_folder(fx, "INBOX", 0, 1);
-	p = pushes_start(fx, 1);
 	/* Two in order: every cached body after them goes to the listener,
-	 * in order, but the one it holds; each exactly the cache's. */
-	open_body(fx, 1);
-	open_body(fx, 2);
-	got = pushes_wait(p, 17);
-	assert_string_equal(got, "3 4 5 6 8 9 10 11 12 13 14 15 16 17 18 19 20");
-	assert_false(p->bad);
-	assert_calls(fx, "");  /* from the cache alone */
-	g_free(got);
-	sync_set_arrival(fx->s, 0, NULL, NULL, NULL);
+	 * in order, but the one it holds (7). */
+	pushes_expect(fx, pushes_start(fx, 1), (const uint32_t[]){ 1, 2, 0 }, 17,
+	              "3 4 5 6 8 9 10 11 12 13 14 15 16 17 18 19 20");
 }
 
 static void test_cached_bodies_not_ahead_of_jumps(void **state)
 {
 	struct fixture *fx = *state;
-	struct pushes *p;
-	char *got;
 
 	check_folder(fx, "INBOX", 0, 1);
-	p = pushes_start(fx, 0);
 	/* A reader that jumps (9, 4, 15) sends nothing ahead; from two in
 	 * order (15, 16) on, what follows them goes. */
-	open_body(fx, 9);
-	open_body(fx, 4);
-	open_body(fx, 15);
-	open_body(fx, 16);
-	got = pushes_wait(p, 4);
-	assert_string_equal(got, "17 18 19 20");
-	assert_false(p->bad);
-	g_free(got);
-	sync_set_arrival(fx->s, 0, NULL, NULL, NULL);
+	pushes_expect(fx, pushes_start(fx, 0), (const uint32_t[]){ 9, 4, 15, 16, 0 }, 4,
+	              "17 18 19 20");
 }
 
 /* ---------------------------------------------------------------- write ordering */
