@@ -206,6 +206,10 @@ struct mailbox_ops {
 	                                const char *new_path);
 	/* STORAGE usage and limit in bytes; MF_ERR_NOTFOUND without QUOTA. */
 	enum mf_status (*quota)(struct mailbox *mb, uint64_t *used, uint64_t *limit);
+	/* The shortest a command took, sent to answered, in µs (0: none yet;
+	 * NULL: not measured): the link's round trip, at most the server's
+	 * least time more. */
+	uint64_t (*link_rtt)(struct mailbox *mb);
 
 	/* Read-ahead: several bodies of one folder in one exchange (IMAP:
 	 * one UID FETCH of the set, never setting \Seen; POP3: pipelined

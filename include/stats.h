@@ -20,6 +20,7 @@ struct mf_stats {
 	uint64_t streams_active;     /* gauge */
 	uint64_t stream_fetches;     /* commands a stream sent (UID FETCH, RETR) */
 	uint64_t stream_bodies;      /* bodies that came in a stream */
+	uint64_t stream_window;      /* the largest window a stream had, in bytes */
 	uint64_t getattrs;           /* LOOKUPs and GETATTRs the kernel sent */
 	uint64_t opens;              /* OPENs of stored messages */
 	uint64_t reads;              /* READs of stored messages */
@@ -31,6 +32,17 @@ extern struct mf_stats mf_stats;
 
 #define stats_add(field, n) __atomic_add_fetch(&mf_stats.field, (uint64_t)(n), __ATOMIC_RELAXED)
 #define stats_sub(field, n) __atomic_sub_fetch(&mf_stats.field, (uint64_t)(n), __ATOMIC_RELAXED)
+#define stats_max(field, n) stats_raise(&mf_stats.field, (uint64_t)(n))
+
+/* Raises *field to n, if it is less. */
+static inline void stats_raise(uint64_t *field, uint64_t n)
+{
+	uint64_t was = __atomic_load_n(field, __ATOMIC_RELAXED);
+
+	while (was < n && !__atomic_compare_exchange_n(field, &was, n, 1, __ATOMIC_RELAXED,
+	                                               __ATOMIC_RELAXED))
+		;
+}
 
 /* Renders the counters as one JSON object into out. */
 void stats_format_json(GString *out);

@@ -39,6 +39,7 @@ static const struct mailbox_ops imap_ops = {
 	.delete_folder = imap_delete_folder,
 	.rename_folder = imap_rename_folder,
 	.quota = imap_quota,
+	.link_rtt = imap_link_rtt,
 	.watch = imap_watch,
 	.destroy = imap_destroy,
 };

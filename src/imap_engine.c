@@ -328,6 +328,8 @@ unsigned imap_send(struct imap_conn *c, const char *command)
 		c->broken = 1;
 		return 0;
 	}
+	c->timed_tag = tag;
+	c->timed_at = g_get_monotonic_time();
 	return tag;
 }
 
@@ -354,6 +356,25 @@ static enum mf_status imap_status_of(const struct imap_response *r)
  * the tagged response itself (caller frees; zeroed when the outcome was
  * read earlier or the connection failed). When continuation is not NULL,
  * a "+" ends the wait too, with *continuation set to 1. */
+/* The answer to the last command sent: how long it took, the link's
+ * round trip and the server's time, is kept at its least. An answer
+ * behind others' is late by theirs: the least is the link's. */
+static void imap_conn_timed(struct imap_conn *c, const struct imap_response *r)
+{
+	char want[16];
+	gint64 took;
+
+	if (!c->timed_tag)
+		return;
+	g_snprintf(want, sizeof want, "M%u", c->timed_tag);
+	if (strcmp(r->tag, want) != 0)
+		return;
+	took = g_get_monotonic_time() - c->timed_at;
+	if (!c->rtt_us || took < c->rtt_us)
+		c->rtt_us = took > 0 ? took : 1;
+	c->timed_tag = 0;
+}
+
 static enum mf_status imap_wait_tag(struct imap_conn *c, unsigned tag,
                                     imap_untagged_fn fn, void *ctx,
                                     struct imap_response *final, int *continuation)
@@ -379,6 +400,7 @@ static enum mf_status imap_wait_tag(struct imap_conn *c, unsigned tag,
 		if (st != MF_OK)
 			return st;
 		if (r.kind == IMAP_RESPONSE_TAGGED) {
+			imap_conn_timed(c, &r);
 			st = imap_status_of(&r);
 			if (st != MF_OK)
 				log_warn("server refused %s: %s %s", r.tag, r.keyword ? r.keyword : "",

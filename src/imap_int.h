@@ -94,6 +94,9 @@ struct imap_conn {
 	                          the server may have a folder open (selected may be
 	                          NULL after UNSELECT or RENAME) */
 	unsigned logout;       /* the tag of a LOGOUT sent (imap_conn_logout), or 0 */
+	unsigned timed_tag;    /* the last command sent, while its answer is due */
+	gint64 timed_at;       /* monotonic µs it was sent */
+	gint64 rtt_us;         /* the shortest a command took here, sent to done (0: none) */
 };
 
 struct imap_driver {
@@ -108,6 +111,7 @@ struct imap_driver {
 	int total;             /* open or opening connections */
 	int lost;              /* connections dropped, to count reconnects */
 	char delim;            /* hierarchy delimiter seen in LIST, 0 unknown */
+	gint64 rtt_us;         /* the shortest command of a connection given back (0: none) */
 	/* imap_watch.c's, under watch_lock (never held across I/O): */
 	GMutex watch_lock;
 	GPtrArray *watchers;   /* struct imap_watcher *, one per watched folder */
@@ -243,5 +247,6 @@ enum mf_status imap_delete_folder(struct mailbox *mb, const char *wire_name);
 enum mf_status imap_rename_folder(struct mailbox *mb, const char *old_wire,
                                   const char *new_path);
 enum mf_status imap_quota(struct mailbox *mb, uint64_t *used, uint64_t *limit);
+uint64_t imap_link_rtt(struct mailbox *mb);
 
 #endif

@@ -256,10 +256,26 @@ void imap_release(struct imap_driver *d, struct imap_conn *c)
 	}
 	c->spare_since = g_get_monotonic_time();
 	g_mutex_lock(&d->lock);
+	if (c->rtt_us && (!d->rtt_us || c->rtt_us < d->rtt_us))
+		d->rtt_us = c->rtt_us;
 	g_ptr_array_add(d->spare, c);
 	d->progress_at = c->spare_since;
 	g_cond_broadcast(&d->cond);
 	g_mutex_unlock(&d->lock);
+}
+
+/* The shortest round trip of a command seen on the connections given
+ * back so far, in µs (0: none yet): the link's latency, for the window
+ * of a stream (sync_stream.c). */
+uint64_t imap_link_rtt(struct mailbox *mb)
+{
+	struct imap_driver *d = (struct imap_driver *)mb;
+	gint64 rtt;
+
+	g_mutex_lock(&d->lock);
+	rtt = d->rtt_us;
+	g_mutex_unlock(&d->lock);
+	return (uint64_t)rtt;
 }
 
 /* Runs op on a pooled connection; retries once on a fresh connection when

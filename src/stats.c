@@ -23,6 +23,7 @@ void stats_format_json(GString *out)
 	FIELD(streams_active, 0);
 	FIELD(stream_fetches, 0);
 	FIELD(stream_bodies, 0);
+	FIELD(stream_window, 0);
 	FIELD(getattrs, 0);
 	FIELD(opens, 0);
 	FIELD(reads, 0);

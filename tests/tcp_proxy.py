@@ -26,6 +26,7 @@ once).  Every command line seen is recorded (credentials redacted).
         assert px.fired.is_set()
 """
 
+import queue
 import re
 import socket
 import threading
@@ -78,6 +79,34 @@ def _redact(line):
     return line.rstrip(b"\r\n")
 
 
+def _listen(host):
+    """A listening socket on a free port of host."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind((host, 0))
+    s.listen(16)
+    s.settimeout(0.2)
+    return s
+
+
+def _accepted(listener, target, stopping):
+    """Yields (client, server) for each connection accepted, with one to
+    target opened for it, until stopping() or the listener is closed."""
+    while not stopping():
+        try:
+            client, _ = listener.accept()
+        except socket.timeout:
+            continue
+        except OSError:
+            return
+        try:
+            server = socket.create_connection(target, timeout=10)
+        except OSError:
+            client.close()
+            continue
+        yield client, server
+
+
 class FaultProxy:
     """See the module docstring.  pattern: a regex (str) matched against each
     command line the client sends (tag included, CRLF stripped); nth: which
@@ -116,13 +145,8 @@ class FaultProxy:
     # --- lifecycle -----------------------------------------------------------
 
     def start(self):
-        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        s.bind((self.host, 0))
-        s.listen(16)
-        s.settimeout(0.2)
-        self._listener = s
-        self.port = s.getsockname()[1]
+        self._listener = _listen(self.host)
+        self.port = self._listener.getsockname()[1]
         self._spawn(self._accept_loop)
         return self
 
@@ -159,18 +183,7 @@ class FaultProxy:
         return t
 
     def _accept_loop(self):
-        while not self._stopping:
-            try:
-                client, _ = self._listener.accept()
-            except socket.timeout:
-                continue
-            except OSError:
-                return
-            try:
-                server = socket.create_connection(self.target, timeout=10)
-            except OSError:
-                client.close()
-                continue
+        for client, server in _accepted(self._listener, self.target, lambda: self._stopping):
             with self.lock:
                 self.connections += 1
                 conn = _Connection(self, self.connections, client, server)
@@ -321,3 +334,81 @@ class _Connection:
             if out and not self._send(self.client, b"".join(out)):
                 break
         self.cut()
+
+
+class DelayProxy:
+    """A loopback TCP forwarder that holds every chunk for half of rtt
+    (seconds) in each direction: a far server, without netem.  Bandwidth is
+    not limited.  Use as a context manager; port is where it listens."""
+
+    def __init__(self, target, rtt, host="127.0.0.1"):
+        self.target = target
+        self.half = rtt / 2.0
+        self.host = host
+        self.port = None
+        self._listener = None
+        self._stopping = threading.Event()
+        self._threads = []
+        self._socks = []
+        self._lock = threading.Lock()
+
+    def __enter__(self):
+        self._listener = _listen(self.host)
+        self.port = self._listener.getsockname()[1]
+        self._spawn(self._accept_loop)
+        return self
+
+    def __exit__(self, *exc):
+        self._stopping.set()
+        with self._lock:
+            socks = list(self._socks)
+        for s in [self._listener] + socks:
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            s.close()
+        for t in self._threads:
+            t.join(timeout=5)
+        return False
+
+    def _spawn(self, fn, *args):
+        t = threading.Thread(target=fn, args=args, daemon=True)
+        t.start()
+        self._threads.append(t)
+
+    def _accept_loop(self):
+        for client, server in _accepted(self._listener, self.target, self._stopping.is_set):
+            with self._lock:
+                self._socks += [client, server]
+            for src, dst in ((client, server), (server, client)):
+                q = queue.Queue()
+                self._spawn(self._read, src, q)
+                self._spawn(self._write, dst, q)
+
+    def _read(self, src, q):
+        while True:
+            try:
+                data = src.recv(1 << 18)
+            except OSError:
+                data = b""
+            q.put((time.monotonic() + self.half, data))
+            if not data:
+                return
+
+    def _write(self, dst, q):
+        while True:
+            due, data = q.get()
+            wait = due - time.monotonic()
+            if wait > 0 and self._stopping.wait(wait):
+                return
+            if not data:
+                try:
+                    dst.shutdown(socket.SHUT_WR)
+                except OSError:
+                    pass
+                return
+            try:
+                dst.sendall(data)
+            except OSError:
+                return

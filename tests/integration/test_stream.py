@@ -22,7 +22,7 @@ import pytest
 import sample_mail
 from harness import USER, getfattr, run, server_url, wait_for
 from pop_helpers import server_state
-from tcp_proxy import FaultProxy
+from tcp_proxy import DelayProxy, FaultProxy
 
 TIMEOUT = 8          # the mounts' -o timeout in the fault test
 BOUND = 120          # any tool run here ends within this
@@ -382,6 +382,59 @@ def test_connection_cut_in_the_middle_of_a_stream(mount, dc, tmp_path):
         assert b"Input/output error" in r.stderr, r.stderr[-500:]
         assert elapsed < BOUND
     assert st["reconnects"] >= 1 or st["connections_open"] >= 1, st
+
+
+def test_window_follows_the_reader_through_a_far_link(mount, dc, tmp_path):
+    """Through a 60 ms round trip, a window sized for a near server leaves
+    the reader waiting on the link: it grows with the reader's pace times
+    the link's round trip, to its cap (a quarter of cache_size), and a
+    tar still gets every body exact.  On the same folder without the
+    delay it stays where it starts (a sixteenth of cache_size).  A reader
+    that stops leaves no more fetched than the window it had grown to."""
+    cap = 16 * 1024 * 1024
+    base, top = cap // 16, cap // 4
+    raws = [padded(i, "far", 100_000) for i in range(120)]
+    bodies = make_folder(dc, "Far", raws, 11)
+    by_sha = set(sha(b) for b in bodies.values())
+    opts = ["tls=none", "cache_size=16M", "watch=0", "debug"]
+    with DelayProxy(("127.0.0.1", dc.imap_port), 0.060) as px:
+        m = mount(url=server_url(dc, "imap", port=px.port), server=dc, cafile=False,
+                  options=opts)
+        dest = tmp_path / "far"
+        dest.mkdir()
+        run(["sh", "-c", "tar cf - -C %s Far | tar xf - -C %s" % (m.path, dest)],
+            timeout=BOUND)
+        st = stats(m)
+        m.unmount()
+        assert tree_hashes(dest) == want_hashes(bodies), "a body came out different"
+        assert st["streams_started"] >= 1, st
+        assert st["stream_window"] == top, \
+            "through a 60 ms round trip the window reached %d bytes, not its cap of %d:\n%s" % (
+                st["stream_window"], top, m.log_tail(40))
+        # A reader that stops half way: no more than the grown window past it.
+        m = mount(url=server_url(dc, "imap", port=px.port), server=dc, cafile=False,
+                  options=opts)
+        read = 0
+        for n in sorted(os.listdir(m.p("Far")))[:60]:
+            with open(m.p("Far", n), "rb") as f:
+                data = f.read()
+            assert sha(data) in by_sha
+            read += len(data)
+        wait_for(lambda: stats(m)["streams_active"] == 0, 60, interval=0.3,
+                 what="the stream to end once its reader stopped")
+        st = stats(m)
+        m.unmount()
+        assert st["body_bytes_fetched"] <= read + st["stream_window"] + 110_000, \
+            "a stopped reader read %d bytes, %d were fetched, the window was %d" % (
+                read, st["body_bytes_fetched"], st["stream_window"])
+    m = mount(server=dc, options=["cache_size=16M", "watch=0"])
+    run(["sh", "-c", "tar cf - -C %s Far | cat >/dev/null" % m.path], timeout=BOUND)
+    st = stats(m)
+    m.unmount()
+    assert st["streams_started"] >= 1, st
+    assert st["stream_window"] < base + base // 2, \
+        "on loopback the window grew to %d bytes from %d" % (st["stream_window"], base)
+    no_seen(dc, "Far")
 
 
 def test_mark_seen_reads_no_further_than_asked(mount, dc, tmp_path):
