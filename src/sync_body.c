@@ -113,10 +113,14 @@ static enum mf_status sync_fetch_into_cache(struct sync_ctx *s, const struct sto
 		streak = -1;
 		/* m is the new stream's first body: no fetch of its own, and
 		 * the stream gets the connection it would have taken. */
-		if (started == 2 && sync_stream_open(s, f->id, m, fd_out, off_out, len_out)) {
+		if (started == 2 && sync_stream_open(s, f->id, m, fd_out, off_out, len_out, &st)) {
 			if (size_changed && *len_out != m->size)
 				*size_changed = *len_out > m->size ? 1 : -1;
 			st = MF_OK;
+			n = 0;
+			goto out;
+		}
+		if (started == 2 && st != MF_OK) {
 			n = 0;
 			goto out;
 		}
@@ -219,7 +223,7 @@ enum mf_status sync_body_open(struct sync_ctx *s, int64_t folder_id, uint32_t ui
 	st = store_folder_by_id(s->store, folder_id, &f);
 	if (st == MF_OK)
 		st = store_message_by_uid(s->store, folder_id, uid, &m);
-	if (st == MF_OK && sync_stream_open(s, folder_id, &m, fd_out, off, len)) {
+	if (st == MF_OK && sync_stream_open(s, folder_id, &m, fd_out, off, len, &st)) {
 		/* As for a body fetched here: a size other than the server said
 		 * is read around the kernel's idea of it. */
 		if (size_changed && *len != m.size)

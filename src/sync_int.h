@@ -85,9 +85,11 @@ int sync_stream_start(struct sync_ctx *s, const struct store_folder *f,
                       const struct store_message *after, int by_uid);
 int sync_stream_active(struct sync_ctx *s, int64_t folder_id);
 /* A cache miss on m: 1 with *fd_out when the stream brought it (the open
- * waited for that body alone); 0 when the caller fetches it itself. */
+ * waited for that body alone); 0 when the caller fetches it itself,
+ * unless *failed says why not to (the stream spent the timeout on it:
+ * MF_ERR_TIMEOUT). */
 int sync_stream_open(struct sync_ctx *s, int64_t folder_id, const struct store_message *m,
-                     int *fd_out, uint64_t *off, uint64_t *len);
+                     int *fd_out, uint64_t *off, uint64_t *len, enum mf_status *failed);
 /* A cache hit: a body the stream brought, the reader's progress. */
 void sync_stream_note_hit(struct sync_ctx *s, int64_t folder_id, uint32_t uid);
 /* Ends every stream and waits for their threads (sync_free). */

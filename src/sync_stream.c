@@ -780,12 +780,14 @@ void sync_stream_note_hit(struct sync_ctx *s, int64_t folder_id, uint32_t uid)
 }
 
 int sync_stream_open(struct sync_ctx *s, int64_t folder_id, const struct store_message *m,
-                     int *fd_out, uint64_t *off, uint64_t *len)
+                     int *fd_out, uint64_t *off, uint64_t *len, enum mf_status *failed)
 {
 	gint64 timeout_us = (gint64)s->cfg->timeout * G_USEC_PER_SEC;
 	struct sync_stream *st;
 	struct sync_stream_entry *e;
-	int served = 0;
+	int served = 0, timed_out = 0;
+
+	*failed = MF_OK;
 
 	g_mutex_lock(&s->lock);
 	st = sync_stream_find(s, folder_id);
@@ -811,10 +813,16 @@ again:
 			}
 			gint64 until = st->progress_at + timeout_us;
 			if (!g_cond_wait_until(&s->stream_cond, &s->lock, until) &&
-			    g_get_monotonic_time() >= st->progress_at + timeout_us)
+			    g_get_monotonic_time() >= st->progress_at + timeout_us) {
+				timed_out = 1;
 				break;
+			}
 		}
 		served = !e->flight && e->status == MF_OK;
+		/* The reader waited a whole timeout for it already: asked again
+		 * alone, it would wait another. */
+		if (!served && (timed_out || (!e->flight && e->status == MF_ERR_TIMEOUT)))
+			*failed = MF_ERR_TIMEOUT;
 		e->waiters--;
 		sync_stream_reap(st);
 		g_mutex_unlock(&s->lock);

@@ -166,6 +166,28 @@ def test_hostile_imap(factory, mode):
         check_recovered(m, victim, victim_raw)
 
 
+@pytest.mark.parametrize("mode", ("trickle", "keepalive"))
+def test_hostile_imap_in_a_stream(factory, mode):
+    """The third message read in order starts a stream, and its open waits
+    for the stream's FETCH, which the server spreads out: EIO within the
+    timeout, as for a fetch alone, not a second timeout spent asking for
+    it again alone."""
+    msgs = [raw for raw in messages() if len(raw) < 65536]
+    with HostileImap(msgs, password=PASSWORD) as server:
+        m = factory(url="imap://alice@%s:%d/" % (server.host, server.port), server=server,
+                    cafile=False, options=["tls=none", "ro", "timeout=%d" % TIMEOUT,
+                                           "cache_size=%d" % CACHE_SIZE, "refresh=3600"])
+        by_name = {name_of(raw): raw for raw in msgs}
+        names = files_in(m.p("INBOX"))
+        assert names == sorted(by_name), "the listing of the hostile server"
+        for n in names[:2]:
+            assert run(["cat", m.p("INBOX", n)]).stdout == by_name[n]
+        server.cue(mode)
+        check_survived(m, names[2], by_name[names[2]], names[0], by_name[names[0]], mode)
+        assert server.misbehaved, "the server was never asked for the body"
+        assert m.stats()["streams_started"] == 1, "no stream: %s" % m.stats()
+
+
 def test_log_escapes_server_text(factory):
     """Control characters the server sends (a folder name with ESC and CR)
     reach the log as \\xNN, never raw."""
