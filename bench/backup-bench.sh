@@ -2,7 +2,7 @@
 # backup-bench.sh: reading a whole folder through mailfs (tar, cold cache, mount
 # included) against mbsync + tar of the Maildir it made, one streamed
 # UID FETCH 1:* BODY.PEEK[] (the floor), tar of the server's own Maildir, the
-# same at a 20 ms round trip, a 50,000-message folder, and POP3 against
+# same at a 20 ms round trip (--rtt MS), a 50,000-message folder, and POP3 against
 # mpop --keep; each IMAP case also with -o ro (as a backup would mount: no
 # open reaches mailfs there); mailfs's peak RSS. Issue 10; bench/backup_bench.py does the work
 # (see its docstring, or --help).
@@ -10,6 +10,7 @@
 #   bench/backup-bench.sh                  # 10k / 509 MB, 50k, POP3 2k; 3 runs each
 #   bench/backup-bench.sh --scale 0.1      # a tenth of every count: about a minute
 #   bench/backup-bench.sh --runs 5 --cases imap,pop3 --tls
+#   bench/backup-bench.sh --cases delay --rtt 100   # a far server
 #
 # Environment: MAILFS_BIN (default build/mailfs), MAILFS_BEFORE (an older build, timed in
 # the same rounds: the "before" figures), BENCH_SCALE, BENCH_RUNS,

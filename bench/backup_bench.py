@@ -22,7 +22,7 @@ from a seeded generator written into its Maildirs:
              own work, against mbsync alone; then a tar of that cache
              mounted -o offline, against tar of mbsync's Maildir: what
              serving costs with no network (--no-prefetch: neither)
-  20 ms      floor, mbsync and mailfs through a 20 ms round-trip proxy
+  20 ms      floor, mbsync and mailfs through a 20 ms round-trip proxy (--rtt)
              (delayproxy.py: half the round trip each way, per chunk)
   POP3       mailfs pop3 mount + tar, against `mpop --keep` into a new
              Maildir (and mpop + tar of that Maildir)
@@ -693,7 +693,7 @@ def report(args, folders, res):
 
 
 def main(argv):
-    global WORKDIR, DC, TLS, SETTLE_MIB
+    global WORKDIR, DC, TLS, SETTLE_MIB, RTT_MS
     ap = argparse.ArgumentParser(prog="backup-bench.sh", description=__doc__.split("\n\n")[0])
     ap.add_argument("--scale", type=float, default=float(os.environ.get("BENCH_SCALE", "1")),
                     help="multiply every message count (0.1: a quick run); env BENCH_SCALE")
@@ -701,6 +701,8 @@ def main(argv):
                     help="repetitions of each case, the median is shown (3); env BENCH_RUNS")
     ap.add_argument("--cases", default="imap,delay,many,pop3",
                     help="which cases, comma-separated (imap,delay,many,pop3)")
+    ap.add_argument("--rtt", type=int, default=int(os.environ.get("BENCH_RTT", str(RTT_MS))),
+                    help="the delay case's round trip in ms (%d); env BENCH_RTT" % RTT_MS)
     ap.add_argument("--tls", action="store_true",
                     help="IMAPS/POP3S with the test CA for every client (default: plain, loopback)")
     ap.add_argument("--no-verify", dest="verify", action="store_false",
@@ -721,6 +723,7 @@ def main(argv):
     args.cases = set(args.cases.split(","))
     TLS = args.tls
     SETTLE_MIB = args.settle
+    RTT_MS = args.rtt
     if not os.access(MAILFS, os.X_OK):
         raise SystemExit("backup-bench: no executable %s (make first, or set MAILFS_BIN)" % MAILFS)
     signal.signal(signal.SIGINT, signal.default_int_handler)   # even if started ignoring it

@@ -601,6 +601,8 @@ again:
 			g_string_append(cmd, " (CONDSTORE)");
 		}
 		tag = imap_send(c, cmd->str);
+		if (q && q->then && !*q->then_tag)
+			*q->then_tag = imap_send(c, q->then);
 		if (enable) {
 			imap_wait(c, enable, NULL, NULL);  /* ENABLED QRESYNC set c->qresync */
 			enable = 0;

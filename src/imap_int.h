@@ -151,6 +151,11 @@ struct imap_qresync {
 	uint32_t last_uid;     /* known UIDs are 1:last_uid */
 	imap_untagged_fn fn;
 	void *ctx;
+	/* A command sent right behind the EXAMINE, before its answer (one
+	 * round trip for both), or NULL; *then_tag gets its tag. Only one
+	 * that the EXAMINE's answer cannot change, with no QRESYNC state. */
+	const char *then;
+	unsigned *then_tag;
 };
 /* EXAMINE, fresh, with QRESYNC parameters when the connection has QRESYNC
  * enabled and q holds a state (c->selected_qresync says whether they

@@ -236,14 +236,21 @@ void imap_search_untagged(void *ctx, struct imap_conn *c, const struct imap_resp
 		}
 }
 
+/* The FETCH of what a listing shows of the messages from UID from on. */
+static char *imap_sync_fetch_new(uint32_t from)
+{
+	return g_strdup_printf("UID FETCH %u:* (UID FLAGS RFC822.SIZE INTERNALDATE "
+	                       "BODY.PEEK[HEADER.FIELDS (DATE FROM SUBJECT MESSAGE-ID)])", from);
+}
+
 static enum mf_status imap_sync_op(struct imap_conn *c, void *arg)
 {
 	struct imap_sync_ctx *sc = arg;
 	const struct mailbox_sync_request *req = sc->req;
 	struct mailbox_sync_result *res = sc->res;
-	unsigned tag_old = 0, tag_new = 0;
+	unsigned tag_old = 0, tag_new = 0, tag_first = 0;
 	enum mf_status st, st2;
-	char *cmd;
+	char *cmd, *first = NULL;
 	/* New mail only, in a folder this connection has open anyway (our
 	 * own APPEND or MOVE just went there): no EXAMINE, but a NOOP first,
 	 * since a server shows a selected folder's new messages to FETCH
@@ -257,17 +264,27 @@ again:
 	mailbox_sync_result_init(res);
 	if (!reuse) {
 		/* QRESYNC where offered: what vanished and what changed come
-		 * with the EXAMINE's answer. */
+		 * with the EXAMINE's answer. A folder never listed: the FETCH
+		 * of all it holds goes out with the EXAMINE, one round trip for
+		 * both (the FETCH asks nothing the answer could change). */
+		g_free(first);
+		first = !req->uidvalidity && !req->last_uid && !req->new_only ?
+		        imap_sync_fetch_new(1) : NULL;
+		tag_first = 0;
 		const struct imap_qresync q = {
 			req->new_only ? 0 : req->uidvalidity, req->highestmodseq, req->last_uid,
-			imap_sync_untagged, sc,
+			imap_sync_untagged, sc, first, &tag_first,
 		};
 		sc->last_uid = req->last_uid;
 		sc->selecting = 1;
 		st = imap_examine_qresync(c, req->wire_name, &q);
 		sc->selecting = 0;
-		if (st != MF_OK)
+		g_clear_pointer(&first, g_free);
+		if (st != MF_OK) {
+			if (tag_first)
+				imap_wait(c, tag_first, NULL, NULL);  /* its NO: in step again */
 			return st;
+		}
 	}
 	res->uidvalidity = c->uidvalidity;
 	res->uidnext = c->uidnext;
@@ -285,7 +302,9 @@ again:
 	}
 	if (c->exists == 0 && !reuse) {
 		res->present_valid = 1;  /* all gone, if there were any */
-		return MF_OK;
+		if (tag_first)
+			imap_wait(c, tag_first, NULL, NULL);  /* nothing, or a NO for 1:* */
+		return c->broken ? MF_ERR_IO : MF_OK;
 	}
 	/* With CONDSTORE, only flags changed since the cached HIGHESTMODSEQ
 	 * are asked for, and the UIDs only when the count says some went. */
@@ -313,10 +332,10 @@ again:
 		tag_old = imap_send(c, cmd);
 		g_free(cmd);
 	}
-	if (reuse || !c->uidnext || c->uidnext > sc->last_uid + 1) {
-		cmd = g_strdup_printf("UID FETCH %u:* (UID FLAGS RFC822.SIZE INTERNALDATE "
-		                      "BODY.PEEK[HEADER.FIELDS (DATE FROM SUBJECT MESSAGE-ID)])",
-		                      sc->last_uid + 1);
+	if (tag_first) {
+		tag_new = tag_first;  /* sent with the EXAMINE */
+	} else if (reuse || !c->uidnext || c->uidnext > sc->last_uid + 1) {
+		cmd = imap_sync_fetch_new(sc->last_uid + 1);
 		tag_new = imap_send(c, cmd);
 		g_free(cmd);
 	}

@@ -311,6 +311,37 @@ def test_first_listing_streams(mount, servers):
         fresh.unmount()
 
 
+def test_first_listing_goes_out_with_its_examine(mount, servers):
+    """A folder never listed: the UID FETCH of all it holds goes out right
+    behind the EXAMINE, before the EXAMINE's answer (one round trip for
+    both, not two).  With that answer held back, the server has the FETCH
+    already; once it goes, the listing is whole."""
+    dc = servers.get("move")
+    raws = sample_mail.sample_messages(20, "piped-%s" % next(SEQ), tricky=False)
+    a = new_folder(dc, "Piped", raws)
+    examine = r'^\S+ EXAMINE "?%s' % re.escape(a)
+    with FaultProxy(("127.0.0.1", dc.imap_port), examine, "hold",
+                    answer_timeout=TIMEOUT * 0.8) as px:
+        m = mount_through(mount, dc, px)
+        got = []
+        t = threading.Thread(target=lambda: got.extend(listing(m.p(a))), daemon=True)
+        t.start()
+        wait_for(px.holding.is_set, TIMEOUT, what="the proxy to hold the EXAMINE's answer back")
+
+        def fetch_sent():
+            lines = px.command_lines()
+            at = [i for i, line in enumerate(lines) if re.search(examine, line)]
+            return any(re.match(r"^\S+ UID FETCH 1:\* ", line) for line in lines[at[0]:])
+        wait_for(fetch_sent, 3, interval=0.05,
+                 what="the listing's UID FETCH while the EXAMINE's answer is held:\n%s" % (
+                     px.transcript()[-1500:]))
+        px.release()
+        t.join(TIMEOUT)
+        assert not t.is_alive(), "the listing did not end once the answer went"
+        assert sorted(got) == sorted(name_of(r) for r in raws)
+        m.unmount()
+
+
 # --- answers lost after an APPEND, CREATE, RENAME or DELETE ---------------------------
 
 APPEND = r"^\S+ APPEND "
