@@ -350,12 +350,6 @@ static enum mf_status imap_status_of(const struct imap_response *r)
 	return MF_ERR_REFUSED;
 }
 
-/* Reads responses until the completion of tag, passing untagged ones to
- * fn (may be NULL). Completions of other tags are remembered for their
- * own wait. Returns the tag's outcome; when final is not NULL it receives
- * the tagged response itself (caller frees; zeroed when the outcome was
- * read earlier or the connection failed). When continuation is not NULL,
- * a "+" ends the wait too, with *continuation set to 1. */
 /* The answer to the last command sent: how long it took, the link's
  * round trip and the server's time, is kept at its least. An answer
  * behind others' is late by theirs: the least is the link's. */
@@ -375,6 +369,12 @@ static void imap_conn_timed(struct imap_conn *c, const struct imap_response *r)
 	c->timed_tag = 0;
 }
 
+/* Reads responses until the completion of tag, passing untagged ones to
+ * fn (may be NULL). Completions of other tags are remembered for their
+ * own wait. Returns the tag's outcome; when final is not NULL it receives
+ * the tagged response itself (caller frees; zeroed when the outcome was
+ * read earlier or the connection failed). When continuation is not NULL,
+ * a "+" ends the wait too, with *continuation set to 1. */
 static enum mf_status imap_wait_tag(struct imap_conn *c, unsigned tag,
                                     imap_untagged_fn fn, void *ctx,
                                     struct imap_response *final, int *continuation)

@@ -267,7 +267,6 @@ again:
 		 * with the EXAMINE's answer. A folder never listed: the FETCH
 		 * of all it holds goes out with the EXAMINE, one round trip for
 		 * both (the FETCH asks nothing the answer could change). */
-		g_free(first);
 		first = !req->uidvalidity && !req->last_uid && !req->new_only ?
 		        imap_sync_fetch_new(1) : NULL;
 		tag_first = 0;

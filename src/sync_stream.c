@@ -138,9 +138,10 @@ static void sync_stream_reap(struct sync_stream *st)
  * trips of the link is on its way, besides the base (what it may run into
  * at once). A fixed 32 MiB lasted a tar 0.1 s: through a 100 ms round
  * trip it waited on the link, and a cold tar took 3.9-4.3 s where mbsync
- * took 3.1-3.6 s. A reader that slows or stops lets it shrink again, and
- * on a link slower than the reader the pace is the link's: no more is
- * asked ahead than the link delivers in two round trips. */
+ * took 3.1-3.6 s. A reader that slows lets it shrink again (one that
+ * stops leaves it as it was, until the stream ends), and on a link slower
+ * than the reader the pace is the link's: no more is asked ahead than the
+ * link delivers in two round trips. */
 static void sync_stream_pace(struct sync_stream *st)
 {
 	gint64 now = g_get_monotonic_time();
