@@ -29,6 +29,7 @@ struct sync_ctx *sync_new(const struct mf_config *cfg, struct store *store, stru
 	g_cond_init(&s->cond);
 	s->busy = g_hash_table_new_full(g_int64_hash, g_int64_equal, g_free, NULL);
 	s->attempted = g_hash_table_new_full(g_int64_hash, g_int64_equal, g_free, g_free);
+	s->asked = g_hash_table_new_full(g_int64_hash, g_int64_equal, g_free, g_free);
 	s->base_ids = g_hash_table_new_full(g_int64_hash, g_int64_equal, g_free, g_free);
 	s->writing = g_hash_table_new_full(g_int64_hash, g_int64_equal, g_free, NULL);
 	return s;
@@ -60,6 +61,7 @@ void sync_free(struct sync_ctx *s)
 	g_free(s->ra_next);
 	g_hash_table_destroy(s->busy);
 	g_hash_table_destroy(s->attempted);
+	g_hash_table_destroy(s->asked);
 	g_hash_table_destroy(s->base_ids);
 	g_mutex_clear(&s->lock);
 	g_mutex_clear(&s->arrival_lock);
@@ -341,6 +343,14 @@ static enum mf_status sync_folder_now(struct sync_ctx *s, int64_t folder_id, int
 		stats_add(folders_synced, 1);
 		if (changed)
 			*changed = res.reset || n_new || n_removed;
+		if (!req.new_only) {
+			/* What the server had from then on is in the cache: news
+			 * older than this needs no check (sync_watch_apply). */
+			g_mutex_lock(&s->lock);
+			g_hash_table_replace(s->asked, g_memdup2(&folder_id, sizeof folder_id),
+			                     g_memdup2(&t_fetch, sizeof t_fetch));
+			g_mutex_unlock(&s->lock);
+		}
 	}
 out:
 	sync_parse_wait(&parser);

@@ -38,6 +38,8 @@ struct sync_ctx {
 	                                  shown as it arrives, is not stored yet */
 	int storing;                   /* threads making such listings */
 	GHashTable *attempted;         /* folder id -> monotonic µs of the last try */
+	GHashTable *asked;             /* folder id -> monotonic µs a full check that
+	                                  succeeded began to ask the server */
 	GHashTable *base_ids;          /* inode base -> folder id: a base is never
 	                                  given to another folder (store_folder) */
 	int folders_busy;

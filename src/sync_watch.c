@@ -11,7 +11,8 @@
  * settled (SYNC_WATCH_SETTLE_US without more, SYNC_WATCH_SETTLE_MAX_US at
  * most after the first) it is brought in step through the ordinary
  * re-check (sync_folder_run, forced; only the new messages when the
- * server told of nothing but new ones). The store then tells fs of the
+ * server told of nothing but new ones), unless a full check asked the
+ * server after the news came (sync_ctx.asked). The store then tells fs of the
  * names that went or moved, and changed() of the folder: the kernel's
  * caches of it go, so that ls, stat and getfattr see the server's state
  * at once whatever -o refresh says.
@@ -163,8 +164,9 @@ static void sync_watch_set(struct sync_watch *w)
 	log_debug("watching %u folders", g_hash_table_size(set));
 }
 
-/* Brings each folder with news in step (lock not held). */
-static void sync_watch_apply(struct sync_watch *w, GHashTable *pending)
+/* Brings each folder with news in step (lock not held). news_at: when
+ * the last of them came. */
+static void sync_watch_apply(struct sync_watch *w, GHashTable *pending, gint64 news_at)
 {
 	struct sync_ctx *s = w->s;
 	GHashTableIter it, wi;
@@ -192,7 +194,18 @@ static void sync_watch_apply(struct sync_watch *w, GHashTable *pending)
 		g_mutex_lock(&s->lock);
 		while (g_hash_table_contains(s->busy, &id))
 			g_cond_wait(&s->cond, &s->lock);
+		gint64 *asked = g_hash_table_lookup(s->asked, &id);
+		int in_step = asked && *asked > news_at;
 		g_mutex_unlock(&s->lock);
+		if (in_step) {
+			/* A full check asked the server after the news came (the
+			 * first listing, most often, right after the watch was in
+			 * place): it brought what the news tells of. Another would
+			 * cost a round trip, and take the connection that listing
+			 * left warm for the first open. */
+			log_debug("watch: %s in step already (checked since its news)", (char *)k);
+			continue;
+		}
 		if (store_folder_by_id(s->store, id, &f) != MF_OK)
 			continue;
 		/* A folder never listed has nothing stale: its first listing
@@ -222,9 +235,10 @@ static gpointer sync_watch_thread(gpointer data)
 			                 w->first_news + SYNC_WATCH_SETTLE_MAX_US);
 			if (now >= due) {
 				GHashTable *pending = w->pending;
+				gint64 news_at = w->last_news;
 				w->pending = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
 				g_mutex_unlock(&w->lock);
-				sync_watch_apply(w, pending);
+				sync_watch_apply(w, pending, news_at);
 				g_hash_table_destroy(pending);
 				g_mutex_lock(&w->lock);
 				continue;

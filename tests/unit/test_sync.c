@@ -49,6 +49,11 @@ struct fake {
 	/* Not NULL: answer as QRESYNC does, naming what vanished (struct
 	 * mailbox_uid_range) instead of listing what is present. */
 	GArray *vanished;
+	/* Push (fake_watch): the watch's news, and counts read across
+	 * threads (sync's watch thread syncs too). */
+	mailbox_news_fn news;
+	void *news_ctx;
+	gint syncs, watches;
 };
 
 static void fake_msg_free(gpointer p)
@@ -182,6 +187,7 @@ static enum mf_status fake_sync_folder(struct mailbox *mb, const struct mailbox_
 	struct fake_folder *f = fake_folder(fk, req->wire_name);
 	int server_uids = fk->ops.caps & MAILBOX_CAP_SERVER_UIDS;
 
+	g_atomic_int_inc(&fk->syncs);
 	fake_call(fk, "SYNC %s%s", req->wire_name, req->new_only ? " new" : "");
 	if (fk->fail_sync)
 		return MF_ERR_IO;
@@ -324,6 +330,22 @@ static enum mf_status fake_set_flags(struct mailbox *mb, const char *wire_name,
 		return MF_ERR_NOTFOUND;
 	g_free(m->flags);
 	m->flags = g_strdup(flags);
+	return MF_OK;
+}
+
+/* Each folder's watch is in place at once, which the news says (as the
+ * IMAP driver's does once its IDLE runs). */
+static enum mf_status fake_watch(struct mailbox *mb, const char *const *wire_names, size_t n,
+                                 mailbox_news_fn news, void *ctx)
+{
+	struct fake *fk = fake_of(mb);
+
+	fk->news = news;
+	fk->news_ctx = ctx;
+	for (size_t i = 0; i < n; i++)
+		news(ctx, wire_names[i], MAILBOX_NEWS_CHANGED);
+	if (n)
+		g_atomic_int_inc(&fk->watches);
 	return MF_OK;
 }
 
@@ -789,6 +811,53 @@ static void test_read_ahead_not_for_jumps(void **state)
 	assert_calls(fx, "FETCH INBOX 1\nFETCH INBOX 2\nFETCH INBOX 9\nFETCH INBOX 4\n");
 }
 
+static void count_changed(void *ctx, const char *folder_path)
+{
+	(void)folder_path;
+	g_atomic_int_inc((gint *)ctx);
+}
+
+/* Waits (10 s at most) for *n to reach want. */
+static void wait_count(gint *n, gint want)
+{
+	for (int i = 0; i < 1000 && g_atomic_int_get(n) < want; i++)
+		g_usleep(10 * 1000);
+	assert_true(g_atomic_int_get(n) >= want);
+}
+
+/* The watch of INBOX is in place, then INBOX is listed: the listing asked
+ * the server after that news, so the news costs no check of its own (it
+ * cost a second EXAMINE, on the connection the listing had left warm for
+ * the first open). News after the listing is still brought in. */
+static void test_news_older_than_a_listing_costs_no_check(void **state)
+{
+	struct fixture *fx = *state;
+	struct sync_ctx *s;
+	gint changed = 0, listed;
+	int64_t inbox;
+
+	fx->cfg.watch = 1;
+	fx->fk->ops.watch = fake_watch;
+	s = fixture_sync(fx);
+	inbox = folder_id(fx, "INBOX");
+	sync_watch_start(s, count_changed, &changed);
+	wait_count(&fx->fk->watches, 1);
+	assert_int_equal(sync_folder_if_stale(s, inbox, 1, NULL), MF_OK);
+	listed = g_atomic_int_get(&fx->fk->syncs);
+	/* The news is applied within a second of coming (SYNC_WATCH_SETTLE_MAX_US):
+	 * a check of it would have come by then. */
+	g_usleep(1500 * 1000);
+	assert_int_equal(g_atomic_int_get(&fx->fk->syncs), listed);
+	assert_int_equal(g_atomic_int_get(&changed), 0);
+
+	fake_add_msg(fake_folder(fx->fk, "INBOX"), "m21", "");
+	fx->fk->news(fx->fk->news_ctx, "INBOX", MAILBOX_NEWS_ADDED);
+	wait_count(&changed, 1);
+	assert_int_equal(g_atomic_int_get(&fx->fk->syncs), listed + 1);
+	sync_watch_stop(s);
+	assert_non_null(strstr(fx->fk->calls->str, "SYNC INBOX new"));
+}
+
 static void test_read_ahead_not_with_mark_seen(void **state)
 {
 	struct fixture *fx = *state;
@@ -1055,6 +1124,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_read_only_driver_refuses_writes, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_cached_bodies_go_ahead_of_a_reader, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_cached_bodies_not_ahead_of_jumps, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_news_older_than_a_listing_costs_no_check, setup,
+		                                teardown),
 	};
 
 	mime_init();
