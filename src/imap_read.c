@@ -250,7 +250,7 @@ static enum mf_status imap_sync_op(struct imap_conn *c, void *arg)
 	struct mailbox_sync_result *res = sc->res;
 	unsigned tag_old = 0, tag_new = 0, tag_first = 0;
 	enum mf_status st, st2;
-	char *cmd, *first = NULL;
+	char *cmd;
 	/* New mail only, in a folder this connection has open anyway (our
 	 * own APPEND or MOVE just went there): no EXAMINE, but a NOOP first,
 	 * since a server shows a selected folder's new messages to FETCH
@@ -267,8 +267,8 @@ again:
 		 * with the EXAMINE's answer. A folder never listed: the FETCH
 		 * of all it holds goes out with the EXAMINE, one round trip for
 		 * both (the FETCH asks nothing the answer could change). */
-		first = !req->uidvalidity && !req->last_uid && !req->new_only ?
-		        imap_sync_fetch_new(1) : NULL;
+		char *first = !req->uidvalidity && !req->last_uid && !req->new_only ?
+		              imap_sync_fetch_new(1) : NULL;
 		tag_first = 0;
 		const struct imap_qresync q = {
 			req->new_only ? 0 : req->uidvalidity, req->highestmodseq, req->last_uid,
@@ -278,7 +278,7 @@ again:
 		sc->selecting = 1;
 		st = imap_examine_qresync(c, req->wire_name, &q);
 		sc->selecting = 0;
-		g_clear_pointer(&first, g_free);
+		g_free(first);
 		if (st != MF_OK) {
 			if (tag_first)
 				imap_wait(c, tag_first, NULL, NULL);  /* its NO: in step again */

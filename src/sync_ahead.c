@@ -287,13 +287,8 @@ static gpointer sync_ahead_thread(gpointer data)
 
 void sync_ahead_note(struct sync_ctx *s, int64_t folder_id, uint32_t uid)
 {
-	struct sync_ahead *a;
+	struct sync_ahead *a = g_atomic_pointer_get(&s->ahead);
 
-	/* A stream pushes the bodies it brings: the thread is not woken for
-	 * each of its reader's opens. */
-	if (sync_stream_active(s, folder_id))
-		return;
-	a = g_atomic_pointer_get(&s->ahead);
 	if (!a) {
 		/* The first hit: the thread is made once (s->lock). */
 		g_mutex_lock(&s->lock);

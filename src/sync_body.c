@@ -19,6 +19,15 @@
 
 /* ---------------------------------------------------------------- bodies */
 
+/* A body found in the cache: the reader's progress, told to its folder's
+ * stream, or else to the thread that pushes cached bodies ahead (one
+ * look at the streams, under s->lock, for both). */
+static void sync_body_hit(struct sync_ctx *s, int64_t folder_id, uint32_t uid)
+{
+	if (!sync_stream_note_hit(s, folder_id, uid))
+		sync_ahead_note(s, folder_id, uid);
+}
+
 struct store_message *sync_message_copy(const struct store_message *m)
 {
 	struct store_message *copy = g_new0(struct store_message, 1);
@@ -212,8 +221,7 @@ enum mf_status sync_body_open(struct sync_ctx *s, int64_t folder_id, uint32_t ui
 	fd = store_body_open(s->store, folder_id, uid, off, len);
 	if (fd >= 0) {
 		stats_add(cache_hits, 1);
-		sync_stream_note_hit(s, folder_id, uid);
-		sync_ahead_note(s, folder_id, uid);
+		sync_body_hit(s, folder_id, uid);
 		*fd_out = fd;
 		return MF_OK;
 	}
@@ -277,6 +285,5 @@ void sync_body_seen(struct sync_ctx *s, uint64_t ino_base, uint32_t uid)
 	}
 	/* A use, as an open of the cache file is: least recently used last. */
 	store_body_used(s->store, folder_id, uid);
-	sync_stream_note_hit(s, folder_id, uid);
-	sync_ahead_note(s, folder_id, uid);
+	sync_body_hit(s, folder_id, uid);
 }

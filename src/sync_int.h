@@ -92,8 +92,9 @@ int sync_stream_active(struct sync_ctx *s, int64_t folder_id);
  * MF_ERR_TIMEOUT). */
 int sync_stream_open(struct sync_ctx *s, int64_t folder_id, const struct store_message *m,
                      int *fd_out, uint64_t *off, uint64_t *len, enum mf_status *failed);
-/* A cache hit: a body the stream brought, the reader's progress. */
-void sync_stream_note_hit(struct sync_ctx *s, int64_t folder_id, uint32_t uid);
+/* A cache hit: a body the stream brought, the reader's progress. 1 when
+ * a stream runs for the folder. */
+int sync_stream_note_hit(struct sync_ctx *s, int64_t folder_id, uint32_t uid);
 /* Ends every stream and waits for their threads (sync_free). */
 void sync_streams_stop(struct sync_ctx *s);
 
@@ -106,8 +107,9 @@ void sync_message_free(gpointer m);
 
 /* ---- sync_ahead.c */
 
-/* A cache hit on (folder_id, uid): once hits go in order, the next
- * cached bodies are pushed ahead of the reader (a thread of its own). */
+/* A cache hit on (folder_id, uid) in a folder no stream reads (one
+ * pushes the bodies it brings): once hits go in order, the next cached
+ * bodies are pushed ahead of the reader (a thread of its own). */
 void sync_ahead_note(struct sync_ctx *s, int64_t folder_id, uint32_t uid);
 /* Ends the thread (sync_free). */
 void sync_ahead_stop(struct sync_ctx *s);

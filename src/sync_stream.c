@@ -765,7 +765,7 @@ static int sync_stream_is_next(struct sync_ctx *s, struct sync_stream *st,
 	return next.uid == m->uid;
 }
 
-void sync_stream_note_hit(struct sync_ctx *s, int64_t folder_id, uint32_t uid)
+int sync_stream_note_hit(struct sync_ctx *s, int64_t folder_id, uint32_t uid)
 {
 	struct sync_stream *st;
 	struct sync_stream_entry *e;
@@ -778,6 +778,7 @@ void sync_stream_note_hit(struct sync_ctx *s, int64_t folder_id, uint32_t uid)
 		sync_stream_consume(st, e->uid, e->name);
 	}
 	g_mutex_unlock(&s->lock);
+	return st != NULL;
 }
 
 int sync_stream_open(struct sync_ctx *s, int64_t folder_id, const struct store_message *m,
