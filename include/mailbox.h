@@ -146,9 +146,22 @@ enum mailbox_news {
 	MAILBOX_NEWS_CHANGED = 1 << 1,
 };
 
+/* A folder as a watch found it when it was (re)established (IMAP: the
+ * EXAMINE's answer). */
+struct mailbox_seen {
+	uint32_t uidvalidity;
+	uint32_t uidnext;
+	uint64_t highestmodseq;   /* 0: the server keeps none (no CONDSTORE) */
+	uint32_t exists;
+};
+
 /* Called from a thread of the driver's, never with a lock of the
- * caller's held; must not block. */
-typedef void (*mailbox_news_fn)(void *ctx, const char *wire_name, unsigned news);
+ * caller's held; must not block. seen: NULL, but with the news of a watch
+ * just (re)established when nothing else was heard since: the folder's
+ * state then. A cache holding that very state missed nothing before the
+ * watch. */
+typedef void (*mailbox_news_fn)(void *ctx, const char *wire_name, unsigned news,
+                                const struct mailbox_seen *seen);
 
 struct mailbox_ops {
 	unsigned caps;            /* enum mailbox_cap bits */

@@ -47,6 +47,9 @@ struct imap_watcher {
 	/* The thread's own: */
 	uint64_t exists;       /* the folder's count as last heard */
 	unsigned heard;        /* enum mailbox_news bits not reported yet */
+	struct mailbox_seen seen;  /* the folder as the watch's EXAMINE found it */
+	int seen_only;         /* heard holds that the watch is new, and nothing
+	                          since: the report says what it found */
 	int idled;             /* an IDLE was entered on this connection */
 };
 
@@ -68,11 +71,14 @@ static void imap_watch_untagged(void *ctx, struct imap_conn *c, const struct ima
 			w->heard |= MAILBOX_NEWS_ADDED;
 		else if (r->number < w->exists)
 			w->heard |= MAILBOX_NEWS_CHANGED;
+		if (r->number != w->exists)
+			w->seen_only = 0;
 		w->exists = r->number;
 	} else if (g_ascii_strcasecmp(r->keyword, "EXPUNGE") == 0 ||
 	           g_ascii_strcasecmp(r->keyword, "VANISHED") == 0 ||
 	           g_ascii_strcasecmp(r->keyword, "FETCH") == 0) {
 		w->heard |= MAILBOX_NEWS_CHANGED;
+		w->seen_only = 0;
 		if (r->has_number && w->exists && g_ascii_strcasecmp(r->keyword, "EXPUNGE") == 0)
 			w->exists--;
 	}
@@ -82,12 +88,16 @@ static void imap_watch_report(struct imap_watcher *w)
 {
 	unsigned heard = w->heard;
 
+	int seen_only = w->seen_only;
+
 	w->heard = 0;
+	w->seen_only = 0;
 	if (heard && !imap_watch_stopping(w)) {
-		log_debug("watch %s: news %s%s", w->wire,
+		log_debug("watch %s: news %s%s%s", w->wire,
 		          heard & MAILBOX_NEWS_ADDED ? "added " : "",
-		          heard & MAILBOX_NEWS_CHANGED ? "changed" : "");
-		w->news(w->news_ctx, w->wire, heard);
+		          heard & MAILBOX_NEWS_CHANGED ? "changed" : "",
+		          seen_only ? " (in place)" : "");
+		w->news(w->news_ctx, w->wire, heard, seen_only ? &w->seen : NULL);
 	}
 }
 
@@ -173,6 +183,9 @@ static enum imap_watch_end imap_watch_session(struct imap_watcher *w, int *estab
 	if (st == MF_OK && end == WATCH_LOST) {
 		w->exists = c->exists;
 		w->heard = MAILBOX_NEWS_CHANGED;  /* what came before is unknown */
+		w->seen = (struct mailbox_seen){ c->uidvalidity, c->uidnext, c->highestmodseq,
+		                                 (uint32_t)c->exists };
+		w->seen_only = 1;
 		while (!imap_watch_stopping(w) && (st = imap_watch_idle(w, c)) == MF_OK)
 			imap_watch_report(w);
 		imap_watch_report(w);  /* what was heard before a failure */
@@ -212,7 +225,7 @@ static gpointer imap_watch_thread(gpointer data)
 			break;
 		}
 		if (end == WATCH_GONE) {
-			w->news(w->news_ctx, w->wire, MAILBOX_NEWS_CHANGED);
+			w->news(w->news_ctx, w->wire, MAILBOX_NEWS_CHANGED, NULL);
 			break;
 		}
 		if (established)

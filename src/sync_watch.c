@@ -11,8 +11,11 @@
  * settled (SYNC_WATCH_SETTLE_US without more, SYNC_WATCH_SETTLE_MAX_US at
  * most after the first) it is brought in step through the ordinary
  * re-check (sync_folder_run, forced; only the new messages when the
- * server told of nothing but new ones), unless a full check asked the
- * server after the news came (sync_ctx.asked). The store then tells fs of the
+ * server told of nothing but new ones), unless the cache is in step with
+ * what the news tells of: a full check asked the server after the news
+ * came (sync_ctx.asked), or the news is only that a watch is in place and
+ * the folder it found is the one the cache holds (sync_watch_in_place).
+ * The store then tells fs of the
  * names that went or moved, and changed() of the folder: the kernel's
  * caches of it go, so that ls, stat and getfattr see the server's state
  * at once whatever -o refresh says.
@@ -42,8 +45,16 @@ struct sync_watch {
 	GHashTable *watched;     /* folder id -> wire name: the set being watched */
 	int review;              /* a folder not watched came into use */
 	gint64 reviewed_at;
-	GHashTable *pending;     /* wire name -> enum mailbox_news bits */
+	GHashTable *pending;     /* wire name -> struct sync_watch_news */
 	gint64 first_news, last_news;
+};
+
+/* A folder's news not yet applied. */
+struct sync_watch_news {
+	unsigned bits;           /* enum mailbox_news */
+	int in_place;            /* only that the watch is in place: seen holds
+	                            what it found */
+	struct mailbox_seen seen;
 };
 
 struct sync_watch_use {
@@ -58,19 +69,30 @@ static int sync_watch_use_cmp(const void *a, const void *b)
 }
 
 /* From the driver's threads: noted, applied by sync's thread. */
-static void sync_watch_news(void *ctx, const char *wire_name, unsigned news)
+static void sync_watch_news(void *ctx, const char *wire_name, unsigned news,
+                            const struct mailbox_seen *seen)
 {
 	struct sync_watch *w = ctx;
 	gint64 now = g_get_monotonic_time();
-	gpointer had;
+	struct sync_watch_news *n;
 
 	g_mutex_lock(&w->lock);
-	had = g_hash_table_lookup(w->pending, wire_name);
-	if (!had && g_hash_table_size(w->pending) == 0)
-		w->first_news = now;
+	n = g_hash_table_lookup(w->pending, wire_name);
+	if (!n) {
+		if (g_hash_table_size(w->pending) == 0)
+			w->first_news = now;
+		n = g_new0(struct sync_watch_news, 1);
+		/* What it found holds only while nothing else is heard. */
+		if (seen) {
+			n->in_place = 1;
+			n->seen = *seen;
+		}
+		g_hash_table_insert(w->pending, g_strdup(wire_name), n);
+	} else {
+		n->in_place = 0;
+	}
 	w->last_news = now;
-	g_hash_table_replace(w->pending, g_strdup(wire_name),
-	                     GUINT_TO_POINTER(GPOINTER_TO_UINT(had) | news));
+	n->bits |= news;
 	g_cond_broadcast(&w->cond);
 	g_mutex_unlock(&w->lock);
 }
@@ -164,6 +186,19 @@ static void sync_watch_set(struct sync_watch *w)
 	log_debug("watching %u folders", g_hash_table_size(set));
 }
 
+/* Whether the cache holds the folder as a watch found it when it was put
+ * in place: nothing happened between the check that wrote the cache and
+ * the watch's start, and what came after, the watch tells. A new message
+ * moves UIDNEXT, anything else HIGHESTMODSEQ (RFC 7162: an expunge too),
+ * and the count must agree; without a HIGHESTMODSEQ nothing shows a flag
+ * changed, and the folder is checked. */
+static int sync_watch_in_place(const struct store_folder *f, const struct mailbox_seen *seen)
+{
+	return seen->highestmodseq && f->uidvalidity && f->synced_at &&
+	       f->uidvalidity == seen->uidvalidity && f->uidnext == seen->uidnext &&
+	       f->highestmodseq == seen->highestmodseq && f->message_count == seen->exists;
+}
+
 /* Brings each folder with news in step (lock not held). news_at: when
  * the last of them came. */
 static void sync_watch_apply(struct sync_watch *w, GHashTable *pending, gint64 news_at)
@@ -174,7 +209,8 @@ static void sync_watch_apply(struct sync_watch *w, GHashTable *pending, gint64 n
 
 	g_hash_table_iter_init(&it, pending);
 	while (g_hash_table_iter_next(&it, &k, &v)) {
-		unsigned news = GPOINTER_TO_UINT(v);
+		const struct sync_watch_news *n = v;
+		unsigned news = n->bits;
 		struct store_folder f = { 0 };
 		int64_t id = 0;
 		int changed = 0;
@@ -208,6 +244,14 @@ static void sync_watch_apply(struct sync_watch *w, GHashTable *pending, gint64 n
 		}
 		if (store_folder_by_id(s->store, id, &f) != MF_OK)
 			continue;
+		if (n->in_place && sync_watch_in_place(&f, &n->seen)) {
+			/* A watch put in place after a check had begun (the
+			 * folder's first listing, most often: its watch comes a
+			 * round trip or more later) found what the cache holds. */
+			log_debug("watch: %s in step (as the watch found it)", f.path);
+			store_folder_clear(&f);
+			continue;
+		}
 		/* A folder never listed has nothing stale: its first listing
 		 * will bring everything. */
 		if (!f.noselect && (f.uidvalidity || f.synced_at)) {
@@ -236,7 +280,7 @@ static gpointer sync_watch_thread(gpointer data)
 			if (now >= due) {
 				GHashTable *pending = w->pending;
 				gint64 news_at = w->last_news;
-				w->pending = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
+				w->pending = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, g_free);
 				g_mutex_unlock(&w->lock);
 				sync_watch_apply(w, pending, news_at);
 				g_hash_table_destroy(pending);
@@ -320,7 +364,7 @@ void sync_watch_start(struct sync_ctx *s, void (*changed)(void *ctx, const char 
 	g_cond_init(&w->cond);
 	w->used = g_hash_table_new_full(g_int64_hash, g_int64_equal, g_free, g_free);
 	w->watched = g_hash_table_new_full(g_int64_hash, g_int64_equal, g_free, g_free);
-	w->pending = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
+	w->pending = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, g_free);
 	w->review = 1;
 	/* The thread waits for the lock until w->thread is set: notes from
 	 * it are told apart by it. */

@@ -4,7 +4,7 @@ Every mount here uses -o refresh=3600, so that only the IDLE watch can
 explain a change seen within the test; the other client is imaplib. A
 folder comes under watch once it is used (here: listed with ls); the
 tests wait for the watch to be in place (the mount's debug log says the
-folder was brought in step once its IDLE connection was set up), then let
+folder is in step once its IDLE connection was set up), then let
 the other client act, and wait (bounded) for the mount to show it. The
 issue asks for 2 s; the bound asserted is LIVE_BOUND, generous for a
 loaded machine, and the latency measured is printed.
@@ -16,6 +16,8 @@ loaded machine, and the latency measured is printed.
 - the IDLE connection cut (tests/tcp_proxy.py): two appended and one
   expunged meanwhile; after the reconnect the mount holds exactly the
   server's state;
+- a watch put in place after the folder was listed, finding what the
+  listing stored, costs no EXAMINE of its own beyond its connection's;
 - a server without IDLE still gets changes after -o refresh;
 - an unmount while the server answers nothing ends within a bound.
 """
@@ -45,10 +47,15 @@ def mount_live(mount, dc, options=OPTIONS, **kw):
 
 def watched(m, folder, timeout=LIVE_BOUND * 3):
     """Waits until the watch of folder is in place: its IDLE connection set
-    up, and the folder brought in step once after it."""
-    mark = "watch: %s brought in step" % folder
-    wait_for(lambda: mark in m.log_text(), timeout, what="the watch of %s\n%s" % (
-        folder, m.log_tail(30)))
+    up, and the folder brought in step once after it (checked, or found as
+    the cache holds it).  Returns the log line that said so."""
+    marks = ("watch: %s brought in step" % folder,
+             "watch: %s in step (as the watch found it)" % folder)
+
+    def said():
+        return next((line for line in m.log_text().splitlines()
+                     if any(mark in line for mark in marks)), None)
+    return wait_for(said, timeout, what="the watch of %s\n%s" % (folder, m.log_tail(30)))
 
 
 def shows(m, folder, what, cond):
@@ -191,6 +198,33 @@ def idle_connection(px, folder):
                 ("EXAMINE " + imap_quote(folder)) in x for x in lines):
             found = n
     return found
+
+
+def test_watch_finding_the_listed_folder_costs_no_check(mount, servers):
+    """A folder listed, then watched (a review after its use): the watch's
+    EXAMINE finds the UIDNEXT, HIGHESTMODSEQ and count the listing stored,
+    so nothing happened in between and no re-check follows (it cost an
+    EXAMINE, and the connection the listing left warm for the first open).
+    The server sees two EXAMINEs of the folder: the listing's and the
+    watch's."""
+    dc = servers.get("idle")
+    raws = sample_mail.sample_messages(4, "live-found-%d" % next(SEQ), tricky=False)
+    folder = new_folder(dc, "LiveFound", raws)
+    with FaultProxy(("127.0.0.1", dc.imap_port)) as px:
+        m = mount(url=server_url(dc, "imap", port=px.port), server=dc, cafile=False,
+                  options=OPTIONS + ["tls=none"])
+        assert listing(m.p(folder)) == sorted(name_of(r) for r in raws)
+        line = watched(m, folder)
+        with px.lock:
+            examines = [c.decode("utf-8", "replace") for _, c in px.commands
+                        if ("EXAMINE " + imap_quote(folder)).encode() in c]
+        assert "as the watch found it" in line, "%s\n%s" % (line, m.log_tail(30))
+        assert len(examines) == 2, "\n".join(examines)
+        # The watch works all the same: a message appended now shows.
+        extra = sample_mail.sample_messages(1, "live-found-new-%d" % next(SEQ), tricky=False)[0]
+        dc.append("alice", folder, extra)
+        shows(m, folder, "a new message listed", lambda: name_of(extra) in listing(m.p(folder)))
+        m.unmount()
 
 
 def test_reconnect_after_cut_idle(mount, servers):

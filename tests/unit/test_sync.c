@@ -20,6 +20,7 @@
 #include <glib.h>
 
 #include "mailbox.h"
+#include "log.h"
 #include "mime.h"
 #include "store.h"
 #include "sync.h"
@@ -54,6 +55,7 @@ struct fake {
 	mailbox_news_fn news;
 	void *news_ctx;
 	gint syncs, watches;
+	uint64_t modseq;     /* HIGHESTMODSEQ told at a sync (0: none) */
 };
 
 static void fake_msg_free(gpointer p)
@@ -198,6 +200,7 @@ static enum mf_status fake_sync_folder(struct mailbox *mb, const struct mailbox_
 	out->uidnext = f->uidnext;
 	out->reset = server_uids && req->uidvalidity && req->uidvalidity != f->uidvalidity;
 	out->present_valid = !req->new_only && !fk->vanished;
+	out->highestmodseq = fk->modseq;
 	if (fk->vanished) {
 		g_array_append_vals(out->vanished, fk->vanished->data, fk->vanished->len);
 		out->highestmodseq = 7;
@@ -333,8 +336,8 @@ static enum mf_status fake_set_flags(struct mailbox *mb, const char *wire_name,
 	return MF_OK;
 }
 
-/* Each folder's watch is in place at once, which the news says (as the
- * IMAP driver's does once its IDLE runs). */
+/* Each folder's watch is in place at once, which the news says with what
+ * it found (as the IMAP driver's does once its IDLE runs). */
 static enum mf_status fake_watch(struct mailbox *mb, const char *const *wire_names, size_t n,
                                  mailbox_news_fn news, void *ctx)
 {
@@ -342,8 +345,14 @@ static enum mf_status fake_watch(struct mailbox *mb, const char *const *wire_nam
 
 	fk->news = news;
 	fk->news_ctx = ctx;
-	for (size_t i = 0; i < n; i++)
-		news(ctx, wire_names[i], MAILBOX_NEWS_CHANGED);
+	for (size_t i = 0; i < n; i++) {
+		const struct fake_folder *f = fake_folder(fk, wire_names[i]);
+		struct mailbox_seen seen = { 0 };
+		if (f)
+			seen = (struct mailbox_seen){ f->uidvalidity, f->uidnext, fk->modseq,
+			                              f->msgs->len };
+		news(ctx, wire_names[i], MAILBOX_NEWS_CHANGED, f ? &seen : NULL);
+	}
 	if (n)
 		g_atomic_int_inc(&fk->watches);
 	return MF_OK;
@@ -851,11 +860,67 @@ static void test_news_older_than_a_listing_costs_no_check(void **state)
 	assert_int_equal(g_atomic_int_get(&changed), 0);
 
 	fake_add_msg(fake_folder(fx->fk, "INBOX"), "m21", "");
-	fx->fk->news(fx->fk->news_ctx, "INBOX", MAILBOX_NEWS_ADDED);
+	fx->fk->news(fx->fk->news_ctx, "INBOX", MAILBOX_NEWS_ADDED, NULL);
 	wait_count(&changed, 1);
 	assert_int_equal(g_atomic_int_get(&fx->fk->syncs), listed + 1);
 	sync_watch_stop(s);
 	assert_non_null(strstr(fx->fk->calls->str, "SYNC INBOX new"));
+}
+
+/* Waits (10 s at most) for a line holding what in the log file at path. */
+static int wait_log(const char *path, const char *what)
+{
+	for (int i = 0; i < 1000; i++) {
+		char *text = NULL;
+		int found = g_file_get_contents(path, &text, NULL, NULL) && strstr(text, what);
+		g_free(text);
+		if (found)
+			return 1;
+		g_usleep(10 * 1000);
+	}
+	return 0;
+}
+
+/* A folder is listed, then its watch is put in place (a folder that came
+ * into use is watched a review later; INBOX's watch, through a far link,
+ * comes after its first listing began): when the watch found the folder
+ * the cache holds, its news costs no check; when it found another, the
+ * folder is checked. */
+static void test_watch_finding_what_the_cache_holds_costs_no_check(void **state)
+{
+	struct fixture *fx = *state;
+	struct fake_folder *f = fake_folder(fx->fk, "INBOX");
+	struct mailbox_seen seen;
+	struct sync_ctx *s;
+	char *log = g_build_filename(fx->base, "log", NULL), *text = NULL;
+	gint changed = 0, listed;
+	int64_t inbox;
+
+	assert_int_equal(log_setup(log, 1), 0);
+	fx->cfg.watch = 1;
+	fx->fk->modseq = 5;
+	fx->fk->ops.watch = fake_watch;
+	s = fixture_sync(fx);
+	inbox = folder_id(fx, "INBOX");
+	assert_int_equal(sync_folder_if_stale(s, inbox, 1, NULL), MF_OK);
+	listed = g_atomic_int_get(&fx->fk->syncs);
+	sync_watch_start(s, count_changed, &changed);
+	wait_count(&fx->fk->watches, 1);
+	if (!wait_log(log, "watch: INBOX in step (as the watch found it)")) {
+		g_file_get_contents(log, &text, NULL, NULL);
+		fail_msg("no in-step line in the log:\n%s", text ? text : "");
+	}
+	assert_int_equal(g_atomic_int_get(&fx->fk->syncs), listed);
+	assert_int_equal(g_atomic_int_get(&changed), 0);
+
+	/* Put in place again, finding one message more than the cache holds. */
+	seen = (struct mailbox_seen){ f->uidvalidity, f->uidnext + 1, 5, f->msgs->len + 1 };
+	fx->fk->news(fx->fk->news_ctx, "INBOX", MAILBOX_NEWS_CHANGED, &seen);
+	wait_count(&changed, 1);
+	assert_int_equal(g_atomic_int_get(&fx->fk->syncs), listed + 1);
+	sync_watch_stop(s);
+	log_setup(NULL, 0);
+	g_free(log);
 }
 
 static void test_read_ahead_not_with_mark_seen(void **state)
@@ -1126,6 +1191,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_cached_bodies_not_ahead_of_jumps, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_news_older_than_a_listing_costs_no_check, setup,
 		                                teardown),
+		cmocka_unit_test_setup_teardown(test_watch_finding_what_the_cache_holds_costs_no_check,
+		                                setup, teardown),
 	};
 
 	mime_init();
