@@ -87,7 +87,6 @@ static void imap_watch_untagged(void *ctx, struct imap_conn *c, const struct ima
 static void imap_watch_report(struct imap_watcher *w)
 {
 	unsigned heard = w->heard;
-
 	int seen_only = w->seen_only;
 
 	w->heard = 0;

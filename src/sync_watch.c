@@ -15,10 +15,9 @@
  * what the news tells of: a full check asked the server after the news
  * came (sync_ctx.asked), or the news is only that a watch is in place and
  * the folder it found is the one the cache holds (sync_watch_in_place).
- * The store then tells fs of the
- * names that went or moved, and changed() of the folder: the kernel's
- * caches of it go, so that ls, stat and getfattr see the server's state
- * at once whatever -o refresh says.
+ * The store then tells fs of the names that went or moved, and changed()
+ * of the folder: the kernel's caches of it go, so that ls, stat and
+ * getfattr see the server's state at once whatever -o refresh says.
  *
  * Must not: call the driver or the store with w->lock held. */
 #include <string.h>
