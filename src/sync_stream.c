@@ -162,6 +162,20 @@ static void sync_stream_pace(struct sync_stream *st)
 	stats_max(stream_window, w);
 }
 
+/* Whether more is to be planned: a quarter of the window is free. The
+ * reader then has three quarters of it ahead, and the next command asks
+ * for a quarter at least. A full window refilled as each message was read
+ * made a command of each, and woke the stream's thread at each open: a
+ * tar of 50,000 small messages sent from 200 to 4,000 FETCHes. A message
+ * larger than what is free waits until it fits (or, larger than the
+ * window, until nothing is ahead: sync_stream_pick). */
+static int sync_stream_wants(const struct sync_stream *st)
+{
+	uint64_t room = st->ahead < st->window ? st->window - st->ahead : 0;
+
+	return room >= st->window / 4;
+}
+
 /* The reader reached the message (uid, name): it and all before it are
  * no longer ahead of it. */
 static void sync_stream_consume(struct sync_stream *st, uint32_t uid, const char *name)
@@ -183,7 +197,8 @@ static void sync_stream_consume(struct sync_stream *st, uint32_t uid, const char
 	}
 	sync_stream_pace(st);
 	sync_stream_reap(st);
-	g_cond_broadcast(&st->s->stream_cond);
+	if (sync_stream_wants(st))
+		g_cond_broadcast(&st->s->stream_cond);  /* the stream's thread plans */
 }
 
 /* ---------------------------------------------------------------- the driver's side */
@@ -322,11 +337,10 @@ static int sync_stream_next(void *ctx, struct mailbox_body_request *reqs, size_t
 			n = -1;
 			break;
 		}
-		uint64_t room = st->ahead < st->window ? st->window - st->ahead : 0;
-		/* In sizeable batches, unless the pipe is empty: each batch is a
+		/* In sizeable batches, even with the pipe empty (the reader then
+		 * has three quarters of a window ahead of it): each batch is a
 		 * command, and a command per body is what streaming avoids. */
-		if (!st->first_unsent &&
-		    (wait || room >= st->window / 4 || g_queue_get_length(&st->order) < max))
+		if (!st->first_unsent && sync_stream_wants(st))
 			sync_stream_plan(st, max);
 		while (st->first_unsent && (size_t)n < max) {
 			struct sync_stream_entry *e = st->first_unsent->data;

@@ -268,6 +268,33 @@ def test_message_larger_than_the_window_arrives_whole(mount, dc, tmp_path):
     no_seen(dc, "Big")
 
 
+def test_a_full_window_is_refilled_in_sets(mount, dc):
+    """A reader slower than the link keeps the window full: the stream asks
+    for more once a quarter of it is free, in one command, not a command
+    for each message read (a tar of 50,000 messages sent up to 4,000
+    FETCHes for what 200 carry).  A window of 64 KiB, 240 messages of 3 KB
+    read in order: a FETCH carries 5 of them, and the first few fewer."""
+    n = 240
+    raws = [padded(i, "refill", 3_000) for i in range(n)]
+    bodies = make_folder(dc, "Refill", raws, 9)
+    by_sha = set(sha(b) for b in bodies.values())
+    m = mount(server=dc, env={"MAILFS_STREAM_WINDOW": "65536"})
+    wrong = []
+    for name in sorted(os.listdir(m.p("Refill"))):
+        with open(m.p("Refill", name), "rb") as f:
+            if sha(f.read()) not in by_sha:
+                wrong.append(name)
+    st = stats(m)
+    m.unmount()
+    assert not wrong, "read through the stream, differing from the server: %s" % wrong[:5]
+    assert st["stream_bodies"] >= n - 5, st
+    print("stream commands: %d for %d bodies" % (st["stream_fetches"], n))
+    assert st["stream_fetches"] <= n // 4, \
+        "%d stream commands for %d bodies read through a full window: one a message" % (
+            st["stream_fetches"], n)
+    no_seen(dc, "Refill")
+
+
 def test_cache_never_grows_past_cache_size(mount, dc, tmp_path):
     """cache_size=1M, a folder of 3 MB read in order by a reader that
     pauses: the stream goes no further ahead than a fraction of the cache,
