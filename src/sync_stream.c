@@ -167,8 +167,8 @@ static void sync_stream_pace(struct sync_stream *st)
  * for a quarter at least. A full window refilled as each message was read
  * made a command of each, and woke the stream's thread at each open: a
  * tar of 50,000 small messages sent from 200 to 4,000 FETCHes. A message
- * larger than what is free waits until it fits (or, larger than the
- * window, until nothing is ahead: sync_stream_pick). */
+ * larger than what is free waits until it fits (one larger than the
+ * window is left to its open: sync_stream_pick asks for none such). */
 static int sync_stream_wants(const struct sync_stream *st)
 {
 	uint64_t room = st->ahead < st->window ? st->window - st->ahead : 0;
