@@ -263,9 +263,17 @@ def test_ls_lR_downloads_no_bodies(mount, account, session_dovecot):
         "ls -lR received %d bytes for a mailbox of %d bytes" % (stats["bytes_received"], total)
     m.unmount()
     logins = wait_for(lambda: dc.logins("alice", since=mark), 5, what="a login in the log")
-    sessions = wait_for(
-        lambda: (lambda s: s if len(s) >= len(logins) else None)(dc.sessions("alice", since=mark)),
-        10, what="a logout line for each of mailfs's %d sessions" % len(logins))
+    try:
+        sessions = wait_for(
+            lambda: (lambda s: s if len(s) >= len(logins) else None)(
+                dc.sessions("alice", since=mark)),
+            30, what="a logout line for each of mailfs's %d sessions" % len(logins))
+    except AssertionError as e:
+        # mailfs has exited (unmount waits for it): every session it had
+        # is closed. Show which one Dovecot has not ended.
+        raise AssertionError("%s\nlogins:\n%s\nended:\n%s" % (
+            e, "\n".join(dc.logins("alice", since=mark)),
+            "\n".join(s["line"] for s in dc.sessions("alice", since=mark))))
     out = sum(s["out"] for s in sessions)
     assert out < total * 0.25, "Dovecot sent %d bytes (out=) for a %d-byte mailbox" % (out, total)
     bodies = [s["line"] for s in sessions if s.get("body_count")]
