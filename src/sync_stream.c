@@ -162,6 +162,12 @@ static void sync_stream_pace(struct sync_stream *st)
 	stats_max(stream_window, w);
 }
 
+/* What the window has free: bytes that may be planned ahead of the reader. */
+static uint64_t sync_stream_room(const struct sync_stream *st)
+{
+	return st->ahead < st->window ? st->window - st->ahead : 0;
+}
+
 /* Whether more is to be planned: a quarter of the window is free. The
  * reader then has three quarters of it ahead, and the next command asks
  * for a quarter at least. A full window refilled as each message was read
@@ -171,9 +177,7 @@ static void sync_stream_pace(struct sync_stream *st)
  * window is left to its open: sync_stream_pick asks for none such). */
 static int sync_stream_wants(const struct sync_stream *st)
 {
-	uint64_t room = st->ahead < st->window ? st->window - st->ahead : 0;
-
-	return room >= st->window / 4;
+	return sync_stream_room(st) >= st->window / 4;
 }
 
 /* The reader reached the message (uid, name): it and all before it are
@@ -291,7 +295,7 @@ static void sync_stream_plan(struct sync_stream *st, size_t max)
 	struct sync_ctx *s = st->s;
 
 	for (;;) {
-		uint64_t room = st->ahead < st->window ? st->window - st->ahead : 0;
+		uint64_t room = sync_stream_room(st);
 		if (st->stop || st->exhausted || room == 0)
 			return;
 		struct store_message cursor = { .uid = st->cursor_uid, .name = g_strdup(st->cursor_name) };
