@@ -32,6 +32,7 @@ struct mf_config {
 	int readonly;
 	int timeout;           /* seconds, bound on every network wait */
 	int debug;
+	int follow_reader;     /* answer a lone reader's opens on its CPU (fs_follow.c) */
 };
 
 #endif

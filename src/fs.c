@@ -768,6 +768,7 @@ struct fs_ctx *fs_new(const struct mf_config *cfg)
 	ctx->moved = g_hash_table_new_full(g_direct_hash, g_direct_equal, NULL, g_free);
 	ctx->pushed.bits = g_new0(gint, FS_PUSHED_BITS / 32);
 	ctx->dropped.bits = g_new0(gint, FS_PUSHED_BITS / 32);
+	fs_follow_init(ctx);
 	return ctx;
 }
 
@@ -813,6 +814,7 @@ void fs_free(struct fs_ctx *ctx)
 	g_mutex_clear(&ctx->moved_lock);
 	g_free(ctx->pushed.bits);
 	g_free(ctx->dropped.bits);
+	fs_follow_end(ctx);
 	g_free(ctx->mountpoint);
 	g_free(ctx);
 }

@@ -151,6 +151,7 @@ void fs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	struct fs_handle *h;
 	int rc, size_changed = 0;
 
+	fs_follow_open(ctx, req);
 	if (ino & FS_STAGED_BIT) {
 		rc = fs_staged_open(ctx, ino, fi);
 		if (rc != 0)

@@ -35,6 +35,14 @@ struct fs_nodemap {
 	gint count;              /* bits set since the map was last cleared */
 };
 
+/* Who opens files one after another, and how many in a row (fs_follow.c). */
+struct fs_follow {
+	GMutex lock;
+	pid_t pid;               /* the thread that made the last open */
+	unsigned streak;         /* its opens in a row, up to FS_FOLLOW_STREAK */
+	int fd;                  /* its /proc/PID/stat, while followed; or -1 */
+};
+
 struct fs_ctx {
 	const struct mf_config *cfg;
 	struct store *store;
@@ -89,6 +97,7 @@ struct fs_ctx {
 	 * keeps them (read twice in a mount, a body is worth its memory). A
 	 * false "dropped" keeps pages, nothing more. */
 	struct fs_nodemap dropped;
+	struct fs_follow follow;
 };
 
 enum fs_kind { FS_ROOT, FS_FOLDER, FS_MESSAGE };
@@ -182,6 +191,14 @@ void fs_push_arrived(struct fs_ctx *ctx, fuse_ino_t ino, const void *body, size_
 /* sync_set_arrival's held: whether the body of the message is in the
  * kernel's page cache already (pushed in this mount). */
 int fs_body_held(void *data, uint64_t ino_base, uint32_t uid);
+
+/* ---- fs_follow.c */
+
+/* At an open: the answering thread goes to the CPU of a reader that
+ * opens file after file, or runs free. */
+void fs_follow_open(struct fs_ctx *ctx, fuse_req_t req);
+void fs_follow_init(struct fs_ctx *ctx);
+void fs_follow_end(struct fs_ctx *ctx);
 
 /* ---- fs_inval.c */
 

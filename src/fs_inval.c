@@ -6,6 +6,7 @@
  * syscall may hold the directory lock the kernel needs for it. */
 #include <string.h>
 #include <glib.h>
+#include "cpus.h"
 #include "fs_int.h"
 #include "stats.h"
 
@@ -155,7 +156,7 @@ void fs_invalidate_pages(struct fs_ctx *ctx, fuse_ino_t ino)
 void fs_inval_start(struct fs_ctx *ctx)
 {
 	ctx->invalidate = g_async_queue_new();
-	ctx->invalidator = g_thread_new("invalidate", fs_invalidator, ctx);
+	ctx->invalidator = cpus_thread_new("invalidate", fs_invalidator, ctx);
 }
 
 void fs_inval_stop(struct fs_ctx *ctx)

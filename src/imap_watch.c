@@ -27,6 +27,7 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 #include <glib.h>
+#include "cpus.h"
 #include "imap_int.h"
 #include "log.h"
 
@@ -310,7 +311,7 @@ enum mf_status imap_watch(struct mailbox *mb, const char *const *wire_names, siz
 		w->wire = g_strdup(wire_names[i]);
 		w->news = news;
 		w->news_ctx = ctx;
-		w->thread = g_thread_new("watch", imap_watch_thread, w);
+		w->thread = cpus_thread_new("watch", imap_watch_thread, w);
 		g_ptr_array_add(d->watchers, w);
 	}
 	if (d->watch_off)

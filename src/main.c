@@ -45,7 +45,7 @@ struct main_opts {
 	char *tls, *cafile, *cache_dir, *cache_size, *names, *trash, *logfile;
 	/* Numbers as text: libfuse's %d would accept "30abc" and refuse "abc"
 	 * with a message of its own. */
-	char *refresh, *connections, *timeout, *watch;
+	char *refresh, *connections, *timeout, *watch, *follow_reader;
 	int insecure, mark_seen, show_deleted, offline, readonly, debug;
 	int show_help, show_version;
 	char *url;
@@ -76,6 +76,7 @@ static const struct fuse_opt main_opt_spec[] = {
 	MAIN_OPT("timeout=%s", timeout, 0),
 	MAIN_OPT("logfile=%s", logfile, 0),
 	MAIN_OPT("debug", debug, 1),
+	MAIN_OPT("follow_reader=%s", follow_reader, 0),
 	FUSE_OPT_KEY("ro", KEY_RO),
 	FUSE_OPT_KEY("-h", KEY_HELP),
 	FUSE_OPT_KEY("--help", KEY_HELP),
@@ -128,6 +129,9 @@ static void main_usage(FILE *out)
 "    -s                       single-threaded\n"
 "    -o fsname=NAME           the name mount and df show (default user@host[:port])\n"
 "    -o max_threads=N         threads serving requests at most (libfuse's default 10)\n"
+"    -o follow_reader=0|1     a thread answering opens moves to the CPU of a process\n"
+"                             opening file after file, so no wake-up crosses CPUs\n"
+"                             (default 1)\n"
 "    -o max_idle_threads=N    idle ones kept; -o clone_fd: a /dev/fuse fd per thread\n"
 "    -o allow_other, ...      the other libfuse mount options\n"
 "\n"
@@ -399,10 +403,12 @@ static int main_build_config(struct main_opts *mo, struct mf_config *cfg)
 	cfg->connections = 6;  /* two under watch, four for reading (DESIGN said 4, before push) */
 	cfg->watch = 2;
 	cfg->timeout = 60;  /* at most INT_MAX / 1000: net.c counts milliseconds in an int */
+	cfg->follow_reader = 1;
 	if ((rc = main_parse_number("refresh", mo->refresh, 0, INT_MAX, &cfg->refresh)) != 0 ||
 	    (rc = main_parse_number("connections", mo->connections, 1, 64, &cfg->connections)) != 0 ||
 	    (rc = main_parse_number("timeout", mo->timeout, 1, INT_MAX / 1000, &cfg->timeout)) != 0 ||
-	    (rc = main_parse_number("watch", mo->watch, 0, 64, &cfg->watch)) != 0)
+	    (rc = main_parse_number("watch", mo->watch, 0, 64, &cfg->watch)) != 0 ||
+	    (rc = main_parse_number("follow_reader", mo->follow_reader, 0, 1, &cfg->follow_reader)) != 0)
 		return rc;
 	if (cfg->watch > cfg->connections - 1)
 		cfg->watch = cfg->connections - 1;  /* one at least is left for reading */
@@ -764,6 +770,7 @@ out:
 	g_free(mo.refresh);
 	g_free(mo.connections);
 	g_free(mo.watch);
+	g_free(mo.follow_reader);
 	g_free(mo.timeout);
 	return rc;
 }

@@ -13,6 +13,7 @@
 #include <malloc.h>
 #include <string.h>
 #include <unistd.h>
+#include "cpus.h"
 #include "log.h"
 #include "stats.h"
 #include "sync_int.h"
@@ -470,7 +471,7 @@ enum mf_status sync_folder_run(struct sync_ctx *s, int64_t folder_id, int force,
 		*live = r->live;
 		g_atomic_int_inc(&r->live->refs);
 		g_mutex_unlock(&s->lock);
-		g_thread_unref(g_thread_new("sync-live", sync_live_thread, r));
+		g_thread_unref(cpus_thread_new("sync-live", sync_live_thread, r));
 		return MF_OK;
 	}
 	g_mutex_unlock(&s->lock);

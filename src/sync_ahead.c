@@ -14,6 +14,7 @@
  * network. */
 #include <string.h>
 #include <unistd.h>
+#include "cpus.h"
 #include "log.h"
 #include "sync_int.h"
 
@@ -301,7 +302,7 @@ void sync_ahead_note(struct sync_ctx *s, int64_t folder_id, uint32_t uid)
 			g_queue_init(&a->pending);
 			a->hits = g_array_new(FALSE, FALSE, sizeof(struct sync_ahead_hit));
 			a->folder = -1;
-			a->thread = g_thread_new("mailfs-ahead", sync_ahead_thread, a);
+			a->thread = cpus_thread_new("mailfs-ahead", sync_ahead_thread, a);
 			g_atomic_pointer_set(&s->ahead, a);
 		}
 		g_mutex_unlock(&s->lock);

@@ -7,6 +7,7 @@
  * result), or hold the listing's lock while parsing. */
 #include <malloc.h>
 #include <string.h>
+#include "cpus.h"
 #include "mime.h"
 #include "sync_int.h"
 
@@ -84,6 +85,9 @@ static void sync_parse_run(gpointer data, gpointer user)
 	struct sync_parse_job **batch = data;
 	struct sync_parser *p = user;
 
+	/* A pool's thread starts on the CPUs of the thread that made it, which
+	 * may have been held to a reader's (fs_follow.c). */
+	cpus_let_go();
 	for (struct sync_parse_job **j = batch; *j; j++)
 		sync_parse_one(p, p->s->mb->ops->caps, *j);
 	if (p->live) {

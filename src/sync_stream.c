@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include "cpus.h"
 #include "log.h"
 #include "stats.h"
 #include "sync_int.h"
@@ -759,8 +760,8 @@ int sync_stream_start(struct sync_ctx *s, const struct store_folder *f,
 	log_debug("stream of %s starts after %s (%s order, window %" G_GUINT64_FORMAT " bytes)",
 	          f->path, after->name, by_uid ? "UID" : "name", st->window);
 	g_cond_init(&st->commit_cond);
-	st->committer = g_thread_new("mailfs-commit", sync_stream_committer, st);
-	st->thread = g_thread_new("mailfs-stream", sync_stream_thread, st);
+	st->committer = cpus_thread_new("mailfs-commit", sync_stream_committer, st);
+	st->thread = cpus_thread_new("mailfs-stream", sync_stream_thread, st);
 	return first ? 2 : 1;
 }
 

@@ -21,6 +21,7 @@
  *
  * Must not: call the driver or the store with w->lock held. */
 #include <string.h>
+#include "cpus.h"
 #include "log.h"
 #include "sync_int.h"
 
@@ -368,7 +369,7 @@ void sync_watch_start(struct sync_ctx *s, void (*changed)(void *ctx, const char 
 	/* The thread waits for the lock until w->thread is set: notes from
 	 * it are told apart by it. */
 	g_mutex_lock(&w->lock);
-	w->thread = g_thread_new("sync-watch", sync_watch_thread, w);
+	w->thread = cpus_thread_new("sync-watch", sync_watch_thread, w);
 	g_mutex_unlock(&w->lock);
 	g_atomic_pointer_set(&s->watch, w);
 }
