@@ -6,21 +6,22 @@
 
 #include <glib.h>
 
-/* Notes the CPUs the process may use, before any thread is held to one
- * (fs_new calls it, before the first request; the first use of the
- * others below does too). */
+/* Notes the main thread, and the CPUs the process may use, before any
+ * thread is held to one (fs_new calls it in the main thread, before the
+ * first request; the first use of the others below does too). */
 void cpus_init(void);
 
 /* g_thread_new for mailfs's own threads: the new thread runs on any of
  * the process's CPUs, even when the thread that made it was held to one. */
 GThread *cpus_thread_new(const char *name, GThreadFunc fn, gpointer data);
 
-/* Holds the calling thread to the CPU cpu (one the process may use, else
- * it is let go as by cpus_let_go); nothing when it is held there already.
- * 0, or -1 when it runs free after all. */
+/* Holds the calling thread to the CPU cpu: one of the process's set,
+ * which holds two at least, else the thread is let go as by cpus_let_go;
+ * nothing when it is held there already. 0, or -1 when it runs free. */
 int cpus_hold(int cpu);
 
-/* Lets the calling thread run on any of the process's CPUs again; a
+/* Lets the calling thread run on any of the process's CPUs again (the
+ * main thread's, which taskset(1) may have set since the start); a
  * system call the first time in a thread, then only after a hold (so a
  * thread mailfs did not make, a GThreadPool's, calls it as its work
  * starts). */

@@ -12,6 +12,7 @@ itself to one CPU, so the CPU to follow is known. Needs two CPUs.
 """
 
 import os
+import subprocess
 import threading
 
 import pytest
@@ -175,3 +176,17 @@ def test_follow_reader_0_leaves_the_threads_free(mount, dc):
     m = mount(server=dc, options=["watch=0", "follow_reader=0"])
     read_files([m.p("Free", n) for n in sorted(os.listdir(m.p("Free")))], ALL[-1])
     assert not held(m), "-o follow_reader=0, and threads are held to one CPU: %s" % held(m)
+
+
+def test_a_mount_pinned_by_taskset_stays_pinned(mount, dc):
+    """taskset -a -p after the mount pins every thread to one CPU: a reader
+    on another CPU moves none of them there."""
+    make_folder(dc, "Pinned", 30, "pinned")
+    m = mount(server=dc, options=["watch=0"])
+    paths = [m.p("Pinned", n) for n in sorted(os.listdir(m.p("Pinned")))]
+    subprocess.run(["taskset", "-a", "-p", "-c", str(ALL[0]), str(m.proc.pid)], check=True,
+                   stdout=subprocess.DEVNULL, timeout=30)
+    read_files(paths, ALL[-1])
+    moved = [t for t in threads(m.proc.pid) if t[2] != str(ALL[0])]
+    assert not moved, "taskset pinned mailfs to CPU %d, and a reader moved threads: %s" % (
+        ALL[0], moved)

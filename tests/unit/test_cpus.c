@@ -137,6 +137,61 @@ static void test_hold_outside_the_set_lets_go(void **state)
 	}
 }
 
+/* The last CPU the process may use. */
+static int last_cpu(void)
+{
+	cpu_set_t set;
+	int last = -1;
+
+	CPU_ZERO(&set);
+	assert_int_equal(sched_getaffinity(0, sizeof set, &set), 0);
+	for (int i = 0; i < CPU_SETSIZE; i++)
+		if (CPU_ISSET(i, &set))
+			last = i;
+	return last;
+}
+
+struct hold_try {
+	int cpu;
+	int rc;      /* cpus_hold's */
+	int count;   /* CPUs the thread may run on after it */
+};
+
+static gpointer hold_and_count(gpointer p)
+{
+	struct hold_try *t = p;
+
+	t->rc = cpus_hold(t->cpu);
+	t->count = cpus_now();
+	return NULL;
+}
+
+static void test_a_process_pinned_later_stays_pinned(void **state)
+{
+	struct hold_try t;
+	cpu_set_t one, all;
+
+	(void)state;
+	cpus_init();  /* this thread is the main one: the process's set is its */
+	if (cpus_now() < 2)
+		skip();
+	CPU_ZERO(&all);
+	assert_int_equal(sched_getaffinity(0, sizeof all, &all), 0);
+	t = (struct hold_try){ .cpu = last_cpu() };
+	g_thread_join(g_thread_new("hold", hold_and_count, &t));
+	assert_int_equal(t.rc, 0);
+	assert_int_equal(t.count, 1);
+	/* taskset -p -c FIRST PID: the main thread alone is pinned. */
+	CPU_ZERO(&one);
+	CPU_SET(first_cpu(), &one);
+	assert_int_equal(sched_setaffinity(0, sizeof one, &one), 0);
+	t = (struct hold_try){ .cpu = last_cpu() };
+	g_thread_join(g_thread_new("hold", hold_and_count, &t));
+	assert_int_equal(t.rc, -1);
+	assert_int_equal(t.count, 1);   /* let go, to the main thread's one CPU */
+	assert_int_equal(sched_setaffinity(0, sizeof all, &all), 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -144,6 +199,7 @@ int main(void)
 		cmocka_unit_test(test_stat_processor_of_this_process),
 		cmocka_unit_test(test_threads_made_while_held_run_free),
 		cmocka_unit_test(test_hold_outside_the_set_lets_go),
+		cmocka_unit_test(test_a_process_pinned_later_stays_pinned),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
