@@ -18,7 +18,7 @@ import threading
 import pytest
 
 import sample_mail
-from harness import USER, wait_for
+from harness import USER
 
 pytestmark = pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2,
                                 reason="following a reader's CPU needs two CPUs")
@@ -117,24 +117,27 @@ def test_a_lone_reader_is_answered_on_its_cpu(mount, dc):
     cpu = ALL[-1]
     near = [m.p("Near", n) for n in sorted(os.listdir(m.p("Near")))]
     nxt = [m.p("Next", n) for n in sorted(os.listdir(m.p("Next")))]
-    stop = threading.Event()
+    done, stop = threading.Event(), threading.Event()
 
     def reader():
         os.sched_setaffinity(0, {cpu})
         for p in near + nxt[:10]:
             with open(p, "rb") as f:
                 f.read()
-        stop.wait(60)  # alive, so that its stream waits for it
+        done.set()
+        stop.wait(60)  # alive meanwhile, as a reader that paused
     t = threading.Thread(target=reader)
     t.start()
     try:
-        wait_for(lambda: held_to(m, cpu), 30, interval=0.05,
-                 what="a thread of mailfs held to the reader's CPU %d: %s" % (
-                     cpu, threads(m.proc.pid)))
-        # The reader stopped in Next with its stream's window full: the
-        # stream waits for it, its threads alive.
-        wait_for(lambda: any(n.startswith("mailfs-stream") for _, n, _ in threads(m.proc.pid)),
-                 30, interval=0.05, what="Next's stream")
+        assert done.wait(120), "the reader did not finish"
+        # Holds are taken in the opens themselves: nothing to wait for.
+        assert held_to(m, cpu), "no thread of mailfs held to the reader's CPU %d: %s" % (
+            cpu, threads(m.proc.pid))
+        # Next's stream started at its third open, from a held thread, and
+        # waits for the reader with its window full (for 5 s after the last
+        # open): its threads are there now.
+        assert any(n.startswith("mailfs-stream") for _, n, _ in threads(m.proc.pid)), \
+            "no stream for Next: %s" % threads(m.proc.pid)
         assert not own_threads_not_free(m), \
             "threads mailfs made while one was held run on fewer CPUs than the process: %s" % (
                 own_threads_not_free(m))
