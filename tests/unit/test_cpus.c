@@ -80,18 +80,33 @@ static int cpus_now(void)
 	return CPU_COUNT(&set);
 }
 
-/* The first CPU the process may use. */
-static int first_cpu(void)
+/* The first (or the last) CPU the process may use. */
+static int edge_cpu(int last)
 {
 	cpu_set_t set;
+	int found = -1;
 
 	CPU_ZERO(&set);
 	assert_int_equal(sched_getaffinity(0, sizeof set, &set), 0);
-	for (int i = 0; i < CPU_SETSIZE; i++)
-		if (CPU_ISSET(i, &set))
-			return i;
-	fail();
-	return -1;
+	for (int i = 0; i < CPU_SETSIZE; i++) {
+		if (CPU_ISSET(i, &set)) {
+			found = i;
+			if (!last)
+				break;
+		}
+	}
+	assert_true(found >= 0);
+	return found;
+}
+
+static int first_cpu(void)
+{
+	return edge_cpu(0);
+}
+
+static int last_cpu(void)
+{
+	return edge_cpu(1);
 }
 
 static gpointer count_cpus(gpointer unused)
@@ -135,20 +150,6 @@ static void test_hold_outside_the_set_lets_go(void **state)
 		assert_int_equal(cpus_hold(CPU_SETSIZE + 1), -1);
 		assert_int_equal(cpus_now(), all);
 	}
-}
-
-/* The last CPU the process may use. */
-static int last_cpu(void)
-{
-	cpu_set_t set;
-	int last = -1;
-
-	CPU_ZERO(&set);
-	assert_int_equal(sched_getaffinity(0, sizeof set, &set), 0);
-	for (int i = 0; i < CPU_SETSIZE; i++)
-		if (CPU_ISSET(i, &set))
-			last = i;
-	return last;
 }
 
 struct hold_try {
