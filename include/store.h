@@ -170,6 +170,15 @@ struct store_sync {
 	int first;               /* the folder's first listing: the mount learns
 	                            its contents, it sees no change (its time,
 	                            set when the folder was first seen, stays) */
+	/* A first listing that only adds is stored in parts when stored is
+	 * set, each part a transaction of its own, in UID order: stored()
+	 * learns the highest UID committed after each part but the last
+	 * (store mutex not held; it must not call the store). Until the last,
+	 * only those rows may be used, not the folder's count or names. Should
+	 * a part fail, the parts before it stay: the start of the listing,
+	 * completed by the folder's next check. */
+	void (*stored)(void *ctx, uint32_t uid);
+	void *stored_ctx;
 };
 
 /* Applies one sync result in one transaction, then assigns file names:

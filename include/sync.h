@@ -77,9 +77,9 @@ struct sync_live_entry {
  * listed, a thread of its own lists it and *live (else NULL) gets the
  * listing (a reference: sync_live_unref), whose entries
  * come in UID order as the server sends them, named as the store will
- * name them. The store is written once it is complete; until then a sync
- * of the folder waits, and so must every other use of its messages: see
- * sync_folder_settle. */
+ * name them. The store is written once it is complete, in parts; until
+ * then a sync of the folder waits, and so must every other use of its
+ * messages (sync_folder_settle) but an open of one (sync_message_settle). */
 enum mf_status sync_folder_live(struct sync_ctx *s, int64_t folder_id, struct sync_live **live);
 /* Waits until the listing holds more than n entries or is complete, and
  * puts entries n, n+1, ... in out (at most max; they live as long as the
@@ -90,7 +90,19 @@ size_t sync_live_wait(struct sync_live *live, size_t n, struct sync_live_entry *
 void sync_live_unref(struct sync_live *live);
 /* Waits until the folder's messages are in the store; or every folder's. */
 void sync_folder_settle(struct sync_ctx *s, int64_t folder_id);
+/* Waits until the message's row is in the store: a first listing is
+ * stored in parts, in UID order, and its messages may be opened part by
+ * part. After it, only that row may be used, not the folder's other rows,
+ * names or count. */
+void sync_message_settle(struct sync_ctx *s, int64_t folder_id, uint32_t uid);
 void sync_settle_all(struct sync_ctx *s);
+/* The reader about to open uid read the folder's first listing (UID
+ * order) to its end, and uid is its first message. in_order: it is not
+ * also the first by name, so the reader goes in UID order, and the open
+ * counts as its third, which starts a stream. Otherwise it counts as the
+ * second of a reader in either order: the next open tells which, and
+ * starts the stream. */
+void sync_reader_listed(struct sync_ctx *s, int64_t folder_id, uint32_t uid, int in_order);
 /* An fd open on the message's body (len bytes from off: see
  * store_body_open), downloading it into the body cache first when
  * needed. *size_changed (may be NULL): the real size differs from what

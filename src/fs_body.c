@@ -77,7 +77,7 @@ static void fs_push(struct fs_ctx *ctx, fuse_ino_t ino, const struct fs_handle *
 /* The body of the message node ino, fetched first when not cached: *h
  * gets its descriptor and range. 0 or -errno. */
 static int fs_body_of(struct fs_ctx *ctx, fuse_ino_t ino, struct fs_handle *h,
-                      int *size_changed)
+                      int *size_changed, int listed)
 {
 	struct store_folder f = { 0 };
 	struct store_message m = { 0 };
@@ -109,13 +109,15 @@ static int fs_body_of(struct fs_ctx *ctx, fuse_ino_t ino, struct fs_handle *h,
 		uid = FS_INO_UID(ino);
 		store_folder_clear(&f);
 		if (st == MF_OK) {
-			sync_folder_settle(ctx->sync, folder_id);
+			sync_message_settle(ctx->sync, folder_id, uid);
 			if (store_message_deleted(ctx->store, folder_id, uid, &m) == MF_OK &&
 			    sync_hidden(ctx->sync, m.flags))
 				st = MF_ERR_NOTFOUND;
 			store_message_clear(&m);
 		}
 	}
+	if (st == MF_OK && listed)
+		sync_reader_listed(ctx->sync, folder_id, uid, listed == 2);
 	if (st == MF_OK)
 		st = sync_body_open(ctx->sync, folder_id, uid, &h->fd, &h->off, &h->len,
 		                    size_changed);
@@ -180,7 +182,7 @@ void fs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		sync_body_seen(ctx->sync, FS_INO_BASE(ino), FS_INO_UID(ino));
 		body.fd = -1;
 	} else {
-		rc = fs_body_of(ctx, ino, &body, &size_changed);
+		rc = fs_body_of(ctx, ino, &body, &size_changed, fs_follow_first(ctx, req, ino));
 		if (rc != 0) {
 			fuse_reply_err(req, -rc);
 			return;
@@ -288,7 +290,7 @@ void fs_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 			fs_read_moved_on(ctx, ino);
 		rc = fs_body_failed_just_now(ctx, ino);
 		if (rc == 0) {
-			rc = fs_body_of(ctx, ino, &body, &size_changed);
+			rc = fs_body_of(ctx, ino, &body, &size_changed, 0);
 			if (rc != 0) {
 				g_mutex_lock(&ctx->failed_lock);
 				ctx->failed_ino = ino;

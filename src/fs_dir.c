@@ -264,6 +264,33 @@ static int fs_dirbuf_add(struct fs_dirbuf *b, const char *name, const struct sta
 	return 1;
 }
 
+/* The reader of b has read d's first listing to its end: its first
+ * message, which a reader in the listing's order opens next, is noted, and
+ * the first by name (fs_follow.c). */
+static void fs_readdir_listed(struct fs_dirbuf *b, struct fs_dir *d)
+{
+	struct sync_live_entry *batch[256];
+	const struct sync_live_entry *first = NULL, *least = NULL;
+	enum mf_status st;
+	int complete;
+	size_t got;
+
+	for (size_t k = 0; (got = sync_live_wait(d->live, k, batch, G_N_ELEMENTS(batch), &complete,
+	                                         &st)) > 0; k += got) {
+		for (size_t i = 0; i < got; i++) {
+			if (batch[i]->hidden)
+				continue;
+			if (!first)
+				first = batch[i];
+			if (!least || strcmp(batch[i]->name, least->name) < 0)
+				least = batch[i];
+		}
+	}
+	if (first)
+		fs_follow_listed(b->ctx, b->req, FS_INO(d->ino_base, first->uid),
+		                 FS_INO(d->ino_base, least->uid));
+}
+
 /* The entries of a first listing from offset on, as they arrive: waits
  * for one at least, then hands over what there is, so that ls works on
  * the first names while the rest still come. */
@@ -287,6 +314,8 @@ static int fs_readdir_live(struct fs_dirbuf *b, struct fs_dir *d, off_t offset)
 				return 0;
 			filled = 1;
 		}
+		if (complete && !filled && st == MF_OK)
+			fs_readdir_listed(b, d);
 		if (complete)
 			return filled || st == MF_OK ? 0 : fs_errno(st);
 		if (filled)

@@ -1,4 +1,6 @@
-/* fs_follow.c — a reader's CPU: while one process opens file after file
+/* fs_follow.c — a lone reader followed: its CPU, and the listing it read.
+ *
+ * Its CPU: while one process opens file after file
  * (tar, rsync, cp -r, grep -r), the thread that answers an open moves to
  * the CPU that process last ran on, and stays there as it waits for the
  * next request. Each open is two wake-ups, the kernel waking a thread of
@@ -17,7 +19,14 @@
  * mailfs makes while one is held start free (cpus_thread_new). Off with
  * -o follow_reader=0. Must not: cost an open that follows no one more
  * than a lock (and a system call, in a thread that was held), or hold a
- * thread to a CPU the process may not use. */
+ * thread to a CPU the process may not use.
+ *
+ * The listing it read: tar, rsync, cp -r and grep -r read a directory to
+ * its end, then open its files in that order. A thread that read a
+ * folder's first listing (UID order) to its end and then opens the first
+ * message of it reads the folder in order: its first open starts the
+ * stream of the folder (sync_reader_listed), not its third, which saved
+ * two lone fetches, two round trips, before the stream's first body. */
 #include <fcntl.h>
 #include <stdio.h>
 #include <unistd.h>
@@ -81,6 +90,33 @@ void fs_follow_open(struct fs_ctx *ctx, fuse_req_t req)
 		cpus_hold(cpu);
 	else
 		cpus_let_go();
+}
+
+void fs_follow_listed(struct fs_ctx *ctx, fuse_req_t req, fuse_ino_t first, fuse_ino_t least)
+{
+	struct fs_follow *f = &ctx->follow;
+
+	g_mutex_lock(&f->lock);
+	f->lister = fuse_req_ctx(req)->pid;
+	f->listed = first;
+	f->least = least;
+	g_mutex_unlock(&f->lock);
+}
+
+int fs_follow_first(struct fs_ctx *ctx, fuse_req_t req, fuse_ino_t ino)
+{
+	struct fs_follow *f = &ctx->follow;
+	pid_t pid = fuse_req_ctx(req)->pid;
+	int first = 0;
+
+	g_mutex_lock(&f->lock);
+	if (f->lister > 0 && f->lister == pid) {
+		if (f->listed == ino)
+			first = f->least == ino ? 1 : 2;
+		f->lister = 0;  /* its next open, whichever, ends the hint */
+	}
+	g_mutex_unlock(&f->lock);
+	return first;
 }
 
 void fs_follow_init(struct fs_ctx *ctx)

@@ -35,12 +35,16 @@ struct fs_nodemap {
 	gint count;              /* bits set since the map was last cleared */
 };
 
-/* Who opens files one after another, and how many in a row (fs_follow.c). */
+/* Who opens files one after another, and how many in a row; who read a
+ * folder's first listing to its end (fs_follow.c). */
 struct fs_follow {
 	GMutex lock;
 	pid_t pid;               /* the thread that made the last open */
 	unsigned streak;         /* its opens in a row, up to FS_FOLLOW_STREAK */
 	int fd;                  /* its /proc/PID/stat, while followed; or -1 */
+	pid_t lister;            /* the thread that read the listing, or 0 */
+	fuse_ino_t listed;       /* the listing's first message */
+	fuse_ino_t least;        /* and its first by name */
 };
 
 struct fs_ctx {
@@ -197,6 +201,13 @@ int fs_body_held(void *data, uint64_t ino_base, uint32_t uid);
 /* At an open: the answering thread goes to the CPU of a reader that
  * opens file after file, or runs free. */
 void fs_follow_open(struct fs_ctx *ctx, fuse_req_t req);
+/* The thread of req read a folder's first listing to its end: its first
+ * message is first, its first by name least. And: is this open that
+ * thread's next, of that first message? 2: yes, and not the first by
+ * name (a reader in the listing's order); 1: yes, also the first by name
+ * (either order); 0: no. */
+void fs_follow_listed(struct fs_ctx *ctx, fuse_req_t req, fuse_ino_t first, fuse_ino_t least);
+int fs_follow_first(struct fs_ctx *ctx, fuse_req_t req, fuse_ino_t ino);
 void fs_follow_init(struct fs_ctx *ctx);
 void fs_follow_end(struct fs_ctx *ctx);
 

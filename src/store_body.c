@@ -400,7 +400,7 @@ int store_body_open(struct store *st, int64_t folder_id, uint32_t uid, uint64_t 
 	uint64_t off;
 	int fd = -1;
 
-	pthread_mutex_lock(&st->lock);
+	store_lock(st);
 	size = store_body_loc(st, folder_id, uid, &pack, &off);
 	if (size < 0)
 		goto out;
@@ -447,7 +447,7 @@ void store_body_used(struct store *st, int64_t folder_id, uint32_t uid)
 	guint n;
 
 	if (folder_id < 0 || folder_id > INT32_MAX) {
-		pthread_mutex_lock(&st->lock);
+		store_lock(st);
 		store_body_touch(st, folder_id, uid);
 		pthread_mutex_unlock(&st->lock);
 		return;
@@ -459,7 +459,7 @@ void store_body_used(struct store *st, int64_t folder_id, uint32_t uid)
 	/* Written with the next commit or open; a reader of cached bodies
 	 * alone has them written in batches here. */
 	if (n >= STORE_TOUCH_BATCH) {
-		pthread_mutex_lock(&st->lock);
+		store_lock(st);
 		store_body_touch_flush(st);
 		pthread_mutex_unlock(&st->lock);
 	}
@@ -571,7 +571,7 @@ void store_pack_free(struct store_pack *p)
 	if (!p)
 		return;
 	st = p->st;
-	pthread_mutex_lock(&st->lock);
+	store_lock(st);
 	for (guint i = 0; i < p->nos->len; i++) {
 		int64_t no = g_array_index(p->nos, int64_t, i);
 		g_hash_table_remove(st->live_packs, &no);
@@ -775,7 +775,7 @@ enum mf_status store_body_commit_many(struct store *st, int64_t folder_id,
 		paths[i] = items[i].pack ? store_pack_path(st, folder_id, items[i].pack)
 		                         : store_body_path(st, folder_id, items[i].uid);
 	}
-	pthread_mutex_lock(&st->lock);
+	store_lock(st);
 	rc = store_begin(st);
 	if (rc == MF_OK) {
 		/* The opens before this commit come before it in the LRU. */
@@ -836,7 +836,7 @@ enum mf_status store_body_usage(struct store *st, uint64_t *bytes, uint64_t *cou
 {
 	enum mf_status rc;
 
-	pthread_mutex_lock(&st->lock);
+	store_lock(st);
 	rc = store_body_sum(st, bytes, count);
 	pthread_mutex_unlock(&st->lock);
 	return rc;

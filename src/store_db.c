@@ -24,6 +24,9 @@
 
 #define STORE_SCHEMA_VERSION 7
 
+/* How long a writer between two parts waits for those it kept waiting. */
+#define STORE_LET_IN_US 2000
+
 /* ino_base: the last inode base handed out. A counter, so that a base
  * is never handed out twice while the cache lives. */
 #define STORE_META_SQL \
@@ -361,6 +364,32 @@ enum mf_status store_begin(struct store *st)
 	return store_run(store_query(st, Q_BEGIN));
 }
 
+void store_lock(struct store *st)
+{
+	if (pthread_mutex_trylock(&st->lock) == 0)
+		return;
+	g_atomic_int_inc(&st->waiting);
+	pthread_mutex_lock(&st->lock);
+	if (g_atomic_int_dec_and_test(&st->waiting) && g_atomic_int_get(&st->letting_in)) {
+		g_mutex_lock(&st->let_in_lock);
+		g_cond_broadcast(&st->let_in);
+		g_mutex_unlock(&st->let_in_lock);
+	}
+}
+
+void store_let_in(struct store *st)
+{
+	gint64 until = g_get_monotonic_time() + STORE_LET_IN_US;
+
+	g_mutex_lock(&st->let_in_lock);
+	g_atomic_int_set(&st->letting_in, 1);
+	while (g_atomic_int_get(&st->waiting) > 0 &&
+	       g_cond_wait_until(&st->let_in, &st->let_in_lock, until))
+		;
+	g_atomic_int_set(&st->letting_in, 0);
+	g_mutex_unlock(&st->let_in_lock);
+}
+
 enum mf_status store_commit(struct store *st)
 {
 	enum mf_status rc = store_run(store_query(st, Q_COMMIT));
@@ -447,7 +476,7 @@ void store_set_growth_observer(struct store *st,
                                void (*grew)(void *ctx, uint64_t ino_base, uint32_t uid),
                                void *ctx)
 {
-	pthread_mutex_lock(&st->lock);
+	store_lock(st);
 	st->grew = grew;
 	st->grew_ctx = ctx;
 	pthread_mutex_unlock(&st->lock);
@@ -455,7 +484,7 @@ void store_set_growth_observer(struct store *st,
 
 void store_set_observer(struct store *st, void (*changed)(void *ctx, const char *path), void *ctx)
 {
-	pthread_mutex_lock(&st->lock);
+	store_lock(st);
 	st->observer = changed;
 	st->observer_ctx = ctx;
 	if (!st->changes)
@@ -766,6 +795,8 @@ struct store *store_open(const char *dir, uint64_t body_cap, char **err)
 	st = g_new0(struct store, 1);
 	st->lock_fd = g_steal_fd(&lock_fd);
 	pthread_mutex_init(&st->lock, NULL);
+	g_mutex_init(&st->let_in_lock);
+	g_cond_init(&st->let_in);
 	st->dir = g_strdup(dir);
 	st->body_cap = body_cap;
 	st->body_total = -1;
@@ -821,7 +852,7 @@ uint64_t store_generation(struct store *st)
 {
 	uint64_t gen;
 
-	pthread_mutex_lock(&st->lock);
+	store_lock(st);
 	gen = st->gen;
 	pthread_mutex_unlock(&st->lock);
 	return gen;
@@ -832,7 +863,7 @@ void store_close(struct store *st)
 	if (!st)
 		return;
 	if (st->db) {
-		pthread_mutex_lock(&st->lock);
+		store_lock(st);
 		store_body_touch_flush(st);
 		pthread_mutex_unlock(&st->lock);
 	}
@@ -840,6 +871,8 @@ void store_close(struct store *st)
 		sqlite3_finalize(st->q[i]);
 	sqlite3_close(st->db);
 	pthread_mutex_destroy(&st->lock);
+	g_mutex_clear(&st->let_in_lock);
+	g_cond_clear(&st->let_in);
 	if (st->lock_fd >= 0)
 		close(st->lock_fd);  /* the lock goes with it */
 	if (st->changes)

@@ -139,7 +139,7 @@ enum mf_status store_folder_rename(struct store *st, const char *old_path, const
 	if (!store_path_valid(old_path) || !store_path_valid(new_path))
 		return MF_ERR_INVAL;
 	parent = store_path_parent(new_path);
-	pthread_mutex_lock(&st->lock);
+	store_lock(st);
 	rc = store_begin(st);
 	if (rc != MF_OK)
 		goto out;
@@ -200,7 +200,7 @@ enum mf_status store_folders_replace(struct store *st,
 	 * before it read a folder stays what it sees after. */
 	int64_t now = g_get_real_time();
 
-	pthread_mutex_lock(&st->lock);
+	store_lock(st);
 	st->body_total = -1;  /* deleted folders take their bodies along */
 	rc = store_begin(st);
 	if (rc != MF_OK)
@@ -345,7 +345,7 @@ enum mf_status store_folder_by_path(struct store *st, const char *path,
 	enum mf_status rc = MF_ERR_NOTFOUND;
 
 	memset(out, 0, sizeof *out);
-	pthread_mutex_lock(&st->lock);
+	store_lock(st);
 	/* A NULL path is in no table: MF_ERR_NOTFOUND. */
 	if (path && store_folder_path_may_exist(st, path))
 		rc = store_folder_memo_fetch(st, path, 0, out);
@@ -359,7 +359,7 @@ enum mf_status store_folder_by_base(struct store *st, uint64_t base, struct stor
 	enum mf_status rc = MF_ERR_NOTFOUND;
 
 	memset(out, 0, sizeof *out);
-	pthread_mutex_lock(&st->lock);
+	store_lock(st);
 	if (base != 0)
 		rc = store_folder_memo_fetch(st, NULL, base, out);
 	pthread_mutex_unlock(&st->lock);
@@ -371,7 +371,7 @@ enum mf_status store_folder_by_id(struct store *st, int64_t id, struct store_fol
 	enum mf_status rc;
 
 	memset(out, 0, sizeof *out);
-	pthread_mutex_lock(&st->lock);
+	store_lock(st);
 	rc = store_fetch(store_query_folder(st, Q_FOLDER_BY_ID, id), store_folder_from_row, out);
 	pthread_mutex_unlock(&st->lock);
 	return rc;
@@ -387,7 +387,7 @@ enum mf_status store_folder_children(struct store *st, const char *parent,
 
 	if (!parent)
 		parent = "";
-	pthread_mutex_lock(&st->lock);
+	store_lock(st);
 	q = store_query(st, Q_FOLDER_CHILDREN);
 	sqlite3_bind_text(q, 1, parent, -1, SQLITE_STATIC);
 	/* The mutex stays held while cb runs: the statement is mid-step. */
@@ -409,7 +409,7 @@ enum mf_status store_folder_count(struct store *st, size_t *n)
 	int src;
 
 	*n = 0;
-	pthread_mutex_lock(&st->lock);
+	store_lock(st);
 	q = store_query(st, Q_FOLDER_COUNT);
 	src = sqlite3_step(q);
 	if (src == SQLITE_ROW)
@@ -426,7 +426,7 @@ enum mf_status store_folder_touch(struct store *st, int64_t folder_id, int64_t n
 	enum mf_status rc;
 	sqlite3_stmt *q;
 
-	pthread_mutex_lock(&st->lock);
+	store_lock(st);
 	q = store_query_folder(st, Q_FOLDER_TOUCH, folder_id);
 	sqlite3_bind_int64(q, 2, now);
 	rc = store_run(q);
@@ -442,7 +442,7 @@ enum mf_status store_folder_max_uid(struct store *st, int64_t folder_id, uint32_
 	int src;
 
 	*max = 0;
-	pthread_mutex_lock(&st->lock);
+	store_lock(st);
 	q = store_query_folder(st, Q_MSG_MAX_UID_OF, folder_id);
 	src = sqlite3_step(q);
 	if (src == SQLITE_ROW)
@@ -465,7 +465,7 @@ static enum mf_status store_folder_each_uid(struct store *st, enum store_query i
 	sqlite3_stmt *q;
 	int src;
 
-	pthread_mutex_lock(&st->lock);
+	store_lock(st);
 	rc = store_folder_exists(st, folder_id);
 	if (rc != MF_OK)
 		goto out;

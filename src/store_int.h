@@ -20,9 +20,10 @@
  * say; the one exception: store_open names a damaged cache it moved
  * aside), and must never build SQL from values: every value goes through a
  * bound parameter of a statement prepared once at open. One pthread mutex
- * serialises every public call; callbacks are called with it held (a
+ * serialises every public call (taken with store_lock, which counts who
+ * waits for it); callbacks are called with it held (a
  * statement is being stepped), so a callback must never call back into
- * the store. The functions declared here never take the mutex: they run
+ * the store (a sync's stored() is called between parts, without it). The functions declared here never take the mutex: they run
  * with it held, most inside the caller's transaction. */
 #ifndef MAILFS_STORE_INT_H
 #define MAILFS_STORE_INT_H
@@ -57,6 +58,12 @@ enum store_query {
 
 struct store {
 	pthread_mutex_t lock;
+	/* Threads blocked on lock: a first listing stored in parts lets
+	 * them in between its parts (store_lock, store_let_in). */
+	int waiting;
+	GMutex let_in_lock;
+	GCond let_in;
+	int letting_in;
 	sqlite3 *db;
 	char *dir;
 	uint64_t body_cap;
@@ -132,6 +139,12 @@ enum mf_status store_folder_changed(struct store *st, int64_t folder_id, int cha
 
 
 /* ---- store_db.c: statements, transactions, columns ---- */
+
+/* Takes the store's mutex, counted in st->waiting while it waits. */
+void store_lock(struct store *st);
+/* Unlocked, between two parts of a long write: waits (briefly) until
+ * the threads that were waiting for the lock have had it. */
+void store_let_in(struct store *st);
 
 enum mf_status store_db_status(int rc);
 

@@ -14,6 +14,12 @@
 
 #include "store_int.h"
 
+/* A first listing stored in parts (store_insert_parts): the first part
+ * small, so that its first messages may be opened soon, then doubling.
+ * A part of 2,048 rows holds the mutex for about 10 ms. */
+#define STORE_PART_FIRST 256
+#define STORE_PART_MAX 2048
+
 void store_message_clear(struct store_message *m)
 {
 	if (!m)
@@ -53,14 +59,15 @@ static enum mf_status store_set_flags(struct store *st, int64_t folder_id, uint3
 	return store_run(q);
 }
 
-/* Inserts the sync's new messages named by names (or unnamed), lock held. */
+/* Inserts the sync's new messages from..to-1 named by names (or
+ * unnamed), lock held. */
 static enum mf_status store_insert_messages(struct store *st, const struct store_sync *s,
-                                            char **names)
+                                            char **names, size_t from, size_t to)
 {
 	int64_t folder_id = s->folder_id;
 	enum mf_status rc = MF_OK;
 
-	for (size_t i = 0; i < s->n_added && rc == MF_OK; i++) {
+	for (size_t i = from; i < to && rc == MF_OK; i++) {
 		const struct store_sync_message *a = store_sync_added(s, i);
 		uint32_t uid = a->uid;
 		sqlite3_stmt *q;
@@ -82,14 +89,66 @@ static enum mf_status store_insert_messages(struct store *st, const struct store
 	return rc;
 }
 
+/* A first listing in parts (s->stored set, names made, nothing to do
+ * but add): all but the last part of the rows, in UID order, each part
+ * committed in a transaction of its own with the mutex let go between
+ * them, and those who waited for it let in (a cold tar of 50,000 messages
+ * would wait a third of a second for one transaction). The last part is
+ * left to the caller's transaction, which sets the folder's state. Lock
+ * held and a transaction open, on entry and on return; rows from *done
+ * on are still to insert.
+ *
+ * The first part sets the folder's UIDVALIDITY (bodies are fetched
+ * against it), but not its UIDNEXT, modseq or time. Should the rest
+ * never come (a crash, a full disk), the rows are the start of the
+ * listing, named as the whole would name them, and the next check of the
+ * folder, which is not fresh, asks for every UID and adds the rest. */
+static enum mf_status store_insert_parts(struct store *st, const struct store_sync *s,
+                                         char **names, size_t *done)
+{
+	size_t part = STORE_PART_FIRST;
+	enum mf_status rc = MF_OK;
+	sqlite3_stmt *q;
+
+	*done = 0;
+	while (s->n_added - *done > part) {
+		rc = store_insert_messages(st, s, names, *done, *done + part);
+		if (rc == MF_OK && *done == 0) {
+			q = store_query_folder(st, Q_FOLDER_SET_SYNC, s->folder_id);
+			sqlite3_bind_int64(q, 2, s->uidvalidity);
+			sqlite3_bind_int64(q, 3, 0);
+			sqlite3_bind_int64(q, 4, 0);
+			sqlite3_bind_int64(q, 5, 0);
+			rc = store_run(q);
+		}
+		if (rc == MF_OK)
+			rc = store_commit(st);
+		if (rc != MF_OK)
+			return rc;
+		*done += part;
+		pthread_mutex_unlock(&st->lock);
+		s->stored(s->stored_ctx, store_sync_added(s, *done - 1)->uid);
+		store_let_in(st);
+		store_lock(st);
+		rc = store_begin(st);
+		if (rc == MF_OK)
+			rc = store_folder_exists(st, s->folder_id);
+		if (rc != MF_OK)
+			return rc;
+		part = MIN(part * 2, STORE_PART_MAX);
+	}
+	return rc;
+}
+
 enum mf_status store_folder_apply_sync(struct store *st, const struct store_sync *s)
 {
 	char **names = NULL;
 	GPtrArray *doomed = g_ptr_array_new_with_free_func(g_free);
 	enum mf_status rc;
 	sqlite3_stmt *q;
+	size_t done = 0;
 
-	pthread_mutex_lock(&st->lock);
+	store_lock(st);
 	rc = store_begin(st);
 	if (rc != MF_OK)
 		goto out;
@@ -113,7 +172,12 @@ enum mf_status store_folder_apply_sync(struct store *st, const struct store_sync
 	}
 
 	names = store_names_for_appended(st, s);
-	rc = store_insert_messages(st, s, names);
+	if (names && s->stored && s->first && !s->n_removed && !s->n_flag_updates) {
+		rc = store_insert_parts(st, s, names, &done);
+		if (rc != MF_OK)
+			goto out;
+	}
+	rc = store_insert_messages(st, s, names, done, s->n_added);
 	if (rc != MF_OK)
 		goto out;
 
@@ -205,7 +269,7 @@ static enum mf_status store_message_named(struct store *st, int64_t folder_id, c
 
 	memset(out, 0, sizeof *out);
 	out->folder_id = folder_id;
-	pthread_mutex_lock(&st->lock);
+	store_lock(st);
 	q = store_query_folder(st, query, folder_id);
 	/* A NULL name binds NULL, which no row equals: MF_ERR_NOTFOUND. */
 	sqlite3_bind_text(q, 2, name, -1, SQLITE_STATIC);
@@ -234,7 +298,7 @@ enum mf_status store_message_by_uid(struct store *st, int64_t folder_id,
 	sqlite3_stmt *q;
 
 	memset(out, 0, sizeof *out);
-	pthread_mutex_lock(&st->lock);
+	store_lock(st);
 	q = store_query_message(st, Q_MSG_BY_UID, folder_id, uid);
 	rc = store_fetch(q, store_message_from_row, out);
 	pthread_mutex_unlock(&st->lock);
@@ -248,7 +312,7 @@ enum mf_status store_message_deleted(struct store *st, int64_t folder_id, uint32
 
 	memset(out, 0, sizeof *out);
 	out->folder_id = folder_id;
-	pthread_mutex_lock(&st->lock);
+	store_lock(st);
 	rc = store_fetch(store_query_message(st, Q_MSG_DELETED_BY_UID, folder_id, uid),
 	                 store_message_key_from_row, out);
 	pthread_mutex_unlock(&st->lock);
@@ -279,7 +343,7 @@ enum mf_status store_messages_list(struct store *st, int64_t folder_id,
 {
 	enum mf_status rc;
 
-	pthread_mutex_lock(&st->lock);
+	store_lock(st);
 	rc = store_folder_exists(st, folder_id);
 	if (rc == MF_OK)
 		rc = store_each_message(store_query_folder(st, Q_MSG_LIST, folder_id), cb, ctx);
@@ -294,7 +358,7 @@ enum mf_status store_message_set_user_name(struct store *st, int64_t folder_id, 
 	sqlite3_stmt *q;
 	int src, recount;
 
-	pthread_mutex_lock(&st->lock);
+	store_lock(st);
 	rc = store_begin(st);
 	if (rc != MF_OK)
 		goto out;
@@ -342,7 +406,7 @@ enum mf_status store_message_set_flags(struct store *st, int64_t folder_id, uint
 {
 	enum mf_status rc;
 
-	pthread_mutex_lock(&st->lock);
+	store_lock(st);
 	rc = store_set_flags(st, folder_id, uid, flags);
 	if (rc == MF_OK && sqlite3_changes(st->db) == 0)
 		rc = MF_ERR_NOTFOUND;
@@ -357,7 +421,7 @@ enum mf_status store_message_remove(struct store *st, int64_t folder_id, uint32_
 
 	int recount;
 
-	pthread_mutex_lock(&st->lock);
+	store_lock(st);
 	rc = store_begin(st);
 	recount = rc == MF_OK && store_name_wanted(st, folder_id, uid);
 	if (rc == MF_OK)
@@ -384,7 +448,7 @@ enum mf_status store_messages_after(struct store *st, int64_t folder_id,
 	enum mf_status rc;
 	sqlite3_stmt *q;
 
-	pthread_mutex_lock(&st->lock);
+	store_lock(st);
 	if (cached == STORE_CACHED)
 		q = store_query_folder(st, by_uid ? Q_MSG_CACHED_AFTER_UID : Q_MSG_CACHED_AFTER, folder_id);
 	else

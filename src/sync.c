@@ -32,7 +32,7 @@ struct sync_ctx *sync_new(const struct mf_config *cfg, struct store *store, stru
 	s->attempted = g_hash_table_new_full(g_int64_hash, g_int64_equal, g_free, g_free);
 	s->asked = g_hash_table_new_full(g_int64_hash, g_int64_equal, g_free, g_free);
 	s->base_ids = g_hash_table_new_full(g_int64_hash, g_int64_equal, g_free, g_free);
-	s->writing = g_hash_table_new_full(g_int64_hash, g_int64_equal, g_free, NULL);
+	s->writing = g_hash_table_new_full(g_int64_hash, g_int64_equal, g_free, g_free);
 	return s;
 }
 
@@ -201,6 +201,27 @@ static enum mf_status sync_local_uids(struct store_sync_message **added, size_t 
 
 /* ---------------------------------------------------------------- one folder */
 
+struct sync_part {
+	struct sync_ctx *s;
+	int64_t folder_id;
+};
+
+/* A part of a first listing is in the store, up to uid: its messages may
+ * be opened (sync_message_settle), and a stream may plan them. */
+static void sync_part_stored(void *ctx, uint32_t uid)
+{
+	struct sync_part *p = ctx;
+	uint32_t *stored;
+
+	g_mutex_lock(&p->s->lock);
+	if ((stored = g_hash_table_lookup(p->s->writing, &p->folder_id)))
+		*stored = uid;
+	p->s->stored_parts++;
+	g_cond_broadcast(&p->s->cond);
+	g_cond_broadcast(&p->s->stream_cond);
+	g_mutex_unlock(&p->s->lock);
+}
+
 /* Talks to the server and writes the outcome; no locks held. live (may
  * be NULL): a folder listed for the first time, shown as it arrives; it
  * is completed before the store is written. */
@@ -214,6 +235,7 @@ static enum mf_status sync_folder_now(struct sync_ctx *s, int64_t folder_id, int
 	struct store_sync_message **added = NULL;  /* the jobs' rows */
 	struct store_sync_flags *flags = NULL;
 	struct sync_parser parser;
+	struct sync_part part;
 	uint32_t *known = NULL, *removed = NULL;
 	size_t n_known = 0, n_removed = 0, n_new = 0;
 	uint64_t local_next;
@@ -329,9 +351,13 @@ static enum mf_status sync_folder_now(struct sync_ctx *s, int64_t folder_id, int
 	/* Only a full check makes the folder fresh. */
 	out.now = req.new_only ? f.synced_at : g_get_real_time() / G_USEC_PER_SEC;
 	if (live) {
-		/* ls has all it needs: the store is written behind it. */
+		/* ls has all it needs: the store is written behind it, in parts
+		 * whose messages may be opened as each is stored. */
 		sync_live_complete(live, parser.jobs, MF_OK);
 		live = NULL;
+		part = (struct sync_part){ s, folder_id };
+		out.stored = sync_part_stored;
+		out.stored_ctx = &part;
 	}
 	if (res.reset)
 		log_info("UIDVALIDITY of %s changed: rebuilding its cache", f.path);
@@ -381,7 +407,8 @@ static void sync_folder_done(struct sync_ctx *s, int64_t folder_id, int new_only
 {
 	g_mutex_lock(&s->lock);
 	g_hash_table_remove(s->busy, &folder_id);
-	g_hash_table_remove(s->writing, &folder_id);
+	if (g_hash_table_remove(s->writing, &folder_id))
+		s->stored_parts++;  /* the last part */
 	if (st != MF_OK && st != MF_ERR_NOTFOUND && !new_only) {
 		/* Don't retry on every lookup while the server is away. */
 		gint64 wait = sync_refresh_us(s) > SYNC_RETRY_MIN_US ? sync_refresh_us(s) : SYNC_RETRY_MIN_US;
@@ -394,6 +421,7 @@ static void sync_folder_done(struct sync_ctx *s, int64_t folder_id, int new_only
 		g_hash_table_remove(s->attempted, &folder_id);
 	}
 	g_cond_broadcast(&s->cond);
+	g_cond_broadcast(&s->stream_cond);  /* a stream waiting for its rows */
 	g_mutex_unlock(&s->lock);
 }
 
@@ -464,8 +492,10 @@ enum mf_status sync_folder_run(struct sync_ctx *s, int64_t folder_id, int force,
 	if (live && cold && !new_only && (s->mb->ops->caps & MAILBOX_CAP_SERVER_UIDS)) {
 		struct sync_live_run *r = g_new(struct sync_live_run, 1);
 		/* Its names are shown before they are stored: every other use
-		 * waits (sync_folder_settle). */
-		g_hash_table_add(s->writing, g_memdup2(&folder_id, sizeof folder_id));
+		 * waits (sync_folder_settle), an open for its message's part
+		 * (sync_message_settle). */
+		g_hash_table_insert(s->writing, g_memdup2(&folder_id, sizeof folder_id),
+		                    g_new0(uint32_t, 1));
 		s->storing++;
 		*r = (struct sync_live_run){ s, folder_id, sync_live_new(!s->cfg->show_deleted) };
 		*live = r->live;
@@ -504,6 +534,16 @@ void sync_folder_settle(struct sync_ctx *s, int64_t folder_id)
 {
 	g_mutex_lock(&s->lock);
 	while (g_hash_table_contains(s->writing, &folder_id))
+		g_cond_wait(&s->cond, &s->lock);
+	g_mutex_unlock(&s->lock);
+}
+
+void sync_message_settle(struct sync_ctx *s, int64_t folder_id, uint32_t uid)
+{
+	uint32_t *stored;
+
+	g_mutex_lock(&s->lock);
+	while ((stored = g_hash_table_lookup(s->writing, &folder_id)) && *stored < uid)
 		g_cond_wait(&s->cond, &s->lock);
 	g_mutex_unlock(&s->lock);
 }

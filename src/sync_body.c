@@ -84,6 +84,17 @@ static void sync_ra_remember(struct sync_ctx *s, int64_t folder_id,
 	g_free(by_number.name);
 }
 
+void sync_reader_listed(struct sync_ctx *s, int64_t folder_id, uint32_t uid, int in_order)
+{
+	g_mutex_lock(&s->lock);
+	g_clear_pointer(&s->ra_next, g_free);
+	s->ra_next_uid = uid;
+	s->ra_folder = folder_id;
+	/* The miss of sync_fetch_into_cache adds one. */
+	s->ra_streak = in_order ? 1 : 0;
+	g_mutex_unlock(&s->lock);
+}
+
 /* Downloads m's body into the cache, and with it the next uncached
  * messages when the reader goes through the folder in order. Returns an
  * fd on m's body in *fd_out. */

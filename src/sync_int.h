@@ -37,6 +37,7 @@ struct sync_ctx {
 	GHashTable *writing;           /* folder id -> 1 while its first listing,
 	                                  shown as it arrives, is not stored yet */
 	int storing;                   /* threads making such listings */
+	unsigned stored_parts;         /* parts of them stored so far, all told */
 	GHashTable *attempted;         /* folder id -> monotonic µs of the last try */
 	GHashTable *asked;             /* folder id -> monotonic µs a full check that
 	                                  succeeded began to ask the server */

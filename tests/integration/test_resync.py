@@ -9,7 +9,9 @@ mounts use a short -o refresh, so that a re-check follows each change;
 what the mount shows is compared with what imaplib reads from the server.
 """
 
+import collections
 import errno
+import hashlib
 import os
 import re
 import shutil
@@ -20,6 +22,7 @@ import pytest
 import sample_mail
 from harness import (SEQ, getfattr, listing, mailfs_bin, new_folder, run, server_messages,
                      server_url, wait_for)
+from sysutil import force_unmount
 from tcp_proxy import FaultProxy
 
 BASE_CAPABILITY = ("IMAP4rev1 LITERAL+ SASL-IR ID ENABLE IDLE NAMESPACE CHILDREN UIDPLUS "
@@ -436,6 +439,98 @@ def write_maildir(dc, folder, messages):
         with open(path, "wb") as f:
             f.write(raw)
         os.chown(path, owner.pw_uid, owner.pw_gid)
+
+
+def stored_names(cache, folder):
+    """[(uid, name)] the cache holds for folder, in UID order, read with
+    Python's sqlite3 once mailfs is gone."""
+    import sqlite3
+    db = sqlite3.connect(os.path.join(cache, "cache.sqlite"))
+    try:
+        return db.execute("SELECT m.uid, m.name FROM messages m JOIN folders f"
+                          " ON m.folder_id = f.id WHERE f.path = ? ORDER BY m.uid",
+                          (folder,)).fetchall()
+    finally:
+        db.close()
+
+
+def test_a_big_first_listing_is_read_while_it_is_stored(mount, servers, tmp_path):
+    """tar reads a folder of 4,000 messages on a new cache: its first open
+    comes while the listing is still being stored, in parts, and starts the
+    stream, which plans each part as it lands. Every body tar wrote is the
+    server's, all came in the one stream, and none was fetched twice."""
+    dc = servers.get("qresync")
+    folder = "Part%d" % next(SEQ)
+    n = 4000
+    raws = sample_mail.sample_messages(n, 78, tricky=False)
+    write_maildir(dc, folder, raws)
+    m = mount(server=dc, options=["watch=0"])
+    out = tmp_path / "out"
+    out.mkdir()
+    run("tar cf - -C %s %s | tar xf - -C %s" % (m.path, folder, out), timeout=BOUND * 2)
+    st = m.stats()
+    m.unmount()
+    got = collections.Counter()
+    for name in os.listdir(out / folder):
+        got[hashlib.sha256((out / folder / name).read_bytes()).hexdigest()] += 1
+    want = collections.Counter(hashlib.sha256(b).hexdigest()
+                               for b in dc.fetch_bodies("alice", folder).values())
+    assert got == want, "tar's copy differs from the server's bodies"
+    assert st["bodies_fetched"] == n, st
+    assert st["streams_started"] == 1 and st["stream_bodies"] == n, st
+
+
+def test_a_first_listing_killed_while_stored_is_completed(mount, servers, tmp_path):
+    """A big first listing is stored in parts, in UID order, each part a
+    transaction of its own, so that its first messages can be opened while
+    the rest is written. mailfs killed (SIGKILL) between two parts leaves
+    the start of the listing in the cache, under the names the whole calls
+    for; the next mount of that cache adds the rest: every name the
+    server's messages call for (twins across the parts' edges included),
+    and every body exact."""
+    dc = servers.get("qresync")
+    folder = "Cut%d" % next(SEQ)
+    n = 6000
+    raws = sample_mail.sample_messages(n, 77, tricky=False)
+    for i in range(1, n, 7):
+        raws[i] = raws[i - 1]  # twins: one name, then its ~2
+    write_maildir(dc, folder, raws)
+    by_mid = {sample_mail.message_id(r): r for r in raws}
+    want = expected_state(dc, folder, by_mid)
+    want_by_uid = dict(sample_mail.apply_collisions(
+        [(r["uid"], sample_mail.expected_name(by_mid[r["mid"]], r["internaldate"]))
+         for r in server_messages(dc, folder)]))
+    cut, seen = None, []
+    for attempt in range(8):
+        cache = str(tmp_path / ("cache%d" % attempt))
+        m = mount(server=dc, cache_dir=cache, options=["watch=0"])
+        assert len(os.listdir(m.p(folder))) == n   # the first listing, to its end
+        m.proc.kill()                                # while its parts are stored
+        m.proc.wait(timeout=30)
+        force_unmount(m.path)
+        m.unmounted = True
+        rows = stored_names(cache, folder)
+        seen.append(len(rows))
+        if 0 < len(rows) < n:
+            cut = cache
+            break
+    assert cut, "no kill landed between two parts (rows stored: %s)" % seen
+    assert [u for u, _ in rows] == list(range(1, len(rows) + 1)), \
+        "the cache holds no start of the listing: %s" % [u for u, _ in rows][:20]
+    for uid, name in rows:
+        assert name == want_by_uid[uid], "UID %d stored as %s, not %s" % (
+            uid, name, want_by_uid[uid])
+
+    m = mount(server=dc, cache_dir=cut, options=["watch=0"])
+    assert sorted(listing(m.p(folder))) == sorted(want), "the listing was not completed"
+    bodies = collections.Counter(hashlib.sha256(b).hexdigest()
+                                 for b in dc.fetch_bodies("alice", folder).values())
+    got = collections.Counter()
+    for name in want:
+        with open(m.p(folder, name), "rb") as f:
+            got[hashlib.sha256(f.read()).hexdigest()] += 1
+    assert got == bodies, "bodies read after the completed listing differ from the server's"
+    m.unmount()
 
 
 def moved(m):

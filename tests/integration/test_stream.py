@@ -228,28 +228,89 @@ def test_reader_that_stops_leaves_no_stream(mount, dc):
     no_seen(dc, "Stop")
 
 
+def read_each(m, folder, names, bodies):
+    """Reads folder's names in that order, each checked against the
+    server's bodies; unmounts m and returns its stats from before."""
+    by_sha = {sha(b) for b in bodies.values()}
+    for name in names:
+        with open(m.p(folder, name), "rb") as f:
+            assert sha(f.read()) in by_sha, "%s differs from the server's BODY[]" % name
+    st = stats(m)
+    m.unmount()
+    return st
+
+
 def test_the_open_that_starts_a_stream_is_its_first_body(mount, dc):
     """The third message read in order starts a stream, and is the
     stream's first body rather than a fetch of its own: its open waits
     for the stream, which takes the connection the first two warmed
     (on a large Maildir Dovecot spends 0.15 s on a session's first body,
     and a new connection costs round trips). Every other body comes in
-    the stream, each fetched once, exact."""
+    the stream, each fetched once, exact. (The folder is listed by ls, not
+    by the reader: see the next tests.)"""
     bodies = make_folder(dc, "First", [padded(i, "first", 3_000) for i in range(30)], 9)
     m = mount(server=dc, options=["watch=0"])
+    run(["ls", "-f", m.p("First")])
     names = sorted(os.listdir(m.p("First")))
-    by_sha = {sha(b) for b in bodies.values()}
-    for n in names:
-        with open(m.p("First", n), "rb") as f:
-            assert sha(f.read()) in by_sha, "%s differs from the server's BODY[]" % n
-    st = stats(m)
-    m.unmount()
+    st = read_each(m, "First", names, bodies)
     assert st["streams_started"] == 1, st
     assert st["bodies_fetched"] == 30, "%d bodies fetched for 30 messages" % st["bodies_fetched"]
     assert st["stream_bodies"] == 28, \
         "%d of 30 bodies came in the stream: the two read before it, and no other, " \
         "come alone" % st["stream_bodies"]
     no_seen(dc, "First")
+
+
+def backwards(i, seed, size):
+    """As padded, dated so that name order is the reverse of UID order."""
+    raw = padded(i, seed, size)
+    return raw.replace(b"Date: Mon, %02d Mar 2024 10:%02d:00" % (1 + i % 28, i % 60),
+                       b"Date: Sun, %02d Mar 2024 10:00:00" % (31 - i), 1)
+
+
+def test_a_reader_of_the_whole_listing_streams_from_its_first_open(mount, dc, tmp_path):
+    """tar reads a folder's first listing to its end, then opens its files
+    in that order (UID order). Its first open, of the listing's first
+    message, which is not the first by name, starts the stream: every body
+    comes in it, none alone."""
+    n = 30
+    bodies = make_folder(dc, "Whole", [backwards(i, "whole", 3_000) for i in range(n)], 5)
+    m = mount(server=dc, options=["watch=0"])
+    archive = str(tmp_path / "whole.tar")
+    run(["tar", "cf", archive, "-C", m.path, "Whole"], timeout=BOUND)
+    st = stats(m)
+    m.unmount()
+    order = [n for n in run(["tar", "tf", archive]).stdout.decode().split("\n")
+             if n.endswith(".eml")]
+    assert len(order) == n and order[0] != min(order), \
+        "the folder was meant to start with a message that is not first by name: %s" % order
+    run(["tar", "xf", archive, "-C", str(tmp_path)])
+    assert tree_hashes(tmp_path / "Whole") == want_hashes(bodies), "tar's copy differs"
+    assert st["streams_started"] == 1, st
+    assert st["bodies_fetched"] == n, st
+    assert st["stream_bodies"] == n, \
+        "%d of %d bodies came in the stream: the first open did not start it" % (
+            st["stream_bodies"], n)
+    no_seen(dc, "Whole")
+
+
+def test_a_reader_whose_first_is_first_both_ways_streams_from_its_second(mount, dc):
+    """The listing's first message is also the first by name: the reader's
+    first open does not tell its order, its second does, and starts the
+    stream in it (here: name order, which is not UID order)."""
+    n = 30
+    raws = [padded(i, "both", 3_000) for i in range(n)]
+    bodies = make_folder(dc, "Both", raws, 9)
+    m = mount(server=dc, options=["watch=0"])
+    listing = os.listdir(m.p("Both"))  # the first listing, read to its end
+    names = sorted(listing)
+    assert names[0] == listing[0], "the folder was meant to start with the same message"
+    assert names != listing, "the folder was meant to differ in name order"
+    st = read_each(m, "Both", names, bodies)
+    assert st["streams_started"] == 1, st
+    assert st["bodies_fetched"] == n, st
+    assert st["stream_bodies"] == n - 1, \
+        "%d of %d bodies came in the stream, not all but the first" % (st["stream_bodies"], n)
 
 
 def test_message_larger_than_the_window_arrives_whole(mount, dc, tmp_path):

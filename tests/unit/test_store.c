@@ -1439,6 +1439,73 @@ static void test_first_listing_keeps_folder_time(void **state)
 	g_string_free(noted, TRUE);
 }
 
+static void note_stored(void *ctx, uint32_t uid)
+{
+	g_array_append_val((GArray *)ctx, uid);
+}
+
+/* A first listing given stored() goes into the store in parts, each
+ * reported in UID order, and ends as one transaction would leave it: the
+ * same names (collisions across the parts' edges included), the count,
+ * the folder's state. */
+static void test_first_listing_in_parts(void **state)
+{
+	struct fixture *fx = *state;
+	struct store_folder_entry two[] = { { .path = "Parted", .wire_name = "Parted", .delim = '/' },
+	                                    { .path = "Whole", .wire_name = "Whole", .delim = '/' } };
+	int64_t parted, whole;
+	enum { N = 3000 };
+	struct store_sync_message *added = g_new0(struct store_sync_message, N);
+	char **bases = g_new0(char *, N);
+	GArray *parts = g_array_new(FALSE, FALSE, sizeof(uint32_t));
+	struct store_folder f;
+
+	assert_int_equal(store_folders_replace(fx->st, two, 2), MF_OK);
+	assert_int_equal(store_folder_by_path(fx->st, "Parted", &f), MF_OK);
+	parted = f.id;
+	store_folder_clear(&f);
+	assert_int_equal(store_folder_by_path(fx->st, "Whole", &f), MF_OK);
+	whole = f.id;
+	store_folder_clear(&f);
+	for (int i = 0; i < N; i++) {
+		bases[i] = g_strdup_printf("20240101-0000_Same-for-three_%04d", i / 3);
+		added[i] = msg((uint32_t)(i + 1), bases[i], "");
+	}
+	struct store_sync s = { .folder_id = parted, .uidvalidity = 7, .uidnext = N + 1,
+	                        .added = added, .n_added = N, .now = 1, .first = 1,
+	                        .stored = note_stored, .stored_ctx = parts };
+	assert_int_equal(store_folder_apply_sync(fx->st, &s), MF_OK);
+	struct store_sync w = s;
+	w.folder_id = whole;
+	w.stored = NULL;
+	assert_int_equal(store_folder_apply_sync(fx->st, &w), MF_OK);
+
+	assert_true(parts->len >= 2);
+	for (guint i = 0; i < parts->len; i++) {
+		uint32_t uid = g_array_index(parts, uint32_t, i);
+		assert_true(uid < N);
+		assert_true(i == 0 || uid > g_array_index(parts, uint32_t, i - 1));
+	}
+	for (uint32_t uid = 1; uid <= N; uid++) {
+		char *a = name_of(fx->st, parted, uid), *b = name_of(fx->st, whole, uid);
+		assert_string_equal(a, b);
+		g_free(a);
+		g_free(b);
+	}
+	assert_int_equal(store_folder_by_id(fx->st, parted, &f), MF_OK);
+	assert_int_equal(f.message_count, N);
+	assert_int_equal(f.uidvalidity, 7);
+	assert_int_equal(f.uidnext, N + 1);
+	assert_int_equal(f.synced_at, 1);
+	store_folder_clear(&f);
+
+	for (int i = 0; i < N; i++)
+		g_free(bases[i]);
+	g_free(bases);
+	g_free(added);
+	g_array_free(parts, TRUE);
+}
+
 static void test_sync_10000(void **state)
 {
 	struct fixture *fx = *state;
@@ -1626,6 +1693,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_lru_uses_told_without_the_lock, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_persistence, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_names_for_new, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_first_listing_in_parts, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_sync_10000, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_threads, setup, teardown),
 	};
