@@ -220,6 +220,8 @@ static void sync_part_stored(void *ctx, uint32_t uid)
 	g_cond_broadcast(&p->s->cond);
 	g_cond_broadcast(&p->s->stream_cond);
 	g_mutex_unlock(&p->s->lock);
+	log_debug("first listing of folder %" G_GINT64_FORMAT ": stored up to UID %u", p->folder_id,
+	          uid);
 }
 
 /* Talks to the server and writes the outcome; no locks held. live (may

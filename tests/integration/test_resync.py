@@ -501,11 +501,16 @@ def test_a_first_listing_killed_while_stored_is_completed(mount, servers, tmp_pa
         [(r["uid"], sample_mail.expected_name(by_mid[r["mid"]], r["internaldate"]))
          for r in server_messages(dc, folder)]))
     cut, seen = None, []
-    for attempt in range(8):
+    for attempt in range(5):
         cache = str(tmp_path / ("cache%d" % attempt))
-        m = mount(server=dc, cache_dir=cache, options=["watch=0"])
-        assert len(os.listdir(m.p(folder))) == n   # the first listing, to its end
-        m.proc.kill()                                # while its parts are stored
+        m = mount(server=dc, cache_dir=cache, options=["watch=0", "debug"])
+        with open(m.log, "rb") as log:
+            assert len(os.listdir(m.p(folder))) == n   # the first listing, to its end
+            log.seek(os.path.getsize(m.log))
+            seen_log = []
+            wait_for(lambda: seen_log.append(log.read()) or b"stored up to UID" in b"".join(seen_log),
+                     BOUND, interval=0.001, what="the first part of the listing in the cache")
+        m.proc.kill()                                # while the next parts are stored
         m.proc.wait(timeout=30)
         force_unmount(m.path)
         m.unmounted = True
