@@ -42,6 +42,8 @@ struct fs_follow {
 	pid_t pid;               /* the thread that made the last open */
 	unsigned streak;         /* its opens in a row, up to FS_FOLLOW_STREAK */
 	int fd;                  /* its /proc/PID/stat, while followed; or -1 */
+	int cpu;                 /* the CPU last read there, or -1 */
+	unsigned since_read;     /* opens since it was read */
 	pid_t lister;            /* the thread that read the listing, or 0 */
 	fuse_ino_t listed;       /* the listing's first message */
 	fuse_ino_t least;        /* and its first by name */
