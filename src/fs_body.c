@@ -290,7 +290,9 @@ void fs_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 			fs_read_moved_on(ctx, ino);
 		rc = fs_body_failed_just_now(ctx, ino);
 		if (rc == 0) {
-			rc = fs_body_of(ctx, ino, &body, &size_changed, 0);
+			/* Without opens, a reader's first read is its first open. */
+			rc = fs_body_of(ctx, ino, &body, &size_changed,
+			                h ? 0 : fs_follow_first(ctx, req, ino));
 			if (rc != 0) {
 				g_mutex_lock(&ctx->failed_lock);
 				ctx->failed_ino = ino;

@@ -25,9 +25,10 @@
  * The listing it read: tar, rsync, cp -r and grep -r read a directory to
  * its end, then open its files in that order. A thread that read a
  * folder's first listing (UID order) to its end and then opens the first
- * message of it reads the folder in order: its first open starts the
- * stream of the folder (sync_reader_listed), not its third, which saved
- * two lone fetches, two round trips, before the stream's first body. */
+ * message of it (-o ro, with no opens: reads it) reads the folder in
+ * order: its first open starts the stream of the folder
+ * (sync_reader_listed), not its third, which saved two lone fetches, two
+ * round trips, before the stream's first body. */
 #include <fcntl.h>
 #include <stdio.h>
 #include <unistd.h>

@@ -204,10 +204,10 @@ int fs_body_held(void *data, uint64_t ino_base, uint32_t uid);
  * opens file after file, or runs free. */
 void fs_follow_open(struct fs_ctx *ctx, fuse_req_t req);
 /* The thread of req read a folder's first listing to its end: its first
- * message is first, its first by name least. And: is this open that
- * thread's next, of that first message? 2: yes, and not the first by
- * name (a reader in the listing's order); 1: yes, also the first by name
- * (either order); 0: no. */
+ * message is first, its first by name least. And: is this open (or read,
+ * without opens) that thread's next, of that first message? 2: yes, and
+ * not the first by name (a reader in the listing's order); 1: yes, also
+ * the first by name (either order); 0: no. */
 void fs_follow_listed(struct fs_ctx *ctx, fuse_req_t req, fuse_ino_t first, fuse_ino_t least);
 int fs_follow_first(struct fs_ctx *ctx, fuse_req_t req, fuse_ino_t ino);
 void fs_follow_init(struct fs_ctx *ctx);

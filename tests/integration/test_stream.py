@@ -268,14 +268,15 @@ def backwards(i, seed, size):
                        b"Date: Sun, %02d Mar 2024 10:00:00" % (31 - i), 1)
 
 
-def test_a_reader_of_the_whole_listing_streams_from_its_first_open(mount, dc, tmp_path):
+@pytest.mark.parametrize("ro", [False, True], ids=["rw", "ro"])
+def test_a_reader_of_the_whole_listing_streams_from_its_first_open(mount, dc, tmp_path, ro):
     """tar reads a folder's first listing to its end, then opens its files
-    in that order (UID order). Its first open, of the listing's first
-    message, which is not the first by name, starts the stream: every body
-    comes in it, none alone."""
+    in that order (UID order). Its first open (-o ro: its first read), of
+    the listing's first message, which is not the first by name, starts
+    the stream: every body comes in it, none alone."""
     n = 30
     bodies = make_folder(dc, "Whole", [backwards(i, "whole", 3_000) for i in range(n)], 5)
-    m = mount(server=dc, options=["watch=0"])
+    m = mount(server=dc, options=["watch=0"] + (["ro"] if ro else []))
     archive = str(tmp_path / "whole.tar")
     run(["tar", "cf", archive, "-C", m.path, "Whole"], timeout=BOUND)
     st = stats(m)
