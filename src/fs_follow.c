@@ -112,9 +112,9 @@ void fs_follow_listed(struct fs_ctx *ctx, fuse_req_t req, fuse_ino_t first, fuse
 	struct fs_follow *f = &ctx->follow;
 
 	g_mutex_lock(&f->lock);
-	f->lister = fuse_req_ctx(req)->pid;
 	f->listed = first;
 	f->least = least;
+	g_atomic_int_set(&f->lister, fuse_req_ctx(req)->pid);
 	g_mutex_unlock(&f->lock);
 }
 
@@ -124,11 +124,13 @@ int fs_follow_first(struct fs_ctx *ctx, fuse_req_t req, fuse_ino_t ino)
 	pid_t pid = fuse_req_ctx(req)->pid;
 	int first = 0;
 
+	if (g_atomic_int_get(&f->lister) != pid || pid <= 0)
+		return 0;  /* the usual case: no lock taken */
 	g_mutex_lock(&f->lock);
-	if (f->lister > 0 && f->lister == pid) {
+	if (f->lister == pid) {
 		if (f->listed == ino)
 			first = f->least == ino ? 1 : 2;
-		f->lister = 0;  /* its next open, whichever, ends the hint */
+		g_atomic_int_set(&f->lister, 0);  /* its next open, whichever, ends the hint */
 	}
 	g_mutex_unlock(&f->lock);
 	return first;

@@ -382,11 +382,11 @@ void store_let_in(struct store *st)
 	gint64 until = g_get_monotonic_time() + STORE_LET_IN_US;
 
 	g_mutex_lock(&st->let_in_lock);
-	g_atomic_int_set(&st->letting_in, 1);
+	g_atomic_int_inc(&st->letting_in);
 	while (g_atomic_int_get(&st->waiting) > 0 &&
 	       g_cond_wait_until(&st->let_in, &st->let_in_lock, until))
 		;
-	g_atomic_int_set(&st->letting_in, 0);
+	g_atomic_int_dec_and_test(&st->letting_in);
 	g_mutex_unlock(&st->let_in_lock);
 }
 

@@ -21,10 +21,11 @@
  * aside), and must never build SQL from values: every value goes through a
  * bound parameter of a statement prepared once at open. One pthread mutex
  * serialises every public call (taken with store_lock, which counts who
- * waits for it); callbacks are called with it held (a
- * statement is being stepped), so a callback must never call back into
- * the store (a sync's stored() is called between parts, without it). The functions declared here never take the mutex: they run
- * with it held, most inside the caller's transaction. */
+ * waits for it); callbacks are called with it held (a statement is being
+ * stepped), so a callback must never call back into the store (a sync's
+ * stored() is called between parts, without it). The functions declared
+ * here never take the mutex: they run with it held, most inside the
+ * caller's transaction. */
 #ifndef MAILFS_STORE_INT_H
 #define MAILFS_STORE_INT_H
 
@@ -63,7 +64,7 @@ struct store {
 	int waiting;
 	GMutex let_in_lock;
 	GCond let_in;
-	int letting_in;
+	int letting_in;       /* writers in store_let_in */
 	sqlite3 *db;
 	char *dir;
 	uint64_t body_cap;

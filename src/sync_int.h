@@ -34,8 +34,10 @@ struct sync_ctx {
 	GMutex lock;
 	GCond cond;
 	GHashTable *busy;              /* folder id -> 1 while a sync of it runs */
-	GHashTable *writing;           /* folder id -> 1 while its first listing,
-	                                  shown as it arrives, is not stored yet */
+	GHashTable *writing;           /* folder id -> the highest UID stored so
+	                                  far (uint32_t *) while its first
+	                                  listing, shown as it arrives, is being
+	                                  stored (in parts) */
 	int storing;                   /* threads making such listings */
 	unsigned stored_parts;         /* parts of them stored so far, all told */
 	GHashTable *attempted;         /* folder id -> monotonic µs of the last try */
