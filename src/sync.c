@@ -216,7 +216,6 @@ static void sync_part_stored(void *ctx, uint32_t uid)
 	g_mutex_lock(&p->s->lock);
 	if ((stored = g_hash_table_lookup(p->s->writing, &p->folder_id)))
 		*stored = uid;
-	p->s->stored_parts++;
 	g_cond_broadcast(&p->s->cond);
 	g_cond_broadcast(&p->s->stream_cond);
 	g_mutex_unlock(&p->s->lock);
@@ -409,8 +408,7 @@ static void sync_folder_done(struct sync_ctx *s, int64_t folder_id, int new_only
 {
 	g_mutex_lock(&s->lock);
 	g_hash_table_remove(s->busy, &folder_id);
-	if (g_hash_table_remove(s->writing, &folder_id))
-		s->stored_parts++;  /* the last part */
+	g_hash_table_remove(s->writing, &folder_id);
 	if (st != MF_OK && st != MF_ERR_NOTFOUND && !new_only) {
 		/* Don't retry on every lookup while the server is away. */
 		gint64 wait = sync_refresh_us(s) > SYNC_RETRY_MIN_US ? sync_refresh_us(s) : SYNC_RETRY_MIN_US;
@@ -540,12 +538,17 @@ void sync_folder_settle(struct sync_ctx *s, int64_t folder_id)
 	g_mutex_unlock(&s->lock);
 }
 
+uint32_t sync_stored_upto(struct sync_ctx *s, int64_t folder_id)
+{
+	uint32_t *stored = g_hash_table_lookup(s->writing, &folder_id);
+
+	return stored ? *stored : UINT32_MAX;
+}
+
 void sync_message_settle(struct sync_ctx *s, int64_t folder_id, uint32_t uid)
 {
-	uint32_t *stored;
-
 	g_mutex_lock(&s->lock);
-	while ((stored = g_hash_table_lookup(s->writing, &folder_id)) && *stored < uid)
+	while (sync_stored_upto(s, folder_id) < uid)
 		g_cond_wait(&s->cond, &s->lock);
 	g_mutex_unlock(&s->lock);
 }

@@ -39,7 +39,6 @@ struct sync_ctx {
 	                                  listing, shown as it arrives, is being
 	                                  stored (in parts) */
 	int storing;                   /* threads making such listings */
-	unsigned stored_parts;         /* parts of them stored so far, all told */
 	GHashTable *attempted;         /* folder id -> monotonic µs of the last try */
 	GHashTable *asked;             /* folder id -> monotonic µs a full check that
 	                                  succeeded began to ask the server */
@@ -74,6 +73,10 @@ struct sync_ctx {
  * cached UIDs; live: see sync_folder_live (sync.c). */
 enum mf_status sync_folder_run(struct sync_ctx *s, int64_t folder_id, int force,
                                int new_only, int *changed, struct sync_live **live);
+/* The highest UID of the folder's first listing in the store while it is
+ * being stored in parts; UINT32_MAX when it is all there (or was never
+ * listed that way). s->lock held. */
+uint32_t sync_stored_upto(struct sync_ctx *s, int64_t folder_id);
 
 /* ---- sync_stream.c */
 

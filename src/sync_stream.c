@@ -301,7 +301,7 @@ static void sync_stream_plan(struct sync_stream *st, size_t max)
 			return;
 		struct store_message cursor = { .uid = st->cursor_uid, .name = g_strdup(st->cursor_name) };
 		struct sync_stream_pick p = { st, g_ptr_array_new(), room, 0, max, 0 };
-		unsigned parts = s->stored_parts;
+		uint32_t upto = sync_stored_upto(s, st->folder_id);
 		g_mutex_unlock(&s->lock);
 		sync_stream_pick(st, &cursor, &p);
 		g_mutex_lock(&s->lock);
@@ -318,11 +318,11 @@ static void sync_stream_plan(struct sync_stream *st, size_t max)
 		/* Nothing after the cursor: the end, unless the folder's first
 		 * listing is still being stored (its next part wakes us), or a
 		 * part of it landed while the store was asked. */
-		if (p.entries->len == 0 && !p.full && parts != s->stored_parts) {
+		if (p.entries->len == 0 && !p.full && sync_stored_upto(s, st->folder_id) != upto) {
 			g_ptr_array_free(p.entries, TRUE);
 			continue;
 		}
-		if (p.entries->len == 0 && !p.full && !g_hash_table_contains(s->writing, &st->folder_id))
+		if (p.entries->len == 0 && !p.full && upto == UINT32_MAX)
 			st->exhausted = 1;
 		for (guint i = 0; i < p.entries->len; i++) {
 			struct sync_stream_entry *e = g_ptr_array_index(p.entries, i);

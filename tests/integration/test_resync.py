@@ -441,6 +441,21 @@ def write_maildir(dc, folder, messages):
         os.chown(path, owner.pw_uid, owner.pw_gid)
 
 
+def server_digests(dc, folder):
+    """Counter of the sha256 of every body of alice's folder (imaplib)."""
+    return collections.Counter(hashlib.sha256(b).hexdigest()
+                               for b in dc.fetch_bodies("alice", folder).values())
+
+
+def file_digests(directory, names):
+    """Counter of the sha256 of the files names in directory."""
+    got = collections.Counter()
+    for name in names:
+        with open(os.path.join(str(directory), name), "rb") as f:
+            got[hashlib.sha256(f.read()).hexdigest()] += 1
+    return got
+
+
 def stored_names(cache, folder):
     """[(uid, name)] the cache holds for folder, in UID order, read with
     Python's sqlite3 once mailfs is gone."""
@@ -470,11 +485,8 @@ def test_a_big_first_listing_is_read_while_it_is_stored(mount, servers, tmp_path
     run("tar cf - -C %s %s | tar xf - -C %s" % (m.path, folder, out), timeout=BOUND * 2)
     st = m.stats()
     m.unmount()
-    got = collections.Counter()
-    for name in os.listdir(out / folder):
-        got[hashlib.sha256((out / folder / name).read_bytes()).hexdigest()] += 1
-    want = collections.Counter(hashlib.sha256(b).hexdigest()
-                               for b in dc.fetch_bodies("alice", folder).values())
+    got = file_digests(out / folder, os.listdir(out / folder))
+    want = server_digests(dc, folder)
     assert got == want, "tar's copy differs from the server's bodies"
     assert st["bodies_fetched"] == n, st
     assert st["streams_started"] == 1 and st["stream_bodies"] == n, st
@@ -528,12 +540,8 @@ def test_a_first_listing_killed_while_stored_is_completed(mount, servers, tmp_pa
 
     m = mount(server=dc, cache_dir=cut, options=["watch=0"])
     assert sorted(listing(m.p(folder))) == sorted(want), "the listing was not completed"
-    bodies = collections.Counter(hashlib.sha256(b).hexdigest()
-                                 for b in dc.fetch_bodies("alice", folder).values())
-    got = collections.Counter()
-    for name in want:
-        with open(m.p(folder, name), "rb") as f:
-            got[hashlib.sha256(f.read()).hexdigest()] += 1
+    bodies = server_digests(dc, folder)
+    got = file_digests(m.p(folder), want)
     assert got == bodies, "bodies read after the completed listing differ from the server's"
     m.unmount()
 
