@@ -50,6 +50,16 @@ void sync_set_arrival(struct sync_ctx *s, size_t max_len,
 	g_mutex_unlock(&s->arrival_lock);
 }
 
+int sync_body_held(struct sync_ctx *s, uint64_t ino_base, uint32_t uid)
+{
+	int held;
+
+	g_mutex_lock(&s->arrival_lock);
+	held = s->arrival_held && s->arrival_held(s->arrived_ctx, ino_base, uid);
+	g_mutex_unlock(&s->arrival_lock);
+	return held;
+}
+
 void sync_free(struct sync_ctx *s)
 {
 	if (!s)

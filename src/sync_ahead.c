@@ -111,14 +111,11 @@ static int sync_ahead_push(struct sync_ctx *s, struct sync_ahead *a,
                            const struct store_message *m, uint64_t *pushed)
 {
 	uint64_t off = 0, len = 0;
-	int held, fd;
+	int fd;
 	char *body;
 
 	*pushed = 0;
-	g_mutex_lock(&s->arrival_lock);
-	held = s->arrival_held && s->arrival_held(s->arrived_ctx, a->ino_base, m->uid);
-	g_mutex_unlock(&s->arrival_lock);
-	if (held)
+	if (sync_body_held(s, a->ino_base, m->uid))
 		return 1;
 	fd = store_body_open(s->store, a->folder, m->uid, &off, &len);
 	if (fd < 0)

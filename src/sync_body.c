@@ -21,11 +21,15 @@
 
 /* A body found in the cache: the reader's progress, told to its folder's
  * stream, or else to the thread that pushes cached bodies ahead (one
- * look at the streams, under s->lock, for both). */
-static void sync_body_hit(struct sync_ctx *s, int64_t folder_id, uint32_t uid)
+ * look at the streams, under s->lock, for both). 1 when a stream brought
+ * the body for this reader. */
+static int sync_body_hit(struct sync_ctx *s, int64_t folder_id, uint32_t uid)
 {
-	if (!sync_stream_note_hit(s, folder_id, uid))
+	int seen = sync_stream_note_hit(s, folder_id, uid);
+
+	if (!seen)
 		sync_ahead_note(s, folder_id, uid);
+	return seen == 2;
 }
 
 struct store_message *sync_message_copy(const struct store_message *m)
@@ -294,7 +298,10 @@ void sync_body_seen(struct sync_ctx *s, uint64_t ino_base, uint32_t uid)
 		                     g_memdup2(&folder_id, sizeof folder_id));
 		g_mutex_unlock(&s->lock);
 	}
-	/* A use, as an open of the cache file is: least recently used last. */
-	store_body_used(s->store, folder_id, uid);
-	sync_body_hit(s, folder_id, uid);
+	/* A use, as an open of the cache file is: least recently used last;
+	 * but a body a stream brought for this reader was used at its commit,
+	 * after every body it passed (so what it brought and the reader has
+	 * not reached yet stays the most recent). */
+	if (!sync_body_hit(s, folder_id, uid))
+		store_body_used(s->store, folder_id, uid);
 }

@@ -69,6 +69,10 @@ struct sync_ctx {
 	size_t arrival_max;
 };
 
+/* Whether the arrival listener holds the body of (ino_base, uid) already
+ * (takes arrival_lock; may be called with s->lock held). */
+int sync_body_held(struct sync_ctx *s, uint64_t ino_base, uint32_t uid);
+
 /* new_only: after our own change, fetch just the messages above the
  * cached UIDs; live: see sync_folder_live (sync.c). */
 enum mf_status sync_folder_run(struct sync_ctx *s, int64_t folder_id, int force,
@@ -98,8 +102,10 @@ int sync_stream_active(struct sync_ctx *s, int64_t folder_id);
  * MF_ERR_TIMEOUT). */
 int sync_stream_open(struct sync_ctx *s, int64_t folder_id, const struct store_message *m,
                      int *fd_out, uint64_t *off, uint64_t *len, enum mf_status *failed);
-/* A cache hit: a body the stream brought, the reader's progress. 1 when
- * a stream runs for the folder. */
+/* A cache hit: the reader's progress, for the stream of the folder. 2
+ * when a stream brought the body and the reader reaches it now (the
+ * stream's commit was its use; a finished stream's only when the kernel
+ * holds the body), else 1 when a stream runs for the folder, else 0. */
 int sync_stream_note_hit(struct sync_ctx *s, int64_t folder_id, uint32_t uid);
 /* Ends every stream and waits for their threads (sync_free). */
 void sync_streams_stop(struct sync_ctx *s);

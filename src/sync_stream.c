@@ -794,18 +794,29 @@ static int sync_stream_is_next(struct sync_ctx *s, struct sync_stream *st,
 
 int sync_stream_note_hit(struct sync_ctx *s, int64_t folder_id, uint32_t uid)
 {
-	struct sync_stream *st;
-	struct sync_stream_entry *e;
+	int running = 0, brought = 0;
 
 	g_mutex_lock(&s->lock);
-	st = sync_stream_find(s, folder_id);
-	e = st ? g_hash_table_lookup(st->entries, GUINT_TO_POINTER(uid)) : NULL;
-	if (e) {
-		st->last_open = g_get_monotonic_time();
+	for (guint i = 0; !brought && s->streams && i < s->streams->len; i++) {
+		struct sync_stream *st = g_ptr_array_index(s->streams, i);
+		struct sync_stream_entry *e;
+		if (st->folder_id != folder_id)
+			continue;
+		running |= !st->finished;
+		e = g_hash_table_lookup(st->entries, GUINT_TO_POINTER(uid));
+		/* A finished stream keeps what its reader has not reached: the
+		 * reader coming to one of those is no news for anyone, when the
+		 * kernel holds the body (sync_ahead would only look it up). */
+		if (!e || (st->finished && e->status != MF_OK) ||
+		    (st->finished && !sync_body_held(s, st->ino_base, uid)))
+			continue;
+		if (!st->finished)
+			st->last_open = g_get_monotonic_time();
 		sync_stream_consume(st, e->uid, e->name);
+		brought = 1;
 	}
 	g_mutex_unlock(&s->lock);
-	return st != NULL;
+	return brought ? 2 : running;
 }
 
 int sync_stream_open(struct sync_ctx *s, int64_t folder_id, const struct store_message *m,

@@ -14,6 +14,7 @@ import hashlib
 import json
 import os
 import random
+import sqlite3
 import threading
 import time
 
@@ -312,6 +313,47 @@ def test_a_reader_whose_first_is_first_both_ways_streams_from_its_second(mount, 
     assert st["bodies_fetched"] == n, st
     assert st["stream_bodies"] == n - 1, \
         "%d of %d bodies came in the stream, not all but the first" % (st["stream_bodies"], n)
+
+
+def test_a_stream_that_ran_to_its_end_leaves_its_reader_alone(mount, dc):
+    """A stream that brought a folder's last body ends while its reader
+    has most of the folder still to go. Reaching what the stream brought
+    is news for no one: nothing looks those bodies up again to push them
+    ahead (the kernel holds them: no 'pushed ahead' run), and their opens
+    write no use to the cache's LRU (their commit was their use), so the
+    LRU holds one tick a body, not two."""
+    n = 200
+    bodies = make_folder(dc, "Ended", [padded(i, "ended", 3_000) for i in range(n)], 5)
+    m = mount(server=dc, options=["watch=0", "debug"])
+    names = os.listdir(m.p("Ended"))  # the listing, in UID order
+    by_sha = {sha(b) for b in bodies.values()}
+    wrong = []
+    for i, name in enumerate(names):
+        if i == 10:
+            # The stream brought all 200 (600 KB, inside its window): the
+            # rest are read after it ended.
+            wait_for(lambda: stats(m)["streams_active"] == 0 and stats(m)["bodies_fetched"] == n,
+                     timeout=30, what="the stream to bring every body and end")
+        with open(m.p("Ended", name), "rb") as f:
+            if sha(f.read()) not in by_sha:
+                wrong.append(name)
+    st = stats(m)
+    log = m.log_text()
+    m.unmount()
+    assert not wrong, "read after the stream ended, differing from the server: %s" % wrong[:5]
+    assert st["streams_started"] == 1 and st["stream_bodies"] >= n - 2, st
+    assert "pushed ahead of a reader" not in log, \
+        "bodies the stream brought were looked up again and pushed ahead of their reader"
+    db = sqlite3.connect(os.path.join(m.cache_dir, "cache.sqlite"))
+    try:
+        top, count = db.execute("SELECT max(last_used), count(*) FROM bodies").fetchone()
+    finally:
+        db.close()
+    assert count == n, "%d bodies in the cache for %d messages" % (count, n)
+    assert top <= n + 5, \
+        "LRU tick %d for %d bodies: the opens of what the stream brought were written " \
+        "as uses again" % (top, n)
+    no_seen(dc, "Ended")
 
 
 def test_message_larger_than_the_window_arrives_whole(mount, dc, tmp_path):
