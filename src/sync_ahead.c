@@ -5,7 +5,9 @@
  * kernel's page cache), as a stream does with the bodies it brings. An
  * open of a pushed body then asks the store nothing, and a read-only
  * mount sees no request for it at all: a warm tar there costs a READ
- * where the pushed run ends, not one a file.
+ * where the pushed run ends, not one a file. While a stream runs for the
+ * folder, or a stream that ran to its end brought the body the reader
+ * reaches (and the kernel holds it), the thread hears of no hit.
  *
  * Must not: hold more than SYNC_AHEAD_COUNT bodies and SYNC_AHEAD_BYTES
  * ahead of the reader, push a body whose length is not the size the

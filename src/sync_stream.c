@@ -7,6 +7,8 @@
  * it. An open of a message the stream has not reached is fetched at once
  * elsewhere (sync_body.c) and the stream goes on after it; a reader that
  * goes back, far ahead, or makes no open for a while ends the stream.
+ * One that ran to the folder's end keeps, until collected, what its
+ * reader has not reached: the reader's hits there stay its own.
  *
  * Must not: stream with -o mark_seen (sync_body.c never starts one), hold
  * the context's lock across the store or the network, hand out more than
