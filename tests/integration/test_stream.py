@@ -321,7 +321,7 @@ def test_a_stream_that_ran_to_its_end_leaves_its_reader_alone(mount, dc):
     is news for no one: nothing looks those bodies up again to push them
     ahead (the kernel holds them: no 'pushed ahead' run), and their opens
     write no use to the cache's LRU (their commit was their use), so the
-    LRU holds one tick a body, not two."""
+    LRU holds about one tick a body, not two."""
     n = 200
     bodies = make_folder(dc, "Ended", [padded(i, "ended", 3_000) for i in range(n)], 5)
     m = mount(server=dc, options=["watch=0", "debug"])
@@ -350,7 +350,9 @@ def test_a_stream_that_ran_to_its_end_leaves_its_reader_alone(mount, dc):
     finally:
         db.close()
     assert count == n, "%d bodies in the cache for %d messages" % (count, n)
-    assert top <= n + 5, \
+    # One tick a body at its commit; the first ten opens, which may come
+    # before the stream's bodies are in the kernel's cache, one each at most.
+    assert top <= n + 10, \
         "LRU tick %d for %d bodies: the opens of what the stream brought were written " \
         "as uses again" % (top, n)
     no_seen(dc, "Ended")
