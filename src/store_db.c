@@ -386,7 +386,7 @@ void store_let_in(struct store *st)
 	while (g_atomic_int_get(&st->waiting) > 0 &&
 	       g_cond_wait_until(&st->let_in, &st->let_in_lock, until))
 		;
-	g_atomic_int_dec_and_test(&st->letting_in);
+	g_atomic_int_add(&st->letting_in, -1);
 	g_mutex_unlock(&st->let_in_lock);
 }
 

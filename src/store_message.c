@@ -89,6 +89,21 @@ static enum mf_status store_insert_messages(struct store *st, const struct store
 	return rc;
 }
 
+/* The folder's state after a sync: its UIDVALIDITY, UIDNEXT, modseq and
+ * the time of its last full check (lock held). */
+static enum mf_status store_set_sync_state(struct store *st, int64_t folder_id,
+                                           uint32_t uidvalidity, uint32_t uidnext,
+                                           uint64_t modseq, int64_t now)
+{
+	sqlite3_stmt *q = store_query_folder(st, Q_FOLDER_SET_SYNC, folder_id);
+
+	sqlite3_bind_int64(q, 2, uidvalidity);
+	sqlite3_bind_int64(q, 3, uidnext);
+	sqlite3_bind_int64(q, 4, (sqlite3_int64)modseq);
+	sqlite3_bind_int64(q, 5, now);
+	return store_run(q);
+}
+
 /* A first listing in parts (s->stored set, names made, nothing to do
  * but add): all but the last part of the rows, in UID order, each part
  * committed in a transaction of its own with the mutex let go between
@@ -108,19 +123,12 @@ static enum mf_status store_insert_parts(struct store *st, const struct store_sy
 {
 	size_t part = STORE_PART_FIRST;
 	enum mf_status rc = MF_OK;
-	sqlite3_stmt *q;
 
 	*done = 0;
 	while (s->n_added - *done > part) {
 		rc = store_insert_messages(st, s, names, *done, *done + part);
-		if (rc == MF_OK && *done == 0) {
-			q = store_query_folder(st, Q_FOLDER_SET_SYNC, s->folder_id);
-			sqlite3_bind_int64(q, 2, s->uidvalidity);
-			sqlite3_bind_int64(q, 3, 0);
-			sqlite3_bind_int64(q, 4, 0);
-			sqlite3_bind_int64(q, 5, 0);
-			rc = store_run(q);
-		}
+		if (rc == MF_OK && *done == 0)
+			rc = store_set_sync_state(st, s->folder_id, s->uidvalidity, 0, 0, 0);
 		if (rc == MF_OK)
 			rc = store_commit(st);
 		if (rc != MF_OK)
@@ -145,7 +153,6 @@ enum mf_status store_folder_apply_sync(struct store *st, const struct store_sync
 	char **names = NULL;
 	GPtrArray *doomed = g_ptr_array_new_with_free_func(g_free);
 	enum mf_status rc;
-	sqlite3_stmt *q;
 	size_t done = 0;
 
 	store_lock(st);
@@ -197,12 +204,8 @@ enum mf_status store_folder_apply_sync(struct store *st, const struct store_sync
 			goto out;
 	}
 
-	q = store_query_folder(st, Q_FOLDER_SET_SYNC, s->folder_id);
-	sqlite3_bind_int64(q, 2, s->uidvalidity);
-	sqlite3_bind_int64(q, 3, s->uidnext);
-	sqlite3_bind_int64(q, 4, (sqlite3_int64)s->highestmodseq);
-	sqlite3_bind_int64(q, 5, s->now);
-	rc = store_run(q);
+	rc = store_set_sync_state(st, s->folder_id, s->uidvalidity, s->uidnext, s->highestmodseq,
+	                          s->now);
 	if (rc != MF_OK)
 		goto out;
 

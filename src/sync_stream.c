@@ -809,8 +809,8 @@ int sync_stream_note_hit(struct sync_ctx *s, int64_t folder_id, uint32_t uid)
 		/* A finished stream keeps what its reader has not reached: the
 		 * reader coming to one of those is no news for anyone, when the
 		 * kernel holds the body (sync_ahead would only look it up). */
-		if (!e || (st->finished && e->status != MF_OK) ||
-		    (st->finished && !sync_body_held(s, st->ino_base, uid)))
+		if (!e || (st->finished && (e->status != MF_OK ||
+		                            !sync_body_held(s, st->ino_base, uid))))
 			continue;
 		if (!st->finished)
 			st->last_open = g_get_monotonic_time();
